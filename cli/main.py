@@ -6,6 +6,7 @@ on is printed as a single line on stderr. ``--debug`` (or MC_DEBUG=1) shows the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -34,18 +35,17 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("mcmodels", "ModelError"),
         ("mcruntime", "SessionError"),
     ):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             errors.append(getattr(__import__(mod), name))
-        except (ImportError, AttributeError):
-            pass
     return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> None:
     _register()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get(
-        "MC_DEBUG"
-    ) == "1"
+    debug = (
+        "--debug" in (argv if argv is not None else sys.argv[1:])
+        or os.environ.get("MC_DEBUG") == "1"
+    )
     try:
         cli.main(args=argv, prog_name="mc", standalone_mode=False)
     except click.exceptions.Abort:

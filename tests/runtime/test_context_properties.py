@@ -59,7 +59,7 @@ def test_canonical_is_coarsest_and_legal(block, committed, pending, raw_recent):
         if num_nodes(lvl + 1) > 0:
             assert levels.count(lvl) <= block - 1
     for _, parent in wc.sibling_groups():
-        s, e = span(parent, block)
+        _, e = span(parent, block)
         assert parent[0] == 1 or e > raw_from or parent[1] >= num_nodes(parent[0]), parent
     assert wc.cost == min_cost(length, committed, raw_recent, num_nodes, block)
 
@@ -164,7 +164,7 @@ class FocusMachine(RuleBasedStateMachine):
             return
         pos, parent = data.draw(st.sampled_from(groups))
         before = self.wc.copy()
-        s, e = span(parent, self.block)
+        _, e = span(parent, self.block)
         legal = parent[1] < self.num_nodes(parent[0])
         if not legal:
             with pytest.raises(ContextError):
@@ -174,7 +174,9 @@ class FocusMachine(RuleBasedStateMachine):
         if e > self.wc.raw_floor(self.cfg.raw_recent):
             return  # the allocator never does this; the raw region must stay raw
         self.wc.collapse(pos, self.num_nodes)
-        assert self.wc.entries == before.entries[:pos] + [parent] + before.entries[pos + self.block :]
+        assert (
+            self.wc.entries == before.entries[:pos] + [parent] + before.entries[pos + self.block :]
+        )
 
     @precondition(lambda self: hasattr(self, "focus"))
     @rule(seed=st.integers(0, 2**16), scale=st.sampled_from([0.1, 1.0, 5.0]))
