@@ -1,0 +1,376 @@
+"""Sessions: ingest → assemble → refocus → decode, with every turn appended to the tree.
+
+The model's sequence is ``[chat prefix] [working context over the tree] [current turn]``: the
+memory sits inside the system turn, the question and the answer being written form the raw tail.
+Questions and answers are appended to the tree (as ``chat:user`` / ``chat:assistant`` segments)
+so a conversation continues across processes and machines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import mcstore
+from mcruntime.context import ContextError, Entry, min_cost
+from mcruntime.focus import Focus, FocusConfig
+from mcruntime.indexing import NodeIndex
+from mcruntime.scorers import FocusView, make_scorer
+from mcruntime.streaming import EntryVectors, Gister
+from mcruntime.window import Window
+
+log = logging.getLogger(__name__)
+
+
+class SessionError(Exception):
+    """A session-level problem a person can act on (window too small, stale gists, …)."""
+
+    exit_code = 1
+
+
+@dataclass
+class SessionConfig:
+    window: int = 2048  # model positions: template + working context + current turn
+    raw_recent: int = 128  # newest tokens of the history that always stay raw
+    refocus_every: int = 32  # tokens decoded between refocus steps
+    max_expands: int = 4  # expands per refocus step
+    focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
+    scorer: str | None = None  # None: lensnet when a checkpoint is available, else similarity
+    retrieval: str | None = "lexical"  # key kind of the retrieval assist, or None to disable
+    retrieval_k: int = 4
+    system: str | None = (
+        "You are a helpful assistant. Your memory of earlier documents and conversations follows."
+    )
+    reserve: int = 256  # positions kept for the turn when no question is being answered
+    min_raw_recent: int = 32
+
+
+@dataclass
+class Answer:
+    text: str
+    tokens: list[int]
+    focus: list[dict] = field(default_factory=list)  # expanded spans, with their sources
+    timings: dict = field(default_factory=dict)
+
+
+class Session:
+    """A frozen model reading an unbounded tree through a fixed window.
+
+    ``tree``: an open ``mcstore`` tree or a URL (created on first use, bound to the model).
+    ``model``: a name or path for ``mcmodels.load_base``, or a loaded base model.
+    """
+
+    def __init__(
+        self,
+        tree,
+        *,
+        model="smollm2-135m-instruct",
+        gistnet=None,
+        lensnet=None,
+        window: int = 2048,
+        storage_options: dict | None = None,
+        config: SessionConfig | None = None,
+        mode: str = "a",
+        create: bool = True,
+    ):
+        import mcmodels
+
+        self.config = config or SessionConfig()
+        self.config.window = window
+        self.base = mcmodels.load_base(model) if isinstance(model, str) else model
+        self.gistnet = self._pick_gistnet(gistnet, mcmodels)
+        self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
+        self.tree = self._open_tree(tree, storage_options, mode, create)
+        self.gister = Gister(self.base, self.gistnet, out_dtype=_np_dtype(self.tree))
+        self.entry_vectors = EntryVectors(self.tree, self.base)
+        scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "similarity")
+        self.scorer = make_scorer(scorer, lensnet=self.lensnet)
+        self.parts = self.base.tokenizer.chat_parts(self.config.system)
+        self.window = Window(self.base, self.parts.prefix)
+        self.index = (
+            NodeIndex(self.tree, self.base, kind=self.config.retrieval)
+            if self.config.retrieval
+            else None
+        )
+        self.focus = self._assemble(self._budget(self.config.reserve))
+        self._sync()
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _pick_gistnet(self, gistnet, mcmodels):
+        if gistnet is None:
+            gistnet = mcmodels.default_gistnet(self.base)
+        if gistnet is None:
+            log.warning(
+                "no trained GistNet for %s: gists come from an untrained network", self.base.name
+            )
+            torch.manual_seed(0)
+            gistnet = mcmodels.GistNet.for_base(self.base)
+        elif isinstance(gistnet, str):
+            gistnet = mcmodels.load_gistnet(gistnet)
+        return gistnet.eval()
+
+    def binding(self) -> dict:
+        g = self.gistnet
+        return {
+            "tokenizer": self.base.binding(),
+            "gistnet": {
+                "id": getattr(g, "checkpoint_id", None) or "untrained",
+                "hash": getattr(g, "checkpoint_hash", None) or "untrained",
+                "dim": self.base.d_model,
+                "dtype": "float16",
+            },
+        }
+
+    def _open_tree(self, tree, storage_options, mode, create):
+        if not isinstance(tree, str):
+            t = tree
+        else:
+            try:
+                t = mcstore.open(tree, mode, storage_options=storage_options)
+            except mcstore.TreeNotFound:
+                if not create or mode == "r":
+                    raise
+                return mcstore.create(
+                    tree,
+                    dim=self.base.d_model,
+                    binding=self.binding(),
+                    storage_options=storage_options,
+                )
+        if t.dim != self.base.d_model:
+            raise mcstore.BindingMismatch(
+                f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is {self.base.d_model}-wide"
+            )
+        current = t.check_binding(self.binding())
+        if not current and t.mode != "r":
+            raise SessionError(
+                f"tree {t.url} was gisted by another GistNet ({t.binding['gistnet']['id']}); "
+                f"run `mc regist {t.url}` to bring it up to date"
+            )
+        return t
+
+    # -- budget & focus -----------------------------------------------------------------------
+
+    def _budget(self, turn: int) -> int:
+        return self.config.window - len(self.parts.prefix) - turn
+
+    def _raw_recent(self, budget: int) -> int:
+        return max(self.config.min_raw_recent, min(self.config.raw_recent, budget // 4))
+
+    def _assemble(self, budget: int) -> Focus:
+        cfg = FocusConfig(
+            budget=budget, raw_recent=self._raw_recent(budget), max_expands=self.config.max_expands
+        )
+        n = self.tree.length
+        need = min_cost(n, n, cfg.raw_recent, self.tree.num_nodes, self.tree.block)
+        if need > budget:
+            raise SessionError(
+                f"a window of {self.config.window} leaves {budget} positions for memory, but "
+                f"{n} tokens need at least {need}; use a larger --window"
+            )
+        return Focus.assemble(n, self.tree.num_nodes, cfg, block=self.tree.block)
+
+    def _set_budget(self, budget: int) -> None:
+        cfg = self.focus.config
+        if budget < min_cost(
+            self.focus.wc.length,
+            self.tree.length,
+            self._raw_recent(budget),
+            self.tree.num_nodes,
+            self.tree.block,
+        ):
+            raise SessionError(
+                f"the question and answer leave only {budget} of {self.config.window} positions "
+                "for memory; ask a shorter question, lower max_new_tokens or use a larger --window"
+            )
+        cfg.budget = budget
+        cfg.raw_recent = self._raw_recent(budget)
+        self.focus.make_room()
+
+    def _grow_to_tree(self) -> None:
+        """The tree grew (our own appends): extend the working context to cover it."""
+        n_new = self.tree.length - self.focus.wc.length
+        self.focus.on_commit(self.tree.num_nodes)
+        if n_new <= 0:
+            return
+        if n_new > 4 * self.focus.config.budget:  # a bulk ingest: start from a fresh assembly
+            self.focus = self._assemble(self.focus.config.budget)
+        else:
+            self.focus.grow(n_new)
+
+    def _sync(self, tail: torch.Tensor | None = None) -> None:
+        """Bring the window's vectors in line with the working context (+ current turn)."""
+        wc = self.focus.wc
+        start = wc.dirty_from if wc.dirty_from is not None else wc.cost
+        vecs = self.entry_vectors(wc.entries[start:])
+        parts = [vecs] + ([tail] if tail is not None else [])
+        self.window.set_from(self.window.prefix_len + start, torch.cat(parts, dim=0))
+        wc.clear_dirty()
+
+    def entries_vectors(self) -> torch.Tensor:
+        p = self.window.prefix_len
+        return self.window.vectors[p : p + self.focus.wc.cost]
+
+    def _scores(self, query_ids: list[int], query_vecs: torch.Tensor) -> np.ndarray:
+        view = FocusView(
+            wc=self.focus.wc,
+            vectors=self.entries_vectors(),
+            query=query_vecs,
+            base=self.base,
+            prefix=self.window.vectors[: self.window.prefix_len],
+        )
+        scores = np.asarray(self.scorer(view), dtype=np.float64)
+        if self.index is not None:
+            scores = scores + self.index.boosts(
+                self.focus.wc, query_ids, query_vecs, self.config.retrieval_k
+            )
+        return scores
+
+    def refocus(
+        self, query_ids: list[int], tail: torch.Tensor | None = None, rounds: int = 1
+    ) -> int:
+        """Up to ``rounds`` refocus steps for this query; returns the number of edits made."""
+        made = 0
+        qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
+        for _ in range(rounds):
+            edits = self.focus.refocus(self._scores(query_ids, qv))
+            if not edits:
+                break
+            made += len(edits.ops)
+            self._record(edits.expanded)
+            self._sync(tail)
+        return made
+
+    def _record(self, expanded: list[Entry]) -> None:
+        b = self.tree.block
+        for level, index in expanded:
+            if hasattr(self.tree, "record_access"):
+                self.tree.record_access(level - 1, np.arange(index * b, (index + 1) * b))
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def ingest(self, text: str, source: str = "text", tags=()) -> int:
+        """Append a document to the tree (gists for every completed node) and commit."""
+        if not text.strip():
+            raise SessionError(f"nothing to ingest from {source}: the text is empty")
+        ids = self.base.tokenizer.encode(render_document(text, source))
+        return self.append_ids(ids, source=source, tags=tags)
+
+    def append_ids(
+        self, ids: list[int], *, source: str, tags=(), message: str | None = None
+    ) -> int:
+        version = self.tree.append(
+            np.asarray(ids, dtype=np.int32),
+            gister=self.gister,
+            source=source,
+            tags=tuple(tags),
+            message=message,
+        )
+        if self.index is not None:
+            self.index.update()
+        self._grow_to_tree()
+        self._sync()
+        return version
+
+    def ask(self, question: str, max_new_tokens: int = 256) -> str:
+        return "".join(self.chat_stream(question, max_new_tokens=max_new_tokens))
+
+    def chat_stream(self, message: str, max_new_tokens: int = 256) -> Iterator[str]:
+        """Answer ``message`` from memory, yielding text as it is decoded; then remember both."""
+        tok = self.base.tokenizer
+        t0 = time.perf_counter()
+        q_ids = tok.encode(message)
+        turn_ids = self.parts.before_user + q_ids + self.parts.after_user
+        self._set_budget(self._budget(len(turn_ids) + max_new_tokens))
+        self._sync()
+        turn = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
+        made = self.refocus(q_ids, rounds=self.config.focus_rounds)
+        self._sync(turn)
+        t_focus = time.perf_counter()
+        out: list[int] = []
+        text = ""
+        ends = set(self.parts.end_ids) | set(tok.end_ids)
+        for step in range(max_new_tokens):
+            nxt = int(torch.argmax(self.window.logits()))
+            if nxt in ends:
+                break
+            out.append(nxt)
+            new_text = tok.decode(out, skip_special=True)
+            if not new_text.endswith("\ufffd"):
+                yield new_text[len(text) :]
+                text = new_text
+            self.window.append(self.base.embed(torch.tensor([nxt])).float())
+            if (step + 1) % self.config.refocus_every == 0:
+                tail = torch.cat([turn, self.base.embed(torch.tensor(out)).float()])
+                self.refocus(q_ids + out[-self.config.refocus_every :], tail=tail)
+        final = tok.decode(out, skip_special=True)
+        if len(final) > len(text):
+            yield final[len(text) :]
+        t_dec = time.perf_counter()
+        self.last = Answer(final, out, self.focus_report(), {
+            "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out), "focus_edits": made,
+        })  # fmt: skip
+        self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
+        self._set_budget(self._budget(self.config.reserve))
+        self.append_ids(tok.encode(render_turn("user", message)), source="chat:user")
+        self.append_ids(tok.encode(render_turn("assistant", final)), source="chat:assistant")
+
+    @property
+    def working_context(self) -> dict:
+        wc = self.focus.wc
+        return {
+            "entries": list(wc.entries),
+            "length": wc.length,
+            "cost": wc.cost,
+            "budget": self.focus.config.budget,
+        }
+
+    def focus_report(self) -> list[dict]:
+        """Spans shown in more detail than the coarsest view, merged, with their sources."""
+        wc, b = self.focus.wc, self.focus.wc.block
+        raw_from = wc.raw_floor(self.focus.config.raw_recent)
+        spans: list[list[int]] = []
+        for level, index in wc.entries:
+            s, e = index * b**level, (index + 1) * b**level
+            if level == 0 and s < raw_from:
+                if spans and spans[-1][1] == s:
+                    spans[-1][1] = e
+                else:
+                    spans.append([s, e])
+        out = []
+        for s, e in spans:
+            seg = self.tree.segment_at(s)
+            out.append({"start": s, "stop": e, "source": getattr(seg, "source", None)})
+        return out
+
+    def close(self) -> None:
+        if hasattr(self.tree, "flush_telemetry") and self.tree.mode != "r":
+            self.tree.flush_telemetry()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def render_document(text: str, source: str) -> str:
+    return f"### {source}\n{text.rstrip()}\n\n"
+
+
+def render_turn(role: str, text: str) -> str:
+    return f"{'User' if role == 'user' else 'Assistant'}: {text.strip()}\n" + (
+        "\n" if role != "user" else ""
+    )
+
+
+def _np_dtype(tree):
+    return np.uint16 if getattr(tree, "dtype", "float16") == "bfloat16" else np.float16
+
+
+__all__ = ["Answer", "ContextError", "Session", "SessionConfig", "SessionError"]
