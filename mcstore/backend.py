@@ -17,6 +17,7 @@ Errors of access (no credentials, permission denied, endpoint down) become
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -377,10 +378,8 @@ def _raise(e: BaseException):
 
 
 def _unlink(p: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(p)
-    except FileNotFoundError:
-        pass
 
 
 def _fsync_dir(d: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -1133,10 +1134,8 @@ class Tree:
         self._tele_buf.append((int(level), arr, _now()))
         self._tele_n += arr.size
         if self._tele_n >= 1_000_000 and self._telemetry_enabled:
-            try:
+            with contextlib.suppress(Exception):
                 self.flush_telemetry()
-            except Exception:
-                pass
 
     def _tele_summary(self, buf) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
