@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextlib
 import hashlib
 import io
 import json
@@ -214,10 +215,8 @@ class Tree:
 
     def close(self) -> None:
         if self._telemetry_enabled and self._tele_buf:
-            try:
+            with contextlib.suppress(Exception):  # telemetry must never endanger anything
                 self.flush_telemetry()
-            except Exception:  # telemetry must never endanger anything else
-                pass
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -1276,10 +1275,8 @@ def _read_tag(be: Backend, name: str) -> int:
 
 
 def _write_head_hint(be: Backend, version: int) -> None:
-    try:
+    with contextlib.suppress(Exception):  # only a hint
         be.write("log/head", str(version).encode())
-    except Exception:
-        pass  # only a hint
 
 
 def _find_head(be: Backend, known: int = 0) -> int:

@@ -57,3 +57,18 @@ def backend(request, tmp_path):
     if kind == "local":
         return (lambda name: str(tmp_path / name)), None
     return (lambda name: f"file://{tmp_path / name}"), None
+
+
+@pytest.fixture
+def backend_for(request, tmp_path):
+    """backend_for(kind) -> (url, storage_options) for one tree."""
+
+    def make(kind: str):
+        if kind == "s3":
+            ms = request.getfixturevalue("moto_server")
+            return f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}/t", ms["storage_options"]
+        if kind == "memory":
+            return f"memory://mc-{uuid.uuid4().hex[:10]}/t", None
+        return str(tmp_path / f"t-{uuid.uuid4().hex[:6]}"), None
+
+    return make
