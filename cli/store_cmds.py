@@ -139,8 +139,13 @@ def fork(src: str, dst: str, version: str | None, sopts) -> None:
 
 @cli.command()
 @click.argument("tree")
-@click.option("--grace", type=float, default=3600.0, show_default=True,
-              help="Keep unreferenced objects younger than this many seconds.")
+@click.option(
+    "--grace",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Keep unreferenced objects younger than this many seconds.",
+)
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @storage_option
 def gc(tree: str, grace: float, dry_run: bool, sopts) -> None:

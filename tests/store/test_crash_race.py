@@ -43,7 +43,10 @@ def test_sigkill_at_random_points(tmp_path):
     for i in range(24):
         p = subprocess.Popen(
             [sys.executable, "-m", "tests.store._appender", url, "crash"],
-            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         time.sleep(rnd.uniform(0.35, 0.9))  # startup ~0.3 s, then appends every few ms
         p.send_signal(signal.SIGKILL)
@@ -91,12 +94,15 @@ def test_two_processes_race(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.store._appender", url, "race", str(w), str(n)],
-            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for w in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (o, e) in zip(procs, outs, strict=True):
+    for p, (_o, e) in zip(procs, outs, strict=True):
         assert p.returncode == 0, e.decode()[-2000:]
     _check_race(url, 2, n)
 
