@@ -115,6 +115,8 @@ class Backend:
         else:
             self.kind = "other"
         self.root = root.rstrip("/")
+        # s3fs asks for the size (a HEAD) before a whole-object GET unless told not to split it
+        self._one_get = {"max_concurrency": 1} if self.kind == "s3" else {}
         if self.kind == "memory" and not self.root.startswith("/"):
             self.root = "/" + self.root
 
@@ -151,7 +153,7 @@ class Backend:
             with open(self.path(rel), "rb") as f:
                 data = f.read()
         else:
-            data = self._guard(self.fs.cat_file, self.path(rel))
+            data = self._guard(self.fs.cat_file, self.path(rel), **self._one_get)
         self.stats.add(gets=1, get_bytes=len(data))
         return data
 
@@ -198,7 +200,7 @@ class Backend:
                     out[r] = None
             return out
         paths = [self.path(r) for r in rels]
-        res = self._guard(self.fs.cat, paths, on_error="return")
+        res = self._guard(self.fs.cat, paths, on_error="return", **self._one_get)
         out = {}
         n = 0
         for r, p in zip(rels, paths, strict=True):
@@ -271,7 +273,7 @@ class Backend:
         return sorted(out)
 
     # ------------------------------------------------------------------ writes
-    def _local_tmp(self, final: str, data: bytes) -> str:
+    def _local_tmp(self, final: str, data: bytes, durable: bool = True) -> str:
         d = os.path.dirname(final)
         os.makedirs(d, exist_ok=True)
         tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}")
@@ -281,17 +283,18 @@ class Backend:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return tmp
 
-    def write(self, rel: str, data: bytes) -> None:
-        """Atomic whole-object write (replaces any previous object)."""
+    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Atomic whole-object write (replaces any previous object); ``durable`` fsyncs."""
         data = bytes(data)
         if self.kind == "local":
             final = self.path(rel)
-            tmp = self._local_tmp(final, data)
+            tmp = self._local_tmp(final, data, durable)
             try:
                 os.replace(tmp, final)
             except BaseException:

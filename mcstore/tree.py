@@ -863,6 +863,7 @@ class Tree:
             override.pop(key)
         shards: list[tuple[str, int, bytes]] = []
         delta_parts: list[bytes] = []
+        new_tail: dict[str, np.ndarray] = {}
         for name in F.array_names(length, geo.block, gset):
             spec = geo.spec(name)
             S = spec.shard_rows
@@ -891,6 +892,7 @@ class Tree:
             for k in range(r_old // S, r_new // S):
                 shards.append((name, k, F.encode_shard(spec, get(k * S, (k + 1) * S))))
             b_new = (r_new // S) * S
+            new_tail[name] = np.array(get(b_new, r_new)) if r_new > b_new else spec.empty(0)
             lo = b_new if consolidate else max(r_old, b_new)
             if r_new > lo:
                 rows = np.ascontiguousarray(
@@ -947,16 +949,13 @@ class Tree:
         self._recs[version] = rec
         self._snap = _Snap(rec)
         self._segments_cache = None
-        self._tail = self._assemble_tail(self._records(list(range(rec["tail_from"], version + 1))))
+        self._tail = new_tail  # the same rows a reader assembles from the deltas
         self._tail_version = version
-        self._deltas = {
-            k: v
-            for k, v in self._deltas.items()
-            if any(
-                (self._recs[x].get("delta") or {}).get("path") == k
-                for x in range(rec["tail_from"], version + 1)
-            )
+        chain = {
+            (self._recs[x].get("delta") or {}).get("path")
+            for x in range(rec["tail_from"], version + 1)
         }
+        self._deltas = {k: v for k, v in self._deltas.items() if k in chain}
         _write_head_hint(be, version)
         return version
 
@@ -1275,7 +1274,7 @@ def _read_tag(be: Backend, name: str) -> int:
 
 def _write_head_hint(be: Backend, version: int) -> None:
     with contextlib.suppress(Exception):  # only a hint
-        be.write("log/head", str(version).encode())
+        be.write("log/head", str(version).encode(), durable=False)
 
 
 def _find_head(be: Backend, known: int = 0) -> int:
