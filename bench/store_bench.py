@@ -25,10 +25,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import mcstore  # noqa: E402
-from mcstore import format as F  # noqa: E402
+import mcstore
+from mcstore import format as F
 
 DIM = 576
 RESULTS = Path(__file__).resolve().parent / "results" / "store.json"
@@ -50,7 +50,7 @@ def raw_bytes(t, old_state, new_state) -> int:
     """Bytes of the rows an append added, over every array (tokens, gists, metadata, segments)."""
     geo = t.geo
     total = 0
-    length, nseg, nheap = new_state
+    length = new_state[0]
     for name in F.array_names(length, geo.block, t._snap.gset):
         spec = geo.spec(name)
         total += (geo.rows(spec, *new_state) - geo.rows(spec, *old_state)) * spec.itemsize
@@ -62,7 +62,11 @@ def state(t):
 
 
 def start_moto():
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
