@@ -1,1 +1,67 @@
+"""mcstore: the MegaContext tree store (numpy in, numpy out; never imports torch).
 
+Layout of a tree (format 1) on any fsspec URL::
+
+    zarr.json                         zarr v3 root group; attrs["megacontext"] = static facts
+                                      (format, block B, dim d, dtype, epoch E, tree id, fork bases)
+    arrays/<name>/zarr.json           zarr v3 array, shape 2**40 rows (never rewritten)
+    arrays/<name>/c/<k>[/0]           complete shards only, zarr sharding_indexed + crc32c
+    log/<n:020d>.json                 commit records (put-if-absent), self-checksummed
+    log/head                          a hint of the newest n (probing forward corrects it)
+    tail/<n>-<nonce>.bin              one delta per commit: its rows not yet in a full shard
+    stage/<n>-<nonce>/<name>/<k>      shards that an orphan blocked at the canonical name
+    meta/{binding,objects}-<hash>.json  content-addressed small JSON (binding, object map)
+    index/<sha256>.bin                committed opaque objects (vector index files)
+    refs/tags/<name>.json, refs/forks/<id>.json   tags and fork pins
+    telemetry/<writer>-<seq>.npz      access counts, never part of a commit
+
+Arrays: ``tokens`` (int32, chunk = one block, shard = E tokens); per level l >= 1
+``gists_l`` (float16, or bfloat16 stored as uint16 bits; chunk = one node, shard = E/B**l
+rows, at least 1), ``gistver_l`` (uint16), ``created_l`` (int64 ns), ``flags_l`` (uint8);
+segments ``seg_start``/``seg_time``/``seg_end`` (int64) and ``seg_heap`` (uint8 JSON text).
+A regist writes new gist arrays ``gists_l.<hash>``/``gistver_l.<hash>``.
+"""
+
+from .errors import (
+    BindingMismatch,
+    CommitConflict,
+    CorruptTree,
+    InvalidArgument,
+    ReadOnlyError,
+    StoreAccessError,
+    StoreError,
+    TreeExists,
+    TreeNotFound,
+    VersionNotFound,
+)
+from .format import completed, num_levels, num_nodes, span
+from .ops import GCReport, fork, gc, verify
+from .tree import LogEntry, Segment, Tree, bf16_to_float32, create, float32_to_bf16, open
+
+__all__ = [
+    "BindingMismatch",
+    "CommitConflict",
+    "CorruptTree",
+    "GCReport",
+    "InvalidArgument",
+    "LogEntry",
+    "ReadOnlyError",
+    "Segment",
+    "StoreAccessError",
+    "StoreError",
+    "Tree",
+    "TreeExists",
+    "TreeNotFound",
+    "VersionNotFound",
+    "bf16_to_float32",
+    "completed",
+    "create",
+    "float32_to_bf16",
+    "fork",
+    "gc",
+    "num_levels",
+    "num_nodes",
+    "open",
+    "span",
+    "verify",
+]

@@ -1,0 +1,64 @@
+"""A byte-bounded LRU cache for decoded chunks (gist rows, token blocks), with counters."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+
+class LRUCache:
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._d: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            v = self._d.get(key)
+            if v is None:
+                self.misses += 1
+                return None
+            self._d.move_to_end(key)
+            self.hits += 1
+            return v
+
+    def peek(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._d
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        if self.max_bytes <= 0 or value.nbytes > self.max_bytes:
+            return
+        value.setflags(write=False)
+        with self._lock:
+            old = self._d.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._d[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes:
+                _, ev = self._d.popitem(last=False)
+                self._bytes -= ev.nbytes
+                self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self._bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+                "entries": len(self._d),
+                "bytes": self._bytes,
+                "max_bytes": self.max_bytes,
+            }

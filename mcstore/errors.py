@@ -1,0 +1,52 @@
+"""Errors of the tree store. Each names the tree or object and says what to do.
+
+Every class carries an ``exit_code`` that the ``mc`` command uses as its exit status.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+    exit_code = 1
+
+
+class InvalidArgument(StoreError, ValueError):
+    exit_code = 2
+
+
+class TreeNotFound(StoreError):
+    exit_code = 3
+
+
+class TreeExists(StoreError):
+    exit_code = 4
+
+
+class CommitConflict(StoreError):
+    exit_code = 5
+
+
+class CorruptTree(StoreError):
+    exit_code = 6
+
+
+class BindingMismatch(StoreError):
+    exit_code = 7
+
+
+class StoreAccessError(StoreError):
+    """Missing credentials, permission denied, unreachable endpoint."""
+
+    exit_code = 8
+
+
+class ReadOnlyError(StoreError):
+    exit_code = 9
+
+
+class VersionNotFound(StoreError):
+    """A version number or tag name that the tree does not have."""
+
+    exit_code = 10

@@ -1,0 +1,119 @@
+"""Hypothesis state machine: random appends, reopen, time travel, tags, forks, gc, objects,
+checked against a plain in-memory model after every step."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+import mcstore
+from tests.store.helpers import DIM, Model, check_tree, gister
+
+B, E = 4, 64
+SIZES = st.one_of(st.integers(1, 5), st.integers(6, 70), st.integers(100, 3 * E + 10))
+
+
+class TreeMachine(RuleBasedStateMachine):
+    @initialize(kind=st.sampled_from(["memory", "local"]))
+    def setup(self, kind):
+        self.tmp = tempfile.mkdtemp(prefix="mcsm-") if kind == "local" else None
+        self.prefix = self.tmp if self.tmp else f"memory://sm-{uuid.uuid4().hex[:10]}"
+        self.url = f"{self.prefix}/main"
+        self.t = mcstore.create(self.url, dim=DIM, block=B, epoch=E)
+        self.model = Model()
+        self.tags: dict[str, int] = {}
+        self.objects: dict[int, dict[str, bytes]] = {1: {}}
+        self.forks = 0
+
+    def teardown(self):
+        if getattr(self, "tmp", None):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @rule(n=SIZES, seed=st.integers(0, 2**16))
+    def append(self, n, seed):
+        toks = np.random.default_rng(seed).integers(0, 60_000, n).astype(np.int32)
+        v = self.t.append(toks, gister=gister, source=f"s{seed}")
+        self.model.append(v, toks, f"s{seed}")
+        self.objects[v] = self.objects[v - 1]
+
+    @rule(data=st.binary(max_size=40))
+    def commit_object(self, data):
+        v = self.t.commit_objects({"idx": data})
+        self.model.same_content(v)
+        self.objects[v] = {**self.objects[v - 1], "idx": data}
+
+    @rule()
+    def reopen(self):
+        self.t = mcstore.open(self.url, "a")
+
+    @rule(data=st.data())
+    def time_travel(self, data):
+        v = data.draw(st.integers(1, self.model.head))
+        old = mcstore.open(self.url, version=v)
+        check_tree(old, *self.model.versions[v], B)
+        assert {n: old.read_object(n) for n in old.objects()} == self.objects[v]
+
+    @rule(data=st.data())
+    def tag(self, data):
+        v = data.draw(st.integers(1, self.model.head))
+        name = f"t{len(self.tags)}"
+        self.t.tag(name, v)
+        self.tags[name] = v
+        assert mcstore.open(self.url, version=name).version == v
+
+    @precondition(lambda self: self.forks < 2)
+    @rule()
+    def fork_and_continue_there(self):
+        # the fork becomes the tree under test; the parent must stay readable and unchanged
+        parent, pv = self.url, self.model.head
+        self.url = f"{self.prefix}/fork{self.forks}"
+        self.forks += 1
+        self.t = mcstore.fork(parent, self.url)
+        toks, segs = self.model.versions[pv]
+        check_tree(mcstore.open(parent), toks, segs, B)
+        self.model = Model()
+        self.model.versions[2] = (toks, segs)
+        self.model.head = 2
+        self.objects = {1: {}, 2: self.objects[pv]}
+        self.tags = {}
+        self.parent = (parent, pv, toks, segs)
+
+    @rule()
+    def gc(self):
+        rep = mcstore.gc(self.url, grace=0)
+        assert not any(
+            p.startswith(("log/", "arrays/", "refs/")) and "/c/" not in p for p in rep.removed
+        )
+        if getattr(self, "parent", None):
+            mcstore.gc(self.parent[0], grace=0)
+
+    @invariant()
+    def matches_model(self):
+        if not hasattr(self, "t"):
+            return
+        check_tree(self.t, *self.model.versions[self.model.head], B)
+        assert self.t.version == self.model.head
+        if getattr(self, "parent", None):
+            url, _pv, toks, segs = self.parent
+            check_tree(mcstore.open(url), toks, segs, B)
+
+
+TreeMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_tree_machine = TreeMachine.TestCase
