@@ -13,10 +13,14 @@ def _parse_storage_options(ctx, param, values) -> dict:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not key=value", ctx=ctx, param=param)
         key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)  # numbers, booleans, nested JSON
-        except json.JSONDecodeError:
-            value = raw
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:  # numbers and nested JSON objects; anything else stays a string
+                value = json.loads(raw) if raw[:1] in "{[" else int(raw)
+            except ValueError:
+                value = raw
         cur = out
         *parents, leaf = key.split(".")  # client_kwargs.endpoint_url=… nests
         for p in parents:
@@ -27,6 +31,7 @@ def _parse_storage_options(ctx, param, values) -> dict:
 
 storage_options_option = click.option(
     "--storage-option",
+    "-o",
     "storage_options",
     multiple=True,
     callback=_parse_storage_options,

@@ -9,38 +9,7 @@ import click
 
 import mcstore
 from cli.main import cli
-
-
-def _opts(pairs: tuple[str, ...]) -> dict:
-    out: dict = {}
-    for p in pairs:
-        if "=" not in p:
-            raise click.BadParameter(f"{p!r}: expected key=value", param_hint="--storage-option")
-        k, v = p.split("=", 1)
-        val: object = v
-        if v.lower() in ("true", "false"):
-            val = v.lower() == "true"
-        else:
-            try:
-                val = json.loads(v) if v[:1] in "{[" else int(v)
-            except ValueError:
-                val = v
-        cur = out
-        parts = k.split(".")  # client_kwargs.region_name=... nests
-        for q in parts[:-1]:
-            cur = cur.setdefault(q, {})
-        cur[parts[-1]] = val
-    return out or None  # type: ignore[return-value]
-
-
-storage_option = click.option(
-    "--storage-option",
-    "-o",
-    "sopts",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="fsspec storage option (repeatable), e.g. endpoint_url=http://..., anon=true.",
-)
+from cli.options import storage_options_option
 
 
 def _version_arg(v: str | None):
@@ -66,10 +35,10 @@ def _when(ns: int) -> str:
 @click.argument("tree")
 @click.option("--version", "version", default=None, help="A version number or tag name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@storage_option
-def info(tree: str, version: str | None, as_json: bool, sopts) -> None:
+@storage_options_option
+def info(tree: str, version: str | None, as_json: bool, storage_options) -> None:
     """Show a tree: format, length, levels, dims, binding, version, bytes, segments, tags."""
-    t = mcstore.open(tree, version=_version_arg(version), storage_options=_opts(sopts))
+    t = mcstore.open(tree, version=_version_arg(version), storage_options=storage_options or None)
     d = t.info()
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
@@ -103,10 +72,10 @@ def info(tree: str, version: str | None, as_json: bool, sopts) -> None:
 @cli.command()
 @click.argument("tree")
 @click.option("-n", "--limit", type=int, default=None, help="Show only the newest N commits.")
-@storage_option
-def log(tree: str, limit: int | None, sopts) -> None:
+@storage_options_option
+def log(tree: str, limit: int | None, storage_options) -> None:
     """List the commits of a tree, newest first."""
-    t = mcstore.open(tree, storage_options=_opts(sopts))
+    t = mcstore.open(tree, storage_options=storage_options or None)
     for e in t.log(limit=limit):
         click.echo(f"{e.version:>6}  {_when(e.time)}  {e.length:>12} tokens  {e.message or ''}")
 
@@ -116,10 +85,10 @@ def log(tree: str, limit: int | None, sopts) -> None:
 @click.argument("name")
 @click.option("--version", type=int, default=None, help="Version to tag (default: newest).")
 @click.option("--force", is_flag=True, help="Move an existing tag.")
-@storage_option
-def tag(tree: str, name: str, version: int | None, force: bool, sopts) -> None:
+@storage_options_option
+def tag(tree: str, name: str, version: int | None, force: bool, storage_options) -> None:
     """Name a version of TREE (a snapshot that time travel and gc respect)."""
-    t = mcstore.open(tree, "a", storage_options=_opts(sopts))
+    t = mcstore.open(tree, "a", storage_options=storage_options or None)
     v = t.tag(name, version, force=force)
     click.echo(f"tagged version {v} of {t.url} as {name!r}")
 
@@ -128,10 +97,12 @@ def tag(tree: str, name: str, version: int | None, force: bool, sopts) -> None:
 @click.argument("src")
 @click.argument("dst")
 @click.option("--version", default=None, help="Version number or tag to fork (default: newest).")
-@storage_option
-def fork(src: str, dst: str, version: str | None, sopts) -> None:
+@storage_options_option
+def fork(src: str, dst: str, version: str | None, storage_options) -> None:
     """Start a new tree DST from SRC, sharing SRC's immutable shards (copy-on-write)."""
-    t = mcstore.fork(src, dst, version=_version_arg(version), storage_options=_opts(sopts))
+    t = mcstore.fork(
+        src, dst, version=_version_arg(version), storage_options=storage_options or None
+    )
     click.echo(f"forked {src} -> {t.url} ({t.length} tokens)")
     if getattr(t, "fork_note", None):
         click.echo(f"note: {t.fork_note}", err=True)
@@ -147,10 +118,10 @@ def fork(src: str, dst: str, version: str | None, sopts) -> None:
     help="Keep unreferenced objects younger than this many seconds.",
 )
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
-@storage_option
-def gc(tree: str, grace: float, dry_run: bool, sopts) -> None:
+@storage_options_option
+def gc(tree: str, grace: float, dry_run: bool, storage_options) -> None:
     """Remove objects no commit, tag or pin reaches (debris of crashed or losing writers)."""
-    rep = mcstore.gc(tree, storage_options=_opts(sopts), grace=grace, dry_run=dry_run)
+    rep = mcstore.gc(tree, storage_options=storage_options or None, grace=grace, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     click.echo(
         f"{verb} {len(rep.removed)} objects ({_human(rep.bytes_freed)}) from {rep.url}; "
@@ -162,8 +133,8 @@ def gc(tree: str, grace: float, dry_run: bool, sopts) -> None:
 @cli.command()
 @click.argument("tree")
 @click.option("--version", default=None, help="Version number or tag (default: newest).")
-@storage_option
-def verify(tree: str, version: str | None, sopts) -> None:
+@storage_options_option
+def verify(tree: str, version: str | None, storage_options) -> None:
     """Read every committed row of TREE and check every checksum."""
-    r = mcstore.verify(tree, version=_version_arg(version), storage_options=_opts(sopts))
+    r = mcstore.verify(tree, version=_version_arg(version), storage_options=storage_options or None)
     click.echo(f"ok: {r['url']} version {r['version']}, {r['rows']} rows verified")
