@@ -26,6 +26,7 @@ import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -50,54 +51,50 @@ _ROFF_LINE = re.compile(r"^\.(\\\"|\S+)\s?(.*)$")
 _ROFF_ESC = re.compile(r"\\f[BIRP1-4]|\\f\(..|\\\(..|\\\*\(..|\\\*.|\\s[+-]?\d|\\[&|^%ec0]|\\-")
 
 
+_SKIP = {
+    "ig",
+    "de",
+    "ds",
+    "nr",
+    "so",
+    "tr",
+    "ft",
+    "in",
+    "ta",
+    "ll",
+    "ne",
+    "fi",
+    "nf",
+    "ad",
+    "na",
+    "hy",
+    "nh",
+    "RS",
+    "RE",
+    "PD",
+}
+_BREAK = {"PP", "LP", "P", "sp", "br", "TP", "IP"}
+
+
 def roff_to_text(src: str) -> str:
-    """Crude man-page rendering: drop comments and macro names, keep their text arguments."""
+    """Crude man-page rendering: drop comments and layout requests, keep the text arguments."""
     out = []
     for line in src.splitlines():
         m = _ROFF_LINE.match(line)
-        if m:
-            macro, rest = m.group(1), m.group(2)
-            if macro.startswith('\\"') or macro in (
-                '\\"',
-                "ig",
-                "de",
-                "ds",
-                "nr",
-                "so",
-                "tr",
-                "ft",
-                "in",
-                "ta",
-                "ll",
-                "ne",
-                "sp",
-                "br",
-                "PD",
-                "TP",
-                "PP",
-                "LP",
-                "P",
-                "RS",
-                "RE",
-                "fi",
-                "nf",
-                "IP",
-                "ad",
-                "na",
-                "hy",
-                "nh",
-            ):
-                if macro in ("SH", "SS"):
-                    out.append(rest.strip('"'))
-                elif macro in ("PP", "LP", "P", "sp", "TP", "IP"):
-                    out.append("")
-                continue
-            if macro in ("SH", "SS"):
-                out.append("\n" + rest.strip('"').upper())
-            elif macro in ("B", "I", "BR", "IR", "RB", "RI", "BI", "IB", "SM", "SB", "UR", "MT") or macro == "TH":
-                out.append(rest.replace('"', ""))
+        if not m:
+            out.append(line)
             continue
-        out.append(line)
+        macro, rest = m.group(1), m.group(2)
+        if macro.startswith('\\"') or macro in _SKIP:
+            continue
+        if macro in _BREAK:
+            out.append("")
+            if rest:
+                out.append(rest.replace('"', ""))
+        elif macro in ("SH", "SS"):
+            out.append("\n" + rest.strip('"').upper())
+        else:  # font/formatting macros (B, I, BR, ...), TH: keep their text
+            out.append(rest.replace('"', ""))
     text = _ROFF_ESC.sub("", "\n".join(out)).replace("\\e", "\\")
     return re.sub(r"\n{3,}", "\n\n", text)
 
@@ -215,7 +212,11 @@ def build_corpus(
     root.mkdir(parents=True, exist_ok=True)
     files, total = [], 0
     tmp = root / f"docs.jsonl.tmp{os.getpid()}"
-    cands = list(discover(sources))
+    # round-robin over the source kinds, so a size cap keeps every kind of text
+    by_kind: dict[str, list] = {}
+    for c in discover(sources):
+        by_kind.setdefault(c[1], []).append(c)
+    cands = [c for group in zip_longest(*by_kind.values()) for c in group if c is not None]
     it = cands
     if progress:
         from tqdm import tqdm

@@ -210,9 +210,9 @@ def train_gistnet(
         opt.step()
         row = {
             "step": step + 1,
-            "loss": dist.mean(float(loss)),
-            "kl": dist.mean(float(kl)),
-            "ce": dist.mean(float(ce)),
+            "loss": dist.mean(loss.item()),
+            "kl": dist.mean(kl.item()),
+            "ce": dist.mean(ce.item()),
             "grad_norm": gnorm,
             "lr": lr,
             "n_entries": len(plan),
