@@ -24,10 +24,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     # Each command module adds itself to `cli`; the imports are here so `mc --help` lists them.
-    from cli import (
-        model_cmds,  # noqa: F401
-        store_cmds,  # noqa: F401
-    )
+    from cli import model_cmds  # noqa: F401
+    from cli import store_cmds  # noqa: F401
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
