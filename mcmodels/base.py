@@ -92,22 +92,28 @@ class BaseLM:
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
         return self._emb(ids)
 
-    def embedding_stats(self) -> dict[str, torch.Tensor]:
-        """Mean embedding (the corpus-mean direction, over the vocabulary) and typical norms.
+    def embedding_stats(self, weights=None) -> dict[str, torch.Tensor]:
+        """The mean embedding and the typical deviation from it (fp32, CPU).
 
-        ``mean`` [d]; ``dev_rms``: RMS norm of ``e - mean`` over tokens (a scalar);
-        ``norm``: mean L2 norm of raw embeddings. fp32 on CPU.
+        ``weights``: per-token weights ``[V]`` (e.g. corpus unigram counts) so that ``mean`` is the
+        *corpus*-mean direction every block mean points along; None weighs the vocabulary
+        uniformly. ``dev_rms``: sqrt of the (weighted) mean of ``|e - mean|²``; ``norm``: the
+        (weighted) mean L2 norm of raw embeddings.
         """
-        if self._stats is None:
-            w = self._emb.weight.detach().float().cpu()
-            mean = w.mean(0)
-            dev = (w - mean).norm(dim=-1)
-            self._stats = {
-                "mean": mean,
-                "dev_rms": dev.pow(2).mean().sqrt(),
-                "norm": w.norm(dim=-1).mean(),
-            }
-        return self._stats
+        if weights is None and self._stats is not None:
+            return self._stats
+        w = self._emb.weight.detach().float().cpu()
+        if weights is None:
+            p = torch.full((w.shape[0],), 1.0 / w.shape[0])
+        else:
+            p = torch.as_tensor(weights, dtype=torch.float64)[: w.shape[0]].float()
+            p = p / p.sum()
+        mean = p @ w
+        dev2 = (w - mean).pow(2).sum(-1)
+        stats = {"mean": mean, "dev_rms": (p @ dev2).sqrt(), "norm": p @ w.norm(dim=-1)}
+        if weights is None:
+            self._stats = stats
+        return stats
 
     def check_positions(self, position_ids: torch.Tensor) -> None:
         if position_ids.numel() == 0:

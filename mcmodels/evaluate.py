@@ -181,12 +181,12 @@ def recovered(
     if "trained" in methods or "control" in methods:
         gfns["trained"] = gistnet.eval()
     if "untrained" in methods:
+        # same architecture and the same centring buffers as the trained net; fresh weights
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            cfg = gistnet.cfg if gistnet is not None else None
-            un = GistNet.for_base(
-                base, **{k: v for k, v in (cfg.to_dict() if cfg else {}).items() if k != "d_model"}
-            )
+            un = GistNet(gistnet.cfg)
+        un.emb_mean.copy_(gistnet.emb_mean)
+        un.emb_dev_rms.copy_(gistnet.emb_dev_rms)
         gfns["untrained"] = un.to(base.device).eval()
     if "mean" in methods:
         gfns["mean"] = mean_pool_gist

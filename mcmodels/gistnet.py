@@ -35,7 +35,7 @@ class GistNetConfig:
     max_level: int = 8
     dropout: float = 0.0
     mean_init: float = 1.0  # initial weight of the centred-mean term
-    learned_init: float = 1.0  # initial weight of the learned term
+    learned_init: float = 0.5  # initial weight of the learned term
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,9 +79,10 @@ class GistNet(nn.Module):
         self.checkpoint_hash: str | None = None
 
     @classmethod
-    def for_base(cls, base, **overrides) -> GistNet:
-        """A fresh GistNet sized and scaled for ``base`` (its embedding statistics as buffers)."""
-        st = base.embedding_stats()
+    def for_base(cls, base, *, token_weights=None, **overrides) -> GistNet:
+        """A fresh GistNet sized and scaled for ``base`` (its embedding statistics as buffers;
+        ``token_weights``: corpus unigram counts, so the removed direction is the corpus mean)."""
+        st = base.embedding_stats(token_weights)
         net = cls(
             GistNetConfig(d_model=base.d_model, **overrides),
             emb_mean=st["mean"],

@@ -43,8 +43,8 @@ class SoftPrompt(nn.Module):
         self.checkpoint_id = self.checkpoint_hash = None
 
     @classmethod
-    def for_base(cls, base, **kw) -> SoftPrompt:
-        st = base.embedding_stats()
+    def for_base(cls, base, *, token_weights=None, **kw) -> SoftPrompt:
+        st = base.embedding_stats(token_weights)
         return cls(
             SoftPromptConfig(d_model=base.d_model, **kw),
             emb_mean=st["mean"],

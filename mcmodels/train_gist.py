@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mcmodels import views
@@ -82,6 +83,14 @@ def _student(model, cfg, plan, emb, softprompt: bool):
     return views.assemble(plan, emb, gists, cfg.span)
 
 
+def unigram_counts(docs, vocab_size: int) -> torch.Tensor:
+    """Token counts over ``docs`` (+1 smoothing): weights for the corpus-mean embedding."""
+    c = np.ones(vocab_size, dtype=np.float64)
+    for _, a in docs:
+        c += np.bincount(a, minlength=vocab_size)[:vocab_size]
+    return torch.from_numpy(c)
+
+
 @torch.no_grad()
 def dev_eval(base, model, we: WindowEval, cfg: GistTrainConfig, perm) -> dict:
     model.eval()
@@ -127,10 +136,15 @@ def train_gistnet(
     set_seed(cfg.seed)
     dev = base.device
     kind = "softprompt" if cfg.softprompt else "gistnet"
+    T = cfg.span + cfg.recent + cfg.horizon
+    train_docs = corpus.tokens(base.tokenizer, "train", min_tokens=T)
+    counts = unigram_counts(corpus.tokens(base.tokenizer, "train"), base.vocab_size)
     if cfg.softprompt:
-        model = SoftPrompt.for_base(base)
+        model = SoftPrompt.for_base(base, token_weights=counts)
     else:
-        model = GistNet.for_base(base, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads)
+        model = GistNet.for_base(
+            base, token_weights=counts, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads
+        )
     model = model.to(dev)
     opt = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -145,10 +159,7 @@ def train_gistnet(
         step0, best = st["step"], st["best"]
     dist.broadcast(model)
     tok = base.tokenizer
-    T = cfg.span + cfg.recent + cfg.horizon
-    sampler = WindowSampler(
-        corpus.tokens(tok, "train", min_tokens=T), T, seed=cfg.seed, rank=dist.rank
-    )
+    sampler = WindowSampler(train_docs, T, seed=cfg.seed, rank=dist.rank)
     dev_docs = corpus.tokens(tok, "dev", min_tokens=T) or corpus.tokens(tok, "train", min_tokens=T)
     we = WindowEval(
         base,
