@@ -1,0 +1,254 @@
+"""Recovered fraction: how much of the full-context gain gists win back at the same budget.
+
+For each held-out window (``span`` older tokens, ``recent`` raw tokens, ``horizon`` scored
+tokens), with the same horizon tokens everywhere:
+
+* ``full``: all ``span + recent`` tokens raw before the horizon;
+* ``trunc``: ``g`` neutral leading positions (the document-separator embedding) + the ``recent``
+  raw tokens, where ``g`` is the number of gists the gist view uses, so truncation is not
+  penalised for starting cold (``trunc_plain`` without them is reported too);
+* gist views: the older ``span`` tokens as gists, then the same ``recent`` raw tokens, for the
+  levels ``l1`` (all level-1), ``l2`` (all level-2) and ``mixed`` (oldest half level-2, rest
+  level-1), and the methods ``trained`` (the given GistNet), ``untrained`` (same architecture,
+  fresh init), ``mean`` (plain mean of the 32 inputs), ``control`` (the trained GistNet on a
+  *different* document's tokens, shuffled across windows: content-free) and ``softprompt`` (a
+  trained content-free prefix, when one is given).
+
+``recovered = (trunc − gist) / (trunc − full)``, computed on token-weighted mean NLLs; the raw gap
+``trunc − full`` (nats/token) is reported beside every fraction, and ``trained − control``.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+
+import numpy as np
+import torch
+
+from mcmodels import views
+from mcmodels.gistnet import GistNet, mean_pool_gist
+
+LEVELS = ("l1", "l2", "mixed")
+METHODS = ("trained", "untrained", "mean", "control")
+
+
+def level_plan(level: str, span: int) -> list[tuple[int, int]]:
+    if level == "l1":
+        return views.plan_uniform(span, 1)
+    if level == "l2":
+        return views.plan_uniform(span, 2)
+    if level == "mixed":
+        return views.plan_coarse_old(span, max(1, (span // 1024) // 2))
+    raise ValueError(f"unknown level view {level!r}")
+
+
+def pick_windows(
+    docs, *, span: int, recent: int, horizon: int, n_windows: int, per_doc: int = 1, seed: int = 0
+):
+    """Windows ``[(name, ids[T])]`` from ``docs`` (``[(name, ids)]``): each doc's last T tokens,
+    then evenly spaced earlier windows, up to ``per_doc`` per doc and ``n_windows`` in all."""
+    T = span + recent + horizon
+    rng = random.Random(seed)
+    docs = sorted([d for d in docs if len(d[1]) >= T], key=lambda d: d[0])
+    rng.shuffle(docs)
+    out = []
+    for name, ids in docs:
+        n = len(ids)
+        k = min(per_doc, n // T)
+        for j in range(k):
+            end = n - j * T
+            out.append((name, np.asarray(ids[end - T : end])))
+        if len(out) >= n_windows:
+            break
+    return out[:n_windows]
+
+
+class WindowEval:
+    """Caches the GistNet-independent parts (full, trunc) for a fixed set of windows."""
+
+    def __init__(
+        self, base, windows, *, span: int, recent: int, horizon: int, levels=LEVELS, batch: int = 1
+    ):
+        self.base, self.windows = base, windows
+        self.span, self.recent, self.horizon, self.batch = span, recent, horizon, batch
+        self.levels = [lv for lv in levels if not (lv in ("l2", "mixed") and span % 1024)]
+        self.plans = {lv: level_plan(lv, span) for lv in self.levels}
+        self.tokens = torch.tensor(np.stack([w[1] for w in windows]), dtype=torch.long)
+        self.targets = self.tokens[:, -horizon:]
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _batches(self):
+        for i in range(0, len(self.windows), self.batch):
+            yield i, self.tokens[i : i + self.batch].to(self.base.device)
+
+    @torch.no_grad()
+    def _run(self, build) -> torch.Tensor:
+        """Per-token NLL [n_windows, horizon] for sequences built by ``build(i, tokens, emb)``."""
+        rows = []
+        for i, tok in self._batches():
+            emb = self.base.embed(tok)
+            seq = build(i, tok, emb)
+            lp = views.horizon_logprobs(self.base, seq, self.horizon)
+            rows.append(views.nll(lp, tok[:, -self.horizon :]).float().cpu())
+        return torch.cat(rows)
+
+    def full(self) -> torch.Tensor:
+        if "full" not in self._cache:
+            self._cache["full"] = self._run(lambda i, t, e: e)
+        return self._cache["full"]
+
+    def trunc(self, n_neutral: int) -> torch.Tensor:
+        key = f"trunc{n_neutral}"
+        if key not in self._cache:
+
+            def build(i, t, e):
+                tail = e[:, self.span :]
+                if n_neutral == 0:
+                    return tail
+                return torch.cat(
+                    [views.neutral_entries(self.base, e.shape[0], n_neutral).to(e.dtype), tail], 1
+                )
+
+            self._cache[key] = self._run(build)
+        return self._cache[key]
+
+    def gist_nll(self, level: str, gistfn, *, source_perm=None) -> torch.Tensor:
+        """NLL with the older span as gists made by ``gistfn``; ``source_perm[i]`` = the window
+        whose tokens make window i's gists (the content-free control)."""
+        plan = self.plans[level]
+        top = views.top_level(plan)
+        all_tok = self.tokens.to(self.base.device)
+
+        def build(i, t, e):
+            src = e
+            if source_perm is not None:
+                idx = torch.tensor([source_perm[i + k] for k in range(t.shape[0])], device=t.device)
+                src = self.base.embed(all_tok[idx])
+            gists = views.make_gists(gistfn, src, self.span, top)
+            return views.assemble(plan, e, gists, self.span)
+
+        return self._run(build)
+
+    def summary(self, nll_gist: torch.Tensor, level: str) -> dict:
+        g = len(self.plans[level])
+        full = float(self.full().mean())
+        tr = float(self.trunc(g).mean())
+        gi = float(nll_gist.mean())
+        gap = tr - full
+        return {
+            "nll": gi,
+            "recovered": (tr - gi) / gap if abs(gap) > 1e-9 else float("nan"),
+            "gap": gap,
+        }
+
+
+def derangement(n: int, seed: int = 0) -> list[int]:
+    """A permutation with no fixed point (window i takes another window's gists)."""
+    if n < 2:
+        return list(range(n))
+    rng = random.Random(seed)
+    while True:
+        p = list(range(n))
+        rng.shuffle(p)
+        if all(p[i] != i for i in range(n)):
+            return p
+
+
+def recovered(
+    base,
+    gistnet,
+    windows,
+    *,
+    span: int = 2048,
+    recent: int = 128,
+    horizon: int = 128,
+    levels=LEVELS,
+    methods=METHODS,
+    softprompt=None,
+    seed: int = 0,
+    batch: int = 1,
+    progress: bool = False,
+) -> dict:
+    """The recovered-fraction evaluation (see the module doc) on ``windows`` ``[(name, ids[T])]``
+    (``T = span + recent + horizon``; see :func:`pick_windows`). Returns a JSON-ready dict."""
+    t0 = time.time()
+    we = WindowEval(
+        base, windows, span=span, recent=recent, horizon=horizon, levels=levels, batch=batch
+    )
+    gfns = {}
+    if "trained" in methods or "control" in methods:
+        gfns["trained"] = gistnet.eval()
+    if "untrained" in methods:
+        # same architecture and the same centring buffers as the trained net; fresh weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            un = GistNet(gistnet.cfg)
+        un.emb_mean.copy_(gistnet.emb_mean)
+        un.emb_dev_rms.copy_(gistnet.emb_dev_rms)
+        gfns["untrained"] = un.to(base.device).eval()
+    if "mean" in methods:
+        gfns["mean"] = mean_pool_gist
+    perm = derangement(len(windows), seed)
+    full = we.full()
+    res = {
+        "n_windows": len(windows),
+        "n_horizon_tokens": int(full.numel()),
+        "docs": sorted({w[0] for w in windows}),
+        "span": span,
+        "recent": recent,
+        "horizon": horizon,
+        "nll_full": float(full.mean()),
+        "nll_trunc_plain": float(we.trunc(0).mean()),
+        "levels": {},
+    }
+    todo = [
+        (lv, m) for lv in we.levels for m in methods if m != "softprompt" or softprompt is not None
+    ]
+    it = todo
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(todo, desc="eval", unit="view")
+    for lv, m in it:
+        g = len(we.plans[lv])
+        row = res["levels"].setdefault(
+            lv,
+            {
+                "n_gists": g,
+                "budget": g + recent,
+                "nll_full": res["nll_full"],
+                "nll_trunc": float(we.trunc(g).mean()),
+                "gap": float(we.trunc(g).mean()) - res["nll_full"],
+            },
+        )
+        if m == "control":
+            nl = we.gist_nll(lv, gfns["trained"], source_perm=perm)
+        elif m == "softprompt":
+            nl = we._run(
+                lambda i, t, e, g=g: torch.cat(
+                    [softprompt.prefix(e.shape[0], g).to(e.dtype), e[:, span:]], 1
+                )
+            )
+        else:
+            nl = we.gist_nll(lv, gfns[m])
+        row[m] = we.summary(nl, lv)
+    for row in res["levels"].values():
+        if "trained" in row and "control" in row:
+            row["trained_minus_control"] = row["trained"]["recovered"] - row["control"]["recovered"]
+    res["seconds"] = round(time.time() - t0, 1)
+    res["hardware"] = hardware()
+    return res
+
+
+def hardware() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

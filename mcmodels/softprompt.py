@@ -1,0 +1,56 @@
+"""A trained content-free soft prompt: the baseline a GistNet must beat besides the control.
+
+``SoftPrompt.prefix(b, g)`` returns ``g`` learned vectors (the same for every window), in the base
+model's embedding space, at the scale of a token embedding. Trained with the same loss and views
+as GistNet (``mc train gistnet --softprompt``), it shows how much of a gist view's gain a harmless,
+content-free prefix already buys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SoftPromptConfig:
+    d_model: int
+    max_len: int = 512
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SoftPrompt(nn.Module):
+    kind = "softprompt"
+
+    def __init__(self, cfg: SoftPromptConfig, *, emb_mean=None, emb_dev_rms=None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.register_buffer(
+            "emb_mean", torch.zeros(d) if emb_mean is None else emb_mean.float().clone()
+        )
+        self.register_buffer(
+            "emb_dev_rms",
+            torch.tensor(1.0)
+            if emb_dev_rms is None
+            else torch.as_tensor(emb_dev_rms).float().clone(),
+        )
+        self.vectors = nn.Parameter(torch.randn(cfg.max_len, d) / d**0.5)
+        self.checkpoint_id = self.checkpoint_hash = None
+
+    @classmethod
+    def for_base(cls, base, *, token_weights=None, **kw) -> SoftPrompt:
+        st = base.embedding_stats(token_weights)
+        return cls(
+            SoftPromptConfig(d_model=base.d_model, **kw),
+            emb_mean=st["mean"],
+            emb_dev_rms=st["dev_rms"],
+        )
+
+    def prefix(self, b: int, g: int) -> torch.Tensor:
+        v = nn.functional.normalize(self.vectors[:g], dim=-1)  # the LAST g slots would also do
+        return (self.emb_mean + self.emb_dev_rms * v)[None].expand(b, -1, -1)
