@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mcruntime.errors import ContextError
+
 Entry = tuple[int, int]
 NodeCount = Callable[[int], int]
 """``num_nodes(level)``: how many nodes of that level exist (are committed) in the store."""
@@ -25,10 +27,6 @@ def span(entry: Entry, block: int = 32) -> tuple[int, int]:
     level, index = entry
     size = block**level
     return index * size, (index + 1) * size
-
-
-class ContextError(ValueError):
-    """An edit that would break an invariant of the working context."""
 
 
 @dataclass

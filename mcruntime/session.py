@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 import mcstore
-from mcruntime.context import ContextError, Entry, min_cost
+from mcruntime.context import Entry, min_cost
+from mcruntime.errors import ContextError, SessionError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
 from mcruntime.scorers import FocusView, make_scorer
@@ -25,12 +26,6 @@ from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.window import Window
 
 log = logging.getLogger(__name__)
-
-
-class SessionError(Exception):
-    """A session-level problem a person can act on (window too small, stale gists, …)."""
-
-    exit_code = 1
 
 
 @dataclass
@@ -46,8 +41,7 @@ class SessionConfig:
     system: str | None = (
         "You are a helpful assistant. Your memory of earlier documents and conversations follows."
     )
-    reserve: int = 256  # positions kept for the turn when no question is being answered
-    min_raw_recent: int = 32
+    reserve: int = 256  # positions kept for the turn between questions (at most window/4)
 
 
 @dataclass
@@ -56,6 +50,7 @@ class Answer:
     tokens: list[int]
     focus: list[dict] = field(default_factory=list)  # expanded spans, with their sources
     timings: dict = field(default_factory=dict)
+    first_logits: torch.Tensor | None = None  # the distribution the answer started from
 
 
 class Session:
@@ -97,7 +92,7 @@ class Session:
             if self.config.retrieval
             else None
         )
-        self.focus = self._assemble(self._budget(self.config.reserve))
+        self.focus = self._assemble(self._idle_budget())
         self._sync()
 
     # -- setup --------------------------------------------------------------------------------
@@ -159,8 +154,12 @@ class Session:
     def _budget(self, turn: int) -> int:
         return self.config.window - len(self.parts.prefix) - turn
 
+    def _idle_budget(self) -> int:
+        """Budget between questions: room is kept for a typical turn, not the largest one."""
+        return self._budget(min(self.config.reserve, self.config.window // 4))
+
     def _raw_recent(self, budget: int) -> int:
-        return max(self.config.min_raw_recent, min(self.config.raw_recent, budget // 4))
+        return min(self.config.raw_recent, max(0, budget // 4))
 
     def _assemble(self, budget: int) -> Focus:
         cfg = FocusConfig(
@@ -295,8 +294,11 @@ class Session:
         out: list[int] = []
         text = ""
         ends = set(self.parts.end_ids) | set(tok.end_ids)
+        first = None
         for step in range(max_new_tokens):
-            nxt = int(torch.argmax(self.window.logits()))
+            logits = self.window.logits()
+            first = logits if first is None else first
+            nxt = int(torch.argmax(logits))
             if nxt in ends:
                 break
             out.append(nxt)
@@ -314,9 +316,9 @@ class Session:
         t_dec = time.perf_counter()
         self.last = Answer(final, out, self.focus_report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out), "focus_edits": made,
-        })  # fmt: skip
+        }, first)  # fmt: skip
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
-        self._set_budget(self._budget(self.config.reserve))
+        self._set_budget(self._idle_budget())
         self.append_ids(tok.encode(render_turn("user", message)), source="chat:user")
         self.append_ids(tok.encode(render_turn("assistant", final)), source="chat:assistant")
 
