@@ -75,7 +75,8 @@ class NodeIndex:
         starts = np.asarray(wc.starts())
         ends = starts + np.asarray([b**lvl for lvl, _ in wc.entries])
         for rank, h in enumerate(sorted(hits, key=lambda h: -h.score)):
-            s, e = h.index * b**h.level, (h.index + 1) * b**h.level
+            # a fact often straddles a block boundary: bring the neighbours in as well
+            s, e = (h.index - 1) * b**h.level, (h.index + 2) * b**h.level
             meet = (starts < e) & (ends > s)
             out[meet] += self.boost * (1.0 - 0.1 * rank)
         return out

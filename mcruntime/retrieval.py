@@ -73,7 +73,7 @@ class RetrievalIndex:
         return np.log((1.0 + self.blocks_seen) / (1.0 + df)).astype(np.float32)
 
     def add_blocks(
-        self, token_blocks: np.ndarray, embed_table: np.ndarray, mean: np.ndarray
+        self, token_blocks: np.ndarray, embed_table: np.ndarray, mean: np.ndarray, *, batch: int = 1024
     ) -> None:
         """Level-1 lexical keys for new blocks ``[k, 32]`` of token ids."""
         if len(token_blocks) == 0:
@@ -81,10 +81,13 @@ class RetrievalIndex:
         for row in token_blocks:
             np.add.at(self.token_counts, np.unique(row), 1)
         self.blocks_seen += len(token_blocks)
-        w = self.idf()[token_blocks]  # [k, 32]
-        vecs = embed_table[token_blocks] - mean  # [k, 32, d]
-        keys = (w[..., None] * vecs).sum(1) / np.maximum(w.sum(1, keepdims=True), 1e-6)
-        self._add(1, keys)
+        idf = self.idf()
+        for s in range(0, len(token_blocks), batch):  # [batch, 32, d] at a time, not [k, 32, d]
+            ids = token_blocks[s : s + batch]
+            w = idf[ids]
+            vecs = embed_table[ids] - mean
+            keys = np.einsum("kt,ktd->kd", w, vecs) / np.maximum(w.sum(1, keepdims=True), 1e-6)
+            self._add(1, keys)
 
     def add_parents(self, level: int, child_keys: np.ndarray) -> None:
         """Level >= 2 keys: the mean of the (normalised) keys of the B children."""

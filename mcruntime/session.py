@@ -35,7 +35,7 @@ class SessionConfig:
     refocus_every: int = 32  # tokens decoded between refocus steps
     max_expands: int = 4  # expands per refocus step
     focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
-    scorer: str | None = None  # None: lensnet when a checkpoint is available, else similarity
+    scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
     retrieval: str | None = "lexical"  # key kind of the retrieval assist, or None to disable
     retrieval_k: int = 4
     system: str | None = (
@@ -83,7 +83,7 @@ class Session:
         self.tree = self._open_tree(tree, storage_options, mode, create)
         self.gister = Gister(self.base, self.gistnet, out_dtype=_np_dtype(self.tree))
         self.entry_vectors = EntryVectors(self.tree, self.base)
-        scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "similarity")
+        scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
         self.parts = self.base.tokenizer.chat_parts(self.config.system)
         self.window = Window(self.base, self.parts.prefix)
