@@ -1,10 +1,14 @@
-"""python -m bench store [...]  ->  bench.store_bench."""
+"""python -m bench <name> [...]: the benchmarks and the evaluation harness."""
 
+import importlib
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "store":
-    from bench.store_bench import main
+COMMANDS = {
+    "store": "bench.store_bench",
+    "harness": "bench.harness",
+}
 
-    main(sys.argv[2:])
-else:
-    print("usage: python -m bench store [--quick] [--epochs ...]")
+if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+    print("usage: python -m bench {" + ",".join(COMMANDS) + "} [--quick] [...]")
+    sys.exit(2)
+importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])

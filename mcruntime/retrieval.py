@@ -73,7 +73,12 @@ class RetrievalIndex:
         return np.log((1.0 + self.blocks_seen) / (1.0 + df)).astype(np.float32)
 
     def add_blocks(
-        self, token_blocks: np.ndarray, embed_table: np.ndarray, mean: np.ndarray, *, batch: int = 1024
+        self,
+        token_blocks: np.ndarray,
+        embed_table: np.ndarray,
+        mean: np.ndarray,
+        *,
+        batch: int = 1024,
     ) -> None:
         """Level-1 lexical keys for new blocks ``[k, 32]`` of token ids."""
         if len(token_blocks) == 0:

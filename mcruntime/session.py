@@ -1,7 +1,8 @@
 """Sessions: ingest → assemble → refocus → decode, with every turn appended to the tree.
 
 The model's sequence is ``[chat prefix] [working context over the tree] [current turn]``: the
-memory sits inside the system turn, the question and the answer being written form the raw tail.
+memory sits inside the user turn (see ``mcruntime.layout``), the question and the answer being
+written form the raw tail.
 Questions and answers are appended to the tree (as ``chat:user`` / ``chat:assistant`` segments)
 so a conversation continues across processes and machines.
 """
@@ -21,6 +22,7 @@ from mcruntime.context import Entry, min_cost
 from mcruntime.errors import ContextError, SessionError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
+from mcruntime.layout import chat_layout
 from mcruntime.scorers import FocusView, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.window import Window
@@ -38,9 +40,7 @@ class SessionConfig:
     scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
     retrieval: str | None = "lexical"  # key kind of the retrieval assist, or None to disable
     retrieval_k: int = 4
-    system: str | None = (
-        "You are a helpful assistant. Your memory of earlier documents and conversations follows."
-    )
+    instruction: str | None = None  # text before the memory (None: mcruntime.layout's default)
     reserve: int = 256  # positions kept for the turn between questions (at most window/4)
 
 
@@ -85,7 +85,7 @@ class Session:
         self.entry_vectors = EntryVectors(self.tree, self.base)
         scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
-        self.parts = self.base.tokenizer.chat_parts(self.config.system)
+        self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
         self.window = Window(self.base, self.parts.prefix)
         self.index = (
             NodeIndex(self.tree, self.base, kind=self.config.retrieval)
@@ -276,11 +276,14 @@ class Session:
         self._sync()
         return version
 
-    def ask(self, question: str, max_new_tokens: int = 256) -> str:
-        return "".join(self.chat_stream(question, max_new_tokens=max_new_tokens))
+    def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> str:
+        return "".join(self.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember))
 
-    def chat_stream(self, message: str, max_new_tokens: int = 256) -> Iterator[str]:
-        """Answer ``message`` from memory, yielding text as it is decoded; then remember both."""
+    def chat_stream(
+        self, message: str, max_new_tokens: int = 256, *, remember: bool = True
+    ) -> Iterator[str]:
+        """Answer ``message`` from memory, yielding text as it is decoded; then remember both
+        turns in the tree (``remember=False`` leaves the tree untouched, for evaluation)."""
         tok = self.base.tokenizer
         t0 = time.perf_counter()
         q_ids = tok.encode(message)
@@ -319,8 +322,9 @@ class Session:
         }, first)  # fmt: skip
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
         self._set_budget(self._idle_budget())
-        self.append_ids(tok.encode(render_turn("user", message)), source="chat:user")
-        self.append_ids(tok.encode(render_turn("assistant", final)), source="chat:assistant")
+        if remember:
+            self.append_ids(tok.encode(render_turn("user", message)), source="chat:user")
+            self.append_ids(tok.encode(render_turn("assistant", final)), source="chat:assistant")
 
     @property
     def working_context(self) -> dict:

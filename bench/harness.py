@@ -1,0 +1,391 @@
+"""Does it remember? Task accuracy of MegaContext against baselines at the same window budget.
+
+For every task instance (``bench.tasks``: passkey, RULER-style, world simulator) the same
+question is answered by each system from the same history, with the same base model, the same
+greedy decoding and the same number of model positions:
+
+* ``trunc``: the newest tokens of the history that fit the window, raw;
+* ``full``: the whole history raw, where it fits the model (≤ 8k positions);
+* ``rag``: 32-token chunks retrieved by the same lexical keys as the retrieval assist (with
+  their neighbours), in document order, plus the newest tokens, filling the same budget;
+* ``mc-<scorer>``: MegaContext over a tree of the history: gists + focus with that scorer and
+  the retrieval assist; ``mc-recency-noret`` switches the retrieval assist off.
+
+The haystack is held-out text (the corpus ``test`` split, never trained on). Results are rows
+of JSON; ``summarise`` turns them into tables and a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import tasks as T
+
+SYSTEMS = (
+    "trunc",
+    "full",
+    "rag",
+    "mc-recency",
+    "mc-recency-noret",
+    "mc-similarity",
+    "mc-attention",
+    "mc-lensnet",
+)
+
+
+@dataclass
+class HarnessConfig:
+    tasks: tuple[str, ...] = (
+        "passkey",
+        "multikey",
+        "multivalue",
+        "variable_tracking",
+        "common_words",
+        "world",
+    )
+    lengths: tuple[int, ...] = (4096, 16384, 65536)
+    long_lengths: tuple[int, ...] = (262144, 1048576)  # passkey only: the expensive histories
+    seeds: int = 3
+    window: int = 2048
+    max_new_tokens: int = 32
+    systems: tuple[str, ...] = SYSTEMS
+    model: str = "smollm2-135m-instruct"
+    seed: int = 1234
+    out: str = "bench/results/harness.json"
+    workdir: str | None = None  # where the trees are built (a temp folder by default)
+
+    @classmethod
+    def quick(cls, **kw) -> HarnessConfig:
+        base = dict(
+            tasks=("passkey", "multikey", "world"), lengths=(4096, 16384), long_lengths=(), seeds=1
+        )
+        base.update(kw)
+        return cls(**base)
+
+
+@dataclass
+class Row:
+    task: str
+    length: int
+    seed: int
+    system: str
+    score: float | None
+    output: str = ""
+    answers: list[str] = field(default_factory=list)
+    depth: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+# -- shared decoding ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def greedy(base, vecs: torch.Tensor, max_new: int, end_ids) -> str:
+    """The same greedy decoding every baseline uses (MegaContext uses its Session's)."""
+    out = base.forward(
+        vecs[None].to(base.device, base.dtype), torch.arange(len(vecs))[None], last_k=1
+    )
+    ids: list[int] = []
+    pos = len(vecs)
+    for _ in range(max_new):
+        nxt = int(out.logits[0, -1].argmax())
+        if nxt in end_ids:
+            break
+        ids.append(nxt)
+        out = base.forward(
+            base.embed(torch.tensor([[nxt]])), torch.tensor([[pos]]), cache=out.cache, last_k=1
+        )
+        pos += 1
+    return base.tokenizer.decode(ids, skip_special=True)
+
+
+class Baselines:
+    """Truncation, full context and RAG over raw chunks, for one base model and window."""
+
+    def __init__(self, base, parts, window: int, max_new: int, raw_recent: int = 128):
+        self.base, self.parts, self.window, self.max_new = base, parts, window, max_new
+        self.raw_recent = raw_recent
+        self.end_ids = set(parts.end_ids) | set(base.tokenizer.end_ids)
+        stats = base.embedding_stats()
+        self.mean = stats["mean"].float().numpy()
+        self.table = base.embed(torch.arange(base.vocab_size)).float().numpy()
+
+    def _turn(self, question: str) -> list[int]:
+        return self.parts.before_user + self.base.tokenizer.encode(question) + self.parts.after_user
+
+    def budget(self, question: str) -> int:
+        return self.window - len(self.parts.prefix) - len(self._turn(question)) - self.max_new
+
+    def _answer(self, mem_ids: list[int], question: str) -> str:
+        ids = self.parts.prefix + list(mem_ids) + self._turn(question)
+        return greedy(
+            self.base, self.base.embed(torch.tensor(ids)).float(), self.max_new, self.end_ids
+        )
+
+    def trunc(self, ids: np.ndarray, question: str) -> str:
+        return self._answer(ids[-self.budget(question) :].tolist(), question)
+
+    def full(self, ids: np.ndarray, question: str) -> str | None:
+        overhead = self.window - self.budget(question)
+        if len(ids) + overhead > self.base.max_positions:
+            return None
+        return self._answer(ids.tolist(), question)
+
+    def rag(self, ids: np.ndarray, question: str, block: int = 32) -> str:
+        from mcruntime.retrieval import RetrievalIndex
+
+        budget = self.budget(question)
+        recent = min(self.raw_recent, budget // 4)
+        n_blocks = (len(ids) - recent) // block
+        if n_blocks <= 0:
+            return self.trunc(ids, question)
+        idx = RetrievalIndex(
+            self.base.d_model, kind="lexical", block=block, vocab=self.base.vocab_size
+        )
+        blocks = ids[: n_blocks * block].reshape(n_blocks, block).astype(np.int64)
+        idx.add_blocks(blocks, self.table, self.mean)
+        q = self.base.tokenizer.encode(question)
+        qkey = idx.query_key(np.asarray(q), self.table[q], self.mean)
+        keys = idx.keys(1, 0, n_blocks)
+        order = np.argsort(-(keys @ qkey), kind="stable")
+        chosen: set[int] = set()
+        room = (budget - recent) // block
+        for b in order:
+            for nb in (b, b - 1, b + 1):  # the same neighbour rule as the retrieval assist
+                if 0 <= nb < n_blocks and nb not in chosen and len(chosen) < room:
+                    chosen.add(nb)
+            if len(chosen) >= room:
+                break
+        mem = [int(t) for b in sorted(chosen) for t in blocks[b]]
+        return self._answer(mem + ids[len(ids) - recent :].tolist(), question)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def haystack_texts(base, *, min_chars: int = 2000) -> tuple[list[str], str]:
+    """Held-out text (the corpus test split) and the corpus manifest hash."""
+    from mcmodels.corpus import Corpus, build_corpus, default_corpus_dir
+
+    root = default_corpus_dir()
+    corpus = Corpus(root) if (root / "manifest.json").is_file() else build_corpus(root)
+    texts = [d["text"] for d in corpus.docs("test") if len(d["text"]) >= min_chars]
+    return texts, corpus.manifest_hash
+
+
+def _mc_systems(systems) -> list[str]:
+    return [s for s in systems if s.startswith("mc-")]
+
+
+def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | None = None) -> dict:
+    import mcmodels
+    from mcruntime import Session, SessionConfig
+    from mcruntime.layout import chat_layout
+
+    torch.manual_seed(cfg.seed)
+    base = base or mcmodels.load_base(cfg.model)
+    manifest = None
+    if texts is None:
+        texts, manifest = haystack_texts(base)
+    hay = T.Haystack(texts, base.tokenizer.encode)
+    parts = chat_layout(base.tokenizer)
+    bl = Baselines(base, parts, cfg.window, cfg.max_new_tokens)
+    lensnet = mcmodels.default_lensnet(base)
+    gistnet = mcmodels.default_gistnet(base)
+    systems = [s for s in cfg.systems if s != "mc-lensnet" or lensnet is not None]
+    work = Path(cfg.workdir or tempfile.mkdtemp(prefix="mc-harness-"))
+    rows: list[Row] = []
+    plan = [(k, n) for k in cfg.tasks for n in cfg.lengths]
+    plan += [("passkey", n) for n in cfg.long_lengths if "passkey" in cfg.tasks]
+    t_start = time.perf_counter()
+    for kind, n in plan:
+        for s in range(cfg.seeds):
+            seed = cfg.seed + 1000 * s + n % 997
+            task = T.GENERATORS[kind](hay, n, seed)
+            ids = np.asarray(base.tokenizer.encode(task.history), dtype=np.int64)
+            depth = task.meta.get("target_depth", task.depths[0] if task.depths else None)
+            for system in systems:
+                if system.startswith("mc-"):
+                    continue
+                t0 = time.perf_counter()
+                out = getattr(bl, system)(ids, task.question)
+                rows.append(_row(task, n, seed, system, out, depth, t0))
+            if _mc_systems(systems):
+                tree = work / f"{kind}-{n}-{seed}.mc"
+                if tree.exists():
+                    shutil.rmtree(tree)
+                t0 = time.perf_counter()
+                writer = Session(str(tree), model=base, gistnet=gistnet, window=cfg.window,
+                                 config=SessionConfig(retrieval=None))  # fmt: skip
+                writer.append_ids(ids.tolist(), source=f"{kind}-haystack")
+                ingest_s = time.perf_counter() - t0
+                for system in _mc_systems(systems):
+                    scorer = system[3:].removesuffix("-noret")
+                    sc = SessionConfig(
+                        scorer=scorer, retrieval=None if system.endswith("-noret") else "lexical"
+                    )
+                    t0 = time.perf_counter()
+                    sess = Session(str(tree), model=base, gistnet=gistnet, lensnet=lensnet,
+                                   window=cfg.window, config=sc, mode="r")  # fmt: skip
+                    out = sess.ask(task.question, max_new_tokens=cfg.max_new_tokens, remember=False)
+                    r = _row(task, n, seed, system, out, depth, t0)
+                    r.note = f"ingest {ingest_s:.1f}s"
+                    rows.append(r)
+                shutil.rmtree(tree, ignore_errors=True)
+            done = [r for r in rows if r.task == kind and r.length == n and r.seed == seed]
+            progress(
+                f"{kind:>17} {n:>8} seed {seed}: "
+                + " ".join(
+                    f"{r.system}={'-' if r.score is None else f'{r.score:.2f}'}" for r in done
+                )
+            )
+    result = {
+        "config": asdict(cfg),
+        "model": base.name,
+        "gistnet": getattr(gistnet, "checkpoint_id", None) or "untrained",
+        "lensnet": getattr(lensnet, "checkpoint_id", None),
+        "corpus_manifest": manifest,
+        "machine": _machine(),
+        "seconds": time.perf_counter() - t_start,
+        "rows": [asdict(r) for r in rows],
+    }
+    result["summary"] = summarise(result["rows"])
+    return result
+
+
+def _row(task: T.Task, n: int, seed: int, system: str, out: str | None, depth, t0: float) -> Row:
+    score = None if out is None else task.score(out)
+    return Row(
+        task.kind, n, seed, system, score, out or "", task.answers, depth, time.perf_counter() - t0
+    )
+
+
+def _machine() -> dict:
+    import os
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit,
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean score per system × length (over tasks and seeds), and per task × system."""
+    by_len: dict[str, dict[int, list[float]]] = {}
+    by_task: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["score"] is None:
+            continue
+        by_len.setdefault(r["system"], {}).setdefault(r["length"], []).append(r["score"])
+        by_task.setdefault(r["task"], {}).setdefault(r["system"], []).append(r["score"])
+    return {
+        "by_length": {
+            s: {n: float(np.mean(v)) for n, v in sorted(d.items())} for s, d in by_len.items()
+        },
+        "by_task": {t: {s: float(np.mean(v)) for s, v in d.items()} for t, d in by_task.items()},
+        "n": {s: sum(len(v) for v in d.values()) for s, d in by_len.items()},
+    }
+
+
+def table(result: dict) -> str:
+    summ = result["summary"]["by_length"]
+    lengths = sorted({int(n) for d in summ.values() for n in d})
+    systems = [s for s in SYSTEMS if s in summ]
+    head = "| system | " + " | ".join(f"{n // 1024}k" for n in lengths) + " |"
+    lines = [head, "|" + "---|" * (len(lengths) + 1)]
+    for s in systems:
+        cells = [summ[s].get(n, summ[s].get(str(n))) for n in lengths]
+        lines.append(
+            f"| {s} | " + " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = result["summary"]["by_length"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for s in [s for s in SYSTEMS if s in summ]:
+        pts = sorted((int(n), v) for n, v in summ[s].items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=s)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("history length (tokens)")
+    ax.set_ylabel("accuracy (mean over tasks and seeds)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{result['model']}, window {result['config']['window']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save(result: dict, out: str) -> None:
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(result, indent=1))
+    p.with_suffix(".md").write_text(table(result) + "\n")
+    plot(result, str(p.with_suffix(".png")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench harness", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few minutes on a CPU")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--tasks", default=None, help="comma-separated task kinds")
+    ap.add_argument("--lengths", default=None, help="comma-separated history lengths")
+    ap.add_argument("--systems", default=None, help="comma-separated systems")
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args(argv)
+    kw: dict = {}
+    if args.seeds is not None:
+        kw["seeds"] = args.seeds
+    if args.tasks:
+        kw["tasks"] = tuple(args.tasks.split(","))
+    if args.lengths:
+        kw["lengths"], kw["long_lengths"] = tuple(int(x) for x in args.lengths.split(",")), ()
+    if args.systems:
+        kw["systems"] = tuple(args.systems.split(","))
+    if args.model:
+        kw["model"] = args.model
+    cfg = HarnessConfig.quick(**kw) if args.quick else HarnessConfig(**kw)
+    cfg.out = args.out or ("bench/results/harness_quick.json" if args.quick else cfg.out)
+    random.seed(cfg.seed)
+    result = run(cfg)
+    save(result, cfg.out)
+    print(table(result))
+    print(f"wrote {cfg.out} ({result['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
