@@ -14,7 +14,7 @@ INDEX_OBJECT = "retrieval-{kind}.npz"
 class NodeIndex:
     """The retrieval index of one tree for one base model (see ``mcruntime.retrieval``)."""
 
-    def __init__(self, tree, base, *, kind: str = "lexical", boost: float = 4.0):
+    def __init__(self, tree, base, *, kind: str = "lexical", boost: float = 2.0):
         self.tree, self.base, self.kind, self.boost = tree, base, kind, boost
         stats = base.embedding_stats()
         self.mean = stats["mean"].float().numpy()

@@ -223,7 +223,9 @@ class Session:
             base=self.base,
             prefix=self.window.vectors[: self.window.prefix_len],
         )
-        scores = np.asarray(self.scorer(view), dtype=np.float64)
+        # squash into (-1, 1): a retrieval hit (boost >= 1) then always outranks the scorer's
+        # preferences, whose z-scores can reach -10 for old entries
+        scores = np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
         if self.index is not None:
             scores = scores + self.index.boosts(
                 self.focus.wc, query_ids, query_vecs, self.config.retrieval_k
