@@ -111,16 +111,7 @@ class Session:
         return gistnet.eval()
 
     def binding(self) -> dict:
-        g = self.gistnet
-        return {
-            "tokenizer": self.base.binding(),
-            "gistnet": {
-                "id": getattr(g, "checkpoint_id", None) or "untrained",
-                "hash": getattr(g, "checkpoint_hash", None) or "untrained",
-                "dim": self.base.d_model,
-                "dtype": "float16",
-            },
-        }
+        return gistnet_binding(self.base, self.gistnet)
 
     def _open_tree(self, tree, storage_options, mode, create):
         if not isinstance(tree, str):
@@ -365,6 +356,19 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def gistnet_binding(base, gistnet, dtype: str = "float16") -> dict:
+    """What a tree records about the models that wrote it (see mcstore's check_binding)."""
+    return {
+        "tokenizer": base.binding(),
+        "gistnet": {
+            "id": getattr(gistnet, "checkpoint_id", None) or "untrained",
+            "hash": getattr(gistnet, "checkpoint_hash", None) or "untrained",
+            "dim": base.d_model,
+            "dtype": dtype,
+        },
+    }
 
 
 def render_document(text: str, source: str) -> str:
