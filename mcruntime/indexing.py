@@ -64,19 +64,20 @@ class NodeIndex:
         qkey = self.index.query_key(np.asarray(query_ids), query_vecs.numpy(), self.mean)
         return self.index.search(qkey, k)
 
-    def boosts(self, wc: WorkingContext, query_ids, query_vecs: torch.Tensor, k: int) -> np.ndarray:
-        """+boost on every entry whose span meets a hit: coarser ones get expanded, finer ones
-        (already detailed) are protected from being collapsed to pay for other expansions."""
+    def boosts(self, wc: WorkingContext, hits: list[Hit]) -> np.ndarray:
+        """+boost on every entry whose span meets a level-1 hit (or its neighbours): coarser
+        entries get expanded, finer ones (already detailed) are protected from being collapsed
+        to pay for other expansions."""
         out = np.zeros(wc.cost)
-        hits = [h for h in self.search(query_ids, query_vecs, k) if h.level == 1] or []
+        hits = sorted((h for h in hits if h.level == 1), key=lambda h: -h.score)
         if not hits:
             return out
         b = wc.block
         starts = np.asarray(wc.starts())
         ends = starts + np.asarray([b**lvl for lvl, _ in wc.entries])
-        for rank, h in enumerate(sorted(hits, key=lambda h: -h.score)):
+        for rank, h in enumerate(hits):
             # a fact often straddles a block boundary: bring the neighbours in as well
-            s, e = (h.index - 1) * b**h.level, (h.index + 2) * b**h.level
+            s, e = (h.index - 1) * b, (h.index + 2) * b
             meet = (starts < e) & (ends > s)
             out[meet] += self.boost * (1.0 - 0.1 * rank)
         return out

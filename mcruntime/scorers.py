@@ -63,6 +63,7 @@ class AttentionScorer:
     """Attention mass from the query positions onto each entry (one eager forward, no cache)."""
 
     name = "attention"
+    per_round = False  # one eager forward per question, not one per refocus round
 
     @torch.no_grad()
     def __call__(self, view: FocusView) -> np.ndarray:

@@ -206,7 +206,7 @@ class Session:
         p = self.window.prefix_len
         return self.window.vectors[p : p + self.focus.wc.cost]
 
-    def _scores(self, query_ids: list[int], query_vecs: torch.Tensor) -> np.ndarray:
+    def _scorer_scores(self, query_vecs: torch.Tensor) -> np.ndarray:
         view = FocusView(
             wc=self.focus.wc,
             vectors=self.entries_vectors(),
@@ -216,21 +216,31 @@ class Session:
         )
         # squash into (-1, 1): a retrieval hit (boost >= 1) then always outranks the scorer's
         # preferences, whose z-scores can reach -10 for old entries
-        scores = np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
-        if self.index is not None:
-            scores = scores + self.index.boosts(
-                self.focus.wc, query_ids, query_vecs, self.config.retrieval_k
-            )
-        return scores
+        return np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
 
     def refocus(
         self, query_ids: list[int], tail: torch.Tensor | None = None, rounds: int = 1
     ) -> int:
-        """Up to ``rounds`` refocus steps for this query; returns the number of edits made."""
+        """Up to ``rounds`` refocus steps for this query; returns the number of edits made.
+
+        The retrieval assist searches once per call. A scorer that is expensive to run
+        (``per_round = False``, e.g. attention mass) scores once too; later rounds give the
+        entries it never saw the score of their nearest scored ancestor (or the mean of their
+        scored descendants)."""
         made = 0
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
+        hits = self.index.search(query_ids, qv, self.config.retrieval_k) if self.index else []
+        scored: Inherited | None = None
         for _ in range(rounds):
-            edits = self.focus.refocus(self._scores(query_ids, qv))
+            wc = self.focus.wc
+            if scored is None or getattr(self.scorer, "per_round", True):
+                scores = self._scorer_scores(qv)
+                scored = Inherited(wc.entries, scores, wc.block)
+            else:
+                scores = scored(wc.entries)
+            if hits:
+                scores = scores + self.index.boosts(wc, hits)
+            edits = self.focus.refocus(scores)
             if not edits:
                 break
             made += len(edits.ops)
@@ -356,6 +366,35 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Inherited:
+    """Scores of one working context, extended to the entries of later ones by ancestry."""
+
+    def __init__(self, entries: list[Entry], scores: np.ndarray, block: int):
+        self.block = block
+        self.exact = dict(zip(entries, scores.tolist(), strict=True))
+        self.below: dict[Entry, list[float]] = {}  # ancestor -> [sum, count] of scored entries
+        for (level, index), v in self.exact.items():
+            for up in range(1, 8):
+                acc = self.below.setdefault((level + up, index // block**up), [0.0, 0])
+                acc[0] += v
+                acc[1] += 1
+
+    def __call__(self, entries: list[Entry]) -> np.ndarray:
+        out = np.zeros(len(entries))
+        b = self.block
+        for k, (level, index) in enumerate(entries):
+            v = self.exact.get((level, index))
+            up = 1
+            while v is None and up < 8:
+                v = self.exact.get((level + up, index // b**up))
+                up += 1
+            if v is None:
+                acc = self.below.get((level, index))
+                v = acc[0] / acc[1] if acc else 0.0
+            out[k] = v
+        return out
 
 
 def gistnet_binding(base, gistnet, dtype: str = "float16") -> dict:

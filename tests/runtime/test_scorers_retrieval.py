@@ -1,0 +1,122 @@
+"""Scorers give one finite signed score per entry; the retrieval index finds planted text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mcmodels
+from mcruntime import Session, SessionConfig
+from mcruntime.context import WorkingContext
+from mcruntime.retrieval import Hit, RetrievalIndex
+from mcruntime.scorers import SCORERS, FocusView, LensScorer
+from mcruntime.session import Inherited
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.set_num_threads(1)
+    return mcmodels.tiny_base(0)
+
+
+@pytest.fixture(scope="module")
+def sess(base):
+    torch.manual_seed(0)
+    g = mcmodels.GistNet.for_base(base)
+    s = Session("memory://scorers.mc", model=base, gistnet=g, window=512)
+    rng = np.random.default_rng(0)
+    s.append_ids(rng.integers(32, 127, size=6000).tolist(), source="noise")
+    return s
+
+
+def view(s: Session, base) -> FocusView:
+    q = base.embed(torch.tensor(base.tokenizer.encode("where is it?"))).float()
+    return FocusView(
+        s.focus.wc, s.entries_vectors(), q, base, s.window.vectors[: s.window.prefix_len]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_scorers_score_every_entry(sess, base, name):
+    scores = SCORERS[name]()(view(sess, base))
+    assert scores.shape == (sess.focus.wc.cost,)
+    assert np.isfinite(scores).all()
+    assert scores.max() > 0 > scores.min()  # signed: some want detail, some can give it up
+
+
+def test_lensnet_scorer(sess, base):
+    torch.manual_seed(0)
+    lens = mcmodels.LensNet.for_base(base)
+    torch.nn.init.normal_(lens.head.weight, std=0.1)
+    scores = LensScorer(lens)(view(sess, base))
+    assert scores.shape == (sess.focus.wc.cost,) and np.isfinite(scores).all()
+    assert np.std(scores) > 0
+
+
+def test_recency_prefers_new_entries(sess, base):
+    scores = SCORERS["recency"]()(view(sess, base))
+    assert scores[-1] > scores[0]
+
+
+def test_inherited_scores_follow_ancestry():
+    b = 4
+    wc = WorkingContext.canonical(64, lambda lv: 64 // b**lv if lv else 64, block=b)
+    scores = np.arange(wc.cost, dtype=float)
+    inh = Inherited(wc.entries, scores, b)
+    first = wc.entries[0]
+    wc.expand(0)
+    got = inh(wc.entries)
+    assert (got[:b] == scores[0]).all()  # children inherit the parent's score
+    assert (got[b:] == scores[1:]).all()
+    # a parent never scored gets the mean of its scored descendants
+    child_level = first[0] - 1
+    assert inh([(first[0] + 1, 0)])[0] == pytest.approx(
+        np.mean(scores[: b ** (first[0] + 1) // b ** first[0]])
+    )
+    assert child_level >= 0
+
+
+def test_lexical_index_finds_a_planted_block_and_round_trips(base):
+    vocab, d = base.vocab_size, base.d_model
+    table = base.embed(torch.arange(vocab)).float().numpy()
+    mean = table.mean(0)
+    rng = np.random.default_rng(1)
+    blocks = rng.integers(97, 123, size=(200, 32))  # lowercase noise
+    planted = base.tokenizer.encode("ZQX-42 is the vault code ZQX-42.")[:32]
+    blocks[137, : len(planted)] = planted
+    idx = RetrievalIndex(d, kind="lexical", vocab=vocab)
+    idx.add_blocks(blocks, table, mean)
+    idx.add_parents(2, idx.keys(1, 0, 192))
+    q = base.tokenizer.encode("vault code ZQX-42?")
+    qkey = idx.query_key(np.asarray(q), table[q], mean)
+    hits = idx.search(qkey, k=3, levels=[1])
+    assert hits[0] == Hit(1, 137, hits[0].score)
+    again = RetrievalIndex.from_bytes(idx.to_bytes())
+    assert again.search(qkey, k=3, levels=[1]) == hits
+    assert again.count(2) == 6 and again.blocks_seen == 200
+
+
+def test_boosts_cover_the_hit_and_its_neighbours(sess):
+    wc = sess.focus.wc
+    hit = Hit(1, 40, 1.0)
+    out = sess.index.boosts(wc, [hit])
+    b = wc.block
+    starts = np.asarray(wc.starts())
+    touched = starts[out > 0]
+    assert touched.min() < 41 * b and touched.max() < 42 * b + b
+    assert (out >= 0).all() and out.max() == sess.index.boost
+
+
+def test_session_with_every_scorer_answers(base):
+    torch.manual_seed(0)
+    g = mcmodels.GistNet.for_base(base)
+    for name in (*SCORERS, "lensnet"):
+        lens = mcmodels.LensNet.for_base(base) if name == "lensnet" else None
+        s = Session(f"memory://every-{name}.mc", model=base, gistnet=g, lensnet=lens, window=512,
+                    config=SessionConfig(scorer=name))  # fmt: skip
+        s.append_ids(list(range(32, 120)) * 40, source="x")
+        s.ask("hi?", max_new_tokens=2, remember=False)
+        s.focus.wc.check(
+            s.tree.num_nodes, budget=s.focus.config.budget, raw_recent=s.focus.config.raw_recent
+        )
