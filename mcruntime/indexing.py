@@ -1,6 +1,17 @@
-"""Keeps a tree's retrieval index current, and turns its hits into focus score boosts."""
+"""Keeps a tree's retrieval index current and stored with it, and turns hits into score boosts.
+
+Stored form (lexical keys only: gist keys are the tree's own gists, re-read at open): the
+level-1 keys of every complete epoch (``tree.epoch`` tokens) are one immutable committed object
+``retrieval/<kind>/l1-<first>-<stop>.npz`` (fp16 keys + the token statistics at that point),
+written once when the epoch completes. Opening loads those chunks, then indexes only the nodes
+committed since the last chunk, so open work is bounded by one epoch of tokens plus a read of the
+stored keys. Keys of higher levels are means of their children, recomputed at load.
+"""
 
 from __future__ import annotations
+
+import io
+import re
 
 import numpy as np
 import torch
@@ -8,7 +19,7 @@ import torch
 from mcruntime.context import WorkingContext
 from mcruntime.retrieval import Hit, RetrievalIndex
 
-INDEX_OBJECT = "retrieval-{kind}.npz"
+_CHUNK = re.compile(r"^retrieval/(\w+)/l1-(\d{12})-(\d{12})\.npz$")
 
 
 class NodeIndex:
@@ -19,9 +30,12 @@ class NodeIndex:
         stats = base.embedding_stats()
         self.mean = stats["mean"].float().numpy()
         self._table: np.ndarray | None = None
-        self.index = self._load() or RetrievalIndex(
+        self.index = RetrievalIndex(
             base.d_model, kind=kind, block=tree.block, vocab=base.vocab_size
         )
+        self.stored = 0  # level-1 nodes covered by committed chunks
+        if kind == "lexical":
+            self._load()
         self.update()
 
     @property
@@ -30,14 +44,57 @@ class NodeIndex:
             self._table = self.base.embed(torch.arange(self.base.vocab_size)).float().cpu().numpy()
         return self._table
 
-    def _load(self) -> RetrievalIndex | None:
-        name = INDEX_OBJECT.format(kind=self.kind)
-        try:
-            if name in self.tree.objects():
-                return RetrievalIndex.from_bytes(self.tree.read_object(name))
-        except (AttributeError, ValueError, KeyError):
-            return None
-        return None
+    # -- stored chunks ------------------------------------------------------------------------
+
+    def _chunks(self) -> list[tuple[int, int, str]]:
+        out = []
+        for name in self.tree.objects():
+            m = _CHUNK.match(name)
+            if m and m.group(1) == self.kind:
+                out.append((int(m.group(2)), int(m.group(3)), name))
+        return sorted(out)
+
+    def _load(self) -> None:
+        for first, stop, name in self._chunks():
+            if first != self.stored or stop > self.tree.num_nodes(1):
+                break  # a gap (or a chunk from a longer history): index the rest from tokens
+            with np.load(io.BytesIO(self.tree.read_object(name)), allow_pickle=False) as z:
+                self.index.add_keys(1, z["keys"].astype(np.float32))
+                self.index.token_counts = z["token_counts"].copy()
+                self.index.blocks_seen = int(z["blocks_seen"])
+            self.stored = stop
+
+    def persist(self) -> int:
+        """Commit a chunk for every complete epoch not stored yet; returns chunks written."""
+        if self.kind != "lexical" or self.tree.mode == "r":
+            return 0
+        per = self.tree.epoch // self.tree.block
+        have = self.index.count(1)
+        objects = {}
+        while (self.stored // per + 1) * per <= have:
+            first, stop = self.stored, (self.stored // per + 1) * per
+            # token statistics as they were after block `stop`, so a reload that indexes the
+            # blocks after it again counts each block once
+            counts = self.index.token_counts.copy()
+            b = self.tree.block
+            if have > stop:
+                later = self.tree.tokens(stop * b, have * b).reshape(-1, b)
+                for row in later:
+                    np.subtract.at(counts, np.unique(row), 1)
+            buf = io.BytesIO()
+            np.savez(
+                buf,
+                keys=self.index.keys(1, first, stop).astype(np.float16),
+                token_counts=counts,
+                blocks_seen=np.int64(stop),
+            )
+            objects[f"retrieval/{self.kind}/l1-{first:012d}-{stop:012d}.npz"] = buf.getvalue()
+            self.stored = stop
+        if objects:
+            self.tree.commit_objects(objects, message=f"retrieval index up to node {self.stored}")
+        return len(objects)
+
+    # -- incremental build --------------------------------------------------------------------
 
     def update(self) -> None:
         """Index every node committed since the last update, bottom-up."""
@@ -46,8 +103,10 @@ class NodeIndex:
         n1 = t.num_nodes(1)
         if n1 > have:
             if self.kind == "lexical":
-                toks = t.tokens(have * b, n1 * b).reshape(-1, b).astype(np.int64)
-                idx.add_blocks(toks, self.table, self.mean)
+                for s in range(have, n1, 8192):  # bounded memory for huge first builds
+                    e = min(n1, s + 8192)
+                    toks = t.tokens(s * b, e * b).reshape(-1, b).astype(np.int64)
+                    idx.add_blocks(toks, self.table, self.mean)
             else:
                 idx.add_gists(1, _f32(t.gists(1, have, n1)), self.mean)
         level = 2
@@ -59,6 +118,8 @@ class NodeIndex:
                 else:
                     idx.add_gists(level, _f32(t.gists(level, have, n)), self.mean)
             level += 1
+
+    # -- use ----------------------------------------------------------------------------------
 
     def search(self, query_ids, query_vecs: torch.Tensor, k: int) -> list[Hit]:
         qkey = self.index.query_key(np.asarray(query_ids), query_vecs.numpy(), self.mean)

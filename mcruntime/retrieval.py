@@ -60,6 +60,10 @@ class RetrievalIndex:
         idx = self.levels.get(level)
         return 0 if idx is None else idx.ntotal
 
+    def add_keys(self, level: int, keys: np.ndarray) -> None:
+        """Stored keys (already computed): appended as they are."""
+        self._add(level, keys)
+
     def _add(self, level: int, keys: np.ndarray) -> None:
         if level not in self.levels:
             self.levels[level] = self._faiss.IndexFlatIP(self.dim)

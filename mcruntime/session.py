@@ -275,6 +275,7 @@ class Session:
         )
         if self.index is not None:
             self.index.update()
+            self.index.persist()
         self._grow_to_tree()
         self._sync()
         return version

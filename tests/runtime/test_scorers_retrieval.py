@@ -120,3 +120,26 @@ def test_session_with_every_scorer_answers(base):
         s.focus.wc.check(
             s.tree.num_nodes, budget=s.focus.config.budget, raw_recent=s.focus.config.raw_recent
         )
+
+
+def test_index_is_stored_with_the_tree_and_reloaded(base, tmp_path):
+    torch.manual_seed(0)
+    g = mcmodels.GistNet.for_base(base)
+    url = str(tmp_path / "idx.mc")
+    rng = np.random.default_rng(3)
+    s = Session(url, model=base, gistnet=g, window=512)
+    for _ in range(3):  # crosses two epochs of 8192 tokens
+        s.append_ids(rng.integers(32, 127, size=7000).tolist(), source="x")
+    names = [n for n in s.tree.objects() if n.startswith("retrieval/")]
+    assert len(names) == 2 and s.index.stored == 2 * s.tree.epoch // s.tree.block
+    fresh = s.index.index
+    again = Session(url, model=base, gistnet=g, window=512, mode="r")
+    assert again.index.stored == s.index.stored  # loaded, not recomputed
+    n1 = s.tree.num_nodes(1)
+    assert again.index.index.count(1) == n1
+    np.testing.assert_allclose(again.index.index.keys(1, 0, n1), fresh.keys(1, 0, n1), atol=2e-3)
+    q = base.tokenizer.encode("abc xyz")
+    qv = base.embed(torch.tensor(q)).float()
+    assert [h.index for h in again.index.search(q, qv, 3)][:2] == [
+        h.index for h in s.index.search(q, qv, 3)
+    ][:2]
