@@ -1,10 +1,12 @@
-"""python -m bench store [...]  ->  bench.store_bench."""
+"""python -m bench store|systems [...]  ->  bench.store_bench / bench.systems."""
 
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "store":
-    from bench.store_bench import main
+COMMANDS = {"store": "bench.store_bench", "systems": "bench.systems"}
 
-    main(sys.argv[2:])
+if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+    import importlib
+
+    importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
 else:
-    print("usage: python -m bench store [--quick] [--epochs ...]")
+    print("usage: python -m bench {store|systems} [--quick] [...]")
