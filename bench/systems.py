@@ -742,6 +742,26 @@ def bench_ingest(base, gistnet, src, n_tokens: int, chunk: int, rundir: Path, s3
 # -- 5. memory (child process) -------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def timed_index_builds():
+    """Seconds spent building the session's retrieval index (``NodeIndex``) while opening."""
+    import mcruntime.session as ms
+
+    orig, cell = ms.NodeIndex, [0.0]
+
+    class Timed(orig):
+        def __init__(self, *a, **k):
+            t0 = time.perf_counter()
+            super().__init__(*a, **k)
+            cell[0] += time.perf_counter() - t0
+
+    ms.NodeIndex = Timed
+    try:
+        yield cell
+    finally:
+        ms.NodeIndex = orig
+
+
 def rss_child(args: dict) -> dict:
     """In a fresh process: load the model, open (a fork of) the tree, chat; report RSS."""
     torch.set_num_threads(1)
@@ -758,7 +778,14 @@ def rss_child(args: dict) -> dict:
         during.append(proc_status().get("VmRSS", float("nan")))
     r3 = proc_status()
     pin.unlink(missing_ok=True)
+    cache = s.tree.cache_stats()
+    idx = s.index.index if s.index is not None else None
+    vectors = sum(ix.ntotal for ix in idx.levels.values()) if idx is not None else 0
     return {
+        "store_cache_entries": cache.get("entries"),
+        "store_cache_bytes": cache.get("bytes"),  # as the store's LRU accounts them
+        "index_vectors": vectors,
+        "index_bytes": vectors * base.d_model * 4,  # flat fp32 faiss indexes
         "rss_start_mib": r0.get("VmRSS"),
         "rss_model_mib": r1.get("VmRSS"),
         "rss_open_mib": r2.get("VmRSS"),
@@ -853,17 +880,20 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
         }
 
     # sessions on forks of the cached trees, all open at once
-    sessions, probes, opens = {}, {}, {}
+    sessions, probes, opens, index_s = {}, {}, {}, {}
     forced = forced_ids(base)
     for n in hs:
         tree, pin = fork_tree(trees[n], rundir)
         pins.append(pin)
         t = time.perf_counter()
-        s = session_for(tree, base, g, plan.window)
+        with timed_index_builds() as cell:
+            s = session_for(tree, base, g, plan.window)
         opens[n] = time.perf_counter() - t
+        index_s[n] = cell[0]
         sessions[n] = s
         probes[n] = Probe(s, forced)
     out["session_open_s"] = {str(n): v for n, v in opens.items()}
+    out["session_open_index_s"] = {str(n): v for n, v in index_s.items()}
     cfg = next(iter(sessions.values())).config
     out["session_config"] = asdict(cfg)
     out["scorer"] = cfg.scorer or "recency"
@@ -974,7 +1004,8 @@ def tables(res: dict) -> str:
         for n, d in r["decode"].items():
             rows.append([
                 _n(int(n)),
-                _f(r["session_open_s"][n], "{:.2f}"),
+                f"{_f(r['session_open_s'][n], '{:.2f}')} "
+                f"({_f(_get(r, 'session_open_index_s', n), '{:.2f}')})",
                 _f(_get(d, "first_token", "median_ms"), "{:.0f}"),
                 f"{_f(_get(d, 'decode', 'median_ms'), '{:.2f}')} / "
                 f"{_f(_get(d, 'decode', 'p90_ms'), '{:.2f}')}",
@@ -989,7 +1020,7 @@ def tables(res: dict) -> str:
                 "–".join(map(str, d.get("window_positions") or [])),
             ])  # fmt: skip
         lines += _table(
-            ["history", "open s", "first token ms", "decode ms/token wall med / p90",
+            ["history", "open s (index)", "first token ms", "decode ms/token wall med / p90",
              "CPU med / p90", "refocus step ms (n)", "positions recomputed",
              "amortized ms/token wall / CPU", "end of turn ms", "KV cache positions"],
             rows,
@@ -1074,15 +1105,17 @@ def tables(res: dict) -> str:
             rows = []
             for n, v in r["rss"].items():
                 if "error" in v:
-                    rows.append([_n(int(n)), f"error: {v['error']}", "", "", ""])
+                    rows.append([_n(int(n)), f"error: {v['error']}", "", "", "", "", ""])
                     continue
                 rows.append([
                     _n(int(n)), _f(v["rss_model_mib"], "{:.0f}"), _f(v["rss_open_mib"], "{:.0f}"),
                     _f(v["rss_chat_max_mib"], "{:.0f}"), _f(v["hwm_mib"], "{:.0f}"),
+                    f"{v.get('store_cache_entries', 0):,} / {_size(v.get('store_cache_bytes', 0))}",
+                    f"{v.get('index_vectors', 0):,} / {_size(v.get('index_bytes', 0))}",
                 ])  # fmt: skip
             lines += _table(
                 ["history", "RSS after model load MiB", "after session open", "max during chat",
-                 "peak (VmHWM)"],
+                 "peak (VmHWM)", "store LRU entries / bytes", "retrieval index vectors / bytes"],
                 rows,
             )  # fmt: skip
         lines.append(

@@ -71,6 +71,8 @@ def test_decode_shape_and_kv_reuse(result):
         ref = r["decode"][str(HIST[0])]["decode"]["median_ms"]
         assert ratio == pytest.approx(d["decode"]["median_ms"] / ref)
     assert r["decode"][str(HIST[0])]["ratio_vs_smallest"]["amortized"] == 1.0
+    for n in HIST:
+        assert 0 < r["session_open_index_s"][str(n)] <= r["session_open_s"][str(n)]
 
 
 def test_refocus_per_scorer(result):
@@ -121,6 +123,7 @@ def test_rss_child(result, tmp_path):
     assert 0 < v["rss_start_mib"] <= v["rss_model_mib"] <= v["hwm_mib"]
     assert v["rss_chat_max_mib"] >= v["rss_open_mib"] > 0
     assert v["tokens"] == 8 and v["history"] > 3000
+    assert v["index_vectors"] >= 3000 // 32 and v["store_cache_entries"] >= 0
     assert mcstore.open(str(tree), "r").length == 3000
 
 
