@@ -165,3 +165,30 @@ def test_summarise_steps_classifies():
     assert d["tokens_measured"] == 6
     assert d["amortized_ms_per_token"] == pytest.approx((0.03 + 0.5 + 0.04) / 6 * 1e3)
     assert d["multi_token_steps"] == 1
+
+
+def test_summary_and_report_only(result, capsys):
+    res, paths, _, _ = result
+    lines = S.summary(res)
+    d = res["models"]["tiny"]["decode"][str(HIST[-1])]["ratio_vs_smallest"]
+    verdict = "met" if max(d["decode_median"], d["decode_cpu_median"]) <= S.TARGET_RATIO else "NOT"
+    assert f"{d['decode_median']:.3f}x wall median" in lines[0] and f": {verdict}" in lines[0]
+    md = paths["md"].read_text()
+    assert "## Summary" in md and lines[0] in md
+    paths["md"].unlink()
+    paths["png"].unlink()
+    S.main(["--report-only", "--out-dir", str(paths["json"].parent)])
+    assert paths["md"].read_text() == md and paths["png"].is_file()
+
+
+def test_source_ids_without_a_corpus(monkeypatch, tmp_path):
+    import mcmodels
+    import mcmodels.corpus
+
+    monkeypatch.setattr(mcmodels.corpus, "default_corpus_dir", lambda: tmp_path / "none")
+    base = mcmodels.tiny_base(0)
+    a, note = S.source_ids(base, 4096)
+    b, _ = S.source_ids(base, 4096)
+    assert "pseudo-random" in note and (a == b).all() and len(a) == 4096
+    assert a.min() >= 0 and a.max() < 256
+    assert (S.history(a, 4000, 4200) == a[[i % 4096 for i in range(4000, 4200)]]).all()
