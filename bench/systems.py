@@ -1245,7 +1245,7 @@ def plot(res: dict, path: Path) -> None:
         ax.set_ylabel("ms per token")
         ax.set_title(f"{r['base']}, window {res['plan']['window']}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Decode latency per token vs history length (1 CPU thread)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
