@@ -1213,7 +1213,7 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(res["models"])
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         r = res["models"][model]
         ns = [int(n) for n in r["decode"]]
@@ -1245,7 +1245,7 @@ def plot(res: dict, path: Path) -> None:
         ax.set_ylabel("ms per token")
         ax.set_title(f"{r['base']}, window {res['plan']['window']}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.suptitle("Decode latency per token vs history length (1 CPU thread)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
