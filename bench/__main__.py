@@ -6,9 +6,10 @@ import sys
 COMMANDS = {
     "store": "bench.store_bench",
     "harness": "bench.harness",
+    "systems": "bench.systems",
 }
 
 if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
     print("usage: python -m bench {" + ",".join(COMMANDS) + "} [--quick] [...]")
     sys.exit(2)
-importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:])
+sys.exit(importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:]) or 0)
