@@ -35,6 +35,10 @@ class FocusConfig:
     raw_recent: int = 128
     tau_expand: float = 0.0
     margin: float = 0.05
+    # a collapse before the first changed position makes the KV cache recompute from there:
+    # among groups cheap enough to give up, one that is a whole window earlier counts this
+    # much more expensive
+    recompute_weight: float = 0.5
     max_expands: int = 4
     cooldown: int = 2
 
@@ -175,9 +179,13 @@ class Focus:
 
     # -- refocus ------------------------------------------------------------------------------
 
-    def refocus(self, scores: Scores) -> Edits:
-        """One refocus step from signed scores (one per entry, in entry order)."""
+    def refocus(self, scores: Scores, *, tau_expand: float | None = None) -> Edits:
+        """One refocus step from signed scores (one per entry, in entry order).
+
+        ``tau_expand`` overrides the config's threshold for this step (decoding uses a higher
+        one: a refocus there costs a KV recompute, so only strong wants are worth it)."""
         wc, cfg, b = self.wc, self.config, self.wc.block
+        tau = cfg.tau_expand if tau_expand is None else tau_expand
         if len(scores) != wc.cost:
             raise ValueError(f"{len(scores)} scores for {wc.cost} entries")
         self.stats.steps += 1
@@ -185,18 +193,27 @@ class Focus:
         edits = Edits()
         score_of = dict(zip(wc.entries, np.asarray(scores, dtype=np.float64).tolist(), strict=True))
         candidates = [
-            (s, e)
-            for e, s in score_of.items()
-            if e[0] > 0 and s > cfg.tau_expand and not self._cooling(e)
+            (s, e) for e, s in score_of.items() if e[0] > 0 and s > tau and not self._cooling(e)
         ]
         candidates.sort(key=lambda c: -c[0])
         for s, entry in candidates[: cfg.max_expands]:
-            while cfg.budget - wc.cost < b - 1:
-                # pay with the cheapest group, never the one holding the entry being expanded
-                groups = [g for g in self._collapsible(score_of) if not _contains(g[2], entry, b)]
-                if not groups or groups[0][0] >= s - cfg.margin:
+            while cfg.budget - wc.cost < b - 1 and wc.position_of(entry) is not None:
+                # pay with a group worth less than the expand (never the one holding it),
+                # preferring those that do not move the KV recompute earlier
+                groups = [
+                    g
+                    for g in self._collapsible(score_of)
+                    if not _contains(g[2], entry, b) and g[0] < s - cfg.margin
+                ]
+                if not groups:
                     break
-                gscore, pos, parent = groups[0]
+                first = min(
+                    wc.position_of(entry), wc.dirty_from if wc.dirty_from is not None else wc.cost
+                )
+                gscore, pos, parent = min(
+                    groups,
+                    key=lambda g: g[0] + cfg.recompute_weight * max(0, first - g[1]) / wc.cost,
+                )
                 self._collapse(pos, parent, edits)
                 score_of[parent] = gscore
             if cfg.budget - wc.cost < b - 1:

@@ -37,6 +37,7 @@ class SessionConfig:
     refocus_every: int = 32  # tokens decoded between refocus steps
     max_expands: int = 4  # expands per refocus step
     focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
+    decode_tau: float = 0.9  # while decoding only strong wants (retrieval hits) edit the focus
     scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
     retrieval: str | None = "lexical"  # key kind of the retrieval assist, or None to disable
     retrieval_k: int = 4
@@ -219,7 +220,11 @@ class Session:
         return np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
 
     def refocus(
-        self, query_ids: list[int], tail: torch.Tensor | None = None, rounds: int = 1
+        self,
+        query_ids: list[int],
+        tail: torch.Tensor | None = None,
+        rounds: int = 1,
+        tau_expand: float | None = None,
     ) -> int:
         """Up to ``rounds`` refocus steps for this query; returns the number of edits made.
 
@@ -240,7 +245,7 @@ class Session:
                 scores = scored(wc.entries)
             if hits:
                 scores = scores + self.index.boosts(wc, hits)
-            edits = self.focus.refocus(scores)
+            edits = self.focus.refocus(scores, tau_expand=tau_expand)
             if not edits:
                 break
             made += len(edits.ops)
@@ -316,7 +321,11 @@ class Session:
             self.window.append(self.base.embed(torch.tensor([nxt])).float())
             if (step + 1) % self.config.refocus_every == 0:
                 tail = torch.cat([turn, self.base.embed(torch.tensor(out)).float()])
-                self.refocus(q_ids + out[-self.config.refocus_every :], tail=tail)
+                self.refocus(
+                    q_ids + out[-self.config.refocus_every :],
+                    tail=tail,
+                    tau_expand=self.config.decode_tau,
+                )
         final = tok.decode(out, skip_special=True)
         if len(final) > len(text):
             yield final[len(text) :]
