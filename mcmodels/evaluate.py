@@ -146,10 +146,16 @@ class WindowEval:
         tr = float(self.trunc(g).mean())
         gi = float(nll_gist.mean())
         gap = tr - full
+        plain = float(self.trunc(0).mean())
+        gap_plain = plain - full
         return {
             "nll": gi,
             "recovered": (tr - gi) / gap if abs(gap) > 1e-9 else float("nan"),
             "gap": gap,
+            # against truncation without the neutral leading positions (which can hurt it)
+            "recovered_vs_plain": (plain - gi) / gap_plain
+            if abs(gap_plain) > 1e-9
+            else float("nan"),
         }
 
 
