@@ -218,6 +218,7 @@ def recovered(
         "nll_trunc_plain": float(we.trunc(0).mean()),
         "levels": {},
     }
+    per_window: dict[str, dict[str, torch.Tensor]] = {}
     todo = [
         (lv, m) for lv in we.levels for m in methods if m != "softprompt" or softprompt is not None
     ]
@@ -249,9 +250,19 @@ def recovered(
         else:
             nl = we.gist_nll(lv, gfns[m])
         row[m] = we.summary(nl, lv)
-    for row in res["levels"].values():
+        per_window.setdefault(lv, {})[m] = nl.mean(1)
+    for lv, row in res["levels"].items():
         if "trained" in row and "control" in row:
             row["trained_minus_control"] = row["trained"]["recovered"] - row["control"]["recovered"]
+            # the same difference in nats/token, per window: its spread says whether it is noise
+            d = per_window[lv]["control"] - per_window[lv]["trained"]
+            n = d.numel()
+            row["control_minus_trained_nll"] = {
+                "mean": float(d.mean()),
+                "se": float(d.std() / n**0.5) if n > 1 else float("nan"),
+                "windows_trained_better": int((d > 0).sum()),
+                "n_windows": n,
+            }
     res["seconds"] = round(time.time() - t0, 1)
     res["hardware"] = hardware()
     return res

@@ -152,5 +152,6 @@ def test_recovered_report_structure(tiny, toy_corpus):
         plain = (res["nll_trunc_plain"] - row["nll"]) / (res["nll_trunc_plain"] - res["nll_full"])
         assert abs(row["recovered_vs_plain"] - plain) < 1e-9
     assert "trained_minus_control" in l1
+    assert l1["control_minus_trained_nll"]["n_windows"] == 3
     we = WindowEval(tiny, wins, span=1024, recent=32, horizon=32)
     assert we.full().shape == (3, 32)
