@@ -24,6 +24,7 @@ from mcmodels.checkpoint import (
     load_softprompt,
     read_record,
     save_checkpoint,
+    shipped_checkpoints,
 )
 from mcmodels.errors import (
     CheckpointError,
@@ -65,5 +66,6 @@ __all__ = [
     "mean_pool_gist",
     "read_record",
     "save_checkpoint",
+    "shipped_checkpoints",
     "tiny_base",
 ]

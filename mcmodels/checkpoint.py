@@ -59,6 +59,9 @@ def _atomic_write(path: Path, writer) -> None:
     os.close(fd)
     try:
         writer(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give it the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -177,23 +180,33 @@ def load_softprompt(path, *, device=None) -> SoftPrompt:
     return _load(path, "softprompt", device)
 
 
-def _shipped(base, kind: str) -> Path | None:
+def shipped_checkpoints(base=None, kind: str | None = None) -> list[dict]:
+    """Records of the checkpoints shipped in ``mcmodels/checkpoints/`` (each with ``"path"``),
+    optionally only those for ``base`` (same tokenizer hash and d) and of one ``kind``. Records
+    with ``"default": true`` are what :func:`default_gistnet` / :func:`default_lensnet` return;
+    the others (e.g. a CPU probe that did not beat the content-free control) load only by path."""
+    out = []
     if not CHECKPOINT_DIR.is_dir():
-        return None
-    want = base.binding()["hash"]
+        return out
+    want = base.binding()["hash"] if base is not None else None
     for js in sorted(CHECKPOINT_DIR.glob("*.json")):
         try:
             rec = json.loads(js.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         b = rec.get("base") or {}
-        if (
-            rec.get("kind") == kind
-            and rec.get("default")
-            and b.get("hash") == want
-            and b.get("d_model") == base.d_model
-        ):
-            return js.with_suffix("")
+        if kind is not None and rec.get("kind") != kind:
+            continue
+        if base is not None and (b.get("hash") != want or b.get("d_model") != base.d_model):
+            continue
+        out.append({**rec, "path": str(js.with_suffix(""))})
+    return out
+
+
+def _shipped(base, kind: str) -> Path | None:
+    for rec in shipped_checkpoints(base, kind):
+        if rec.get("default"):
+            return Path(rec["path"])
     return None
 
 

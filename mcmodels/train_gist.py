@@ -150,6 +150,7 @@ def train_gistnet(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     step0, best = 0, float("inf")
+    elapsed0, commands = 0.0, []
     state_path = out / "state.pt"
     if resume and state_path.is_file():
         loader = load_softprompt if cfg.softprompt else load_gistnet
@@ -157,6 +158,7 @@ def train_gistnet(
         st = torch.load(state_path, map_location=dev, weights_only=False)
         opt.load_state_dict(st["opt"])
         step0, best = st["step"], st["best"]
+        elapsed0, commands = st.get("elapsed", 0.0), st.get("commands", [])
     dist.broadcast(model)
     tok = base.tokenizer
     sampler = WindowSampler(train_docs, T, seed=cfg.seed, rank=dist.rank)
@@ -178,14 +180,16 @@ def train_gistnet(
     perm = derangement(len(we.windows), cfg.seed)
     log = MetricsLog(out / "metrics.jsonl", dist.main)
     recipe = {
-        "command": command_line(),
+        "command": (commands or [command_line()])[0],
+        "resumed_with": [*commands[1:], command_line()] if commands else [],
         "config": asdict(cfg),
         "data_manifest_hash": corpus.manifest_hash,
         "hardware": hardware(),
         "world_size": dist.world,
     }
-    if step0 == 0 and dist.main:
-        log.write({"event": "start", **recipe})
+    if dist.main:
+        # after a resume, rows for steps past the last checkpoint may appear twice: the later wins
+        log.write({"event": "start" if step0 == 0 else "resume", "step": step0, **recipe})
     t_start = time.time()
     last_metrics: dict = {}
     bar = None
@@ -250,7 +254,7 @@ def train_gistnet(
                     recipe={
                         **recipe,
                         "steps": done,
-                        "train_seconds": round(time.time() - t_start, 1),
+                        "train_seconds": round(elapsed0 + time.time() - t_start, 1),
                     },
                     metrics={"dev": last_metrics},
                 )
@@ -261,10 +265,21 @@ def train_gistnet(
                 base=base,
                 dtype="float32",
                 name=kind,
-                recipe={**recipe, "steps": done, "train_seconds": round(time.time() - t_start, 1)},
+                recipe={
+                    **recipe,
+                    "steps": done,
+                    "train_seconds": round(elapsed0 + time.time() - t_start, 1),
+                },
                 metrics={"dev": last_metrics},
             )
-            save_state(state_path, opt=opt.state_dict(), step=done, best=best)
+            save_state(
+                state_path,
+                opt=opt.state_dict(),
+                step=done,
+                best=best,
+                elapsed=elapsed0 + time.time() - t_start,
+                commands=[recipe["command"], *recipe["resumed_with"]],
+            )
     if bar is not None:
         bar.close()
     dist.close()

@@ -214,7 +214,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score_report(lens, rows, device, scale: float) -> dict:
+def score_report(lens, rows, device, scale: float, center: torch.Tensor | None = None) -> dict:
     """Dev metrics for LensNet and the non-learned scorers, on the same targets."""
     rep: dict[str, list[float]] = {"lensnet": [], "recency": [], "similarity": []}
     sign, loss, cnt = 0.0, 0.0, 0
@@ -232,18 +232,15 @@ def score_report(lens, rows, device, scale: float) -> dict:
             loss += float(F.huber_loss(ss, yy * scale, reduction="sum"))
             cnt += int(t.sum())
         rep["recency"].append(_spearman(-feat[0, :, 1][t], yy))  # newer → more detail
-        qm = F.normalize(q[0].mean(0, keepdim=True) - lens_center(lens, ent), dim=-1)
-        em = F.normalize(ent[0] - lens_center(lens, ent), dim=-1)
+        c = center.to(device) if center is not None else ent[0].mean(0)
+        qm = F.normalize(q[0].mean(0, keepdim=True) - c, dim=-1)
+        em = F.normalize(ent[0] - c, dim=-1)
         rep["similarity"].append(_spearman((em @ qm.T).squeeze(-1)[t], yy))
     out = {f"spearman_{k}": float(np.nanmean(v)) if v else float("nan") for k, v in rep.items()}
     if cnt:
         out["dev_loss"] = loss / cnt
         out["sign_acc"] = sign / cnt
     return out
-
-
-def lens_center(lens, ent):
-    return lens.emb_mean if lens is not None else ent[0].mean(0)
 
 
 def train_lensnet(
@@ -289,7 +286,8 @@ def train_lensnet(
         "hardware": hardware(),
         "target_seconds": target_seconds,
     }
-    baseline = score_report(None, dev_rows, dev, cfg.target_scale)
+    center = lens.emb_mean  # the same centring for the similarity scorer in every report
+    baseline = score_report(None, dev_rows, dev, cfg.target_scale, center)
     log.write({"event": "targets", "n": len(rows), "seconds": target_seconds, **baseline})
     bar = None
     if progress:
@@ -322,7 +320,7 @@ def train_lensnet(
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
             lens.eval()
-            last = {"step": done, **score_report(lens, dev_rows, dev, cfg.target_scale)}
+            last = {"step": done, **score_report(lens, dev_rows, dev, cfg.target_scale, center)}
             lens.train()
             log.write({"event": "dev", **last})
             rec = {**recipe, "steps": done, "fit_seconds": round(time.time() - t_fit, 1)}

@@ -69,3 +69,19 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tiny, tmp_path):
 def test_no_shipped_default_for_the_tiny_model(tiny):
     assert mcmodels.default_gistnet(tiny) is None
     assert mcmodels.default_lensnet(tiny) is None
+
+
+def test_checkpoint_files_are_readable_by_others(tiny, tmp_path):
+    import os
+
+    g = _trained_like(tiny)
+    mcmodels.save_checkpoint(g, tmp_path / "g", base=tiny)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "g.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_shipped_checkpoints_listing(tiny):
+    assert mcmodels.shipped_checkpoints(tiny) == []
+    for rec in mcmodels.shipped_checkpoints():
+        assert {"kind", "checkpoint_hash", "path"} <= set(rec)

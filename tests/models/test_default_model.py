@@ -83,3 +83,14 @@ def test_kv_cache_crop_on_the_real_model(smol):
     cont = smol.forward_ids(b, cache=out.cache).logits
     ref = smol.forward_ids(a[:4] + b).logits[:, 4:]
     torch.testing.assert_close(cont, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_shipped_checkpoints_load_for_the_default_model(smol):
+    recs = mcmodels.shipped_checkpoints(smol, "gistnet")
+    for rec in recs:
+        g = mcmodels.load_gistnet(rec["path"])
+        assert g.checkpoint_hash == rec["checkpoint_hash"] and g.cfg.d_model == 576
+        x = smol.embed(torch.tensor([list(range(1000, 1032))]))
+        assert g(x, 1).shape == (1, 576)
+    default = mcmodels.default_gistnet(smol)
+    assert default is None or any(r.get("default") for r in recs)

@@ -142,13 +142,16 @@ def test_recovered_report_structure(tiny, toy_corpus):
     docs = toy_corpus.tokens(tiny.tokenizer, "train", min_tokens=1088)
     wins = pick_windows(docs, span=1024, recent=32, horizon=32, n_windows=3, seed=0)
     res = recovered(tiny, gist, wins, span=1024, recent=32, horizon=32, batch=2)
-    assert res["n_windows"] == 3 and set(res["levels"]) == {"l1", "l2", "mixed"}
+    assert res["n_windows"] == 3 and set(res["levels"]) == {"l1", "l2"}  # mixed needs span ≥ 2048
     l1 = res["levels"]["l1"]
     assert l1["n_gists"] == 32 and l1["budget"] == 64
     for m in ("trained", "untrained", "mean", "control"):
         row = l1[m]
         expect = (l1["nll_trunc"] - row["nll"]) / (l1["nll_trunc"] - res["nll_full"])
         assert abs(row["recovered"] - expect) < 1e-9
+        plain = (res["nll_trunc_plain"] - row["nll"]) / (res["nll_trunc_plain"] - res["nll_full"])
+        assert abs(row["recovered_vs_plain"] - plain) < 1e-9
     assert "trained_minus_control" in l1
+    assert l1["control_minus_trained_nll"]["n_windows"] == 3
     we = WindowEval(tiny, wins, span=1024, recent=32, horizon=32)
     assert we.full().shape == (3, 32)
