@@ -169,7 +169,7 @@ class Corpus:
     def tokens(self, tokenizer, split: str, *, min_tokens: int = 0) -> list[tuple[str, np.ndarray]]:
         """``[(name, int32 ids)]`` for one split, cached per tokenizer binding."""
         tag = tokenizer.binding_hash()[:12]
-        path = self.root / f"tokens-{tag}-{split}.npz"
+        path = self.root / f"tokens-v2-{tag}-{split}.npz"
         if not path.is_file():
             names, arrays = [], []
             for d in self.docs(split):
@@ -178,10 +178,12 @@ class Corpus:
             offsets = np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
             flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
             tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-            np.savez(tmp, ids=flat, offsets=offsets, names=np.asarray(names, dtype=object))
+            names_json = np.frombuffer(json.dumps(names).encode(), dtype=np.uint8)
+            np.savez(tmp, ids=flat, offsets=offsets, names_json=names_json)  # no pickle
             os.replace(tmp, path)
-        z = np.load(path, allow_pickle=True)
-        ids, off, names = z["ids"], z["offsets"], z["names"]
+        with np.load(path, allow_pickle=False) as z:
+            ids, off = z["ids"], z["offsets"]
+            names = json.loads(bytes(z["names_json"]).decode())
         out = []
         for i, n in enumerate(names):
             a = ids[off[i] : off[i + 1]]
