@@ -383,9 +383,9 @@ class Probe:
             self.k += 1
             return out
 
-        def timed_refocus(query_ids, tail=None, rounds=1):
+        def timed_refocus(query_ids, tail=None, rounds=1, **kw):
             t0 = time.perf_counter()
-            edits = refocus(query_ids, tail=tail, rounds=rounds)
+            edits = refocus(query_ids, tail=tail, rounds=rounds, **kw)
             self.events.append(
                 {"kind": "refocus", "s": time.perf_counter() - t0, "edits": edits, "rounds": rounds}
             )
@@ -395,15 +395,15 @@ class Probe:
         session.refocus = timed_refocus
         self.set_scorer(session.scorer)
         if session.index is not None:
-            boosts = session.index.boosts
+            search = session.index.search
 
-            def timed_boosts(*a, **k):
+            def timed_search(*a, **k):
                 t0 = time.perf_counter()
-                out = boosts(*a, **k)
+                out = search(*a, **k)
                 self.events.append({"kind": "retrieval", "s": time.perf_counter() - t0})
                 return out
 
-            session.index.boosts = timed_boosts
+            session.index.search = timed_search
 
     def set_scorer(self, scorer) -> None:
         def timed_scorer(view):
