@@ -125,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:  # --help, --version, ctx.exit(n)
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as e:
-        if sys.stderr.isatty():
-            click.echo(err=True)  # end the line the terminal's ^C (or a progress bar) is on
-        _fail(str(e) if isinstance(e, KeyboardInterrupt) and str(e) else INTERRUPTED, 130)
+        said = str(e) if isinstance(e, KeyboardInterrupt) else ""  # the command's own words
+        if sys.stderr.isatty() and not said:
+            click.echo(err=True)  # end the line the terminal's ^C (or an answer) is on
+        _fail(said or INTERRUPTED, 130)
     except click.UsageError as e:  # bad option or argument: one line, with where to look
         where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
         _fail(f"{e.format_message()}{where}", e.exit_code)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from cli.main import cli
-from cli.options import storage_options_option, tree_url
+from cli.options import progress_bar, storage_options_option, tree_url
 
 
 def _session(tree: str, storage_options: dict, *, model: str, window: int, mode: str = "a", **kw):
@@ -72,8 +72,6 @@ def ingest(
     a warning. Resumable: re-running skips every file (and every chunk of a large file) already
     committed, so after Ctrl-C just run the same command again.
     """
-    from tqdm import tqdm
-
     import mcstore
     from mcruntime.ingest import CHUNK_TOKENS, IngestReport, ingest_inputs, scan
 
@@ -93,14 +91,12 @@ def ingest(
         click.echo(f"created {tree} for {s.base.name} ({_gistnet_note(s)})")
     report = IngestReport(skipped=[str(e) for e in found.skipped])
     t0 = time.perf_counter()
-    bar = tqdm(
+    bar = progress_bar(
+        enabled=progress,
         total=sum(inp.size for inp in found.inputs),
         unit="B",
         unit_scale=True,
         desc="ingest",
-        file=sys.stderr,
-        disable=None if progress is None else not progress,
-        dynamic_ncols=True,
     )
 
     def advance(done_bytes: int) -> None:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from cli.main import cli
-from cli.options import storage_options_option, tree_url
+from cli.options import progress_bar, storage_options_option, tree_url
 from cli.run_cmds import format_focus, model_option, window_option
 
 _COLOURS = ["#1b1b1b", "#2f6db5", "#58a55c", "#e3a33b", "#c8553d", "#8e6bb8", "#8c8c8c"]
@@ -156,7 +156,7 @@ def regist(tree, gistnet, model, storage_options):
     def progress(level: int, done: int, total: int) -> None:
         bar = bars.get(level)
         if bar is None:
-            bar = bars[level] = tqdm(total=total, desc=f"level {level}", unit="gist", disable=None)
+            bar = bars[level] = progress_bar(total=total, desc=f"level {level}", unit="gist")
         bar.update(done - bar.n)
 
     v = t.regist(Gister(base, g, out_dtype=_np_dtype(t)), binding, progress=progress)

@@ -98,74 +98,92 @@ def test_ingest_chat_info_log_show_in_process(docs, tmp_path, monkeypatch):
     verify_ok(url)
 
 
-def test_ingest_chat_show_as_processes(docs, tmp_path):
-    """The same path through real processes: exit codes, stdout/stderr and files."""
-    url = tmp_path / "p.mc"
-    p = run_proc(["ingest", url, docs, "--exclude", "*.log", *TINY])
-    assert p.returncode == 0, p.stderr
-    assert "ingested 4 file(s)" in p.stdout
-    # stderr is a pipe: no progress bar, only the warning about the binary file
-    assert p.stderr.splitlines() == [
-        f"mc: warning: {docs}/image.png looks binary (it contains NUL bytes); skipped"
-    ]
-    p = run_proc(["chat", url, "--once", "Who keeps the lighthouse?", "--show-focus",
-                  "--max-new-tokens", "8", *TINY])  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    assert "focus:" in p.stderr and "Traceback" not in p.stderr
-    assert _sources(str(url))[-2:] == ["chat:user", "chat:assistant"]
-    png = tmp_path / "p.png"
-    p = run_proc(["show", url, "--png", png])
-    assert p.returncode == 0, p.stderr
-    _check_png(png)
-    p = run_proc(["info", url])
-    assert p.returncode == 0 and "segments  6" in p.stdout, p.stdout + p.stderr
-    verify_ok(str(url))
+class InteractiveChat:
+    """`mc chat TREE` as a process driven through stdin; output is collected as it arrives."""
 
+    def __init__(self, tree):
+        self.p = subprocess.Popen(
+            mc_cmd("chat", tree, "--show-focus", "--max-new-tokens", "10", *TINY),
+            cwd=ROOT,
+            env=mc_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.out, self.err = bytearray(), bytearray()
+        self.threads = [
+            threading.Thread(target=self._pump, args=a, daemon=True)
+            for a in ((self.p.stdout, self.out), (self.p.stderr, self.err))
+        ]
+        for th in self.threads:
+            th.start()
 
-def test_interactive_chat_streams_and_remembers(tree):
-    """Two questions on stdin, then EOF: each answer is on stdout before the next question is
-    sent (streamed, not buffered to the end), and both turns are in the tree afterwards."""
-    v0, _, segs0 = state(tree)
-    p = subprocess.Popen(
-        mc_cmd("chat", tree, "--show-focus", "--max-new-tokens", "10", *TINY),
-        cwd=ROOT,
-        env=mc_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = bytearray(), bytearray()
-
-    def pump(src, dst):
+    @staticmethod
+    def _pump(src, dst):
         for chunk in iter(lambda: src.read1(4096), b""):
             dst += chunk
 
-    threads = [threading.Thread(target=pump, args=a, daemon=True) for a in
-               ((p.stdout, out), (p.stderr, err))]  # fmt: skip
-    for th in threads:
-        th.start()
+    def send(self, line: bytes) -> None:
+        self.p.stdin.write(line)
+        self.p.stdin.flush()
 
-    def wait_for_focus(n):
-        deadline = time.monotonic() + 120
-        while err.count(b"focus:") < n:
-            assert p.poll() is None, (bytes(out), bytes(err))
-            assert time.monotonic() < deadline, (bytes(out), bytes(err))
+    def wait_for(self, needle: bytes, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.err.count(needle) < count:
+            assert self.p.poll() is None, (bytes(self.out), bytes(self.err))
+            assert time.monotonic() < deadline, (bytes(self.out), bytes(self.err))
             time.sleep(0.05)
 
+    def close(self, timeout: float = 120) -> int:
+        self.p.stdin.close()
+        try:
+            return self.p.wait(timeout=timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+            for th in self.threads:
+                th.join(timeout=10)
+
+
+def test_as_processes(docs, tmp_path, tree):
+    """The same path through real processes (exit codes, stdout/stderr, files), and `mc chat`
+    interactive: two questions on stdin, then EOF. Each answer is on stdout before the next
+    question is sent (streamed, not buffered to the end) and both turns are remembered. The
+    interactive process starts first so that its start-up overlaps the ingest."""
+    v0, _, segs0 = state(tree)
+    chat = InteractiveChat(tree)
     try:
-        p.stdin.write(b"Where are the spare keys?\n")
-        p.stdin.flush()
-        wait_for_focus(1)  # the first answer is complete (its focus report follows it)
-        first = bytes(out)
-        assert first.endswith(b"\n") and len(first) >= 1
-        p.stdin.write(b"\nWhat is the harbour code?\n")  # a blank line is ignored
-        p.stdin.close()
-        assert p.wait(timeout=120) == 0, bytes(err)
+        url = tmp_path / "p.mc"
+        p = run_proc(["ingest", url, docs, "--exclude", "*.log", *TINY])
+        assert p.returncode == 0, p.stderr
+        assert "ingested 4 file(s)" in p.stdout
+        # stderr is a pipe: no progress bar, only the warning about the binary file
+        assert p.stderr.splitlines() == [
+            f"mc: warning: {docs}/image.png looks binary (it contains NUL bytes); skipped"
+        ]
+        p = run_proc(["chat", url, "--once", "Who keeps the lighthouse?", "--show-focus",
+                      "--max-new-tokens", "8", *TINY])  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert "focus:" in p.stderr and "Traceback" not in p.stderr
+        assert _sources(str(url))[-2:] == ["chat:user", "chat:assistant"]
+        png = tmp_path / "p.png"
+        p = run_proc(["show", url, "--png", png])
+        assert p.returncode == 0, p.stderr
+        _check_png(png)
+        p = run_proc(["info", url])
+        assert p.returncode == 0 and "segments  6" in p.stdout, p.stdout + p.stderr
+        verify_ok(str(url))
+
+        chat.send(b"Where are the spare keys?\n")
+        chat.wait_for(b"focus:", 1)  # the first answer is complete (its focus report follows)
+        first = bytes(chat.out)
+        assert first.endswith(b"\n")
+        chat.send(b"\nWhat is the harbour code?\n")  # a blank line is ignored
+        assert chat.close() == 0, bytes(chat.err)
     finally:
-        if p.poll() is None:
-            p.kill()
-    for th in threads:
-        th.join(timeout=10)
+        if chat.p.poll() is None:
+            chat.p.kill()
+    out, err = bytes(chat.out), bytes(chat.err)
     assert b"Traceback" not in err and b"you> " not in out  # no prompt when stdin is a pipe
     assert err.count(b"focus:") == 2
     v, _, segs = state(tree)
@@ -176,8 +194,7 @@ def test_interactive_chat_streams_and_remembers(tree):
     turns = [decode(t.tokens(s[0], s[1])) for s in new]
     assert turns[0] == "User: Where are the spare keys?\n"
     assert turns[2] == "User: What is the harbour code?\n"
-    answers = bytes(out).decode()
-    second = answers[len(first) :]
+    second = out[len(first) :].decode()
     assert turns[1] == f"Assistant: {first.decode().strip()}\n\n"
     assert turns[3] == f"Assistant: {second.strip()}\n\n"
     verify_ok(tree)
