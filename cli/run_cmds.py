@@ -120,6 +120,12 @@ def ingest(
             f"{report.commits} commit(s); {tree} is at its last commit: run the same command "
             "again to continue"
         ) from None
+    except mcstore.CommitConflict as e:
+        raise mcstore.CommitConflict(
+            f"{tree}: another writer committed while this ingest was running ({e}); "
+            f"{report.commits} chunk(s) were committed before that: run the same command again "
+            "to continue"
+        ) from e
     s.close()
     dt = time.perf_counter() - t0
     click.echo(
@@ -188,8 +194,17 @@ def chat(tree, once, max_new_tokens, show_focus, scorer, model, window, storage_
 
 
 def _answer(s, question: str, max_new_tokens: int, show_focus: bool) -> None:
-    for piece in s.chat_stream(question, max_new_tokens=max_new_tokens):
-        click.echo(piece, nl=False)
+    import mcstore
+
+    try:
+        for piece in s.chat_stream(question, max_new_tokens=max_new_tokens):
+            click.echo(piece, nl=False)
+    except mcstore.CommitConflict as e:
+        click.echo()
+        raise mcstore.CommitConflict(
+            f"another writer changed {s.tree.url} while this answer was written ({e}); this "
+            "turn was not saved in full: ask again"
+        ) from e
     click.echo()
     if show_focus:
         click.echo(format_focus(s.last.focus), err=True)

@@ -23,6 +23,7 @@ from tests.cli.helpers import (
     ROOT,
     TINY,
     mc_env,
+    multi_chunk_docs,
     one_error_line,
     run_mc,
     run_proc,
@@ -128,10 +129,40 @@ def test_commit_conflict(tree, monkeypatch):
     v0 = state(tree)[0]
     r = run_mc(["chat", tree, "--once", "hi", "--max-new-tokens", "4", *TINY])
     assert r.code == mcstore.CommitConflict.exit_code, r.err
-    one_error_line(r.err, tree, "another writer")
+    one_error_line(r.err, tree, "another writer", "not saved in full: ask again")
     v, _, segs = state(tree)
     assert v == v0 + 1 and segs[-1][2] == "other.txt"  # the other writer's commit, nothing else
     verify_ok(tree)
+
+
+def test_commit_conflict_mid_ingest_then_resume(tmp_path, monkeypatch):
+    files = multi_chunk_docs(tmp_path / "many", files=2, chars=1500)
+    url = str(tmp_path / "c.mc")
+    assert run_mc(["ingest", url, files / "doc00.txt", *TINY]).code == 0
+    original = mcruntime.session.Session.append_ids
+    calls = []
+
+    def another_writer_before_the_third_chunk(self, ids, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            w = mcruntime.session.Session(url, model=self.base, gistnet=self.gistnet)
+            w.append_ids([65] * 40, source="other.txt")
+        return original(self, ids, **kw)
+
+    monkeypatch.setattr(
+        mcruntime.session.Session, "append_ids", another_writer_before_the_third_chunk
+    )
+    r = run_mc(["ingest", url, files, "--chunk-tokens", "256", *TINY])
+    assert r.code == mcstore.CommitConflict.exit_code
+    one_error_line(r.err, url, "another writer", "2 chunk(s) were committed", "run the same")
+    segs = state(url)[2]
+    assert [s[2] for s in segs[-3:]] == [f"{files}/doc01.txt"] * 2 + ["other.txt"]
+    verify_ok(url)
+    monkeypatch.setattr(mcruntime.session.Session, "append_ids", original)
+    r = run_mc(["ingest", url, files, "--chunk-tokens", "256", *TINY])
+    assert r.code == 0 and "1 already present" in r.out, r.err
+    tags = [s[3] for s in state(url)[2] if s[3]]
+    assert len(tags) == len(set(tags))  # the resumed file's chunks, each once
 
 
 def _flip(path, at=None):
