@@ -122,7 +122,7 @@ def ingest(
         ) from None
     except mcstore.CommitConflict as e:
         raise mcstore.CommitConflict(
-            f"{tree}: another writer committed while this ingest was running ({e}); "
+            f"{tree}: another writer committed while this ingest was running; "
             f"{report.commits} chunk(s) were committed before that: run the same command again "
             "to continue"
         ) from e
@@ -202,8 +202,8 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool) -> None:
     except mcstore.CommitConflict as e:
         click.echo()
         raise mcstore.CommitConflict(
-            f"another writer changed {s.tree.url} while this answer was written ({e}); this "
-            "turn was not saved in full: ask again"
+            f"{s.tree.url}: another writer committed while this answer was written; this turn "
+            "was not saved in full: ask again"
         ) from e
     click.echo()
     if show_focus:
