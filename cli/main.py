@@ -1,24 +1,44 @@
 """Entry point of `mc`: the click group, and the one place errors become one line + exit code.
 
-Library errors carry an ``exit_code`` attribute (see mcstore.errors); anything a person can act
-on is printed as a single line on stderr. ``--debug`` (or MC_DEBUG=1) shows the traceback.
+Library errors carry an ``exit_code`` attribute (mcstore.errors, mcruntime.errors,
+mcmodels.errors); anything a person can act on is printed as a single ``mc: …`` line on stderr
+and the process exits with that code. ``--debug`` (or MC_DEBUG=1) also shows the traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import traceback
 
 import click
 
+EXIT_CODES = """\b
+Exit codes:
+  0  ok                               7  model binding mismatch
+  1  other error                      8  no access to the storage
+  2  bad argument or model name       9  tree opened read-only
+  3  no tree at that path/URL        10  no such version or tag
+  4  tree already exists             11  bad input (empty, binary, …)
+  5  commit conflict                 12  window too small
+  6  corrupt or truncated object    130  interrupted (Ctrl-C)
+(mc train/eval: 3-5 are also position, checkpoint, corpus errors)"""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+INTERRUPTED = "interrupted; the tree is at its last commit"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.version_option(package_name="megacontext")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """MegaContext: unbounded memory for a frozen LLM through a fixed working window."""
+    """MegaContext: unbounded memory for a frozen LLM through a fixed working window.
+
+    TREE is a path or a URL (./notes.mc, s3://bucket/team/notes.mc); credentials and endpoints
+    come from the usual AWS/fsspec settings or --storage-option KEY=VALUE.
+    """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug or os.environ.get("MC_DEBUG") == "1"
 
@@ -29,46 +49,103 @@ def _register() -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    # only modules already imported can have raised: importing mcmodels here (torch) would
+    # cost seconds on every error of a store command
     errors: list[type[BaseException]] = []
     for mod, name in (
         ("mcstore", "StoreError"),
         ("mcmodels", "ModelError"),
         ("mcruntime", "SessionError"),
     ):
-        with contextlib.suppress(ImportError, AttributeError):
-            errors.append(getattr(__import__(mod), name))
+        with contextlib.suppress(AttributeError):
+            if mod in sys.modules:
+                errors.append(getattr(sys.modules[mod], name))
     return tuple(errors)
+
+
+class _LineHandler(logging.Handler):
+    """Library warnings as `mc: warning: …` lines on stderr (all records with --debug)."""
+
+    def __init__(self, debug: bool):
+        super().__init__(logging.DEBUG if debug else logging.WARNING)
+        self.debug = debug
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if self.debug:
+                line = f"mc: {record.levelname.lower()}: {record.name}: {msg}"
+            else:
+                line = f"mc: warning: {msg}"
+            click.echo(line, err=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+_LIBRARIES = ("mcstore", "mcruntime", "mcmodels", "cli", "bench")
+
+
+@contextlib.contextmanager
+def _library_logging(debug: bool):
+    """Route the libraries' log records to `_LineHandler` while a command runs, then restore."""
+    handler = _LineHandler(debug)
+    saved = []
+    for name in _LIBRARIES:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.level, lg.propagate))
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG if debug else logging.WARNING)
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, level, propagate in saved:
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+def _fail(line: str, code: int) -> None:
+    line = " ".join(line.split())  # one line, whatever the message held
+    click.echo(f"mc: {line}", err=True)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     _register()
-    debug = (
-        "--debug" in (argv if argv is not None else sys.argv[1:])
-        or os.environ.get("MC_DEBUG") == "1"
-    )
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("MC_DEBUG") == "1"
+    if "--debug" in args[1:]:  # `mc chat T … --debug`, as the error lines suggest: accept it
+        args = [args[0], *(a for a in args[1:] if a != "--debug")]
     try:
-        cli.main(args=argv, prog_name="mc", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("mc: interrupted; the tree is at its last commit.", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("mc: interrupted; the tree is at its last commit.", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
+        # make_context + invoke rather than cli.main: click's main turns Ctrl-C into an Abort
+        # (losing the command's message) and prints a blank line first.
+        with _library_logging(debug), cli.make_context("mc", args) as ctx:
+            cli.invoke(ctx)
+    except click.exceptions.Exit as e:  # --help, --version, ctx.exit(n)
         sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        said = str(e) if isinstance(e, KeyboardInterrupt) else ""  # the command's own words
+        if sys.stderr.isatty() and not said:
+            click.echo(err=True)  # end the line the terminal's ^C (or an answer) is on
+        _fail(said or INTERRUPTED, 130)
+    except click.UsageError as e:  # bad option or argument: one line, with where to look
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        _fail(f"{e.format_message()}{where}", e.exit_code)
+    except click.ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except BrokenPipeError:  # `mc log TREE | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except _known_errors() as e:
         if debug:
-            raise
-        click.echo(f"mc: {e}", err=True)
-        sys.exit(getattr(e, "exit_code", 1))
-    except SystemExit:
-        raise
+            traceback.print_exc()
+        _fail(str(e), getattr(e, "exit_code", 1))
     except Exception as e:  # an unexpected bug: still one line unless --debug
         if debug:
-            raise
-        click.echo(f"mc: unexpected error: {type(e).__name__}: {e} (rerun with --debug)", err=True)
-        sys.exit(1)
+            traceback.print_exc()
+        _fail(f"unexpected error: {type(e).__name__}: {e} (rerun with --debug)", 1)
 
 
 if __name__ == "__main__":

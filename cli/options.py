@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import click
 
@@ -43,3 +45,19 @@ storage_options_option = click.option(
 def tree_url(tree: str) -> str:
     """A tree path or URL as the store expects it."""
     return tree
+
+
+def progress_bar(*, enabled: bool | None = None, **kw):
+    """A tqdm bar on stderr: on when stderr is a terminal (``enabled=None``), or as asked.
+
+    A terminal that reports a size of 0x0 (some ptys) would make tqdm draw nothing: it gets a
+    fixed size instead; so does a bar forced on where stderr is not a terminal.
+    """
+    from tqdm import tqdm
+
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        size = os.terminal_size((0, 0))
+    sizing = {"dynamic_ncols": True} if min(size) > 0 else {"ncols": 100, "nrows": 24}
+    return tqdm(file=sys.stderr, disable=None if enabled is None else not enabled, **sizing, **kw)

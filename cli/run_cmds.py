@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 
 from cli.main import cli
-from cli.options import storage_options_option, tree_url
+from cli.options import progress_bar, storage_options_option, tree_url
 
 
 def _session(tree: str, storage_options: dict, *, model: str, window: int, mode: str = "a", **kw):
@@ -47,67 +48,99 @@ window_option = click.option(
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--source", default=None, help="Source name for stdin input (default: stdin).")
+@click.option(
+    "--chunk-tokens",
+    default=None,
+    show_default="32768",
+    type=click.IntRange(64),
+    help="Tokens per commit: an interrupted ingest resumes from the last whole chunk.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: when stderr is a terminal).",
+)
 @model_option
 @window_option
 @storage_options_option
-def ingest(tree, paths, include, exclude, source, model, window, storage_options):
+def ingest(
+    tree, paths, include, exclude, source, chunk_tokens, progress, model, window, storage_options
+):
     """Add files, folders (recursively) or stdin (-) to TREE, creating it on first use.
 
-    Resumable: re-running skips every file (and every chunk of a large file) already committed.
+    Each file becomes a segment named by its path; binary and non-UTF-8 files are skipped with
+    a warning. Resumable: re-running skips every file (and every chunk of a large file) already
+    committed, so after Ctrl-C just run the same command again.
     """
-    from tqdm import tqdm
+    import mcstore
+    from mcruntime.ingest import CHUNK_TOKENS, IngestReport, ingest_inputs, scan
 
-    from mcruntime import SessionError
-    from mcruntime.ingest import IngestReport, decode_text, done_chunks, ingest_text, walk
-
-    files = [] if paths == ("-",) else list(walk([p for p in paths if p != "-"], include, exclude))
-    use_stdin = "-" in paths
-    if not files and not use_stdin:
-        raise SessionError(
-            f"no files to ingest under {', '.join(paths)} (check --include/--exclude)"
-        )
-    texts: list[tuple[str, str]] = []
-    if use_stdin:
-        data = sys.stdin.buffer.read()
-        texts.append((source or "stdin", decode_text(data, "stdin")))
-    report = IngestReport()
-    for f in files:
-        try:
-            texts.append((str(f), decode_text(f.read_bytes(), str(f))))
-        except SessionError as e:
-            report.skipped_binary.append(str(f))
-            click.echo(f"mc: skipping {e}", err=True)
-    texts = [(s, t) for s, t in texts if t.strip()] or _nothing(paths)
-    s = _session(tree, storage_options, model=model, window=window)
-    done = done_chunks(s)
-    total = sum(len(t) for _, t in texts)
+    if "-" in paths and sys.stdin.isatty():
+        click.echo("mc: reading stdin; end with Ctrl-D", err=True)
+    found = scan(paths, include, exclude, stdin=sys.stdin.buffer, stdin_name=source or "stdin")
+    if not found.inputs:
+        raise found.nothing_to_ingest(paths, filtered=bool(include or exclude))
+    for e in found.skipped:
+        click.echo(f"mc: warning: {e}; skipped", err=True)
+    try:  # before loading the model: a bad URL, corrupt tree or no credentials fail fast
+        target = mcstore.open(tree_url(tree), "a", storage_options=storage_options or None)
+    except mcstore.TreeNotFound:
+        target = tree_url(tree)  # the session creates it, bound to the model
+    s = _session(target, storage_options, model=model, window=window)
+    if s.created:
+        click.echo(f"created {tree} for {s.base.name} ({_gistnet_note(s)})")
+    report = IngestReport(skipped=[str(e) for e in found.skipped])
     t0 = time.perf_counter()
-    with tqdm(total=total, unit="char", unit_scale=True, desc="ingest", disable=None) as bar:
-        for src, text in texts:
-            before = report.tokens
-            ingest_text(s, text, src, done=done, report=report)
-            bar.update(len(text))
-            bar.set_postfix(
-                tokens=report.tokens,
-                tok_s=f"{report.tokens / max(1e-9, time.perf_counter() - t0):.0f}",
+    bar = progress_bar(
+        enabled=progress,
+        total=sum(inp.size for inp in found.inputs),
+        unit="B",
+        unit_scale=True,
+        desc="ingest",
+    )
+
+    def advance(done_bytes: int) -> None:
+        rate = report.tokens / max(1e-9, time.perf_counter() - t0)
+        bar.set_postfix_str(f"{report.tokens} tokens, {rate:.0f} tok/s", refresh=False)
+        bar.update(done_bytes - bar.n)
+
+    try:
+        with bar:
+            ingest_inputs(
+                s,
+                found.inputs,
+                chunk_tokens=chunk_tokens or CHUNK_TOKENS,
+                report=report,
+                on_progress=advance,
+                on_skip=lambda e: bar.write(f"mc: warning: {e}; skipped", file=sys.stderr),
             )
-            if report.tokens == before:
-                bar.write(f"already in the tree: {src}")
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted after {report.inputs_done} of {len(found.inputs)} input(s) and "
+            f"{report.commits} commit(s); {tree} is at its last commit: run the same command "
+            "again to continue"
+        ) from None
+    except mcstore.CommitConflict as e:
+        raise mcstore.CommitConflict(
+            f"{tree}: another writer committed while this ingest was running; "
+            f"{report.commits} chunk(s) were committed before that: run the same command again "
+            "to continue"
+        ) from e
     s.close()
     dt = time.perf_counter() - t0
     click.echo(
         f"ingested {report.files} file(s), {report.tokens} tokens in {report.commits} commit(s) "
-        f"({report.tokens / max(dt, 1e-9):.0f} tokens/s); {report.skipped_done} already present; "
-        f"tree {tree} is at version {s.tree.version} with {s.tree.length} tokens"
+        f"({report.tokens / max(dt, 1e-9):.0f} tokens/s); {report.skipped_done} already present"
+        + (f", {len(report.skipped)} skipped" if report.skipped else "")
+        + f"; {tree} is at version {s.tree.version} with {s.tree.length} tokens"
     )
 
 
-def _nothing(paths):
-    from mcruntime import SessionError
-
-    raise SessionError(
-        f"no text to ingest in {', '.join(paths)}: every input was empty, binary or not UTF-8"
-    )
+def _gistnet_note(s) -> str:
+    gid = s.binding()["gistnet"]["id"]
+    if gid == "untrained":
+        return "gists from an untrained GistNet: no checkpoint ships for this model yet"
+    return f"GistNet {gid}"
 
 
 @cli.command()
@@ -124,18 +157,35 @@ def _nothing(paths):
 @window_option
 @storage_options_option
 def chat(tree, once, max_new_tokens, show_focus, scorer, model, window, storage_options):
-    """Talk with a model whose memory is TREE; every turn is remembered."""
-    s = _session(tree, storage_options, model=model, window=window, scorer=scorer)
+    """Talk with a model whose memory is TREE; every turn is remembered.
+
+    Interactive: one question per line on stdin, answers streamed to stdout, Ctrl-D to leave.
+    --once QUESTION answers one question and exits (for scripts). TREE must exist (`mc ingest`
+    creates one).
+    """
+    import mcstore
+    from mcruntime import InputError
+
+    if once is not None and not once.strip():
+        raise InputError("the question given to --once is empty", kind="empty")
+    # open the tree before loading the model: a missing, corrupt or unreachable tree fails fast
+    t = mcstore.open(tree_url(tree), "a", storage_options=storage_options or None)
+    s = _session(t, storage_options, model=model, window=window, scorer=scorer)
     try:
         if once is not None:
             _answer(s, once, max_new_tokens, show_focus)
             return
-        click.echo(f"memory: {s.tree.length} tokens in {tree}. Ctrl-D to leave.", err=True)
+        tty = sys.stdin.isatty()
+        if tty:
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401  (line editing and history for input())
+            click.echo(f"memory: {s.tree.length} tokens in {tree}. Ctrl-D to leave.", err=True)
         while True:
             try:
-                q = input("you> ").strip()
+                q = input("you> " if tty else "").strip()
             except EOFError:
-                click.echo("", err=True)
+                if tty:
+                    click.echo("", err=True)
                 return
             if q:
                 _answer(s, q, max_new_tokens, show_focus)
@@ -144,8 +194,17 @@ def chat(tree, once, max_new_tokens, show_focus, scorer, model, window, storage_
 
 
 def _answer(s, question: str, max_new_tokens: int, show_focus: bool) -> None:
-    for piece in s.chat_stream(question, max_new_tokens=max_new_tokens):
-        click.echo(piece, nl=False)
+    import mcstore
+
+    try:
+        for piece in s.chat_stream(question, max_new_tokens=max_new_tokens):
+            click.echo(piece, nl=False)
+    except mcstore.CommitConflict as e:
+        click.echo()
+        raise mcstore.CommitConflict(
+            f"{s.tree.url}: another writer committed while this answer was written; this turn "
+            "was not saved in full: ask again"
+        ) from e
     click.echo()
     if show_focus:
         click.echo(format_focus(s.last.focus), err=True)
@@ -171,17 +230,28 @@ def demo(tree, words, model, window):
     """Ingest a long generated journal, then ask about a fact far from its end."""
     import shutil
 
+    import mcstore
     from mcruntime.demo import journal
 
     text, facts = journal(words)
     path = Path(tree)
-    if path.exists():
+    if path.exists():  # rebuilt on every run, but never at the expense of something else
+        try:
+            mcstore.open(str(path))
+        except mcstore.StoreError:
+            raise mcstore.TreeExists(
+                f"{tree} exists and is not a MegaContext tree; the demo will not replace it: "
+                "pass --tree with another path"
+            ) from None
         shutil.rmtree(path)
     t0 = time.perf_counter()
     s = _session(str(path), {}, model=model, window=window)
     s.ingest(text, source="station-journal.txt")
     n = s.tree.length
-    click.echo(f"ingested a {n}-token journal into {tree} in {time.perf_counter() - t0:.1f}s")
+    click.echo(
+        f"ingested a {n}-token journal into {tree} in {time.perf_counter() - t0:.1f}s "
+        f"({s.base.name}, {_gistnet_note(s)})"
+    )
     fact = facts[0]
     depth = text.index(fact.text) / len(text)
     click.echo(f"the fact sits {int((1 - depth) * n)} tokens before the end; window {window}")

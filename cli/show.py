@@ -7,7 +7,7 @@ import sys
 import click
 
 from cli.main import cli
-from cli.options import storage_options_option
+from cli.options import progress_bar, storage_options_option, tree_url
 from cli.run_cmds import format_focus, model_option, window_option
 
 _COLOURS = ["#1b1b1b", "#2f6db5", "#58a55c", "#e3a33b", "#c8553d", "#8e6bb8", "#8c8c8c"]
@@ -39,7 +39,7 @@ def show(tree, query, png, max_segments, model, window, storage_options):
     from mcruntime.context import min_cost
     from mcruntime.focus import Focus, FocusConfig
 
-    t = mcstore.open(tree, "r", storage_options=storage_options or None)
+    t = mcstore.open(tree_url(tree), "r", storage_options=storage_options or None)
     click.echo(f"{tree}: {t.length} tokens, version {t.version}, {t.num_levels} levels")
     for level in range(1, t.num_levels):
         click.echo(f"  level {level}: {t.num_nodes(level)} gists, one per {t.block**level} tokens")
@@ -57,7 +57,12 @@ def show(tree, query, png, max_segments, model, window, storage_options):
         budget = window - 300
         raw_recent = min(128, budget // 4)
         if min_cost(t.length, t.length, raw_recent, t.num_nodes, t.block) > budget:
-            raise click.ClickException(f"a window of {window} cannot show {t.length} tokens")
+            from mcruntime import WindowError
+
+            raise WindowError(
+                f"a window of {window} cannot show the {t.length} tokens of {tree}; "
+                "use a larger --window"
+            )
         wc = Focus.assemble(
             t.length, t.num_nodes, FocusConfig(budget=budget, raw_recent=raw_recent), block=t.block
         ).wc
@@ -151,7 +156,7 @@ def regist(tree, gistnet, model, storage_options):
     def progress(level: int, done: int, total: int) -> None:
         bar = bars.get(level)
         if bar is None:
-            bar = bars[level] = tqdm(total=total, desc=f"level {level}", unit="gist", disable=None)
+            bar = bars[level] = progress_bar(total=total, desc=f"level {level}", unit="gist")
         bar.update(done - bar.n)
 
     v = t.regist(Gister(base, g, out_dtype=_np_dtype(t)), binding, progress=progress)

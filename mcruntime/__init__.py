@@ -6,16 +6,29 @@ the KV-cached ``Window``.
 """
 
 from mcruntime.context import ContextError, WorkingContext
+from mcruntime.errors import InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
-from mcruntime.session import Answer, Session, SessionConfig, SessionError
+
+_LAZY = ("Answer", "Session", "SessionConfig")  # these import torch: only when first asked for
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from mcruntime import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'mcruntime' has no attribute {name!r}")
+
 
 __all__ = [
     "Answer",
     "ContextError",
     "Focus",
     "FocusConfig",
+    "InputError",
     "Session",
     "SessionConfig",
     "SessionError",
+    "WindowError",
     "WorkingContext",
 ]

@@ -19,7 +19,7 @@ import torch
 
 import mcstore
 from mcruntime.context import Entry, min_cost
-from mcruntime.errors import ContextError, SessionError
+from mcruntime.errors import ContextError, InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
 from mcruntime.layout import chat_layout
@@ -102,7 +102,9 @@ class Session:
         if gistnet is None:
             gistnet = mcmodels.default_gistnet(self.base)
         if gistnet is None:
-            log.warning(
+            # not a warning: it holds on every run until a checkpoint ships, and `mc info`
+            # shows it in the tree's binding ("gistnet untrained")
+            log.info(
                 "no trained GistNet for %s: gists come from an untrained network", self.base.name
             )
             torch.manual_seed(0)
@@ -115,6 +117,7 @@ class Session:
         return gistnet_binding(self.base, self.gistnet)
 
     def _open_tree(self, tree, storage_options, mode, create):
+        self.created = False
         if not isinstance(tree, str):
             t = tree
         else:
@@ -123,6 +126,7 @@ class Session:
             except mcstore.TreeNotFound:
                 if not create or mode == "r":
                     raise
+                self.created = True
                 return mcstore.create(
                     tree,
                     dim=self.base.d_model,
@@ -131,12 +135,14 @@ class Session:
                 )
         if t.dim != self.base.d_model:
             raise mcstore.BindingMismatch(
-                f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is {self.base.d_model}-wide"
+                f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is "
+                f"{self.base.d_model}-wide; use the model it was built with (see `mc info`)"
             )
         current = t.check_binding(self.binding())
         if not current and t.mode != "r":
             raise SessionError(
-                f"tree {t.url} was gisted by another GistNet ({t.binding['gistnet']['id']}); "
+                f"tree {t.url} was gisted by another GistNet "
+                f"({((t.binding or {}).get('gistnet') or {}).get('id', 'unknown')}); "
                 f"run `mc regist {t.url}` to bring it up to date"
             )
         return t
@@ -160,7 +166,7 @@ class Session:
         n = self.tree.length
         need = min_cost(n, n, cfg.raw_recent, self.tree.num_nodes, self.tree.block)
         if need > budget:
-            raise SessionError(
+            raise WindowError(
                 f"a window of {self.config.window} leaves {budget} positions for memory, but "
                 f"{n} tokens need at least {need}; use a larger --window"
             )
@@ -175,7 +181,7 @@ class Session:
             self.tree.num_nodes,
             self.tree.block,
         ):
-            raise SessionError(
+            raise WindowError(
                 f"the question and answer leave only {budget} of {self.config.window} positions "
                 "for memory; ask a shorter question, lower max_new_tokens or use a larger --window"
             )
@@ -264,9 +270,9 @@ class Session:
     def ingest(self, text: str, source: str = "text", tags=()) -> int:
         """Append a document to the tree (gists for every completed node) and commit."""
         if not text.strip():
-            raise SessionError(f"nothing to ingest from {source}: the text is empty")
+            raise InputError(f"nothing to ingest from {source}: the text is empty", kind="empty")
         ids = self.base.tokenizer.encode(render_document(text, source))
-        return self.append_ids(ids, source=source, tags=tags)
+        return self.append_ids(ids, source=source, tags=tags, message=f"ingest {source}")
 
     def append_ids(
         self, ids: list[int], *, source: str, tags=(), message: str | None = None
@@ -336,8 +342,14 @@ class Session:
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
         self._set_budget(self._idle_budget())
         if remember:
-            self.append_ids(tok.encode(render_turn("user", message)), source="chat:user")
-            self.append_ids(tok.encode(render_turn("assistant", final)), source="chat:assistant")
+            self.append_ids(
+                tok.encode(render_turn("user", message)), source="chat:user", message="chat: user"
+            )
+            self.append_ids(
+                tok.encode(render_turn("assistant", final)),
+                source="chat:assistant",
+                message="chat: assistant",
+            )
 
     @property
     def working_context(self) -> dict:
@@ -434,4 +446,12 @@ def _np_dtype(tree):
     return np.uint16 if getattr(tree, "dtype", "float16") == "bfloat16" else np.float16
 
 
-__all__ = ["Answer", "ContextError", "Session", "SessionConfig", "SessionError"]
+__all__ = [
+    "Answer",
+    "ContextError",
+    "InputError",
+    "Session",
+    "SessionConfig",
+    "SessionError",
+    "WindowError",
+]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from .errors import StoreAccessError
+from .errors import InvalidArgument, StoreAccessError
 
 _MEMORY_LOCK = threading.Lock()
 
@@ -104,6 +104,14 @@ class Backend:
             ) from e
         except _ACCESS_ERRORS as e:
             raise self._access(e) from e
+        except ValueError as e:
+            if "Protocol not known" in str(e):  # fsspec's words for an unknown scheme
+                scheme = self.url.split("://", 1)[0] + "://"
+                raise InvalidArgument(
+                    f"{self.url}: unknown storage scheme {scheme!r}; use a local path, file://, "
+                    "s3:// or memory://"
+                ) from e
+            raise InvalidArgument(f"{self.url}: bad storage options ({e})") from e
         self.fs = fs
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         if protocol in ("file", "local"):
@@ -122,6 +130,12 @@ class Backend:
 
     # ------------------------------------------------------------------ helpers
     def _access(self, e: BaseException) -> StoreAccessError:
+        if type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            return StoreAccessError(
+                f"{self.url}: no credentials for this storage ({type(e).__name__}: {e}); set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass the "
+                "storage options key and secret"
+            )
         return StoreAccessError(
             f"{self.url}: cannot reach the storage ({type(e).__name__}: {e}); check credentials, "
             "permissions and the endpoint (storage options / AWS settings)"
