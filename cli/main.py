@@ -19,12 +19,13 @@ EXIT_CODES = """\b
 Exit codes:
   0  ok                               7  model binding mismatch
   1  other error                      8  no access to the storage
-  2  bad argument or model name       9  tree opened read-only
+  2  bad argument                     9  tree opened read-only
   3  no tree at that path/URL        10  no such version or tag
   4  tree already exists             11  bad input (empty, binary, …)
   5  commit conflict                 12  window too small
-  6  corrupt or truncated object    130  interrupted (Ctrl-C)
-(mc train/eval: 3-5 are also position, checkpoint, corpus errors)"""
+  6  corrupt or truncated object     21  no such model or weights
+ 22  position beyond the model       23  bad checkpoint
+ 24  corpus problem                 130  interrupted (Ctrl-C)"""
 
 INTERRUPTED = "interrupted; the tree is at its last commit"
 

@@ -12,22 +12,22 @@ class ModelError(Exception):
 class ModelNotFoundError(ModelError):
     """A base model name or path that cannot be resolved offline."""
 
-    exit_code = 2
+    exit_code = 21
 
 
 class PositionError(ModelError):
     """A position id outside the base model's trained range (e.g. ≥ 8192 for SmolLM2)."""
 
-    exit_code = 3
+    exit_code = 22
 
 
 class CheckpointError(ModelError):
     """A missing, corrupt or mismatched GistNet/LensNet checkpoint."""
 
-    exit_code = 4
+    exit_code = 23
 
 
 class CorpusError(ModelError):
     """No usable training/evaluation text."""
 
-    exit_code = 5
+    exit_code = 24

@@ -41,12 +41,12 @@ class _ChatMixin:
     def render_chat(self, messages, add_generation_prompt: bool = True) -> str:  # pragma: no cover
         raise NotImplementedError
 
-    def encode(self, text: str) -> list[int]:  # pragma: no cover
+    def encode(self, text: str, *, special: bool = False) -> list[int]:  # pragma: no cover
         raise NotImplementedError
 
     def chat_ids(self, messages, add_generation_prompt: bool = True) -> list[int]:
         """Apply the chat template to ``[{"role": ..., "content": ...}, ...]``."""
-        return self.encode(self.render_chat(messages, add_generation_prompt))
+        return self.encode(self.render_chat(messages, add_generation_prompt), special=True)
 
     def chat_parts(self, system: str | None = None) -> ChatParts:
         """Cut the template into the pieces around the memory (see the module doc).
@@ -61,9 +61,9 @@ class _ChatMixin:
         middle, tail = rest.split(_USR, 1)
         sep = "\n" if default_sys else ""
         return ChatParts(
-            prefix=self.encode(head + default_sys + sep),
-            before_user=self.encode(middle),
-            after_user=self.encode(tail),
+            prefix=self.encode(head + default_sys + sep, special=True),
+            before_user=self.encode(middle, special=True),
+            after_user=self.encode(tail, special=True),
             end_ids=sorted(self.end_ids),
         )
 
@@ -111,8 +111,13 @@ class HFTokenizer(_ChatMixin):
         self.sep_id: int = eot if eot is not None else self.eos_id
         self.vocab_size = len(hf)
 
-    def encode(self, text: str) -> list[int]:
-        return list(self.hf.encode(text, add_special_tokens=False))
+    def encode(self, text: str, *, special: bool = False) -> list[int]:
+        """Text -> ids. Special-token strings in ``text`` are plain text unless ``special``:
+        a document or question containing "<|im_end|>" must not end a turn (template pieces
+        pass ``special=True``)."""
+        return list(
+            self.hf.encode(text, add_special_tokens=False, split_special_tokens=not special)
+        )
 
     def decode(self, ids, skip_special: bool = False) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=skip_special)
@@ -159,7 +164,9 @@ class ByteTokenizer(_ChatMixin):
         self.end_ids: set[int] = {self._special["<|eos|>"], self._special["<|im_end|>"]}
         self.vocab_size = 256 + len(self.SPECIALS)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, special: bool = False) -> list[int]:
+        if not special:
+            return list(text.encode("utf-8"))
         out: list[int] = []
         i = 0
         while i < len(text):

@@ -24,8 +24,9 @@ def chat_layout(tokenizer, instruction: str | None = None) -> ChatParts:
     head, tail = rendered.split(_MARK, 1)
     instruction = INSTRUCTION if instruction is None else instruction
     return ChatParts(
-        prefix=tokenizer.encode(head + (instruction + "\n\n" if instruction else "")),
+        prefix=tokenizer.encode(head, special=True)
+        + tokenizer.encode(f"{instruction}\n\n" if instruction else ""),
         before_user=tokenizer.encode(QUESTION),
-        after_user=tokenizer.encode(AFTER_QUESTION + tail),
+        after_user=tokenizer.encode(AFTER_QUESTION) + tokenizer.encode(tail, special=True),
         end_ids=sorted(tokenizer.end_ids),
     )

@@ -3,7 +3,7 @@ its own exit code, and the tree exactly at its last commit (same version, same r
 
 Exit codes (cli.main.EXIT_CODES): 2 usage/invalid argument, 3 no tree, 5 commit conflict,
 6 corrupt object, 7 binding mismatch, 8 storage access (test_s3.py), 11 bad input, 12 window
-too small, 2 unknown model (mcmodels' own codes), 130 interrupted, 1 unexpected.
+too small, 21 unknown model (mcmodels' own codes), 130 interrupted, 1 unexpected.
 """
 
 from __future__ import annotations
@@ -204,17 +204,23 @@ def test_corrupt_shard(tmp_path):
     )
     r = run_mc(["ingest", url, "-", *TINY], input=text)
     assert r.code == 0, r.err
-    shard = f"{url}/arrays/tokens/c/0"
-    assert os.path.exists(shard), os.listdir(f"{url}/arrays/tokens/c")
-    before = state(url)
-    _flip(shard, at=200)
     code = mcstore.CorruptTree.exit_code
-    for cmd in (["chat", url, "--once", "hi", *TINY], ["verify", url]):
-        r = run_mc(cmd)
-        assert r.code == code, (cmd, r.err)
-        one_error_line(r.err, url, "arrays/tokens/c/0", "restore that object")
-    _flip(shard, at=200)
-    assert state(url) == before
+    # a session reads what its focus needs: the oldest history is level-2 gists, so a bad
+    # level-2 shard stops chat; old raw tokens are only read when focus or verify needs them
+    for rel, cmds in (
+        ("arrays/gists_2/c/0/0", (["chat", url, "--once", "hi", *TINY], ["verify", url])),
+        ("arrays/tokens/c/0", (["verify", url],)),
+    ):
+        shard = f"{url}/{rel}"
+        assert os.path.exists(shard), os.listdir(os.path.dirname(shard))
+        before = state(url)
+        _flip(shard, at=200)
+        for cmd in cmds:
+            r = run_mc(cmd)
+            assert r.code == code, (cmd, r.err)
+            one_error_line(r.err, url, rel, "restore that object")
+        _flip(shard, at=200)
+        assert state(url) == before
 
 
 def test_bad_input(tmp_path, tree):
@@ -264,7 +270,7 @@ def test_usage_errors_are_one_line(tree):
 
 
 def test_unknown_model(tree):
-    fails(["chat", tree, "--once", "hi", "--model", "no-such-model"], 2, "no-such-model",
+    fails(["chat", tree, "--once", "hi", "--model", "no-such-model"], 21, "no-such-model",
           tree=tree)  # fmt: skip
 
 

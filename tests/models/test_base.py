@@ -80,10 +80,13 @@ def test_positions_past_trained_range_are_refused(tiny):
 def test_byte_tokenizer_roundtrip_and_specials(tiny):
     tok = tiny.tokenizer
     s = "héllo <|im_start|>user\nwörld<|im_end|>"
-    ids = tok.encode(s)
+    ids = tok.encode(s, special=True)
     assert tok.decode(ids) == s
     assert tok.eos_id in ids and tok.eos_id in tok.special_ids
     assert tok.bos_id is not None and tok.decode(ids, skip_special=True) == "héllo user\nwörld"
+    # without special=True the markers are plain text: ingested documents cannot end a turn
+    plain = tok.encode(s)
+    assert not set(plain) & tok.special_ids and tok.decode(plain) == s
 
 
 def test_chat_parts_rebuild_chat_ids(tiny):

@@ -111,4 +111,4 @@ def test_missing_checkpoint_is_one_line_error(mc, toy_corpus, tmp_path):
                 str(tmp_path / "nope"),
             ]
         )
-    assert e.value.code == 4
+    assert e.value.code == 23

@@ -94,3 +94,11 @@ def test_shipped_checkpoints_load_for_the_default_model(smol):
         assert g(x, 1).shape == (1, 576)
     default = mcmodels.default_gistnet(smol)
     assert default is None or any(r.get("default") for r in recs)
+
+
+def test_special_token_strings_in_text_stay_text(smol):
+    tok = smol.tokenizer
+    end = tok.eos_id
+    assert end in tok.encode("a<|im_end|>b", special=True)
+    plain = tok.encode("a<|im_end|>b")
+    assert end not in plain and tok.decode(plain) == "a<|im_end|>b"

@@ -31,6 +31,7 @@ def main() -> None:
     url, mode = sys.argv[1], sys.argv[2]
     t = mcstore.open(url, "a")
     if mode == "crash":
+        print("ready", flush=True)  # the parent times its kill from here, not from spawn
         while True:
             v = t.version + 1
             t.append(crash_tokens(v), gister=gister, source=f"child{v}")
