@@ -30,6 +30,7 @@ import torch
 
 from bench import tasks as T
 
+CEILING = "ceiling"  # the model's own score when the whole (short) history fits the window
 SYSTEMS = (
     "trunc",
     "full",
@@ -60,6 +61,7 @@ class HarnessConfig:
     systems: tuple[str, ...] = SYSTEMS
     model: str = "smollm2-135m-instruct"
     seed: int = 1234
+    ceiling_length: int = 1536  # a history that fits a 2k window raw: the model's own score
     out: str = "bench/results/harness.json"
     workdir: str | None = None  # where the trees are built (a temp folder by default)
 
@@ -208,6 +210,15 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
     plan = [(k, n) for k in cfg.tasks for n in cfg.lengths]
     plan += [("passkey", n) for n in cfg.long_lengths if "passkey" in cfg.tasks]
     t_start = time.perf_counter()
+    for kind in cfg.tasks:  # the ceiling: same tasks, short enough to read whole
+        for s in range(cfg.seeds):
+            seed = cfg.seed + 1000 * s + 7
+            task = T.GENERATORS[kind](hay, cfg.ceiling_length, seed)
+            ids = np.asarray(base.tokenizer.encode(task.history), dtype=np.int64)
+            t0 = time.perf_counter()
+            out = bl.full(ids, task.question) if len(ids) <= bl.budget(task.question) else None
+            rows.append(_row(task, cfg.ceiling_length, seed, CEILING, out, None, t0))
+        progress(f"{kind:>17} ceiling: " + " ".join(f"{r.score}" for r in rows if r.task == kind))
     for kind, n in plan:
         for s in range(cfg.seeds):
             seed = cfg.seed + 1000 * s + n % 997
@@ -312,16 +323,23 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def table(result: dict) -> str:
+    """Accuracy per system × history length, the ceiling, and per task × system."""
     summ = result["summary"]["by_length"]
-    lengths = sorted({int(n) for d in summ.values() for n in d})
+    lengths = sorted({int(n) for s, d in summ.items() if s != CEILING for n in d})
     systems = [s for s in SYSTEMS if s in summ]
-    head = "| system | " + " | ".join(f"{n // 1024}k" for n in lengths) + " |"
-    lines = [head, "|" + "---|" * (len(lengths) + 1)]
+    fmt = lambda c: "–" if c is None else f"{c:.2f}"  # noqa: E731
+    lines = ["| system | " + " | ".join(f"{n // 1024}k" for n in lengths) + " |"]
+    lines.append("|" + "---|" * (len(lengths) + 1))
     for s in systems:
         cells = [summ[s].get(n, summ[s].get(str(n))) for n in lengths]
-        lines.append(
-            f"| {s} | " + " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + " |"
-        )
+        lines.append(f"| {s} | " + " | ".join(fmt(c) for c in cells) + " |")
+    if CEILING in summ:
+        ((n, v),) = summ[CEILING].items()
+        lines.append(f"\nCeiling (the same tasks with a {n}-token history read whole): {v:.2f}\n")
+    cols = [*systems, CEILING]
+    lines += ["| task | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for t, d in sorted(result["summary"]["by_task"].items()):
+        lines.append(f"| {t} | " + " | ".join(fmt(d.get(c)) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -336,6 +354,9 @@ def plot(result: dict, path: str) -> None:
     for s in [s for s in SYSTEMS if s in summ]:
         pts = sorted((int(n), v) for n, v in summ[s].items())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=s)
+    if CEILING in summ:
+        ceiling = next(iter(summ[CEILING].values()))
+        ax.axhline(ceiling, color="grey", ls="--", lw=1, label="ceiling (history read whole)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("history length (tokens)")
     ax.set_ylabel("accuracy (mean over tasks and seeds)")
