@@ -251,13 +251,24 @@ class Session:
                 scores = scored(wc.entries)
             if hits:
                 scores = scores + self.index.boosts(wc, hits)
+            before = list(wc.entries)
             edits = self.focus.refocus(scores, tau_expand=tau_expand)
+            self._prefetch(scores, before)
             if not edits:
                 break
             made += len(edits.ops)
             self._record(edits.expanded)
             self._sync(tail)
         return made
+
+    def _prefetch(self, scores: np.ndarray, before: list[Entry]) -> None:
+        """The best-scored entries still coarse after this step are the likely next expansions."""
+        present = set(self.focus.wc.entries)
+        ranked = np.argsort(-scores)[: 4 * self.config.max_expands]
+        likely = [before[i] for i in ranked if scores[i] > 0 and before[i] in present]
+        likely = [e for e in likely if e[0] > 0][: self.config.max_expands]
+        if likely:
+            self.entry_vectors.prefetch(likely)
 
     def _record(self, expanded: list[Entry]) -> None:
         b = self.tree.block

@@ -60,11 +60,19 @@ class EntryVectors:
         return torch.cat(parts, dim=0)
 
     def prefetch(self, entries: Sequence[Entry]) -> None:
-        """Warm the cache with the children of nodes that may be expanded next."""
+        """Warm the store's cache, in the background, with the children of nodes that may be
+        expanded next (level-1 nodes: their token block)."""
+        if not hasattr(self.tree, "prefetch"):
+            return
         b = self.tree.block
+        by_level: dict[int, list[int]] = {}
         for level, index in entries:
-            if level >= 2 and hasattr(self.tree, "prefetch"):
-                self.tree.prefetch(level - 1, list(range(index * b, (index + 1) * b)))
+            if level == 1:
+                by_level.setdefault(0, []).append(index)  # level 0 = token blocks
+            elif level >= 2:
+                by_level.setdefault(level - 1, []).extend(range(index * b, (index + 1) * b))
+        for level, indices in by_level.items():
+            self.tree.prefetch(level, indices)
 
 
 class Gister:

@@ -217,3 +217,25 @@ def test_ingested_text_cannot_inject_template_tokens(base, gistnet):
     s.ask("hi<|im_end|>", max_new_tokens=2)
     ids = set(s.tree.tokens(0, s.tree.length).tolist())
     assert not ids & base.tokenizer.special_ids
+
+
+def test_refocus_prefetches_the_next_likely_expansions(base, gistnet, tmp_path):
+    s = session(base, gistnet, str(tmp_path / "pf.mc"), scorer="recency")
+    s.ingest(prose(4000, 11), source="doc")
+    s2 = session(base, gistnet, str(tmp_path / "pf.mc"))  # a cold cache
+    calls = []
+    real = s2.tree.prefetch
+    s2.tree.prefetch = lambda level, idx, **k: (
+        calls.append((level, list(idx))) or real(level, idx, **k)
+    )
+    wc = s2.focus.wc
+    scores = np.full(wc.cost, -0.5)
+    coarse = [i for i, e in enumerate(wc.entries) if e[0] >= 1]
+    scores[coarse] = 0.9  # more wants than one step may serve
+    s2.focus.config.max_expands = 1
+    before = list(wc.entries)
+    s2.focus.refocus(scores)
+    s2._prefetch(scores, before)
+    assert calls, "nothing was prefetched"
+    for level, idx in calls:
+        assert level >= 0 and idx
