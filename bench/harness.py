@@ -64,6 +64,8 @@ class HarnessConfig:
     ceiling_length: int = 1536  # a history that fits a 2k window raw: the model's own score
     out: str = "bench/results/harness.json"
     workdir: str | None = None  # where the trees are built (a temp folder by default)
+    split: str = "test"  # haystack text: "test" for results, "dev" for any tuning
+    session: dict = field(default_factory=dict)  # SessionConfig overrides for the mc systems
 
     @classmethod
     def quick(cls, **kw) -> HarnessConfig:
@@ -175,13 +177,13 @@ class Baselines:
 # -- the run -----------------------------------------------------------------------------------
 
 
-def haystack_texts(base, *, min_chars: int = 2000) -> tuple[list[str], str]:
-    """Held-out text (the corpus test split) and the corpus manifest hash."""
+def haystack_texts(base, *, split: str = "test", min_chars: int = 2000) -> tuple[list[str], str]:
+    """Held-out text (the corpus test split; dev for tuning) and the corpus manifest hash."""
     from mcmodels.corpus import Corpus, build_corpus, default_corpus_dir
 
     root = default_corpus_dir()
     corpus = Corpus(root) if (root / "manifest.json").is_file() else build_corpus(root)
-    texts = [d["text"] for d in corpus.docs("test") if len(d["text"]) >= min_chars]
+    texts = [d["text"] for d in corpus.docs(split) if len(d["text"]) >= min_chars]
     return texts, corpus.manifest_hash
 
 
@@ -198,7 +200,7 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
     base = base or mcmodels.load_base(cfg.model)
     manifest = None
     if texts is None:
-        texts, manifest = haystack_texts(base)
+        texts, manifest = haystack_texts(base, split=cfg.split)
     hay = T.Haystack(texts, base.tokenizer.encode)
     parts = chat_layout(base.tokenizer)
     bl = Baselines(base, parts, cfg.window, cfg.max_new_tokens)
@@ -243,8 +245,10 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
                 for system in _mc_systems(systems):
                     scorer = system[3:].removesuffix("-noret")
                     sc = SessionConfig(
-                        scorer=scorer, retrieval=None if system.endswith("-noret") else "lexical"
+                        **{**cfg.session, "scorer": scorer},
+                        retrieval=None if system.endswith("-noret") else "lexical",
                     )
+
                     t0 = time.perf_counter()
                     sess = Session(str(tree), model=base, gistnet=gistnet, lensnet=lensnet,
                                    window=cfg.window, config=sc, mode="r")  # fmt: skip
@@ -387,6 +391,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lengths", default=None, help="comma-separated history lengths")
     ap.add_argument("--systems", default=None, help="comma-separated systems")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--split", default="test", choices=["test", "dev"], help="dev: for tuning only")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SessionConfig override for the mc systems, e.g. retrieval_margin=0.05",
+    )
     args = ap.parse_args(argv)
     kw: dict = {}
     if args.seeds is not None:
@@ -399,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
         kw["systems"] = tuple(args.systems.split(","))
     if args.model:
         kw["model"] = args.model
+    kw["split"] = args.split
+    kw["session"] = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
     cfg = HarnessConfig.quick(**kw) if args.quick else HarnessConfig(**kw)
     cfg.out = args.out or ("bench/results/harness_quick.json" if args.quick else cfg.out)
     random.seed(cfg.seed)

@@ -41,6 +41,7 @@ class SessionConfig:
     scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
     retrieval: str | None = "lexical"  # key kind of the retrieval assist, or None to disable
     retrieval_k: int = 4
+    retrieval_margin: float | None = None  # keep only hits within this score of the best one
     instruction: str | None = None  # text before the memory (None: mcruntime.layout's default)
     reserve: int = 256  # positions kept for the turn between questions (at most window/4)
 
@@ -241,6 +242,9 @@ class Session:
         made = 0
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         hits = self.index.search(query_ids, qv, self.config.retrieval_k) if self.index else []
+        if hits and self.config.retrieval_margin is not None:
+            best = max(h.score for h in hits if h.level == 1) if any(h.level == 1 for h in hits) else 0
+            hits = [h for h in hits if h.score >= best - self.config.retrieval_margin]
         scored: Inherited | None = None
         for _ in range(rounds):
             wc = self.focus.wc
