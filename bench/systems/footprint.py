@@ -24,6 +24,17 @@ from bench.systems.trees import forced_ids, fork_tree, load_model, session_for
 # -- storage -------------------------------------------------------------------------------------
 
 
+# top-level folders of a tree (see mcstore's layout) -> what the report calls them
+KINDS = {
+    "log": "commit log",
+    "tail": "tail deltas",
+    "index": "retrieval index",  # committed objects: here only the index's stored chunks
+    "meta": "binding + object maps",
+    "refs": "refs",
+    "telemetry": "telemetry",
+}
+
+
 def tree_bytes(url: str, storage_options=None) -> dict:
     """Bytes on storage, by kind of object, from the backend's own listing."""
     import mcstore
@@ -43,8 +54,8 @@ def tree_bytes(url: str, storage_options=None) -> dict:
                 if name.startswith("seg")
                 else "node metadata"
             )
-        elif parts[0] in ("log", "tail", "refs", "index", "telemetry", "objects", "blobs"):
-            kind = {"log": "commit log", "tail": "tail deltas"}.get(parts[0], parts[0])
+        elif parts[0] in KINDS:
+            kind = KINDS[parts[0]]
         else:
             kind = "other"
         groups[kind] = groups.get(kind, 0) + size

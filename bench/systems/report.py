@@ -7,6 +7,8 @@ in by hand.
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 
 from bench.systems.decode import RATIOS
@@ -89,20 +91,16 @@ def summary(res: dict) -> list[str]:
             + "."
         )
         if recomputes and windows:
+            # the cache is recomputed from the first changed entry to its end
+            depth = max(0.0, 1 - statistics.median(recomputes) / statistics.median(windows))
             line += (
                 f" Each refocus that changed the context recomputed {min(recomputes)}–"
-                f"{max(recomputes)} of the {min(windows)}–{max(windows)} cached positions (the "
-                "first changed entry is near the start of the window), so the amortized cost "
-                "follows how many refocus steps edited the context."
+                f"{max(recomputes)} of the {min(windows)}–{max(windows)} cached positions (on "
+                f"median the first changed entry is {depth:.0%} of the way into the window), so "
+                "the amortized cost follows how many refocus steps edited the context."
             )
         out.append(line)
-        b = r["bytes"][hi]
-        out.append(
-            f"  Storage: {b['bytes_per_million_tokens'] / 2**20:.1f} MiB per million tokens, "
-            f"{b['kv_over_tree_fp16']:,.0f}x smaller than the fp16 KV cache of the same history. "
-            f"Session open {_f(r['session_open_s'][lo], '{:.2f}')} s -> "
-            f"{_f(r['session_open_s'][hi], '{:.2f}')} s (retrieval index rebuilt from the tree)."
-        )
+        out.append(_storage_line(r, lo, hi))
         rss = r.get("rss") or {}
         if lo in rss and hi in rss and "error" not in rss[lo] and "error" not in rss[hi]:
             out.append(
@@ -120,6 +118,26 @@ def summary(res: dict) -> list[str]:
             share = ing["local"]["gist_s"] / ing["local"]["seconds"]
             out.append(line + f"; GistNet takes {share:.0%} of the local time.")
     return out
+
+
+def _storage_line(r: dict, lo: str, hi: str) -> str:
+    b = r["bytes"][hi]
+    line = (
+        f"  Storage: {b['bytes_per_million_tokens'] / 2**20:.1f} MiB per million tokens, "
+        f"{b['kv_over_tree_fp16']:,.0f}x smaller than the fp16 KV cache of the same history. "
+        f"Session open {_f(r['session_open_s'][lo], '{:.2f}')} s -> "
+        f"{_f(r['session_open_s'][hi], '{:.2f}')} s"
+    )
+    keys = get_in(r, "session_open_index_keys", hi)
+    if keys is None:  # results from before the index was stored with the tree
+        return line + " (retrieval index rebuilt from the tree)."
+    index = b["by_kind"].get("retrieval index", 0)
+    return line + (
+        f" (retrieval index {_f(get_in(r, 'session_open_index_s', lo), '{:.2f}')} s -> "
+        f"{_f(get_in(r, 'session_open_index_s', hi), '{:.2f}')} s: {keys['stored']:,} of "
+        f"{keys['total']:,} level-1 keys loaded from the tree, the rest indexed from its "
+        f"tokens). The stored index is {index / b['total']:.0%} of the bytes."
+    )
 
 
 def markdown(res: dict) -> str:
@@ -162,7 +180,8 @@ def tables(res: dict) -> str:
             "\nTree builds (once, then cached under bench/results/tmp/systems): "
             + ", ".join(
                 f"{_n(int(n))} {v['build_s']:.0f} s ({v['build_tokens_per_s']:,.0f} tokens/s"
-                f"{', cached' if v.get('cached') else ''})"
+                + (f", index {v['index_s']:.0f} s" if "index_s" in v else "")
+                + f"{', cached' if v.get('cached') else ''})"
                 for n, v in r["builds"].items()
             )
             + "."
@@ -205,6 +224,16 @@ def _decode_tables(r: dict) -> list[str]:
          "amortized ms/token wall / CPU", "end of turn ms", "KV cache positions"],
         rows,
     )  # fmt: skip
+    if r.get("session_open_index_keys"):
+        lines.append(
+            "\nRetrieval index at open, level-1 keys loaded from the tree's stored chunks / all "
+            "(the rest indexed from tokens): "
+            + ", ".join(
+                f"{_n(int(n))} {k['stored']:,} / {k['total']:,}"
+                for n, k in r["session_open_index_keys"].items()
+            )
+            + "."
+        )
     lines += ["", f"Ratios to the {_n(int(next(iter(r['decode']))))} history:", ""]
     rows = []
     for n, d in r["decode"].items():
@@ -270,6 +299,8 @@ def _bytes_table(r: dict) -> list[str]:
     lines = ["", f"Bytes on storage (listing the tree) vs the full KV cache of the same "
              f"history ({kv['fp16/bf16']:,} B/token in fp16/bf16, {kv['fp32']:,} in fp32):",
              ""]  # fmt: skip
+    # trees that store their retrieval index: how much of the bytes it is
+    index = any("retrieval index" in v["by_kind"] for v in r["bytes"].values())
     rows = []
     for n, v in r["bytes"].items():
         rows.append([
@@ -277,10 +308,10 @@ def _bytes_table(r: dict) -> list[str]:
             f"{v['bytes_per_million_tokens'] / 2**20:.1f} MiB",
             _size(v["kv_fp16_bytes"]), f"{v['kv_over_tree_fp16']:,.0f}x",
             f"{v['kv_over_tree_fp32']:,.0f}x",
-        ])  # fmt: skip
+        ] + ([f"{v['by_kind'].get('retrieval index', 0):,}"] if index else []))  # fmt: skip
     lines += _table(
         ["history", "bytes", "bytes/token", "per 1M tokens", "KV cache fp16",
-         "KV / tree (fp16)", "KV / tree (fp32)"],
+         "KV / tree (fp16)", "KV / tree (fp32)"] + (["of which retrieval index"] if index else []),
         rows,
     )  # fmt: skip
     big = str(max(int(n) for n in r["bytes"]))

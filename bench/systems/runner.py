@@ -80,7 +80,7 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
     out.update(footprint.storage_vs_kv(base, trees))
 
     # sessions on forks of the cached trees, all open at once
-    sessions, probes, opens, index_s = {}, {}, {}, {}
+    sessions, probes, opens, index_s, keys = {}, {}, {}, {}, {}
     forced = forced_ids(base)
     for n in hs:
         tree, pin = fork_tree(trees[n], rundir)
@@ -90,10 +90,13 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
             s = session_for(tree, base, g, plan.window)
         opens[n] = time.perf_counter() - t
         index_s[n] = cell[0]
+        if s.index is not None:  # level-1 keys read from stored chunks / all of them
+            keys[n] = {"stored": s.index.stored, "total": s.index.index.count(1)}
         sessions[n] = s
         probes[n] = Probe(s, forced)
     out["session_open_s"] = {str(n): v for n, v in opens.items()}
     out["session_open_index_s"] = {str(n): v for n, v in index_s.items()}
+    out["session_open_index_keys"] = {str(n): v for n, v in keys.items()}
     cfg = next(iter(sessions.values())).config
     out["session_config"] = asdict(cfg)
     out["scorer"] = cfg.scorer or "recency"
