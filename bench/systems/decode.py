@@ -75,7 +75,7 @@ def summarise_steps(steps: list[dict], plan: Plan) -> dict:
     first, end, pure, pure_cpu, rsteps, rsteps_cpu = [], [], [], [], [], []
     amort_s = amort_cpu = 0.0
     amort_n = multi = 0
-    rcalls, redits, rpos, pure_pos, trace, lens = [], [], [], [], [], []
+    rcalls, redits, rpos, pure_pos, trace, lens, taus = [], [], [], [], [], [], []
     for st in steps:
         ev = st["events"]
         n_logits = sum(e["kind"] == "logits" for e in ev)
@@ -105,6 +105,7 @@ def summarise_steps(steps: list[dict], plan: Plan) -> dict:
             rsteps_cpu.append(st["cpu"] / k)
             rcalls += [e["s"] for e in rf]
             redits += [e["edits"] for e in rf]
+            taus += [e.get("tau_expand") for e in rf]
             rpos += pos
         else:
             pure.append(st["s"] / k)
@@ -120,6 +121,7 @@ def summarise_steps(steps: list[dict], plan: Plan) -> dict:
         "refocus_step_cpu": ms_stats(rsteps_cpu),
         "refocus_call": ms_stats(rcalls),
         "refocus_edits": redits,
+        "refocus_tau_expand": sorted(set(taus), key=str),  # as the session passed it
         "refocus_recomputed_positions": rpos,
         "amortized_ms_per_token": amort_s / amort_n * 1e3 if amort_n else None,
         "amortized_cpu_ms_per_token": amort_cpu / amort_n * 1e3 if amort_n else None,

@@ -65,9 +65,10 @@ class Probe:
         def timed_refocus(query_ids, tail=None, rounds=1, **kw):
             t0 = time.perf_counter()
             edits = refocus(query_ids, tail=tail, rounds=rounds, **kw)
-            self.events.append(
-                {"kind": "refocus", "s": time.perf_counter() - t0, "edits": edits, "rounds": rounds}
-            )
+            self.events.append({
+                "kind": "refocus", "s": time.perf_counter() - t0, "edits": edits,
+                "rounds": rounds, "tau_expand": kw.get("tau_expand"),
+            })  # fmt: skip
             return edits
 
         win.logits = timed_logits

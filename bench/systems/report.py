@@ -195,8 +195,8 @@ def _decode_tables(r: dict) -> list[str]:
         "Decode: one session per history length, all decoding the same forced text, "
         "interleaved token by token. Pure decode = one position against the KV cache; "
         f"refocus step = every {r['session_config']['refocus_every']} tokens (scoring, "
-        "allocator, vector reads, KV recompute from the first changed entry); amortized = "
-        "all measured steps / tokens.",
+        f"allocator{_decode_focus(r)}, vector reads, KV recompute from the first changed "
+        "entry); amortized = all measured steps / tokens.",
         "",
     ]
     rows = []
@@ -240,6 +240,17 @@ def _decode_tables(r: dict) -> list[str]:
         rat = d["ratio_vs_smallest"]
         rows.append([_n(int(n))] + [_f(rat.get(k), "{:.3f}") for k in RATIOS])
     return lines + _table(["history", *RATIOS], rows)
+
+
+def _decode_focus(r: dict) -> str:
+    """How the allocator treats a refocus while decoding, where the results record it."""
+    tau = r["session_config"].get("decode_tau")
+    if tau is None:
+        return ""
+    weight = get_in(r, "focus_config", "recompute_weight")
+    return f" expanding only wants above decode_tau = {tau}" + (
+        "" if weight is None else f", recompute_weight = {weight}"
+    )
 
 
 def _refocus_table(r: dict) -> list[str]:

@@ -99,6 +99,7 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
     out["session_open_index_keys"] = {str(n): v for n, v in keys.items()}
     cfg = next(iter(sessions.values())).config
     out["session_config"] = asdict(cfg)
+    out["focus_config"] = asdict(next(iter(sessions.values())).focus.config)
     out["scorer"] = cfg.scorer or "recency"
 
     # 1. decode

@@ -61,6 +61,8 @@ def test_decode_shape_and_kv_reuse(result):
         kinds = [row[2] for row in rows]
         assert kinds[0] == "first" and kinds[-1] == "end" and len(rows) == NEW + 1
         assert kinds.count("refocus") == 1 and kinds.index("refocus") == 32
+        # while decoding, only strong wants edit the focus
+        assert d["refocus_tau_expand"] == [r["session_config"]["decode_tau"]]
         # every measured token is counted once: pure steps + refocus steps
         assert d["tokens_measured"] == NEW - 1 - plan.warmup
         assert d["decode"]["n"] + d["refocus_step"]["n"] == d["tokens_measured"]
@@ -75,6 +77,12 @@ def test_decode_shape_and_kv_reuse(result):
     assert r["decode"][str(HIST[0])]["ratio_vs_smallest"]["amortized"] == 1.0
     for n in HIST:
         assert 0 < r["session_open_index_s"][str(n)] <= r["session_open_s"][str(n)]
+        # the built trees store their retrieval index: open loads every complete epoch of it
+        keys = r["session_open_index_keys"][str(n)]
+        epochs = n // mcstore.tree.DEFAULT_EPOCH
+        assert keys["stored"] == epochs * mcstore.tree.DEFAULT_EPOCH // 32
+        assert keys["total"] == n // 32
+        assert (r["bytes"][str(n)]["by_kind"].get("retrieval index", 0) > 0) == (epochs > 0)
 
 
 def test_refocus_per_scorer(result):
