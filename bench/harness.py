@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from bench import tasks as T
+from bench._common import machine_info
 
 CEILING = "ceiling"  # the model's own score when the whole (short) history fits the window
 SYSTEMS = (
@@ -270,7 +271,7 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
         "gistnet": getattr(gistnet, "checkpoint_id", None) or "untrained",
         "lensnet": getattr(lensnet, "checkpoint_id", None),
         "corpus_manifest": manifest,
-        "machine": _machine(),
+        "machine": machine_info(),
         "seconds": time.perf_counter() - t_start,
         "rows": [asdict(r) for r in rows],
     }
@@ -283,29 +284,6 @@ def _row(task: T.Task, n: int, seed: int, system: str, out: str | None, depth, t
     return Row(
         task.kind, n, seed, system, score, out or "", task.answers, depth, time.perf_counter() - t0
     )
-
-
-def _machine() -> dict:
-    import os
-    import platform
-    import subprocess
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": commit,
-    }
 
 
 def summarise(rows: list[dict]) -> dict:

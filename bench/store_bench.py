@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -22,12 +21,11 @@ import uuid
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 
 import numpy as np
 
 import mcstore
+from bench._common import moto_s3
 from mcstore import format as F
 
 DIM = 576
@@ -59,30 +57,6 @@ def raw_bytes(t, old_state, new_state) -> int:
 
 def state(t):
     return (t.length, t._snap.nseg, t._snap.nheap)
-
-
-def start_moto():
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    so = {
-        "endpoint_url": f"http://127.0.0.1:{port}",
-        "key": "bench",
-        "secret": "bench",
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    import s3fs
-
-    s3fs.S3FileSystem(**so).call_s3("create_bucket", Bucket="bench")
-    return server, so
 
 
 def bench_appends(url, so, n_tokens, n_appends, epoch):
@@ -185,7 +159,11 @@ def bench_open(url, so, epoch, n_small):
 
 
 def run(quick: bool, epochs: list[int]):
-    server, s3so = start_moto()
+    with moto_s3(own_process=False) as s3so:
+        return _run(quick, epochs, s3so)
+
+
+def _run(quick: bool, epochs: list[int], s3so: dict):
     tmp = tempfile.mkdtemp(prefix="mcbench-")
     out: dict = {"dim": DIM, "dtype": "float16", "block": 32, "quick": quick, "runs": []}
     large_n = 2 if quick else 4
@@ -209,7 +187,6 @@ def run(quick: bool, epochs: list[int]):
                 out["runs"].append(run_)
                 print(f"  done epoch={epoch} {backend}", flush=True)
     finally:
-        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     for epoch in epochs:
         loc = next(r for r in out["runs"] if r["epoch"] == epoch and r["backend"] == "local")

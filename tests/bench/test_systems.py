@@ -9,7 +9,9 @@ import json
 import pytest
 
 import mcstore
-from bench import systems as S
+from bench.systems import decode, footprint, report, runner
+from bench.systems.plan import SCORERS, TARGET_RATIO, Plan
+from bench.systems.trees import build_tree, history, load_model, source_ids
 
 HIST = [3000, 20000]
 NEW = 40  # one refocus (after token 32) inside the measured steps
@@ -18,7 +20,7 @@ NEW = 40  # one refocus (after token 32) inside the measured steps
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    plan = S.Plan(
+    plan = Plan(
         histories={"tiny": HIST},
         window=512,
         rounds={"tiny": 1},
@@ -30,9 +32,9 @@ def result(tmp_path_factory):
         rss=False,  # one child process below instead of one per history: seconds matter here
         s3=importlib.util.find_spec("moto") is not None,
     )
-    res = S.run(plan, ["tiny"], cache=cache, log=lambda *_: None)
+    res = runner.run(plan, ["tiny"], cache=cache, log=lambda *_: None)
     out = tmp_path_factory.mktemp("out")
-    paths = S.write(res, out)
+    paths = runner.write(res, out)
     return res, paths, cache, plan
 
 
@@ -59,6 +61,8 @@ def test_decode_shape_and_kv_reuse(result):
         kinds = [row[2] for row in rows]
         assert kinds[0] == "first" and kinds[-1] == "end" and len(rows) == NEW + 1
         assert kinds.count("refocus") == 1 and kinds.index("refocus") == 32
+        # while decoding, only strong wants edit the focus
+        assert d["refocus_tau_expand"] == [r["session_config"]["decode_tau"]]
         # every measured token is counted once: pure steps + refocus steps
         assert d["tokens_measured"] == NEW - 1 - plan.warmup
         assert d["decode"]["n"] + d["refocus_step"]["n"] == d["tokens_measured"]
@@ -73,12 +77,18 @@ def test_decode_shape_and_kv_reuse(result):
     assert r["decode"][str(HIST[0])]["ratio_vs_smallest"]["amortized"] == 1.0
     for n in HIST:
         assert 0 < r["session_open_index_s"][str(n)] <= r["session_open_s"][str(n)]
+        # the built trees store their retrieval index: open loads every complete epoch of it
+        keys = r["session_open_index_keys"][str(n)]
+        epochs = n // mcstore.tree.DEFAULT_EPOCH
+        assert keys["stored"] == epochs * mcstore.tree.DEFAULT_EPOCH // 32
+        assert keys["total"] == n // 32
+        assert (r["bytes"][str(n)]["by_kind"].get("retrieval index", 0) > 0) == (epochs > 0)
 
 
 def test_refocus_per_scorer(result):
     res, _, _, _ = result
     rf = res["models"]["tiny"]["refocus"]
-    assert set(rf) == set(S.SCORERS)
+    assert set(rf) == set(SCORERS)
     for per in rf.values():
         assert list(per) == [str(n) for n in HIST]
         for v in per.values():
@@ -118,7 +128,7 @@ def test_ingest_bytes_and_memory(result):
 def test_rss_child(result, tmp_path):
     _, _, cache, _ = result
     tree = next(cache.glob("tiny-3000-*.mc"))
-    v = S.run_rss_child("tiny", tree, tmp_path, 512, 8)
+    v = footprint.run_rss_child("tiny", tree, tmp_path, 512, 8)
     assert "error" not in v, v
     assert 0 < v["rss_start_mib"] <= v["rss_model_mib"] <= v["hwm_mib"]
     assert v["rss_chat_max_mib"] >= v["rss_open_mib"] > 0
@@ -138,9 +148,9 @@ def test_cached_trees_are_untouched_and_reused(result):
         assert not list((p / "refs" / "forks").glob("*.json"))  # fork pins removed
     assert not list(cache.glob("run-*"))  # the run folder is cleaned up
     assert all(not b["cached"] for b in r["builds"].values())
-    base, g = S.load_model("tiny")
-    src, note = S.source_ids(base)
-    _, info = S.build_tree("tiny", base, g, HIST[0], src, note, cache)
+    base, g = load_model("tiny")
+    src, note = source_ids(base)
+    _, info = build_tree("tiny", base, g, HIST[0], src, note, cache)
     assert info["cached"]
 
 
@@ -156,7 +166,7 @@ def test_summarise_steps_classifies():
     )
     steps.append(step(7, 0.040, [lg, lg]))  # two tokens in one resume
     steps.append(step(8, 1.0, [], done=True))
-    d = S.summarise_steps(steps, S.Plan(histories={}, warmup=2))
+    d = decode.summarise_steps(steps, Plan(histories={}, warmup=2))
     assert d["first_token"]["n"] == 1 and d["end_of_turn"]["n"] == 1
     assert d["decode"]["n"] == 4  # steps 3, 4, 5 and the doubled step 7
     assert d["decode"]["median_ms"] == pytest.approx(10.0)
@@ -169,15 +179,15 @@ def test_summarise_steps_classifies():
 
 def test_summary_and_report_only(result, capsys):
     res, paths, _, _ = result
-    lines = S.summary(res)
+    lines = report.summary(res)
     d = res["models"]["tiny"]["decode"][str(HIST[-1])]["ratio_vs_smallest"]
-    verdict = "met" if max(d["decode_median"], d["decode_cpu_median"]) <= S.TARGET_RATIO else "NOT"
+    verdict = "met" if max(d["decode_median"], d["decode_cpu_median"]) <= TARGET_RATIO else "NOT"
     assert f"{d['decode_median']:.3f}x wall median" in lines[0] and f": {verdict}" in lines[0]
     md = paths["md"].read_text()
     assert "## Summary" in md and lines[0] in md
     paths["md"].unlink()
     paths["png"].unlink()
-    S.main(["--report-only", "--out-dir", str(paths["json"].parent)])
+    runner.main(["--report-only", "--out-dir", str(paths["json"].parent)])
     assert paths["md"].read_text() == md and paths["png"].is_file()
 
 
@@ -187,8 +197,8 @@ def test_source_ids_without_a_corpus(monkeypatch, tmp_path):
 
     monkeypatch.setattr(mcmodels.corpus, "default_corpus_dir", lambda: tmp_path / "none")
     base = mcmodels.tiny_base(0)
-    a, note = S.source_ids(base, 4096)
-    b, _ = S.source_ids(base, 4096)
+    a, note = source_ids(base, 4096)
+    b, _ = source_ids(base, 4096)
     assert "pseudo-random" in note and (a == b).all() and len(a) == 4096
     assert a.min() >= 0 and a.max() < 256
-    assert (S.history(a, 4000, 4200) == a[[i % 4096 for i in range(4000, 4200)]]).all()
+    assert (history(a, 4000, 4200) == a[[i % 4096 for i in range(4000, 4200)]]).all()

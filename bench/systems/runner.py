@@ -1,0 +1,207 @@
+"""The run: every section for every model in one process, in the order that lets sessions be
+shared, and the command line (``python -m bench systems``, ``mc bench systems``).
+
+Per model: build (or reuse) the trees, list their bytes, open one session per history on a fork
+(timing the open and its retrieval index), decode, refocus per scorer, close; then ingest local
+vs S3 and the RSS child processes, which need no open session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench._common import loadavg, machine_info, moto_s3
+from bench.systems import footprint, plot, report
+from bench.systems.decode import bench_decode
+from bench.systems.ingest import bench_ingest
+from bench.systems.plan import CACHE, FULL, MODELS, QUICK, RESULTS, Plan
+from bench.systems.probe import Probe, timed_index_builds
+from bench.systems.refocus import bench_refocus
+from bench.systems.trees import (
+    build_tree,
+    fingerprint,
+    forced_ids,
+    fork_tree,
+    load_model,
+    session_for,
+    source_ids,
+)
+
+
+def run(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) -> dict:
+    """Every section for ``models``; the result dict that ``write`` saves."""
+    torch.set_num_threads(1)
+    t_run = time.perf_counter()
+    res: dict = {"machine": machine_info(), "plan": asdict(plan), "models": {}}
+    rundir = cache / f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    rundir.mkdir(parents=True, exist_ok=True)
+    pins: list[Path] = []
+    try:
+        s3ctx = moto_s3(own_process=True) if plan.s3 else contextlib.nullcontext(None)
+        with s3ctx as s3so:
+            for model in models:
+                log(f"== {model}")
+                res["models"][model] = run_model(model, plan, cache, rundir, s3so, pins, log)
+    finally:
+        for p in pins:
+            p.unlink(missing_ok=True)
+        shutil.rmtree(rundir, ignore_errors=True)
+    res["machine"]["loadavg_end"] = loadavg()
+    res["seconds"] = time.perf_counter() - t_run
+    return res
+
+
+def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log) -> dict:
+    t0 = time.perf_counter()
+    base, g = load_model(model)
+    out: dict = {"base": base.name, "d_model": base.d_model, "load_s": time.perf_counter() - t0}
+    src, note = source_ids(base)
+    out["history_source"] = note
+    out["gistnet"] = {"hash": fingerprint(g), "hidden": g.cfg.hidden, "layers": g.cfg.layers}
+    hs = sorted(plan.histories.get(model, []))
+    trees, builds = {}, {}
+    for n in hs:
+        log(f"  tree of {n:,} tokens")
+        trees[n], builds[n] = build_tree(model, base, g, n, src, note, cache)
+    out["builds"] = {str(n): b for n, b in builds.items()}
+
+    # 4. bytes
+    out.update(footprint.storage_vs_kv(base, trees))
+
+    # sessions on forks of the cached trees, all open at once
+    sessions, probes, opens, index_s, keys = {}, {}, {}, {}, {}
+    forced = forced_ids(base)
+    for n in hs:
+        tree, pin = fork_tree(trees[n], rundir)
+        pins.append(pin)
+        t = time.perf_counter()
+        with timed_index_builds() as cell:
+            s = session_for(tree, base, g, plan.window)
+        opens[n] = time.perf_counter() - t
+        index_s[n] = cell[0]
+        if s.index is not None:  # level-1 keys read from stored chunks / all of them
+            keys[n] = {"stored": s.index.stored, "total": s.index.index.count(1)}
+        sessions[n] = s
+        probes[n] = Probe(s, forced)
+    out["session_open_s"] = {str(n): v for n, v in opens.items()}
+    out["session_open_index_s"] = {str(n): v for n, v in index_s.items()}
+    out["session_open_index_keys"] = {str(n): v for n, v in keys.items()}
+    cfg = next(iter(sessions.values())).config
+    out["session_config"] = asdict(cfg)
+    out["focus_config"] = asdict(next(iter(sessions.values())).focus.config)
+    out["scorer"] = cfg.scorer or "recency"
+
+    # 1. decode
+    rounds = plan.rounds.get(model, 1)
+    log(f"  decode: {rounds} turn(s) x {plan.new_tokens} tokens, interleaved over {hs}")
+    dec = bench_decode(sessions, probes, plan, rounds)
+    out["decode"] = {str(n): v for n, v in dec.items()}
+
+    # 2. refocus per scorer
+    log("  refocus per scorer")
+    rf = bench_refocus(sessions, probes, plan.refocus_reps.get(model, {}))
+    out["refocus"] = {sc: {str(n): v for n, v in per.items()} for sc, per in rf.items()}
+    for s in sessions.values():
+        s.close()
+    sessions.clear()
+    probes.clear()
+
+    # 3. ingest
+    if plan.ingest_tokens.get(model):
+        log(f"  ingest {plan.ingest_tokens[model]:,} tokens, local vs S3")
+        out["ingest"] = bench_ingest(
+            base, g, src, plan.ingest_tokens[model], plan.ingest_chunk, rundir, s3so, plan.window
+        )
+
+    # 5. memory, one fresh process per history length
+    if plan.rss:
+        out["rss"] = {}
+        for n in hs:
+            log(f"  RSS during chat, {n:,} tokens (child process)")
+            out["rss"][str(n)] = footprint.run_rss_child(
+                model, trees[n], rundir, plan.window, plan.rss_tokens
+            )
+    return out
+
+
+# -- files and the command line ------------------------------------------------------------------
+
+
+def write(res: dict, out_dir: Path) -> dict[str, Path]:
+    """``systems.json``, ``systems.md`` and ``systems_latency.png`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "systems.json",
+        "md": out_dir / "systems.md",
+        "png": out_dir / "systems_latency.png",
+    }
+    paths["json"].write_text(json.dumps(res, indent=2, default=_jsonable))
+    paths["md"].write_text(report.markdown(res))
+    plot.plot(res, paths["png"])
+    return paths
+
+
+def _jsonable(x):
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    raise TypeError(type(x))
+
+
+def main(argv=None):
+    import bench.systems
+
+    ap = argparse.ArgumentParser(
+        prog="python -m bench systems", description=bench.systems.__doc__.splitlines()[0]
+    )
+    ap.add_argument("--quick", action="store_true", help="smaller histories (a few minutes)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: smollm2,tiny")
+    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--cache", default=str(CACHE), help="where built trees are kept")
+    ap.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) ingest")
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS child processes")
+    ap.add_argument("--build-only", action="store_true", help="only build the cached trees")
+    ap.add_argument(
+        "--report-only", action="store_true", help="redraw the .md and .png from the .json"
+    )
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.rss_child:
+        print(json.dumps(footprint.rss_child(json.loads(a.rss_child))))
+        return
+    if a.report_only:
+        res = json.loads((Path(a.out_dir) / "systems.json").read_text())
+    else:
+        plan = QUICK if a.quick else FULL
+        plan = Plan(**{**asdict(plan), "s3": not a.no_s3, "rss": not a.no_rss})
+        models = [m for m in a.models.split(",") if m]
+        if a.build_only:
+            build_only(plan, models, Path(a.cache))
+            return
+        res = run(plan, models, cache=Path(a.cache))
+        res["quick"] = a.quick
+    print(report.tables(res))
+    paths = write(res, Path(a.out_dir))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def build_only(plan: Plan, models: list[str], cache: Path) -> None:
+    torch.set_num_threads(1)
+    for model in models:
+        base, g = load_model(model)
+        src, note = source_ids(base)
+        for n in sorted(plan.histories.get(model, [])):
+            path, info = build_tree(model, base, g, n, src, note, cache)
+            print(f"{model} {n:,}: {path} ({info['build_s']:.0f} s)")
