@@ -121,9 +121,9 @@ class Baselines:
         self.base, self.parts, self.window, self.max_new = base, parts, window, max_new
         self.raw_recent = raw_recent
         self.end_ids = set(parts.end_ids) | set(base.tokenizer.end_ids)
-        stats = base.embedding_stats()
-        self.mean = stats["mean"].float().numpy()
-        self.table = base.embed(torch.arange(base.vocab_size)).float().numpy()
+        from mcruntime.indexing import principal
+
+        self.table_p = principal(base, base.embedding_stats()["mean"].float().numpy())
 
     def _turn(self, question: str) -> list[int]:
         return self.parts.before_user + self.base.tokenizer.encode(question) + self.parts.after_user
@@ -155,12 +155,11 @@ class Baselines:
         if n_blocks <= 0:
             return self.trunc(ids, question)
         idx = RetrievalIndex(
-            self.base.d_model, kind="lexical", block=block, vocab=self.base.vocab_size
+            self.table_p.shape[1], kind="lexical", block=block, vocab=self.base.vocab_size
         )
         blocks = ids[: n_blocks * block].reshape(n_blocks, block).astype(np.int64)
-        idx.add_blocks(blocks, self.table, self.mean)
-        q = self.base.tokenizer.encode(question)
-        qkey = idx.query_key(np.asarray(q), self.table[q], self.mean)
+        idx.add_blocks(blocks, self.table_p)  # the same keys as the retrieval assist
+        qkey = idx.query_key(self.base.tokenizer.encode(question), self.table_p)
         keys = idx.keys(1, 0, n_blocks)
         order = np.argsort(-(keys @ qkey), kind="stable")
         chosen: set[int] = set()
@@ -216,8 +215,13 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
     for kind in cfg.tasks:  # the ceiling: same tasks, short enough to read whole
         for s in range(cfg.seeds):
             seed = cfg.seed + 1000 * s + 7
-            task = T.GENERATORS[kind](hay, cfg.ceiling_length, seed)
-            ids = np.asarray(base.tokenizer.encode(task.history), dtype=np.int64)
+            n = cfg.ceiling_length
+            for _ in range(4):  # long paragraphs can overshoot: shrink until it fits the window
+                task = T.GENERATORS[kind](hay, n, seed)
+                ids = np.asarray(base.tokenizer.encode(task.history), dtype=np.int64)
+                if len(ids) <= bl.budget(task.question):
+                    break
+                n = int(n * 0.8)
             t0 = time.perf_counter()
             out = bl.full(ids, task.question) if len(ids) <= bl.budget(task.question) else None
             rows.append(_row(task, cfg.ceiling_length, seed, CEILING, out, None, t0))

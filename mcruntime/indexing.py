@@ -1,11 +1,12 @@
 """Keeps a tree's retrieval index current and stored with it, and turns hits into score boosts.
 
-Stored form (lexical keys only: gist keys are the tree's own gists, re-read at open): the
-level-1 keys of every complete epoch (``tree.epoch`` tokens) are one immutable committed object
-``retrieval/<kind>/l1-<first>-<stop>.npz`` (fp16 keys + the token statistics at that point),
-written once when the epoch completes. Opening loads those chunks, then indexes only the nodes
-committed since the last chunk, so open work is bounded by one epoch of tokens plus a read of the
-stored keys. Keys of higher levels are means of their children, recomputed at load.
+Stored form (lexical keys; gist keys are the tree's own gists, re-read at open): each complete
+epoch (``tree.epoch`` tokens) becomes one immutable committed object
+``retrieval/lexical/l1-<first>-<stop>.npz`` holding the fp16 level-1 keys of its blocks and the
+sparse token counts *of those blocks only*, written once when the epoch completes. Opening sums
+the chunks, then indexes only the nodes committed since the last one, so open work is bounded by
+one epoch of tokens plus a read of the stored keys; storing is linear in the new epochs. Keys of
+higher levels are means of their children, recomputed at load.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 
 from mcruntime.context import WorkingContext
-from mcruntime.retrieval import Hit, RetrievalIndex
+from mcruntime.retrieval import Hit, RetrievalIndex, block_counts, principal_table
 
 _CHUNK = re.compile(r"^retrieval/(\w+)/l1-(\d{12})-(\d{12})\.npz$")
+_TABLES: dict[tuple[str, int], np.ndarray] = {}
 
 
 class NodeIndex:
@@ -27,22 +29,14 @@ class NodeIndex:
 
     def __init__(self, tree, base, *, kind: str = "lexical", boost: float = 2.0):
         self.tree, self.base, self.kind, self.boost = tree, base, kind, boost
-        stats = base.embedding_stats()
-        self.mean = stats["mean"].float().numpy()
-        self._table: np.ndarray | None = None
-        self.index = RetrievalIndex(
-            base.d_model, kind=kind, block=tree.block, vocab=base.vocab_size
-        )
+        self.mean = base.embedding_stats()["mean"].float().numpy()
+        self.table_p = principal(base, self.mean) if kind == "lexical" else None
+        dim = self.table_p.shape[1] if kind == "lexical" else base.d_model
+        self.index = RetrievalIndex(dim, kind=kind, block=tree.block, vocab=base.vocab_size)
         self.stored = 0  # level-1 nodes covered by committed chunks
         if kind == "lexical":
             self._load()
         self.update()
-
-    @property
-    def table(self) -> np.ndarray:
-        if self._table is None:
-            self._table = self.base.embed(torch.arange(self.base.vocab_size)).float().cpu().numpy()
-        return self._table
 
     # -- stored chunks ------------------------------------------------------------------------
 
@@ -55,38 +49,35 @@ class NodeIndex:
         return sorted(out)
 
     def _load(self) -> None:
+        idx = self.index
         for first, stop, name in self._chunks():
             if first != self.stored or stop > self.tree.num_nodes(1):
-                break  # a gap (or a chunk from a longer history): index the rest from tokens
+                break  # a gap, or a chunk from another history: index the rest from tokens
             with np.load(io.BytesIO(self.tree.read_object(name)), allow_pickle=False) as z:
-                self.index.add_keys(1, z["keys"].astype(np.float32))
-                self.index.token_counts = z["token_counts"].copy()
-                self.index.blocks_seen = int(z["blocks_seen"])
+                keys = z["keys"].astype(np.float32)
+                if keys.shape != (stop - first, idx.dim):
+                    break  # written for another model: recompute from tokens
+                idx.add_keys(1, keys)
+                np.add.at(idx.token_counts, z["ids"].astype(np.int64), z["counts"].astype(np.int64))
+            idx.blocks_seen = stop
             self.stored = stop
 
     def persist(self) -> int:
         """Commit a chunk for every complete epoch not stored yet; returns chunks written."""
         if self.kind != "lexical" or self.tree.mode == "r":
             return 0
-        per = self.tree.epoch // self.tree.block
+        per, b = self.tree.epoch // self.tree.block, self.tree.block
         have = self.index.count(1)
         objects = {}
         while (self.stored // per + 1) * per <= have:
             first, stop = self.stored, (self.stored // per + 1) * per
-            # token statistics as they were after block `stop`, so a reload that indexes the
-            # blocks after it again counts each block once
-            counts = self.index.token_counts.copy()
-            b = self.tree.block
-            if have > stop:
-                later = self.tree.tokens(stop * b, have * b).reshape(-1, b)
-                for row in later:
-                    np.subtract.at(counts, np.unique(row), 1)
+            ids, counts = block_counts(self.tree.tokens(first * b, stop * b).reshape(-1, b))
             buf = io.BytesIO()
-            np.savez(
+            np.savez_compressed(
                 buf,
                 keys=self.index.keys(1, first, stop).astype(np.float16),
-                token_counts=counts,
-                blocks_seen=np.int64(stop),
+                ids=ids.astype(np.int32),
+                counts=counts.astype(np.int32),
             )
             objects[f"retrieval/{self.kind}/l1-{first:012d}-{stop:012d}.npz"] = buf.getvalue()
             self.stored = stop
@@ -99,16 +90,13 @@ class NodeIndex:
     def update(self) -> None:
         """Index every node committed since the last update, bottom-up."""
         t, idx, b = self.tree, self.index, self.tree.block
-        have = idx.count(1)
-        n1 = t.num_nodes(1)
-        if n1 > have:
+        have, n1 = idx.count(1), t.num_nodes(1)
+        for s in range(have, n1, 8192):  # bounded memory for huge first builds
+            e = min(n1, s + 8192)
             if self.kind == "lexical":
-                for s in range(have, n1, 8192):  # bounded memory for huge first builds
-                    e = min(n1, s + 8192)
-                    toks = t.tokens(s * b, e * b).reshape(-1, b).astype(np.int64)
-                    idx.add_blocks(toks, self.table, self.mean)
+                idx.add_blocks(t.tokens(s * b, e * b).reshape(-1, b).astype(np.int64), self.table_p)
             else:
-                idx.add_gists(1, _f32(t.gists(1, have, n1)), self.mean)
+                idx.add_gists(1, _f32(t.gists(1, s, e)), self.mean)
         level = 2
         while t.num_nodes(level) > 0:
             have, n = idx.count(level), t.num_nodes(level)
@@ -122,7 +110,11 @@ class NodeIndex:
     # -- use ----------------------------------------------------------------------------------
 
     def search(self, query_ids, query_vecs: torch.Tensor, k: int) -> list[Hit]:
-        qkey = self.index.query_key(np.asarray(query_ids), query_vecs.numpy(), self.mean)
+        if self.kind == "lexical":
+            qkey = self.index.query_key(query_ids, self.table_p)
+        else:
+            v = query_vecs.numpy() - self.mean
+            qkey = (v.mean(0) / max(float(np.linalg.norm(v.mean(0))), 1e-9)).astype(np.float32)
         return self.index.search(qkey, k)
 
     def boosts(self, wc: WorkingContext, hits: list[Hit]) -> np.ndarray:
@@ -142,6 +134,15 @@ class NodeIndex:
             meet = (starts < e) & (ends > s)
             out[meet] += self.boost * (1.0 - 0.1 * rank)
         return out
+
+
+def principal(base, mean: np.ndarray) -> np.ndarray:
+    """The model's projected embedding table, computed once per process per model."""
+    key = (base.name, base.vocab_size)
+    if key not in _TABLES:
+        table = base.embed(torch.arange(base.vocab_size)).float().cpu().numpy()
+        _TABLES[key] = principal_table(table, mean)
+    return _TABLES[key]
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

@@ -243,7 +243,9 @@ class Session:
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         hits = self.index.search(query_ids, qv, self.config.retrieval_k) if self.index else []
         if hits and self.config.retrieval_margin is not None:
-            best = max(h.score for h in hits if h.level == 1) if any(h.level == 1 for h in hits) else 0
+            best = (
+                max(h.score for h in hits if h.level == 1) if any(h.level == 1 for h in hits) else 0
+            )
             hits = [h for h in hits if h.score >= best - self.config.retrieval_margin]
         scored: Inherited | None = None
         for _ in range(rounds):

@@ -9,7 +9,7 @@ import torch
 import mcmodels
 from mcruntime import Session, SessionConfig
 from mcruntime.context import WorkingContext
-from mcruntime.retrieval import Hit, RetrievalIndex
+from mcruntime.retrieval import Hit, RetrievalIndex, block_counts, principal_table
 from mcruntime.scorers import SCORERS, FocusView, LensScorer
 from mcruntime.session import Inherited
 
@@ -77,24 +77,43 @@ def test_inherited_scores_follow_ancestry():
     assert child_level >= 0
 
 
-def test_lexical_index_finds_a_planted_block_and_round_trips(base):
-    vocab, d = base.vocab_size, base.d_model
+def test_lexical_index_finds_a_planted_block(base):
+    vocab = base.vocab_size
     table = base.embed(torch.arange(vocab)).float().numpy()
-    mean = table.mean(0)
+    table_p = principal_table(table, table.mean(0))
+    assert np.array_equal(table_p, principal_table(table, table.mean(0)))  # deterministic
     rng = np.random.default_rng(1)
     blocks = rng.integers(97, 123, size=(200, 32))  # lowercase noise
     planted = base.tokenizer.encode("ZQX-42 is the vault code ZQX-42.")[:32]
     blocks[137, : len(planted)] = planted
-    idx = RetrievalIndex(d, kind="lexical", vocab=vocab)
-    idx.add_blocks(blocks, table, mean)
+    idx = RetrievalIndex(table_p.shape[1], kind="lexical", vocab=vocab)
+    idx.add_blocks(blocks, table_p)
     idx.add_parents(2, idx.keys(1, 0, 192))
-    q = base.tokenizer.encode("vault code ZQX-42?")
-    qkey = idx.query_key(np.asarray(q), table[q], mean)
+    qkey = idx.query_key(base.tokenizer.encode("vault code ZQX-42?"), table_p)
     hits = idx.search(qkey, k=3, levels=[1])
     assert hits[0] == Hit(1, 137, hits[0].score)
-    again = RetrievalIndex.from_bytes(idx.to_bytes())
-    assert again.search(qkey, k=3, levels=[1]) == hits
-    assert again.count(2) == 6 and again.blocks_seen == 200
+    assert idx.count(2) == 6 and idx.blocks_seen == 200
+    ids, n = block_counts(blocks)
+    assert int(n[ids == ord("a")][0]) == sum(ord("a") in row for row in blocks)
+
+
+def test_principal_keys_keep_the_ranking_of_full_keys():
+    """128 principal dimensions of SmolLM2-sized random tables rank like the full 576."""
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(5000, 64)) @ rng.normal(size=(64, 576))  # low-rank like real tables
+    table_p = principal_table(table, table.mean(0), dim=128)
+    full = RetrievalIndex(576, vocab=5000)
+    low = RetrievalIndex(128, vocab=5000)
+    blocks = rng.integers(0, 5000, size=(300, 32))
+    full.add_blocks(blocks, (table - table.mean(0)).astype(np.float32))
+    low.add_blocks(blocks, table_p)
+    q = blocks[42, :8]
+    top_full = [
+        h.index
+        for h in full.search(full.query_key(q, (table - table.mean(0)).astype(np.float32)), 5)
+    ]
+    top_low = [h.index for h in low.search(low.query_key(q, table_p), 5)]
+    assert top_full[0] == top_low[0] == 42
 
 
 def test_boosts_cover_the_hit_and_its_neighbours(sess):
