@@ -226,27 +226,36 @@ class Session:
         # preferences, whose z-scores can reach -10 for old entries
         return np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
 
+    def search(self, query_ids: list[int], query_vecs: torch.Tensor | None = None) -> list:
+        """The retrieval assist's hits for a query (with a margin set, only those close to the
+        best level-1 hit)."""
+        if self.index is None:
+            return []
+        if query_vecs is None:
+            query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
+        hits = self.index.search(query_ids, query_vecs, self.config.retrieval_k)
+        level1 = [h.score for h in hits if h.level == 1]
+        if level1 and self.config.retrieval_margin is not None:
+            hits = [h for h in hits if h.score >= max(level1) - self.config.retrieval_margin]
+        return hits
+
     def refocus(
         self,
         query_ids: list[int],
         tail: torch.Tensor | None = None,
         rounds: int = 1,
         tau_expand: float | None = None,
+        hits: list | None = None,
     ) -> int:
         """Up to ``rounds`` refocus steps for this query; returns the number of edits made.
 
-        The retrieval assist searches once per call. A scorer that is expensive to run
-        (``per_round = False``, e.g. attention mass) scores once too; later rounds give the
-        entries it never saw the score of their nearest scored ancestor (or the mean of their
-        scored descendants)."""
+        The retrieval assist searches once per call (or uses ``hits`` given). A scorer that is
+        expensive to run (``per_round = False``, e.g. attention mass) scores once too; later
+        rounds give the entries it never saw the score of their nearest scored ancestor (or the
+        mean of their scored descendants)."""
         made = 0
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
-        hits = self.index.search(query_ids, qv, self.config.retrieval_k) if self.index else []
-        if hits and self.config.retrieval_margin is not None:
-            best = (
-                max(h.score for h in hits if h.level == 1) if any(h.level == 1 for h in hits) else 0
-            )
-            hits = [h for h in hits if h.score >= best - self.config.retrieval_margin]
+        self.last_hits = hits = self.search(query_ids, qv) if hits is None else hits
         scored: Inherited | None = None
         for _ in range(rounds):
             wc = self.focus.wc
@@ -324,6 +333,7 @@ class Session:
         self._sync()
         turn = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
         made = self.refocus(q_ids, rounds=self.config.focus_rounds)
+        question_hits = self.last_hits
         self._sync(turn)
         t_focus = time.perf_counter()
         out: list[int] = []
@@ -344,10 +354,13 @@ class Session:
             self.window.append(self.base.embed(torch.tensor([nxt])).float())
             if (step + 1) % self.config.refocus_every == 0:
                 tail = torch.cat([turn, self.base.embed(torch.tensor(out)).float()])
+                # the question's hits keep protecting what it needed; no new jumps while
+                # writing (each would recompute most of the KV cache)
                 self.refocus(
                     q_ids + out[-self.config.refocus_every :],
                     tail=tail,
                     tau_expand=self.config.decode_tau,
+                    hits=question_hits,
                 )
         final = tok.decode(out, skip_special=True)
         if len(final) > len(text):
