@@ -43,13 +43,15 @@ def _norm(s: str) -> str:
 class Haystack:
     """Paragraphs of real text, in a seeded order, measured in tokens of one tokenizer."""
 
-    def __init__(self, texts: Sequence[str], encode: Encode, *, min_chars: int = 40):
+    def __init__(
+        self, texts: Sequence[str], encode: Encode, *, min_chars: int = 40, max_chars: int = 1200
+    ):
         paras: list[str] = []
         for text in texts:
             for p in re.split(r"\n\s*\n", text):
-                p = p.strip()
-                if len(p) >= min_chars:
-                    paras.append(p)
+                for piece in _pieces(p.strip(), max_chars):  # sizes stay controllable
+                    if len(piece) >= min_chars:
+                        paras.append(piece)
         if not paras:
             raise ValueError("the haystack needs at least one paragraph of real text")
         self.paragraphs = paras
@@ -75,6 +77,21 @@ class Haystack:
             total += n
             i += 1
         return out
+
+
+def _pieces(p: str, max_chars: int) -> list[str]:
+    """A paragraph cut at line ends into pieces of at most about ``max_chars``."""
+    if len(p) <= max_chars:
+        return [p]
+    out, cur = [], ""
+    for line in p.splitlines(keepends=True):
+        if cur and len(cur) + len(line) > max_chars:
+            out.append(cur.strip())
+            cur = ""
+        cur += line
+    if cur.strip():
+        out.append(cur.strip())
+    return [x[i : i + 2 * max_chars] for x in out for i in range(0, len(x), 2 * max_chars)]
 
 
 def _weave(
