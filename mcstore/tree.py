@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import format as F
-from .backend import Backend, normalize_url
+from .backend import Backend
 from .cache import LRUCache
 from .errors import (
     BindingMismatch,
@@ -1477,11 +1476,3 @@ def create(
         raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
     _write_head_hint(be, 1)
     return Tree(be, facts, rec, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)
-
-
-def url_of(url: str) -> str:
-    return normalize_url(url)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
