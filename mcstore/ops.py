@@ -12,7 +12,8 @@ import numpy as np
 from . import format as F
 from .backend import Backend, normalize_url
 from .errors import CorruptTree, StoreAccessError, TreeExists
-from .tree import _now, _read_telemetry, _Snap, _write_head_hint, create
+from .records import Snapshot, write_head_hint
+from .tree import _read_telemetry, create
 from .tree import open as open_tree
 
 
@@ -80,7 +81,7 @@ def fork(
     base_rec = {**dst._snap.rec, "gset": snap.gset}
     if override:
         base_rec["override"] = override
-    dst._snap = _Snap(base_rec)
+    dst._snap = Snapshot(base_rec)
     dst._tail = {name: np.array(rows) for name, rows in tail.items()}
     dst._tail_version = dst.version
     # the fork commit: lengths of the source, consolidated tail, nothing else new
@@ -98,7 +99,7 @@ def fork(
     assert v == 2
     dst.fork_note = None
     try:
-        pin = {"url": dst.url, "version": snap.version, "time": _now()}
+        pin = {"url": dst.url, "version": snap.version, "time": time.time_ns()}
         src._be.write(f"refs/forks/{dst._facts['tree_id']}.json", F.encode_blob(pin))
     except (OSError, StoreAccessError) as e:
         dst.fork_note = f"could not pin {src.url} (read-only source?): {e}"
@@ -144,7 +145,7 @@ def gc(
     be = t._be
     geo = t.geo
     head = t.version
-    recs = t._records(list(range(1, head + 1)))
+    recs = t._log.records(list(range(1, head + 1)))
     keep: set[str] = {"zarr.json", "log/head"}
     gsets: set[str] = set()
     for r in recs:
@@ -186,7 +187,7 @@ def gc(
         be.delete([p for p, _ in doomed])
     report.removed = [p for p, _ in doomed]
     report.bytes_freed = sum(s for _, s in doomed)
-    _write_head_hint(be, head) if not dry_run else None
+    write_head_hint(be, head) if not dry_run else None
     return report
 
 

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import io
 import json
-import re
 import threading
 import time
 import uuid
@@ -28,13 +27,25 @@ from .errors import (
     TreeExists,
     TreeNotFound,
     VersionNotFound,
+    damaged,
+)
+from .records import (
+    CommitLog,
+    LogEntry,
+    Snapshot,
+    check_tag_name,
+    find_head,
+    list_tags,
+    read_record,
+    read_tag,
+    write_head_hint,
+    write_tag,
 )
 
 Gister = Callable[[int, np.ndarray], np.ndarray]
 DEFAULT_CACHE_BYTES = 64 * 2**20
 DEFAULT_EPOCH = 8192
 FLAGS_OBJECT = "mc:flags"
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -44,48 +55,6 @@ class Segment:
     source: str
     tags: tuple[str, ...]
     time: int  # wall-clock ns
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    version: int
-    time: int
-    message: str | None
-    length: int
-    parent: int
-
-
-@dataclass
-class _Snap:
-    rec: dict
-
-    @property
-    def version(self) -> int:
-        return self.rec["version"]
-
-    @property
-    def length(self) -> int:
-        return self.rec["length"]
-
-    @property
-    def nseg(self) -> int:
-        return self.rec["nseg"]
-
-    @property
-    def nheap(self) -> int:
-        return self.rec["nheap"]
-
-    @property
-    def gset(self) -> str:
-        return self.rec["gset"]
-
-    @property
-    def override(self) -> dict[str, str]:
-        return self.rec.get("override") or {}
-
-
-def _now() -> int:
-    return time.time_ns()
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -124,8 +93,9 @@ class Tree:
         self.mode = mode
         self._pinned = pinned
         self._lock = threading.RLock()
-        self._snap = _Snap(rec)
-        self._recs: dict[int, dict] = {rec["version"]: rec}
+        self._snap = Snapshot(rec)
+        self._log = CommitLog(backend)
+        self._log.remember(rec)
         self._tail: dict[str, np.ndarray] | None = None
         self._tail_version = -1
         self._deltas: dict[str, bytes] = {}
@@ -221,11 +191,7 @@ class Tree:
 
     # ------------------------------------------------------------------ small objects
     def _corrupt(self, key: str, what: str, backend: Backend | None = None) -> CorruptTree:
-        url = (backend or self._be).url
-        return CorruptTree(
-            f"{url}: object {key} {what}; the tree is damaged there: restore that object from "
-            "a copy, or open an earlier version (version=...) that does not use it"
-        )
+        return damaged((backend or self._be).url, key, what)
 
     def _read_blob(self, key: str):
         if key in self._json_cache:
@@ -250,22 +216,7 @@ class Tree:
         return key
 
     def _record(self, version: int) -> dict:
-        rec = self._recs.get(version)
-        if rec is None:
-            rec = _read_record(self._be, version)
-            self._recs[version] = rec
-        return rec
-
-    def _records(self, versions: list[int]) -> list[dict]:
-        need = [v for v in versions if v not in self._recs]
-        if need:
-            got = self._be.read_many([F.log_key(v) for v in need])
-            for v in need:
-                raw = got[F.log_key(v)]
-                if raw is None:
-                    raise self._corrupt(F.log_key(v), "is missing (commits are never deleted)")
-                self._recs[v] = _parse_record(self._be, v, raw)
-        return [self._recs[v] for v in versions]
+        return self._log.record(version)
 
     # ------------------------------------------------------------------ binding
     @property
@@ -312,21 +263,16 @@ class Tree:
             raise ReadOnlyError(f"{self.url}: tree {why}; open it with mode='a' to change it")
 
     def _check_head(self) -> None:
-        nxt = self.version + 1
-        if self._be.exists(F.log_key(nxt)):
-            raise CommitConflict(
-                f"{self.url}: version {nxt} was committed by another writer while this handle is "
-                f"at {self.version}; nothing was written: call refresh() and retry"
-            )
+        self._log.check_free(self.version + 1)
 
     def refresh(self) -> int:
         """Move to the newest commit (no-op for a handle opened at a fixed version)."""
         if self._pinned:
             return self.version
         with self._lock:
-            head = _find_head(self._be, self.version)
+            head = find_head(self._be, self.version)
             if head != self.version:
-                self._snap = _Snap(self._record(head))
+                self._snap = Snapshot(self._record(head))
                 self._segments_cache = None
             return self.version
 
@@ -337,7 +283,7 @@ class Tree:
                 return self._tail
             snap = self._snap
             tf = snap.rec["tail_from"]
-            recs = self._records(list(range(tf, snap.version + 1)))
+            recs = self._log.records(list(range(tf, snap.version + 1)))
             keys = [r["delta"]["path"] for r in recs if r.get("delta")]
             need = [k for k in keys if k not in self._deltas]
             got = self._be.read_many(need) if need else {}
@@ -391,7 +337,7 @@ class Tree:
         return out
 
     # ------------------------------------------------------------------ shard reads
-    def _locate(self, snap: _Snap, name: str, shard: int) -> tuple[Backend, str]:
+    def _locate(self, snap: Snapshot, name: str, shard: int) -> tuple[Backend, str]:
         spec = self.geo.spec(name)
         ov = snap.override.get(f"{name}/{shard}")
         if ov is not None and f"{name}/{shard}" not in self._fixed_overrides:
@@ -423,7 +369,7 @@ class Tree:
                     raise self._corrupt(key, f"has a bad shard index ({e})", b) from None
                 self._index_cache[(b.url, key)] = idx
 
-    def _read_shard_rows(self, snap: _Snap, name: str, a: int, b: int) -> np.ndarray:
+    def _read_shard_rows(self, snap: Snapshot, name: str, a: int, b: int) -> np.ndarray:
         """Rows [a, b) that lie in complete shards, through the chunk cache."""
         spec = self.geo.spec(name)
         cr, cps = spec.chunk_rows, spec.chunks_per_shard
@@ -496,7 +442,7 @@ class Tree:
                     self._cache.put((be.url, key, c % cps), arr)
                     into[c] = arr
 
-    def _rows(self, name: str, a: int, b: int, snap: _Snap | None = None) -> np.ndarray:
+    def _rows(self, name: str, a: int, b: int, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self._snap
         spec = self.geo.spec(name)
         r = self.geo.rows(spec, snap.length, snap.nseg, snap.nheap)
@@ -625,7 +571,7 @@ class Tree:
     def log(self, limit: int | None = None) -> list[LogEntry]:
         """Commits, newest first (all of them unless ``limit``)."""
         lo = 1 if limit is None else max(1, self.version - limit + 1)
-        recs = self._records(list(range(lo, self.version + 1)))
+        recs = self._log.records(list(range(lo, self.version + 1)))
         return [
             LogEntry(r["version"], r["time"], r.get("message"), r["length"], r["parent"])
             for r in reversed(recs)
@@ -633,42 +579,25 @@ class Tree:
 
     # ------------------------------------------------------------------ tags
     def tag(self, name: str, version: int | None = None, *, force: bool = False) -> int:
-        if not _TAG_RE.match(name or ""):
-            raise InvalidArgument(
-                f"{self.url}: bad tag name {name!r}; use letters, digits, '.', '_' or '-'"
-            )
+        check_tag_name(self.url, name)
         if self.mode != "a":
             raise ReadOnlyError(f"{self.url}: opened read-only; open with mode='a' to tag")
         if version is None:
             version = self.version
-        head = _find_head(self._be, self.version)
+        head = find_head(self._be, self.version)
         if not 1 <= int(version) <= head:
             raise VersionNotFound(
                 f"{self.url}: no version {version} to tag (versions 1..{head}); see `mc log`"
             )
         self._record(int(version))  # must be intact
-        key = f"refs/tags/{name}.json"
-        raw = F.encode_blob({"version": int(version), "time": _now()})
-        if force:
-            self._be.write(key, raw)
-        elif not self._be.put_if_absent(key, raw):
-            old = _read_tag(self._be, name)
-            if old != int(version):
-                raise TreeExists(
-                    f"{self.url}: tag {name!r} already names version {old}; pick another name "
-                    "or pass force=True / --force"
-                )
+        write_tag(self._be, name, int(version), force=force)
         return int(version)
 
     def tags(self) -> dict[str, int]:
-        out = {}
-        for n in self._be.listdir("refs/tags"):
-            if n.endswith(".json"):
-                out[n[:-5]] = _read_tag(self._be, n[:-5])
-        return out
+        return list_tags(self._be)
 
     # ------------------------------------------------------------------ objects
-    def _objects_map(self, snap: _Snap | None = None) -> dict:
+    def _objects_map(self, snap: Snapshot | None = None) -> dict:
         key = (snap or self._snap).rec.get("objects")
         return dict(self._read_blob(key)) if key else {}
 
@@ -743,7 +672,7 @@ class Tree:
             self._check_head()
             snap = self._snap
             old, new = snap.length, snap.length + len(toks)
-            now = _now()
+            now = time.time_ns()
             gv = len(self._gistnets()) - 1
             new_rows: dict[str, np.ndarray] = {"tokens": toks}
             self._gist_levels(snap, old, new, gister, new_rows, now, gv, snap.gset)
@@ -841,7 +770,7 @@ class Tree:
         be, geo = self._be, self.geo
         snap = self._snap
         version = snap.version + 1
-        now = now or _now()
+        now = now or time.time_ns()
         gset = snap.gset if gset is None else gset
         nonce = uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
@@ -928,13 +857,7 @@ class Tree:
         if override:
             rec["override"] = override
         # 3. the commit record, put-if-absent
-        if not be.put_if_absent(F.log_key(version), F.encode_record(rec)):
-            raise CommitConflict(
-                f"{self.url}: another writer committed version {version} first; this append "
-                "was not committed (nothing lost): call refresh() and retry"
-            )
-        rec = json.loads(F.encode_record(rec))
-        rec.pop("crc")
+        rec = self._log.put(rec)
         # committed: repair canonical shards that were shadowed by an orphan
         for key, path in override.items():
             if key in snap.override:
@@ -945,17 +868,16 @@ class Tree:
                 self._fixed_overrides.add(key)
             except Exception:
                 pass  # the next commit repairs it; readers follow the override meanwhile
-        self._recs[version] = rec
-        self._snap = _Snap(rec)
+        self._snap = Snapshot(rec)
         self._segments_cache = None
         self._tail = new_tail  # the same rows a reader assembles from the deltas
         self._tail_version = version
         chain = {
-            (self._recs[x].get("delta") or {}).get("path")
-            for x in range(rec["tail_from"], version + 1)
+            (r.get("delta") or {}).get("path")
+            for r in self._log.records(list(range(rec["tail_from"], version + 1)))
         }
         self._deltas = {k: v for k, v in self._deltas.items() if k in chain}
-        _write_head_hint(be, version)
+        write_head_hint(be, version)
         return version
 
     def _put_shards(self, shards, version, nonce, override) -> None:
@@ -1127,7 +1049,7 @@ class Tree:
         arr = np.asarray(indices, dtype=np.int64).reshape(-1)
         if not arr.size:
             return
-        self._tele_buf.append((int(level), arr, _now()))
+        self._tele_buf.append((int(level), arr, time.time_ns()))
         self._tele_n += arr.size
         if self._tele_n >= 1_000_000 and self._telemetry_enabled:
             with contextlib.suppress(Exception):
@@ -1238,72 +1160,6 @@ def _delta_pieces(geo: F.Geometry, prev: dict | None, rec: dict, deltas: dict[st
         raise CorruptTree(f"delta {d['path']} is longer than its commit says")
 
 
-def _parse_record(be: Backend, version: int, raw: bytes) -> dict:
-    try:
-        rec = F.decode_record(raw)
-    except ValueError as e:
-        raise CorruptTree(
-            f"{be.url}: commit record {F.log_key(version)} is not intact ({e}); the tree cannot "
-            "be read at or after that version: restore the object from a copy"
-        ) from None
-    if rec.get("version") != version:
-        raise CorruptTree(f"{be.url}: commit record {F.log_key(version)} names another version")
-    return rec
-
-
-def _read_record(be: Backend, version: int) -> dict:
-    try:
-        raw = be.read(F.log_key(version))
-    except FileNotFoundError:
-        raise VersionNotFound(f"{be.url}: no version {version}; see `mc log {be.url}`") from None
-    return _parse_record(be, version, raw)
-
-
-def _read_tag(be: Backend, name: str) -> int:
-    key = f"refs/tags/{name}.json"
-    try:
-        raw = be.read(key)
-    except FileNotFoundError:
-        raise VersionNotFound(f"{be.url}: no tag {name!r}; see `mc info {be.url}`") from None
-    try:
-        return int(F.decode_blob(raw)["version"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CorruptTree(f"{be.url}: tag object {key} is not intact ({e}); re-tag it") from None
-
-
-def _write_head_hint(be: Backend, version: int) -> None:
-    with contextlib.suppress(Exception):  # only a hint
-        be.write("log/head", str(version).encode(), durable=False)
-
-
-def _find_head(be: Backend, known: int = 0) -> int:
-    """Newest commit number, with O(log) existence probes from a hint (commits are dense)."""
-    lo = known
-    if lo <= 0:
-        try:
-            hint = int(be.read("log/head").decode().strip())
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            hint = 0
-        if hint > 0 and be.exists(F.log_key(hint)):
-            lo = hint
-        elif be.exists(F.log_key(1)):
-            lo = 1
-        else:
-            return 0
-    step = 1
-    while be.exists(F.log_key(lo + step)):
-        lo += step
-        step *= 2
-    hi = lo + step  # absent
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if be.exists(F.log_key(mid)):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
 def _parallel_put_if_absent(be: Backend, items: list[tuple[str, bytes]]) -> list[bool]:
     with ThreadPoolExecutor(min(8, len(items))) as ex:
         return list(ex.map(lambda kv: be.put_if_absent(*kv), items))
@@ -1374,16 +1230,16 @@ def open(
     be = Backend(url, storage_options)
     facts = _read_facts(be)
     if version is None:
-        head = _find_head(be)
+        head = find_head(be)
         if head == 0:
             raise CorruptTree(
                 f"{be.url}: tree has no commit (an interrupted create); delete it and create "
                 "it again"
             )
-        rec = _read_record(be, head)
+        rec = read_record(be, head)
     else:
-        v = _read_tag(be, version) if isinstance(version, str) else int(version)
-        rec = _read_record(be, v)
+        v = read_tag(be, version) if isinstance(version, str) else int(version)
+        rec = read_record(be, v)
     return Tree(
         be,
         facts,
@@ -1436,7 +1292,7 @@ def create(
         "heap_shard": F.HEAP_SHARD,
         "token_dtype": "int32",
         "tree_id": uuid.uuid4().hex,
-        "created": _now(),
+        "created": time.time_ns(),
         "bases": list(_bases or []),
     }
     if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
@@ -1456,7 +1312,7 @@ def create(
     rec = {
         "version": 1,
         "parent": 0,
-        "time": _now(),
+        "time": time.time_ns(),
         "message": "create",
         "length": 0,
         "nseg": 0,
@@ -1474,5 +1330,5 @@ def create(
     )
     if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
         raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
-    _write_head_hint(be, 1)
+    write_head_hint(be, 1)
     return Tree(be, facts, rec, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)
