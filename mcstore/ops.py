@@ -69,7 +69,7 @@ def fork(
         override[key] = stage
     bkey = None
     if snap.rec.get("binding"):
-        bkey = dst._write_blob("binding", src._read_blob(snap.rec["binding"]))
+        bkey = dst._blobs.write("binding", src._blobs.read(snap.rec["binding"]))
     okey = None
     if snap.rec.get("objects"):
         m = src._objects_map()
@@ -77,7 +77,7 @@ def fork(
             data = src.read_object(name)
             if not dst._be.exists(m[name]["path"]):
                 dst._be.write(m[name]["path"], data)
-        okey = dst._write_blob("objects", m)
+        okey = dst._blobs.write("objects", m)
     base_rec = {**dst._snap.rec, "gset": snap.gset}
     if override:
         base_rec["override"] = override
@@ -158,7 +158,7 @@ def gc(
             if r.get(k):
                 keep.add(r[k])
         if r.get("objects"):
-            for ent in t._read_blob(r["objects"]).values():
+            for ent in t._blobs.read(r["objects"]).values():
                 keep.add(ent["path"])
         gsets.add(r["gset"])
     # canonical shards: kept if their array is used by some commit and the head commits them

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import threading
@@ -29,6 +28,7 @@ from .errors import (
     VersionNotFound,
     damaged,
 )
+from .objects import Blobs, check_binding, read_named, store_named
 from .records import (
     CommitLog,
     LogEntry,
@@ -107,7 +107,7 @@ class Tree:
         ]
         self._known_meta: set[str] = set()
         self._fixed_overrides: set[str] = set()
-        self._json_cache: dict[str, object] = {}
+        self._blobs = Blobs(backend)
         self._segments_cache: tuple[int, list[Segment]] | None = None
         self._telemetry_enabled = telemetry
         self._tele_buf: list[tuple[int, np.ndarray, int]] = []
@@ -193,28 +193,6 @@ class Tree:
     def _corrupt(self, key: str, what: str, backend: Backend | None = None) -> CorruptTree:
         return damaged((backend or self._be).url, key, what)
 
-    def _read_blob(self, key: str):
-        if key in self._json_cache:
-            return self._json_cache[key]
-        try:
-            raw = self._be.read(key)
-        except FileNotFoundError:
-            raise self._corrupt(key, "is missing but a commit references it") from None
-        try:
-            v = F.decode_blob(raw)
-        except ValueError as e:
-            raise self._corrupt(key, f"is not intact ({e})") from None
-        self._json_cache[key] = v
-        return v
-
-    def _write_blob(self, prefix: str, obj) -> str:
-        raw = F.encode_blob(obj)
-        key = f"meta/{prefix}-{hashlib.sha256(raw).hexdigest()[:24]}.json"
-        if not self._be.exists(key):
-            self._be.write(key, raw)
-        self._json_cache[key] = obj
-        return key
-
     def _record(self, version: int) -> dict:
         return self._log.record(version)
 
@@ -224,37 +202,18 @@ class Tree:
         key = self._snap.rec.get("binding")
         if not key:
             return None
-        return self._read_blob(key)["binding"]
+        return self._blobs.read(key)["binding"]
 
     def _gistnets(self) -> list:
         key = self._snap.rec.get("binding")
         if not key:
             return [None]
-        return self._read_blob(key)["gistnets"]
+        return self._blobs.read(key)["gistnets"]
 
     def check_binding(self, binding: dict | None) -> bool:
         """True if identical; False if only the GistNet differs (gists stale: regist);
         BindingMismatch if the tokenizer or the width differs."""
-        mine = self.binding
-        if binding is None:
-            return mine is None
-        g = binding.get("gistnet") or {}
-        if g.get("dim") is not None and int(g["dim"]) != self.dim:
-            raise BindingMismatch(
-                f"{self.url}: tree has gist width d={self.dim} but the model gives d={g['dim']}; "
-                "use the model this tree was built with, or fork the text into a new tree"
-            )
-        if mine is None:
-            return False
-        mt, bt = mine.get("tokenizer") or {}, binding.get("tokenizer") or {}
-        if (mt.get("name"), mt.get("hash")) != (bt.get("name"), bt.get("hash")):
-            raise BindingMismatch(
-                f"{self.url}: tree was built with tokenizer {mt.get('name')!r} "
-                f"(hash {mt.get('hash')!r}) but the model uses {bt.get('name')!r} "
-                f"(hash {bt.get('hash')!r}); token ids would mean different text: use the "
-                "matching model"
-            )
-        return F.canonical_json(mine.get("gistnet")) == F.canonical_json(binding.get("gistnet"))
+        return check_binding(self.url, self.dim, self.binding, binding)
 
     # ------------------------------------------------------------------ head / refresh
     def _check_writable(self) -> None:
@@ -597,9 +556,9 @@ class Tree:
         return list_tags(self._be)
 
     # ------------------------------------------------------------------ objects
-    def _objects_map(self, snap: Snapshot | None = None) -> dict:
-        key = (snap or self._snap).rec.get("objects")
-        return dict(self._read_blob(key)) if key else {}
+    def _objects_map(self) -> dict:
+        key = self._snap.rec.get("objects")
+        return dict(self._blobs.read(key)) if key else {}
 
     def objects(self) -> list[str]:
         return sorted(self._objects_map())
@@ -608,33 +567,12 @@ class Tree:
         m = self._objects_map()
         if name not in m:
             raise InvalidArgument(f"{self.url}: no object {name!r} at version {self.version}")
-        ent = m[name]
-        try:
-            raw = self._be.read(ent["path"])
-        except FileNotFoundError:
-            raise self._corrupt(ent["path"], f"(object {name!r}) is missing") from None
-        if len(raw) != ent["size"] or hashlib.sha256(raw).hexdigest() != ent["sha256"]:
-            raise self._corrupt(ent["path"], f"(object {name!r}) does not match its checksum")
-        return raw
+        return read_named(self._be, name, m[name])
 
     def _store_objects(self, objects: dict[str, bytes | None] | None) -> str | None:
-        cur_key = self._snap.rec.get("objects")
         if not objects:
-            return cur_key
-        m = self._objects_map()
-        for name, data in objects.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidArgument(f"{self.url}: object names must be non-empty strings")
-            if data is None:
-                m.pop(name, None)
-                continue
-            data = bytes(data)
-            h = hashlib.sha256(data).hexdigest()
-            path = f"index/{h}.bin"
-            if not self._be.exists(path):
-                self._be.write(path, data)
-            m[name] = {"path": path, "size": len(data), "sha256": h}
-        return self._write_blob("objects", m) if m else None
+            return self._snap.rec.get("objects")
+        return store_named(self._be, self._blobs, self._objects_map(), objects)
 
     def commit_objects(self, objects: dict[str, bytes | None], message: str | None = None) -> int:
         """A commit that adds no tokens, only (replaces / deletes with None) named objects."""
@@ -971,7 +909,7 @@ class Tree:
             if progress:
                 progress(lv, n, n)
             lv += 1
-        bkey = self._write_blob("binding", {"binding": binding, "gistnets": table})
+        bkey = self._blobs.write("binding", {"binding": binding, "gistnets": table})
         with self._lock:
             self._check_head()
             return self._commit(
@@ -1324,8 +1262,7 @@ def create(
         "objects": None,
         "tree": facts["tree_id"],
     }
-    tmp = Tree(be, facts, {**rec}, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)
-    rec["binding"] = tmp._write_blob(
+    rec["binding"] = Blobs(be).write(
         "binding", {"binding": binding, "gistnets": [(binding or {}).get("gistnet", {}).get("id")]}
     )
     if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
