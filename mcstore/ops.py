@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -13,7 +12,8 @@ from . import format as F
 from .backend import Backend, normalize_url
 from .errors import CorruptTree, StoreAccessError, TreeExists
 from .records import Snapshot, write_head_hint
-from .tree import _read_telemetry, create
+from .telemetry import merge_files
+from .tree import create
 from .tree import open as open_tree
 
 
@@ -182,7 +182,7 @@ def gc(
             continue
         doomed.append((path, size))
     if compact_telemetry and not dry_run:
-        report.telemetry_merged = _compact_telemetry(be)
+        report.telemetry_merged = merge_files(be)
     if not dry_run:
         be.delete([p for p, _ in doomed])
     report.removed = [p for p, _ in doomed]
@@ -204,35 +204,6 @@ def _reachable(path: str, keep: set[str], shard_limit: dict[str, int], geo) -> b
         if parts[2] == "c" and len(parts) >= 4 and parts[3].isdigit():
             return int(parts[3]) < shard_limit[name]
     return False
-
-
-def _compact_telemetry(be: Backend) -> int:
-    parts = _read_telemetry(be)
-    if len(parts) < 2:
-        return 0
-    acc: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
-    for _, d in parts:
-        for k in d:
-            if not k.endswith("_idx"):
-                continue
-            lv = int(k[1:-4])
-            cnt, last = acc.setdefault(lv, ({}, {}))
-            for i, c, t in zip(d[k], d[f"l{lv}_cnt"], d[f"l{lv}_last"], strict=True):
-                cnt[int(i)] = cnt.get(int(i), 0) + int(c)
-                last[int(i)] = max(last.get(int(i), 0), int(t))
-    arrays: dict[str, np.ndarray] = {}
-    for lv, (cnt, last) in acc.items():
-        idx = np.array(sorted(cnt), np.int64)
-        arrays[f"l{lv}_idx"] = idx
-        arrays[f"l{lv}_cnt"] = np.array([cnt[i] for i in idx], np.int64)
-        arrays[f"l{lv}_last"] = np.array([last[i] for i in idx], np.int64)
-    names = [k.rsplit("/", 1)[-1] for k, _ in parts]
-    arrays["merged"] = np.array(names, dtype="U64")
-    bio = io.BytesIO()
-    np.savez(bio, **arrays)
-    be.write(f"telemetry/compact-{uuid.uuid4().hex[:12]}.npz", bio.getvalue())
-    be.delete([k for k, _ in parts])
-    return len(parts)
 
 
 def verify(url: str, *, storage_options: dict | None = None, version=None) -> dict:

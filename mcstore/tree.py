@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import threading
 import time
@@ -41,6 +39,7 @@ from .records import (
     write_head_hint,
     write_tag,
 )
+from .telemetry import Telemetry
 
 Gister = Callable[[int, np.ndarray], np.ndarray]
 DEFAULT_CACHE_BYTES = 64 * 2**20
@@ -109,11 +108,7 @@ class Tree:
         self._fixed_overrides: set[str] = set()
         self._blobs = Blobs(backend)
         self._segments_cache: tuple[int, list[Segment]] | None = None
-        self._telemetry_enabled = telemetry
-        self._tele_buf: list[tuple[int, np.ndarray, int]] = []
-        self._tele_n = 0
-        self._tele_seq = 0
-        self._writer_id = uuid.uuid4().hex[:12]
+        self._telemetry = Telemetry(backend, telemetry)
         self._executor: ThreadPoolExecutor | None = None
         if rec.get("tree") != facts.get("tree_id"):
             raise CorruptTree(
@@ -182,9 +177,7 @@ class Tree:
         self.close()
 
     def close(self) -> None:
-        if self._telemetry_enabled and self._tele_buf:
-            with contextlib.suppress(Exception):  # telemetry must never endanger anything
-                self.flush_telemetry()
+        self._telemetry.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -984,64 +977,17 @@ class Tree:
     # ------------------------------------------------------------------ telemetry
     def record_access(self, level: int, indices) -> None:
         """Count an access to nodes (cheap: buffered in memory, flushed in batches)."""
-        arr = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if not arr.size:
-            return
-        self._tele_buf.append((int(level), arr, time.time_ns()))
-        self._tele_n += arr.size
-        if self._tele_n >= 1_000_000 and self._telemetry_enabled:
-            with contextlib.suppress(Exception):
-                self.flush_telemetry()
-
-    def _tele_summary(self, buf) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        by_level: dict[int, list[tuple[np.ndarray, int]]] = {}
-        for lv, arr, t in buf:
-            by_level.setdefault(lv, []).append((arr, t))
-        for lv, items in by_level.items():
-            idx = np.concatenate([a for a, _ in items])
-            ts = np.concatenate([np.full(a.size, t, np.int64) for a, t in items])
-            u, inv = np.unique(idx, return_inverse=True)
-            cnt = np.bincount(inv, minlength=u.size).astype(np.int64)
-            last = np.full(u.size, 0, np.int64)
-            np.maximum.at(last, inv, ts)
-            out[f"l{lv}_idx"], out[f"l{lv}_cnt"], out[f"l{lv}_last"] = u, cnt, last
-        return out
+        self._telemetry.record(level, indices)
 
     def flush_telemetry(self) -> str | None:
         """Write buffered access counts as one small object under telemetry/ (never a commit)."""
-        if not self._telemetry_enabled:
-            raise ReadOnlyError(
-                f"{self.url}: telemetry writes are off for this handle (read-only open); pass "
-                "telemetry=True to open() to enable them"
-            )
-        buf, self._tele_buf, self._tele_n = self._tele_buf, [], 0
-        if not buf:
-            return None
-        arrays = self._tele_summary(buf)
-        bio = io.BytesIO()
-        np.savez(bio, **arrays)
-        self._tele_seq += 1
-        key = f"telemetry/{self._writer_id}-{self._tele_seq:06d}.npz"
-        self._be.write(key, bio.getvalue())
-        return key
+        return self._telemetry.flush()
 
     def access_stats(self, level: int) -> tuple[np.ndarray, np.ndarray]:
         """(counts, last_access ns) per node of ``level``, over every flushed and buffered
         access by any session."""
         n = self.num_nodes(level) if level > 0 else (self.length + self.block - 1) // self.block
-        counts = np.zeros(n, np.int64)
-        last = np.zeros(n, np.int64)
-        parts = [self._tele_summary(self._tele_buf)] if self._tele_buf else []
-        parts += [p for _, p in _read_telemetry(self._be)]
-        for p in parts:
-            i, c, t = p.get(f"l{level}_idx"), p.get(f"l{level}_cnt"), p.get(f"l{level}_last")
-            if i is None:
-                continue
-            keep = (i >= 0) & (i < n)
-            np.add.at(counts, i[keep], c[keep])
-            np.maximum.at(last, i[keep], t[keep])
-        return counts, last
+        return self._telemetry.stats(level, n)
 
     # ------------------------------------------------------------------ info
     def info(self, *, storage_bytes: bool = True) -> dict:
@@ -1101,25 +1047,6 @@ def _delta_pieces(geo: F.Geometry, prev: dict | None, rec: dict, deltas: dict[st
 def _parallel_put_if_absent(be: Backend, items: list[tuple[str, bytes]]) -> list[bool]:
     with ThreadPoolExecutor(min(8, len(items))) as ex:
         return list(ex.map(lambda kv: be.put_if_absent(*kv), items))
-
-
-def _read_telemetry(be: Backend) -> list[tuple[str, dict[str, np.ndarray]]]:
-    names = [n for n in be.listdir("telemetry") if n.endswith(".npz")]
-    got = be.read_many([f"telemetry/{n}" for n in names])
-    parts = []
-    merged: set[str] = set()
-    for k, raw in got.items():
-        if raw is None:
-            continue
-        try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                d = {n: z[n] for n in z.files}
-        except Exception:
-            continue  # telemetry is advisory: a torn or foreign file is ignored
-        if "merged" in d:
-            merged |= set(str(x) for x in d["merged"])
-        parts.append((k, d))
-    return [(k, d) for k, d in parts if k.rsplit("/", 1)[-1] not in merged]
 
 
 # ---------------------------------------------------------------------- entry points
