@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +24,16 @@ from .errors import (
     TreeNotFound,
     VersionNotFound,
     damaged,
+)
+from .nodes import (
+    FLAGS_OBJECT,
+    Segment,
+    decode_segments,
+    overlay_flags,
+    segment_index,
+    segment_rows,
+    token_created,
+    updated_flags,
 )
 from .objects import Blobs, check_binding, read_named, store_named
 from .records import (
@@ -44,16 +53,6 @@ from .telemetry import Telemetry
 Gister = Callable[[int, np.ndarray], np.ndarray]
 DEFAULT_CACHE_BYTES = 64 * 2**20
 DEFAULT_EPOCH = 8192
-FLAGS_OBJECT = "mc:flags"
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: int
-    stop: int
-    source: str
-    tags: tuple[str, ...]
-    time: int  # wall-clock ns
 
 
 def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -435,16 +434,11 @@ class Tree:
         flags (uint8: creation flags OR the committed mutable flags)."""
         stop = self.num_nodes(level) if stop is None else stop
         if level == 0:
-            segs = self.segments()
-            starts = np.array([s.start for s in segs], dtype=np.int64)
-            times = np.array([s.time for s in segs], dtype=np.int64)
-            pos = np.arange(start, stop) * 1
-            created = times[np.searchsorted(starts, pos, side="right") - 1] if len(pos) else pos
             n = stop - start
             return {
-                "created_at": created.astype(np.int64),
+                "created_at": token_created(self.segments(), start, stop),
                 "gist_version": np.zeros(n, np.uint16),
-                "flags": self._overlay_flags(0, start, np.zeros(n, np.uint8)),
+                "flags": overlay_flags(self._flags_table(), 0, start, np.zeros(n, np.uint8)),
             }
         if self.num_nodes(level) == 0 and start == stop == 0:
             z = np.zeros(0)
@@ -458,57 +452,36 @@ class Tree:
         return {
             "created_at": np.array(self._rows(f"created_{level}", start, stop)),
             "gist_version": np.array(self._rows(gv, start, stop)),
-            "flags": self._overlay_flags(level, start, flags),
+            "flags": overlay_flags(self._flags_table(), level, start, flags),
         }
 
     def gistnet_table(self) -> list:
         """GistNet ids indexed by node_meta()["gist_version"]."""
         return list(self._gistnets())
 
-    def _overlay_flags(self, level: int, start: int, flags: np.ndarray) -> np.ndarray:
+    def _flags_table(self) -> dict:
         if FLAGS_OBJECT not in self.objects():
-            return flags
-        table = json.loads(self.read_object(FLAGS_OBJECT)).get(str(level), {})
-        for k, v in table.items():
-            i = int(k) - start
-            if 0 <= i < len(flags):
-                flags[i] |= np.uint8(v)
-        return flags
+            return {}
+        return json.loads(self.read_object(FLAGS_OBJECT))
 
     def set_flags(self, level: int, indices: Iterable[int], flags: int, *, message=None) -> int:
         """Commit mutable flags (e.g. pinned=1, tagged=2) for nodes; flags=0 clears."""
-        cur = json.loads(self.read_object(FLAGS_OBJECT)) if FLAGS_OBJECT in self.objects() else {}
-        lv = cur.setdefault(str(level), {})
-        for i in indices:
-            if flags:
-                lv[str(int(i))] = int(flags)
-            else:
-                lv.pop(str(int(i)), None)
-        return self.commit_objects(
-            {FLAGS_OBJECT: json.dumps(cur, sort_keys=True).encode()},
-            message=message or f"flags level {level}",
-        )
+        table = updated_flags(self._flags_table(), level, indices, flags)
+        return self.commit_objects({FLAGS_OBJECT: table}, message=message or f"flags level {level}")
 
     def segments(self) -> list[Segment]:
         snap = self._snap
         if self._segments_cache and self._segments_cache[0] == snap.version:
             return self._segments_cache[1]
         n = snap.nseg
-        starts = self._rows("seg_start", 0, n)
-        times = self._rows("seg_time", 0, n)
-        ends = self._rows("seg_end", 0, n)
-        heap = self._rows("seg_heap", 0, snap.nheap).tobytes()
-        out = []
-        prev = 0
-        for i in range(n):
-            e = int(ends[i])
-            try:
-                meta = json.loads(heap[prev:e])
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise self._corrupt("arrays/seg_heap", f"segment {i} text is not valid") from None
-            stop = int(starts[i + 1]) if i + 1 < n else snap.length
-            out.append(Segment(int(starts[i]), stop, meta["s"], tuple(meta["t"]), int(times[i])))
-            prev = e
+        out = decode_segments(
+            self.url,
+            self._rows("seg_start", 0, n),
+            self._rows("seg_time", 0, n),
+            self._rows("seg_end", 0, n),
+            self._rows("seg_heap", 0, snap.nheap).tobytes(),
+            snap.length,
+        )
         self._segments_cache = (snap.version, out)
         return out
 
@@ -516,9 +489,7 @@ class Tree:
         if not 0 <= pos < self.length:
             raise InvalidArgument(f"{self.url}: token {pos} out of range [0, {self.length})")
         segs = self.segments()
-        starts = [s.start for s in segs]
-        i = int(np.searchsorted(starts, pos, side="right")) - 1
-        return segs[i]
+        return segs[segment_index(segs, pos)]
 
     def log(self, limit: int | None = None) -> list[LogEntry]:
         """Commits, newest first (all of them unless ``limit``)."""
@@ -607,17 +578,13 @@ class Tree:
             gv = len(self._gistnets()) - 1
             new_rows: dict[str, np.ndarray] = {"tokens": toks}
             self._gist_levels(snap, old, new, gister, new_rows, now, gv, snap.gset)
-            text = F.canonical_json({"s": source, "t": [str(t) for t in tags]})
-            new_rows["seg_start"] = np.array([old], np.int64)
-            new_rows["seg_time"] = np.array([now], np.int64)
-            new_rows["seg_end"] = np.array([snap.nheap + len(text)], np.int64)
-            new_rows["seg_heap"] = np.frombuffer(text, np.uint8)
+            new_rows.update(segment_rows(old, snap.nheap, source, tags, now))
             okey = self._store_objects(objects)
             return self._commit(
                 new_rows,
                 new,
                 snap.nseg + 1,
-                snap.nheap + len(text),
+                snap.nheap + len(new_rows["seg_heap"]),
                 message=message,
                 objects=okey,
                 now=now,
