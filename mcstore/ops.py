@@ -82,8 +82,8 @@ def fork(
     if override:
         base_rec["override"] = override
     dst._snap = Snapshot(base_rec)
-    dst._tail = {name: np.array(rows) for name, rows in tail.items()}
-    dst._tail_version = dst.version
+    dst._tail.rows = {name: np.array(rows) for name, rows in tail.items()}
+    dst._tail.version = dst.version
     # the fork commit: lengths of the source, consolidated tail, nothing else new
     v = dst._commit(
         {},
@@ -94,7 +94,7 @@ def fork(
         objects=okey,
         binding=bkey,
         consolidate=True,
-        replaced=dst._tail,
+        replaced=dst._tail.rows,
     )
     assert v == 2
     dst.fork_note = None

@@ -48,6 +48,7 @@ from .records import (
     write_head_hint,
     write_tag,
 )
+from .tail import Tail, grow, needs_consolidation
 from .telemetry import Telemetry
 
 Gister = Callable[[int, np.ndarray], np.ndarray]
@@ -94,9 +95,7 @@ class Tree:
         self._snap = Snapshot(rec)
         self._log = CommitLog(backend)
         self._log.remember(rec)
-        self._tail: dict[str, np.ndarray] | None = None
-        self._tail_version = -1
-        self._deltas: dict[str, bytes] = {}
+        self._tail = Tail(backend, self.geo)
         self._cache = LRUCache(cache_bytes)
         self._index_cache: dict[tuple[str, str], np.ndarray] = {}
         self._bases = [
@@ -230,62 +229,7 @@ class Tree:
     # ------------------------------------------------------------------ tail
     def _tail_state(self) -> dict[str, np.ndarray]:
         with self._lock:
-            if self._tail is not None and self._tail_version == self.version:
-                return self._tail
-            snap = self._snap
-            tf = snap.rec["tail_from"]
-            recs = self._log.records(list(range(tf, snap.version + 1)))
-            keys = [r["delta"]["path"] for r in recs if r.get("delta")]
-            need = [k for k in keys if k not in self._deltas]
-            got = self._be.read_many(need) if need else {}
-            for r in recs:
-                d = r.get("delta")
-                if not d or d["path"] in self._deltas:
-                    continue
-                raw = got.get(d["path"])
-                if raw is None:
-                    raise self._corrupt(d["path"], f"(tail of version {r['version']}) is missing")
-                if len(raw) != d["size"] or F.crc32c(raw) != d["crc"]:
-                    raise self._corrupt(
-                        d["path"], f"(tail of version {r['version']}) does not match its checksum"
-                    )
-                self._deltas[d["path"]] = raw
-            self._deltas = {k: self._deltas[k] for k in keys}
-            self._tail = self._assemble_tail(recs)
-            self._tail_version = snap.version
-            return self._tail
-
-    def _assemble_tail(self, recs: list[dict]) -> dict[str, np.ndarray]:
-        head = recs[-1]
-        geo = self.geo
-        out: dict[str, np.ndarray] = {}
-        filled: dict[str, np.ndarray] = {}
-        bounds: dict[str, tuple[int, int]] = {}
-        for name in F.array_names(head["length"], geo.block, head["gset"]):
-            spec = geo.spec(name)
-            r = geo.rows(spec, head["length"], head["nseg"], head["nheap"])
-            b = (r // spec.shard_rows) * spec.shard_rows
-            bounds[name] = (b, r)
-            out[name] = spec.empty(r - b)
-            filled[name] = np.zeros(r - b, dtype=bool)
-        prev = None
-        for rec in recs:
-            for name, lo, hi, chunk in _delta_pieces(geo, prev, rec, self._deltas):
-                if name not in out:
-                    continue
-                b, r = bounds[name]
-                a0, a1 = max(lo, b), min(hi, r)
-                if a1 > a0:
-                    out[name][a0 - b : a1 - b] = chunk[a0 - lo : a1 - lo]
-                    filled[name][a0 - b : a1 - b] = True
-            prev = rec
-        for name, f in filled.items():
-            if not f.all():
-                raise CorruptTree(
-                    f"{self.url}: the tail of array {name} at version {head['version']} is "
-                    "incomplete (commit chain inconsistent); restore the tree from a copy"
-                )
-        return out
+            return self._tail.get(self._snap, self._log)
 
     # ------------------------------------------------------------------ shard reads
     def _locate(self, snap: Snapshot, name: str, shard: int) -> tuple[Backend, str]:
@@ -672,12 +616,7 @@ class Tree:
         gset = snap.gset if gset is None else gset
         nonce = uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
-        if (
-            length // geo.epoch != snap.length // geo.epoch
-            or version - snap.rec["tail_from"] >= F.MAX_DELTAS
-            or gset != snap.gset
-        ):
-            consolidate = True
+        consolidate = consolidate or needs_consolidation(geo, snap, length, gset)
         override = dict(snap.override)
         # overrides inherited from a writer that could not fix them: fix now, then drop
         for key in list(override):
@@ -687,56 +626,25 @@ class Tree:
             if key not in self._fixed_overrides:
                 be.write(geo.spec(name).chunk_key(int(k)), be.read(override[key]))
             override.pop(key)
-        shards: list[tuple[str, int, bytes]] = []
-        delta_parts: list[bytes] = []
-        new_tail: dict[str, np.ndarray] = {}
-        for name in F.array_names(length, geo.block, gset):
-            spec = geo.spec(name)
-            S = spec.shard_rows
-            r_old = geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-            r_new = geo.rows(spec, length, nseg, nheap)
-            if replaced is not None and name in replaced:
-                full_tail, b_old = replaced[name], (r_new // S) * S
-                r_old = r_new
-            else:
-                b_old = (r_old // S) * S
-                full_tail = old_tail.get(name, spec.empty(0))
-            fresh = new_rows.get(name)
-            if fresh is None:
-                fresh = spec.empty(0)
-            if len(fresh) != r_new - r_old:
-                raise AssertionError(f"{name}: {len(fresh)} new rows, expected {r_new - r_old}")
-
-            def get(x0, x1, full_tail=full_tail, b_old=b_old, r_old=r_old, fresh=fresh):
-                parts = []
-                if x0 < r_old:
-                    parts.append(full_tail[x0 - b_old : min(x1, r_old) - b_old])
-                if x1 > r_old:
-                    parts.append(fresh[max(x0, r_old) - r_old : x1 - r_old])
-                return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-            for k in range(r_old // S, r_new // S):
-                shards.append((name, k, F.encode_shard(spec, get(k * S, (k + 1) * S))))
-            b_new = (r_new // S) * S
-            new_tail[name] = np.array(get(b_new, r_new)) if r_new > b_new else spec.empty(0)
-            lo = b_new if consolidate else max(r_old, b_new)
-            if r_new > lo:
-                rows = np.ascontiguousarray(
-                    get(lo, r_new), dtype=np.dtype(spec.dtype).newbyteorder("<")
-                )
-                delta_parts.append(rows.tobytes())
+        growth = grow(
+            geo,
+            snap,
+            old_tail,
+            new_rows,
+            length,
+            nseg,
+            nheap,
+            gset,
+            consolidate=consolidate,
+            replaced=replaced,
+        )
+        shards = growth.shards
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
         for name in {n for n, _, _ in shards}:
             self._ensure_array_meta(name)
         self._put_shards(shards, version, nonce, override)
         # 2. the tail delta
-        delta = None
-        if delta_parts:
-            blob = b"".join(delta_parts)
-            path = f"tail/{version:020d}-{nonce}.bin"
-            be.write(path, blob)
-            delta = {"path": path, "size": len(blob), "crc": F.crc32c(blob)}
-            self._deltas[path] = blob
+        delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         rec = {
             "version": version,
             "parent": snap.version,
@@ -768,13 +676,7 @@ class Tree:
                 pass  # the next commit repairs it; readers follow the override meanwhile
         self._snap = Snapshot(rec)
         self._segments_cache = None
-        self._tail = new_tail  # the same rows a reader assembles from the deltas
-        self._tail_version = version
-        chain = {
-            (r.get("delta") or {}).get("path")
-            for r in self._log.records(list(range(rec["tail_from"], version + 1)))
-        }
-        self._deltas = {k: v for k, v in self._deltas.items() if k in chain}
+        self._tail.advance(rec, growth.tail, self._log)
         write_head_hint(be, version)
         return version
 
@@ -984,33 +886,6 @@ class Tree:
 
 
 # ---------------------------------------------------------------------- helpers
-def _delta_pieces(geo: F.Geometry, prev: dict | None, rec: dict, deltas: dict[str, bytes]):
-    """(array, row_lo, row_hi, rows) for each array in the delta of ``rec``."""
-    d = rec.get("delta")
-    consolidated = rec["tail_from"] == rec["version"]
-    if not d:
-        return
-    raw = memoryview(deltas[d["path"]])
-    off = 0
-    for name in F.array_names(rec["length"], geo.block, rec["gset"]):
-        spec = geo.spec(name)
-        r_new = geo.rows(spec, rec["length"], rec["nseg"], rec["nheap"])
-        b_new = (r_new // spec.shard_rows) * spec.shard_rows
-        if consolidated or prev is None:
-            lo = b_new
-        else:
-            r_old = geo.rows(spec, prev["length"], prev["nseg"], prev["nheap"])
-            lo = max(r_old, b_new)
-        if r_new > lo:
-            n = (r_new - lo) * spec.itemsize
-            if off + n > len(raw):
-                raise CorruptTree(f"delta {d['path']} is shorter than its commit says")
-            yield name, lo, r_new, spec.from_bytes(raw[off : off + n])
-            off += n
-    if off != len(raw):
-        raise CorruptTree(f"delta {d['path']} is longer than its commit says")
-
-
 def _parallel_put_if_absent(be: Backend, items: list[tuple[str, bytes]]) -> list[bool]:
     with ThreadPoolExecutor(min(8, len(items))) as ex:
         return list(ex.map(lambda kv: be.put_if_absent(*kv), items))
