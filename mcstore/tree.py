@@ -7,16 +7,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 
 from . import format as F
 from .backend import Backend
-from .cache import LRUCache
 from .errors import (
     BindingMismatch,
-    CommitConflict,
     CorruptTree,
     InvalidArgument,
     ReadOnlyError,
@@ -36,6 +34,7 @@ from .nodes import (
     updated_flags,
 )
 from .objects import Blobs, check_binding, read_named, store_named
+from .reads import ShardReader
 from .records import (
     CommitLog,
     LogEntry,
@@ -48,6 +47,7 @@ from .records import (
     write_head_hint,
     write_tag,
 )
+from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited
 from .tail import Tail, grow, needs_consolidation
 from .telemetry import Telemetry
 
@@ -96,18 +96,15 @@ class Tree:
         self._log = CommitLog(backend)
         self._log.remember(rec)
         self._tail = Tail(backend, self.geo)
-        self._cache = LRUCache(cache_bytes)
-        self._index_cache: dict[tuple[str, str], np.ndarray] = {}
         self._bases = [
             (Backend(b["url"], backend.storage_options), b["shards"])
             for b in facts.get("bases", [])
         ]
-        self._known_meta: set[str] = set()
-        self._fixed_overrides: set[str] = set()
+        self._reader = ShardReader(backend, self.geo, self._bases, cache_bytes)
+        self._known_meta: set[str] = set()  # arrays whose zarr.json is known to exist
         self._blobs = Blobs(backend)
         self._segments_cache: tuple[int, list[Segment]] | None = None
         self._telemetry = Telemetry(backend, telemetry)
-        self._executor: ThreadPoolExecutor | None = None
         if rec.get("tree") != facts.get("tree_id"):
             raise CorruptTree(
                 f"{self.url}: commit {rec['version']} belongs to tree {rec.get('tree')!r} but "
@@ -161,9 +158,7 @@ class Tree:
         return self._be.stats.snapshot()
 
     def cache_stats(self) -> dict[str, int]:
-        s = self._cache.stats()
-        s["shard_indexes"] = len(self._index_cache)
-        return s
+        return self._reader.stats()
 
     def __repr__(self) -> str:
         return f"<mcstore.Tree {self.url} v{self.version} len={self.length} mode={self.mode}>"
@@ -176,9 +171,7 @@ class Tree:
 
     def close(self) -> None:
         self._telemetry.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._reader.close()
 
     # ------------------------------------------------------------------ small objects
     def _corrupt(self, key: str, what: str, backend: Backend | None = None) -> CorruptTree:
@@ -231,112 +224,7 @@ class Tree:
         with self._lock:
             return self._tail.get(self._snap, self._log)
 
-    # ------------------------------------------------------------------ shard reads
-    def _locate(self, snap: Snapshot, name: str, shard: int) -> tuple[Backend, str]:
-        spec = self.geo.spec(name)
-        ov = snap.override.get(f"{name}/{shard}")
-        if ov is not None and f"{name}/{shard}" not in self._fixed_overrides:
-            return self._be, ov
-        for be, counts in self._bases:
-            if shard < counts.get(name, 0):
-                return be, spec.chunk_key(shard)
-        return self._be, spec.chunk_key(shard)
-
-    def _shard_indexes(self, spec: F.ArraySpec, locs: list[tuple[Backend, str]]) -> None:
-        todo = [loc for loc in dict.fromkeys(locs) if (loc[0].url, loc[1]) not in self._index_cache]
-        if not todo:
-            return
-        data_len = spec.shard_nbytes - spec.index_nbytes
-        by_be: dict[str, list[tuple[Backend, str]]] = {}
-        for loc in todo:
-            by_be.setdefault(loc[0].url, []).append(loc)
-        for items in by_be.values():
-            be = items[0][0]
-            try:
-                raws = be.read_ranges([(k, data_len, spec.shard_nbytes) for _, k in items])
-            except FileNotFoundError as e:
-                missing = next((k for _, k in items if k in str(e)), items[0][1])
-                raise self._corrupt(missing, "is missing but a commit references it", be) from None
-            for (b, key), raw in zip(items, raws, strict=True):
-                try:
-                    idx = F.decode_index(spec, raw)
-                except ValueError as e:
-                    raise self._corrupt(key, f"has a bad shard index ({e})", b) from None
-                self._index_cache[(b.url, key)] = idx
-
-    def _read_shard_rows(self, snap: Snapshot, name: str, a: int, b: int) -> np.ndarray:
-        """Rows [a, b) that lie in complete shards, through the chunk cache."""
-        spec = self.geo.spec(name)
-        cr, cps = spec.chunk_rows, spec.chunks_per_shard
-        c0, c1 = a // cr, (b - 1) // cr + 1
-        chunks: dict[int, np.ndarray] = {}
-        missing: list[tuple[int, Backend, str]] = []
-        for c in range(c0, c1):
-            be, key = self._locate(snap, name, c // cps)
-            got = self._cache.get((be.url, key, c % cps))
-            if got is None:
-                missing.append((c, be, key))
-            else:
-                chunks[c] = got
-        if missing:
-            self._fetch_chunks(spec, missing, chunks)
-        parts = [chunks[c] for c in range(c0, c1)]
-        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        off = c0 * cr
-        return rows[a - off : b - off]
-
-    def _fetch_chunks(
-        self,
-        spec: F.ArraySpec,
-        missing: list[tuple[int, Backend, str]],
-        into: dict[int, np.ndarray],
-    ) -> None:
-        cps = spec.chunks_per_shard
-        self._shard_indexes(spec, [(be, key) for _, be, key in missing])
-        # coalesce consecutive chunks of one shard object into one ranged read
-        runs: list[list[tuple[int, Backend, str]]] = []
-        for item in missing:
-            c, be, key = item
-            if runs:
-                pc, pbe, pkey = runs[-1][-1]
-                idx = self._index_cache[(be.url, key)]
-                if (
-                    pbe is be
-                    and pkey == key
-                    and pc + 1 == c
-                    and idx[pc % cps, 0] + idx[pc % cps, 1] == idx[c % cps, 0]
-                ):
-                    runs[-1].append(item)
-                    continue
-            runs.append([item])
-        by_be: dict[str, list[list[tuple[int, Backend, str]]]] = {}
-        for run in runs:
-            by_be.setdefault(run[0][1].url, []).append(run)
-        for group in by_be.values():
-            be = group[0][0][1]
-            reqs = []
-            for run in group:
-                idx = self._index_cache[(be.url, run[0][2])]
-                first, last = run[0][0] % cps, run[-1][0] % cps
-                reqs.append((run[0][2], int(idx[first, 0]), int(idx[last, 0] + idx[last, 1])))
-            try:
-                raws = be.read_ranges(reqs)
-            except FileNotFoundError:
-                raise self._corrupt(
-                    reqs[0][0], "is missing but a commit references it", be
-                ) from None
-            for run, (key, start, _end), raw in zip(group, reqs, raws, strict=True):
-                idx = self._index_cache[(be.url, key)]
-                for c, _, _ in run:
-                    o = int(idx[c % cps, 0]) - start
-                    piece = raw[o : o + int(idx[c % cps, 1])]
-                    try:
-                        arr = F.decode_chunk(spec, piece)
-                    except ValueError as e:
-                        raise self._corrupt(key, f"has a bad chunk {c % cps} ({e})", be) from None
-                    self._cache.put((be.url, key, c % cps), arr)
-                    into[c] = arr
-
+    # ------------------------------------------------------------------ reads
     def _rows(self, name: str, a: int, b: int, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self._snap
         spec = self.geo.spec(name)
@@ -351,7 +239,7 @@ class Tree:
         bound = (r // spec.shard_rows) * spec.shard_rows
         parts = []
         if a < bound:
-            parts.append(self._read_shard_rows(snap, name, a, min(b, bound)))
+            parts.append(self._reader.rows(snap, name, a, min(b, bound)))
         if b > bound:
             tail = self._tail_state()[name]
             parts.append(tail[max(a, bound) - bound : b - bound])
@@ -578,18 +466,6 @@ class Tree:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     # ------------------------------------------------------------------ commit
-    def _ensure_array_meta(self, name: str) -> None:
-        if name in self._known_meta:
-            return
-        key = f"arrays/{name}/zarr.json"
-        if not self._be.exists(key):
-            spec = self.geo.spec(name)
-            attrs = {"megacontext": {"array": name.partition(".")[0], "level": spec.level}}
-            if name.startswith("gists_"):
-                attrs["megacontext"]["logical_dtype"] = self.dtype
-            self._be.write(key, F.zarr_metadata(spec, attrs))
-        self._known_meta.add(name)
-
     def _commit(
         self,
         new_rows: dict[str, np.ndarray],
@@ -617,15 +493,10 @@ class Tree:
         nonce = uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
         consolidate = consolidate or needs_consolidation(geo, snap, length, gset)
-        override = dict(snap.override)
         # overrides inherited from a writer that could not fix them: fix now, then drop
-        for key in list(override):
-            name, _, k = key.rpartition("/")
-            if any(int(k) < counts.get(name, 0) for _, counts in self._bases):
-                continue  # shadows a shard of the tree we forked from: keep pointing at it
-            if key not in self._fixed_overrides:
-                be.write(geo.spec(name).chunk_key(int(k)), be.read(override[key]))
-            override.pop(key)
+        override = settle_inherited(
+            be, geo, snap.override, self._bases, self._reader.fixed_overrides
+        )
         growth = grow(
             geo,
             snap,
@@ -638,11 +509,10 @@ class Tree:
             consolidate=consolidate,
             replaced=replaced,
         )
-        shards = growth.shards
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
-        for name in {n for n, _, _ in shards}:
-            self._ensure_array_meta(name)
-        self._put_shards(shards, version, nonce, override)
+        for name in {n for n, _, _ in growth.shards}:
+            ensure_array_meta(be, geo, name, self._known_meta)
+        put_shards(be, geo, growth.shards, version, nonce, override)
         # 2. the tail delta
         delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         rec = {
@@ -665,51 +535,12 @@ class Tree:
         # 3. the commit record, put-if-absent
         rec = self._log.put(rec)
         # committed: repair canonical shards that were shadowed by an orphan
-        for key, path in override.items():
-            if key in snap.override:
-                continue
-            name, _, k = key.rpartition("/")
-            try:
-                be.write(geo.spec(name).chunk_key(int(k)), be.read(path))
-                self._fixed_overrides.add(key)
-            except Exception:
-                pass  # the next commit repairs it; readers follow the override meanwhile
+        self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
         self._snap = Snapshot(rec)
         self._segments_cache = None
         self._tail.advance(rec, growth.tail, self._log)
         write_head_hint(be, version)
         return version
-
-    def _put_shards(self, shards, version, nonce, override) -> None:
-        be, geo = self._be, self.geo
-        if not shards:
-            return
-        if be.kind == "s3" and len(shards) > 1:
-            results = _parallel_put_if_absent(
-                be, [(geo.spec(n).chunk_key(k), d) for n, k, d in shards]
-            )
-        else:
-            results = [be.put_if_absent(geo.spec(n).chunk_key(k), d) for n, k, d in shards]
-        for (name, k, data), ok in zip(shards, results, strict=True):
-            if ok:
-                continue
-            key = geo.spec(name).chunk_key(k)
-            try:
-                existing = be.read(key)
-            except FileNotFoundError:
-                existing = None
-            if existing == data:
-                continue
-            if be.exists(F.log_key(version)):
-                raise CommitConflict(
-                    f"{self.url}: another writer committed version {version} first; nothing was "
-                    "committed: call refresh() and retry"
-                )
-            # an uncommitted shard from a crashed (or in-flight) writer sits at the canonical
-            # name: never overwrite it before we commit; stage ours and point the commit at it
-            stage = f"stage/{version:020d}-{nonce}/{name}/{k}"
-            be.write(stage, data)
-            override[f"{name}/{k}"] = stage
 
     # ------------------------------------------------------------------ regist
     def regist(self, gister: Gister, binding: dict, *, progress=None, batch: int = 4096) -> int:
@@ -757,8 +588,8 @@ class Tree:
                 if be.exists(spec.chunk_key(k)) and be.exists(vspec.chunk_key(k)):
                     continue
                 out = self._call_gister(gister, lv, kids_of(k * S, (k + 1) * S), S)
-                self._ensure_array_meta(gname)
-                self._ensure_array_meta(vname)
+                ensure_array_meta(be, geo, gname, self._known_meta)
+                ensure_array_meta(be, geo, vname, self._known_meta)
                 be.write(spec.chunk_key(k), F.encode_shard(spec, out))
                 be.write(vspec.chunk_key(k), F.encode_shard(vspec, np.full(S, gv, np.uint16)))
                 if progress:
@@ -813,35 +644,7 @@ class Tree:
     # ------------------------------------------------------------------ cache / prefetch
     def prefetch(self, level: int, indices: Iterable[int], *, wait: bool = False) -> Future:
         """Warm the cache with nodes (level 0: token blocks) in a background thread."""
-        idx = sorted({int(i) for i in indices})
-        snap = self._snap
-
-        def work():
-            if level == 0:
-                name, scale, n = "tokens", self.block, self.length // self.block
-            else:
-                name, scale, n = F.gist_names(level, snap.gset)[0], 1, self.num_nodes(level)
-            spec = self.geo.spec(name)
-            bound = self.geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-            bound = (bound // spec.shard_rows) * spec.shard_rows
-            runs: list[list[int]] = []
-            for i in idx:
-                if not 0 <= i < n or (i + 1) * scale > bound:
-                    continue
-                if runs and runs[-1][1] == i:
-                    runs[-1][1] = i + 1
-                else:
-                    runs.append([i, i + 1])
-            for a, b in runs:
-                self._read_shard_rows(snap, name, a * scale, b * scale)
-
-        if wait:
-            fut: Future = Future()
-            fut.set_result(work())
-            return fut
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mcstore-prefetch")
-        return self._executor.submit(work)
+        return self._reader.prefetch(self._snap, level, indices, wait=wait)
 
     # ------------------------------------------------------------------ telemetry
     def record_access(self, level: int, indices) -> None:
@@ -886,11 +689,6 @@ class Tree:
 
 
 # ---------------------------------------------------------------------- helpers
-def _parallel_put_if_absent(be: Backend, items: list[tuple[str, bytes]]) -> list[bool]:
-    with ThreadPoolExecutor(min(8, len(items))) as ex:
-        return list(ex.map(lambda kv: be.put_if_absent(*kv), items))
-
-
 # ---------------------------------------------------------------------- entry points
 def _read_facts(be: Backend) -> dict:
     try:
