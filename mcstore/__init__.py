@@ -35,8 +35,11 @@ from .errors import (
     VersionNotFound,
 )
 from .format import completed, num_levels, num_nodes, span
+from .gisting import bf16_to_float32, float32_to_bf16
+from .nodes import Segment
 from .ops import GCReport, fork, gc, verify
-from .tree import LogEntry, Segment, Tree, bf16_to_float32, create, float32_to_bf16, open
+from .records import LogEntry
+from .tree import Tree, create, open
 
 __all__ = [
     "BindingMismatch",

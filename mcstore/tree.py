@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future
 
 import numpy as np
@@ -22,6 +22,11 @@ from .errors import (
     TreeNotFound,
     VersionNotFound,
     damaged,
+)
+from .gisting import (
+    Gister,
+    gist_completed,
+    write_gist_set,
 )
 from .nodes import (
     FLAGS_OBJECT,
@@ -51,22 +56,8 @@ from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherit
 from .tail import Tail, grow, needs_consolidation
 from .telemetry import Telemetry
 
-Gister = Callable[[int, np.ndarray], np.ndarray]
 DEFAULT_CACHE_BYTES = 64 * 2**20
 DEFAULT_EPOCH = 8192
-
-
-def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 stored as uint16 bits -> float32 (exact)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def float32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bits as uint16, round to nearest even (NaN stays NaN)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.asarray(x, dtype=np.float32))
-    return np.where(nan, (u >> 16).astype(np.uint16) | 0x0040, rounded).astype(np.uint16)
 
 
 class Tree:
@@ -409,7 +400,18 @@ class Tree:
             now = time.time_ns()
             gv = len(self._gistnets()) - 1
             new_rows: dict[str, np.ndarray] = {"tokens": toks}
-            self._gist_levels(snap, old, new, gister, new_rows, now, gv, snap.gset)
+            gist_completed(
+                self.url,
+                self.geo,
+                lambda name, a, b: self._rows(name, a, b, snap),
+                gister,
+                old,
+                new,
+                new_rows,
+                now=now,
+                gv=gv,
+                gset=snap.gset,
+            )
             new_rows.update(segment_rows(old, snap.nheap, source, tags, now))
             okey = self._store_objects(objects)
             return self._commit(
@@ -421,49 +423,6 @@ class Tree:
                 objects=okey,
                 now=now,
             )
-
-    def _gist_levels(self, snap, old, new, gister, new_rows, now, gv, gset, src_gset=None):
-        """Compute every node that growing old -> new completes, bottom-up, one call per level."""
-        B, dim = self.block, self.dim
-        lv = 1
-        while True:
-            a, b = F.completed(old, new, lv, B)
-            if b == a:
-                break
-            if lv >= F.MAX_LEVEL:
-                raise InvalidArgument(f"{self.url}: tree deeper than {F.MAX_LEVEL} levels")
-            below = "tokens" if lv == 1 else F.gist_names(lv - 1, gset)[0]
-            rows_old = F.num_nodes(old, lv - 1, B)
-            kids = self._rows_ext(snap, below, a * B, b * B, new_rows, rows_old)
-            kids = kids.reshape(b - a, B) if lv == 1 else kids.reshape(b - a, B, dim)
-            out = self._call_gister(gister, lv, kids, b - a)
-            gname, vname = F.gist_names(lv, gset)
-            new_rows[gname] = out
-            new_rows[vname] = np.full(b - a, gv, np.uint16)
-            new_rows[f"created_{lv}"] = np.full(b - a, now, np.int64)
-            new_rows[f"flags_{lv}"] = np.zeros(b - a, np.uint8)
-            lv += 1
-
-    def _call_gister(self, gister, level, kids, k) -> np.ndarray:
-        out = np.asarray(gister(level, kids))
-        if out.shape != (k, self.dim):
-            raise InvalidArgument(
-                f"{self.url}: gister returned shape {out.shape} for level {level}, expected "
-                f"({k}, {self.dim})"
-            )
-        if self.dtype == "bfloat16":
-            if out.dtype == np.uint16:
-                return np.ascontiguousarray(out)
-            return float32_to_bf16(out.astype(np.float32))
-        return np.ascontiguousarray(out.astype(np.float16))
-
-    def _rows_ext(self, snap, name, a, b, new_rows, rows_old) -> np.ndarray:
-        parts = []
-        if a < rows_old:
-            parts.append(self._rows(name, a, min(b, rows_old), snap))
-        if b > rows_old:
-            parts.append(new_rows[name][max(a, rows_old) - rows_old : b - rows_old])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     # ------------------------------------------------------------------ commit
     def _commit(
@@ -555,59 +514,24 @@ class Tree:
         gset = F.sha8(binding.get("gistnet"))
         self._check_head()
         snap = self._snap
-        geo, B, be = self.geo, self.block, self._be
         table = [*self._gistnets(), (binding.get("gistnet") or {}).get("id")]
-        gv = len(table) - 1
-        tails: dict[str, np.ndarray] = {}
-        L = snap.length
-        lv = 1
-        while F.num_nodes(L, lv, B) > 0:
-            n = F.num_nodes(L, lv, B)
-            gname, vname = F.gist_names(lv, gset)
-            spec, vspec = geo.spec(gname), geo.spec(vname)
-            S = spec.shard_rows
-            below = "tokens" if lv == 1 else F.gist_names(lv - 1, gset)[0]
-
-            def kids_of(x0, x1, below=below, lv=lv):
-                if lv == 1:
-                    return self._rows("tokens", x0 * B, x1 * B, snap).reshape(x1 - x0, B)
-                full = (F.num_nodes(L, lv - 1, B) // geo.spec(below).shard_rows) * geo.spec(
-                    below
-                ).shard_rows
-                parts = []
-                if x0 * B < full:
-                    parts.append(self._regist_rows(below, x0 * B, min(x1 * B, full)))
-                if x1 * B > full:
-                    t = tails[below]
-                    parts.append(t[max(x0 * B, full) - full : x1 * B - full])
-                rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                return rows.reshape(x1 - x0, B, self.dim)
-
-            nfull = n // S
-            for k in range(nfull):
-                if be.exists(spec.chunk_key(k)) and be.exists(vspec.chunk_key(k)):
-                    continue
-                out = self._call_gister(gister, lv, kids_of(k * S, (k + 1) * S), S)
-                ensure_array_meta(be, geo, gname, self._known_meta)
-                ensure_array_meta(be, geo, vname, self._known_meta)
-                be.write(spec.chunk_key(k), F.encode_shard(spec, out))
-                be.write(vspec.chunk_key(k), F.encode_shard(vspec, np.full(S, gv, np.uint16)))
-                if progress:
-                    progress(lv, (k + 1) * S, n)
-            if n > nfull * S:
-                tails[gname] = self._call_gister(gister, lv, kids_of(nfull * S, n), n - nfull * S)
-                tails[vname] = np.full(n - nfull * S, gv, np.uint16)
-            else:
-                tails[gname], tails[vname] = spec.empty(0), vspec.empty(0)
-            if progress:
-                progress(lv, n, n)
-            lv += 1
+        tails = write_gist_set(
+            self._be,
+            self.geo,
+            lambda name, a, b: self._rows(name, a, b, snap),
+            gister,
+            snap.length,
+            gset=gset,
+            gv=len(table) - 1,
+            known_meta=self._known_meta,
+            progress=progress,
+        )
         bkey = self._blobs.write("binding", {"binding": binding, "gistnets": table})
         with self._lock:
             self._check_head()
             return self._commit(
                 {},
-                L,
+                snap.length,
                 snap.nseg,
                 snap.nheap,
                 message=f"regist {gset}",
@@ -617,29 +541,6 @@ class Tree:
                 consolidate=True,
                 replaced=tails,
             )
-
-    def _regist_rows(self, name: str, a: int, b: int) -> np.ndarray:
-        """Rows of a new-gist-set array from its complete shards (own tree, not yet committed)."""
-        spec = self.geo.spec(name)
-        S = spec.shard_rows
-        out = []
-        for k in range(a // S, (b - 1) // S + 1):
-            key = spec.chunk_key(k)
-            try:
-                raw = self._be.read(key)
-            except FileNotFoundError:
-                raise self._corrupt(key, "vanished during regist (gc?); rerun regist") from None
-            if len(raw) != spec.shard_nbytes:
-                raise self._corrupt(key, "has the wrong size; delete it and rerun regist")
-            rows = np.concatenate(
-                [
-                    F.decode_chunk(spec, raw[i * spec.chunk_nbytes : (i + 1) * spec.chunk_nbytes])
-                    for i in range(spec.chunks_per_shard)
-                ]
-            )
-            lo, hi = max(a, k * S) - k * S, min(b, (k + 1) * S) - k * S
-            out.append(rows[lo:hi])
-        return np.concatenate(out)
 
     # ------------------------------------------------------------------ cache / prefetch
     def prefetch(self, level: int, indices: Iterable[int], *, wait: bool = False) -> Future:
