@@ -22,6 +22,7 @@ segments ``seg_start``/``seg_time``/``seg_end`` (int64) and ``seg_heap`` (uint8 
 A regist writes new gist arrays ``gists_l.<hash>``/``gistver_l.<hash>``.
 """
 
+from .entry import create, open
 from .errors import (
     BindingMismatch,
     CommitConflict,
@@ -39,7 +40,7 @@ from .gisting import bf16_to_float32, float32_to_bf16
 from .nodes import Segment
 from .ops import GCReport, fork, gc, verify
 from .records import LogEntry
-from .tree import Tree, create, open
+from .tree import Tree
 
 __all__ = [
     "BindingMismatch",

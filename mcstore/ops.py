@@ -10,11 +10,11 @@ import numpy as np
 
 from . import format as F
 from .backend import Backend, normalize_url
+from .entry import create
+from .entry import open as open_tree
 from .errors import CorruptTree, StoreAccessError, TreeExists
 from .records import Snapshot, write_head_hint
 from .telemetry import merge_files
-from .tree import create
-from .tree import open as open_tree
 
 
 def fork(
