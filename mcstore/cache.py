@@ -42,10 +42,6 @@ class LRUCache:
             self.hits += 1
             return v
 
-    def peek(self, key: tuple) -> bool:
-        with self._lock:
-            return key in self._d
-
     def put(self, key: tuple, value: np.ndarray) -> None:
         if self.max_bytes <= 0 or entry_cost(value) > self.max_bytes:
             return

@@ -1,8 +1,8 @@
 """The two ways to a ``Tree`` handle: create a tree, or open one.
 
 ``create`` writes the root ``zarr.json`` (the static facts: block, dim, dtype, epoch, tree id,
-fork bases) put-if-absent, then version 1, also put-if-absent; a tree exists once version 1
-does. A create interrupted between the two leaves a root without commits: creating the same
+fork bases) put-if-absent, then the binding, then version 1, also put-if-absent; a tree
+exists once version 1 does. A create interrupted between the two leaves a root without commits: creating the same
 tree again finishes it, while ``open`` refuses it. ``open`` finds the head (or reads the
 version or tag asked for) and never writes.
 """

@@ -1,4 +1,4 @@
-"""Whole-tree operations: copy-on-write fork and garbage collection."""
+"""Whole-tree operations: copy-on-write fork, garbage collection, verify."""
 
 from __future__ import annotations
 
