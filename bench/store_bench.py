@@ -258,7 +258,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer appends (a minute or so)")
     ap.add_argument(
         "--epochs",
-        default=str(mcstore.tree.DEFAULT_EPOCH),
+        default=str(mcstore.entry.DEFAULT_EPOCH),
         help="comma-separated epoch sizes (tokens per shard) to compare",
     )
     ap.add_argument("--out", default=str(RESULTS))

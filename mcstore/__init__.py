@@ -20,8 +20,16 @@ Arrays: ``tokens`` (int32, chunk = one block, shard = E tokens); per level l >= 
 rows, at least 1), ``gistver_l`` (uint16), ``created_l`` (int64 ns), ``flags_l`` (uint8);
 segments ``seg_start``/``seg_time``/``seg_end`` (int64) and ``seg_heap`` (uint8 JSON text).
 A regist writes new gist arrays ``gists_l.<hash>``/``gistver_l.<hash>``.
+
+Modules, from the bottom: ``format`` (encodings, no I/O), ``backend`` (object access),
+``errors``, ``cache``; ``records`` (commit log, head, tags), ``objects`` (meta blobs, named
+objects), ``nodes`` (segments, flags), ``telemetry``, ``tail`` (deltas), ``shards`` (shard
+writes, staged overrides), ``reads`` (shard reads through the cache), ``gisting``; then
+``view`` (``TreeView``: a handle's state and reads), ``tree`` (``Tree``: writes and the commit
+protocol), ``entry`` (create, open) and ``ops`` (fork, gc, verify).
 """
 
+from .entry import create, open
 from .errors import (
     BindingMismatch,
     CommitConflict,
@@ -35,8 +43,11 @@ from .errors import (
     VersionNotFound,
 )
 from .format import completed, num_levels, num_nodes, span
+from .gisting import bf16_to_float32, float32_to_bf16
+from .nodes import Segment
 from .ops import GCReport, fork, gc, verify
-from .tree import LogEntry, Segment, Tree, bf16_to_float32, create, float32_to_bf16, open
+from .records import LogEntry
+from .tree import Tree
 
 __all__ = [
     "BindingMismatch",

@@ -50,3 +50,11 @@ class VersionNotFound(StoreError):
     """A version number or tag name that the tree does not have."""
 
     exit_code = 10
+
+
+def damaged(url: str, key: str, what: str) -> CorruptTree:
+    """The error for one damaged object: which, what is wrong, and the two ways out."""
+    return CorruptTree(
+        f"{url}: object {key} {what}; the tree is damaged there: restore that object from "
+        "a copy, or open an earlier version (version=...) that does not use it"
+    )

@@ -1,8 +1,7 @@
-"""Whole-tree operations: copy-on-write fork and garbage collection."""
+"""Whole-tree operations: copy-on-write fork, garbage collection, verify."""
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,9 +10,11 @@ import numpy as np
 
 from . import format as F
 from .backend import Backend, normalize_url
+from .entry import create
+from .entry import open as open_tree
 from .errors import CorruptTree, StoreAccessError, TreeExists
-from .tree import _now, _read_telemetry, _Snap, _write_head_hint, create
-from .tree import open as open_tree
+from .records import Snapshot, write_head_hint
+from .telemetry import merge_files
 
 
 def fork(
@@ -68,7 +69,7 @@ def fork(
         override[key] = stage
     bkey = None
     if snap.rec.get("binding"):
-        bkey = dst._write_blob("binding", src._read_blob(snap.rec["binding"]))
+        bkey = dst._blobs.write("binding", src._blobs.read(snap.rec["binding"]))
     okey = None
     if snap.rec.get("objects"):
         m = src._objects_map()
@@ -76,13 +77,13 @@ def fork(
             data = src.read_object(name)
             if not dst._be.exists(m[name]["path"]):
                 dst._be.write(m[name]["path"], data)
-        okey = dst._write_blob("objects", m)
+        okey = dst._blobs.write("objects", m)
     base_rec = {**dst._snap.rec, "gset": snap.gset}
     if override:
         base_rec["override"] = override
-    dst._snap = _Snap(base_rec)
-    dst._tail = {name: np.array(rows) for name, rows in tail.items()}
-    dst._tail_version = dst.version
+    dst._snap = Snapshot(base_rec)
+    dst._tail.rows = {name: np.array(rows) for name, rows in tail.items()}
+    dst._tail.version = dst.version
     # the fork commit: lengths of the source, consolidated tail, nothing else new
     v = dst._commit(
         {},
@@ -93,12 +94,12 @@ def fork(
         objects=okey,
         binding=bkey,
         consolidate=True,
-        replaced=dst._tail,
+        replaced=dst._tail.rows,
     )
     assert v == 2
     dst.fork_note = None
     try:
-        pin = {"url": dst.url, "version": snap.version, "time": _now()}
+        pin = {"url": dst.url, "version": snap.version, "time": time.time_ns()}
         src._be.write(f"refs/forks/{dst._facts['tree_id']}.json", F.encode_blob(pin))
     except (OSError, StoreAccessError) as e:
         dst.fork_note = f"could not pin {src.url} (read-only source?): {e}"
@@ -144,7 +145,7 @@ def gc(
     be = t._be
     geo = t.geo
     head = t.version
-    recs = t._records(list(range(1, head + 1)))
+    recs = t._log.records(list(range(1, head + 1)))
     keep: set[str] = {"zarr.json", "log/head"}
     gsets: set[str] = set()
     for r in recs:
@@ -157,7 +158,7 @@ def gc(
             if r.get(k):
                 keep.add(r[k])
         if r.get("objects"):
-            for ent in t._read_blob(r["objects"]).values():
+            for ent in t._blobs.read(r["objects"]).values():
                 keep.add(ent["path"])
         gsets.add(r["gset"])
     # canonical shards: kept if their array is used by some commit and the head commits them
@@ -181,12 +182,12 @@ def gc(
             continue
         doomed.append((path, size))
     if compact_telemetry and not dry_run:
-        report.telemetry_merged = _compact_telemetry(be)
+        report.telemetry_merged = merge_files(be)
     if not dry_run:
         be.delete([p for p, _ in doomed])
     report.removed = [p for p, _ in doomed]
     report.bytes_freed = sum(s for _, s in doomed)
-    _write_head_hint(be, head) if not dry_run else None
+    write_head_hint(be, head) if not dry_run else None
     return report
 
 
@@ -203,35 +204,6 @@ def _reachable(path: str, keep: set[str], shard_limit: dict[str, int], geo) -> b
         if parts[2] == "c" and len(parts) >= 4 and parts[3].isdigit():
             return int(parts[3]) < shard_limit[name]
     return False
-
-
-def _compact_telemetry(be: Backend) -> int:
-    parts = _read_telemetry(be)
-    if len(parts) < 2:
-        return 0
-    acc: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
-    for _, d in parts:
-        for k in d:
-            if not k.endswith("_idx"):
-                continue
-            lv = int(k[1:-4])
-            cnt, last = acc.setdefault(lv, ({}, {}))
-            for i, c, t in zip(d[k], d[f"l{lv}_cnt"], d[f"l{lv}_last"], strict=True):
-                cnt[int(i)] = cnt.get(int(i), 0) + int(c)
-                last[int(i)] = max(last.get(int(i), 0), int(t))
-    arrays: dict[str, np.ndarray] = {}
-    for lv, (cnt, last) in acc.items():
-        idx = np.array(sorted(cnt), np.int64)
-        arrays[f"l{lv}_idx"] = idx
-        arrays[f"l{lv}_cnt"] = np.array([cnt[i] for i in idx], np.int64)
-        arrays[f"l{lv}_last"] = np.array([last[i] for i in idx], np.int64)
-    names = [k.rsplit("/", 1)[-1] for k, _ in parts]
-    arrays["merged"] = np.array(names, dtype="U64")
-    bio = io.BytesIO()
-    np.savez(bio, **arrays)
-    be.write(f"telemetry/compact-{uuid.uuid4().hex[:12]}.npz", bio.getvalue())
-    be.delete([k for k, _ in parts])
-    return len(parts)
 
 
 def verify(url: str, *, storage_options: dict | None = None, version=None) -> dict:

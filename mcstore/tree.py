@@ -1,712 +1,70 @@
-"""The tree: open/create, reads through the cache, appends with the commit protocol."""
+"""The tree handle: reads (from ``TreeView``) plus every write, and the commit protocol.
+
+Every change is one commit: complete shards first (``shards``), then the tail delta
+(``tail``), then the commit record, put-if-absent (``records``); a writer that loses the race
+for a version has changed nothing any reader can see, and retries after ``refresh()``.
+Appends gist the nodes they complete (``gisting``); objects, flags and a regist are commits
+too. One lock per handle serializes its commits and tail updates.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
-import os
-import re
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import numpy as np
 
 from . import format as F
-from .backend import Backend, normalize_url
-from .cache import LRUCache
-from .errors import (
-    BindingMismatch,
-    CommitConflict,
-    CorruptTree,
-    InvalidArgument,
-    ReadOnlyError,
-    TreeExists,
-    TreeNotFound,
-    VersionNotFound,
-)
-
-Gister = Callable[[int, np.ndarray], np.ndarray]
-DEFAULT_CACHE_BYTES = 64 * 2**20
-DEFAULT_EPOCH = 8192
-FLAGS_OBJECT = "mc:flags"
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from .errors import InvalidArgument, ReadOnlyError, VersionNotFound
+from .gisting import Gister, gist_completed, write_gist_set
+from .nodes import FLAGS_OBJECT, segment_rows, updated_flags
+from .objects import store_named
+from .records import Snapshot, check_tag_name, find_head, write_head_hint, write_tag
+from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited
+from .tail import grow, needs_consolidation
+from .view import TreeView
 
 
-@dataclass(frozen=True)
-class Segment:
-    start: int
-    stop: int
-    source: str
-    tags: tuple[str, ...]
-    time: int  # wall-clock ns
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    version: int
-    time: int
-    message: str | None
-    length: int
-    parent: int
-
-
-@dataclass
-class _Snap:
-    rec: dict
-
-    @property
-    def version(self) -> int:
-        return self.rec["version"]
-
-    @property
-    def length(self) -> int:
-        return self.rec["length"]
-
-    @property
-    def nseg(self) -> int:
-        return self.rec["nseg"]
-
-    @property
-    def nheap(self) -> int:
-        return self.rec["nheap"]
-
-    @property
-    def gset(self) -> str:
-        return self.rec["gset"]
-
-    @property
-    def override(self) -> dict[str, str]:
-        return self.rec.get("override") or {}
-
-
-def _now() -> int:
-    return time.time_ns()
-
-
-def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 stored as uint16 bits -> float32 (exact)."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def float32_to_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bits as uint16, round to nearest even (NaN stays NaN)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.asarray(x, dtype=np.float32))
-    return np.where(nan, (u >> 16).astype(np.uint16) | 0x0040, rounded).astype(np.uint16)
-
-
-class Tree:
+class Tree(TreeView):
     """One MegaContext tree at one URL. Create with :func:`create`, open with :func:`open`."""
 
-    # ------------------------------------------------------------------ construction
-    def __init__(
-        self,
-        backend: Backend,
-        facts: dict,
-        rec: dict,
-        *,
-        mode: str,
-        pinned: bool,
-        cache_bytes: int,
-        telemetry: bool,
-    ):
-        self._be = backend
-        self._facts = facts
-        self.geo = F.Geometry(
-            int(facts["block"]), int(facts["dim"]), str(facts["dtype"]), int(facts["epoch"])
-        )
-        self.mode = mode
-        self._pinned = pinned
-        self._lock = threading.RLock()
-        self._snap = _Snap(rec)
-        self._recs: dict[int, dict] = {rec["version"]: rec}
-        self._tail: dict[str, np.ndarray] | None = None
-        self._tail_version = -1
-        self._deltas: dict[str, bytes] = {}
-        self._cache = LRUCache(cache_bytes)
-        self._index_cache: dict[tuple[str, str], np.ndarray] = {}
-        self._bases = [
-            (Backend(b["url"], backend.storage_options), b["shards"])
-            for b in facts.get("bases", [])
-        ]
-        self._known_meta: set[str] = set()
-        self._fixed_overrides: set[str] = set()
-        self._json_cache: dict[str, object] = {}
-        self._segments_cache: tuple[int, list[Segment]] | None = None
-        self._telemetry_enabled = telemetry
-        self._tele_buf: list[tuple[int, np.ndarray, int]] = []
-        self._tele_n = 0
-        self._tele_seq = 0
-        self._writer_id = uuid.uuid4().hex[:12]
-        self._executor: ThreadPoolExecutor | None = None
-        if rec.get("tree") != facts.get("tree_id"):
-            raise CorruptTree(
-                f"{self.url}: commit {rec['version']} belongs to tree {rec.get('tree')!r} but "
-                f"zarr.json names tree {facts.get('tree_id')!r} (a racing create or mixed copy); "
-                "restore the tree from a copy"
-            )
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def url(self) -> str:
-        return self._be.url
-
-    @property
-    def version(self) -> int:
-        return self._snap.version
-
-    @property
-    def length(self) -> int:
-        return self._snap.length
-
-    @property
-    def dim(self) -> int:
-        return self.geo.dim
-
-    @property
-    def block(self) -> int:
-        return self.geo.block
-
-    @property
-    def dtype(self) -> str:
-        """Logical gist dtype: "float16" or "bfloat16" (returned as uint16 bit patterns)."""
-        return self.geo.dtype
-
-    @property
-    def epoch(self) -> int:
-        return self.geo.epoch
-
-    @property
-    def num_levels(self) -> int:
-        return F.num_levels(self.length, self.block)
-
-    def num_nodes(self, level: int) -> int:
-        return F.num_nodes(self.length, level, self.block)
-
-    @property
-    def storage_options(self) -> dict:
-        return self._be.storage_options
-
-    @property
-    def io_stats(self) -> dict[str, int]:
-        return self._be.stats.snapshot()
-
-    def cache_stats(self) -> dict[str, int]:
-        s = self._cache.stats()
-        s["shard_indexes"] = len(self._index_cache)
-        return s
-
-    def __repr__(self) -> str:
-        return f"<mcstore.Tree {self.url} v{self.version} len={self.length} mode={self.mode}>"
-
-    def __enter__(self) -> Tree:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._telemetry_enabled and self._tele_buf:
-            with contextlib.suppress(Exception):  # telemetry must never endanger anything
-                self.flush_telemetry()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-    # ------------------------------------------------------------------ small objects
-    def _corrupt(self, key: str, what: str, backend: Backend | None = None) -> CorruptTree:
-        url = (backend or self._be).url
-        return CorruptTree(
-            f"{url}: object {key} {what}; the tree is damaged there: restore that object from "
-            "a copy, or open an earlier version (version=...) that does not use it"
-        )
-
-    def _read_blob(self, key: str):
-        if key in self._json_cache:
-            return self._json_cache[key]
-        try:
-            raw = self._be.read(key)
-        except FileNotFoundError:
-            raise self._corrupt(key, "is missing but a commit references it") from None
-        try:
-            v = F.decode_blob(raw)
-        except ValueError as e:
-            raise self._corrupt(key, f"is not intact ({e})") from None
-        self._json_cache[key] = v
-        return v
-
-    def _write_blob(self, prefix: str, obj) -> str:
-        raw = F.encode_blob(obj)
-        key = f"meta/{prefix}-{hashlib.sha256(raw).hexdigest()[:24]}.json"
-        if not self._be.exists(key):
-            self._be.write(key, raw)
-        self._json_cache[key] = obj
-        return key
-
-    def _record(self, version: int) -> dict:
-        rec = self._recs.get(version)
-        if rec is None:
-            rec = _read_record(self._be, version)
-            self._recs[version] = rec
-        return rec
-
-    def _records(self, versions: list[int]) -> list[dict]:
-        need = [v for v in versions if v not in self._recs]
-        if need:
-            got = self._be.read_many([F.log_key(v) for v in need])
-            for v in need:
-                raw = got[F.log_key(v)]
-                if raw is None:
-                    raise self._corrupt(F.log_key(v), "is missing (commits are never deleted)")
-                self._recs[v] = _parse_record(self._be, v, raw)
-        return [self._recs[v] for v in versions]
-
-    # ------------------------------------------------------------------ binding
-    @property
-    def binding(self) -> dict | None:
-        key = self._snap.rec.get("binding")
-        if not key:
-            return None
-        return self._read_blob(key)["binding"]
-
-    def _gistnets(self) -> list:
-        key = self._snap.rec.get("binding")
-        if not key:
-            return [None]
-        return self._read_blob(key)["gistnets"]
-
-    def check_binding(self, binding: dict | None) -> bool:
-        """True if identical; False if only the GistNet differs (gists stale: regist);
-        BindingMismatch if the tokenizer or the width differs."""
-        mine = self.binding
-        if binding is None:
-            return mine is None
-        g = binding.get("gistnet") or {}
-        if g.get("dim") is not None and int(g["dim"]) != self.dim:
-            raise BindingMismatch(
-                f"{self.url}: tree has gist width d={self.dim} but the model gives d={g['dim']}; "
-                "use the model this tree was built with, or fork the text into a new tree"
-            )
-        if mine is None:
-            return False
-        mt, bt = mine.get("tokenizer") or {}, binding.get("tokenizer") or {}
-        if (mt.get("name"), mt.get("hash")) != (bt.get("name"), bt.get("hash")):
-            raise BindingMismatch(
-                f"{self.url}: tree was built with tokenizer {mt.get('name')!r} "
-                f"(hash {mt.get('hash')!r}) but the model uses {bt.get('name')!r} "
-                f"(hash {bt.get('hash')!r}); token ids would mean different text: use the "
-                "matching model"
-            )
-        return F.canonical_json(mine.get("gistnet")) == F.canonical_json(binding.get("gistnet"))
-
-    # ------------------------------------------------------------------ head / refresh
+    # ------------------------------------------------------------------ checks
     def _check_writable(self) -> None:
         if self.mode != "a" or self._pinned:
             why = "opened at a fixed version" if self._pinned else "opened read-only"
             raise ReadOnlyError(f"{self.url}: tree {why}; open it with mode='a' to change it")
 
     def _check_head(self) -> None:
-        nxt = self.version + 1
-        if self._be.exists(F.log_key(nxt)):
-            raise CommitConflict(
-                f"{self.url}: version {nxt} was committed by another writer while this handle is "
-                f"at {self.version}; nothing was written: call refresh() and retry"
-            )
+        self._log.check_free(self.version + 1)
 
-    def refresh(self) -> int:
-        """Move to the newest commit (no-op for a handle opened at a fixed version)."""
-        if self._pinned:
-            return self.version
-        with self._lock:
-            head = _find_head(self._be, self.version)
-            if head != self.version:
-                self._snap = _Snap(self._record(head))
-                self._segments_cache = None
-            return self.version
-
-    # ------------------------------------------------------------------ tail
-    def _tail_state(self) -> dict[str, np.ndarray]:
-        with self._lock:
-            if self._tail is not None and self._tail_version == self.version:
-                return self._tail
-            snap = self._snap
-            tf = snap.rec["tail_from"]
-            recs = self._records(list(range(tf, snap.version + 1)))
-            keys = [r["delta"]["path"] for r in recs if r.get("delta")]
-            need = [k for k in keys if k not in self._deltas]
-            got = self._be.read_many(need) if need else {}
-            for r in recs:
-                d = r.get("delta")
-                if not d or d["path"] in self._deltas:
-                    continue
-                raw = got.get(d["path"])
-                if raw is None:
-                    raise self._corrupt(d["path"], f"(tail of version {r['version']}) is missing")
-                if len(raw) != d["size"] or F.crc32c(raw) != d["crc"]:
-                    raise self._corrupt(
-                        d["path"], f"(tail of version {r['version']}) does not match its checksum"
-                    )
-                self._deltas[d["path"]] = raw
-            self._deltas = {k: self._deltas[k] for k in keys}
-            self._tail = self._assemble_tail(recs)
-            self._tail_version = snap.version
-            return self._tail
-
-    def _assemble_tail(self, recs: list[dict]) -> dict[str, np.ndarray]:
-        head = recs[-1]
-        geo = self.geo
-        out: dict[str, np.ndarray] = {}
-        filled: dict[str, np.ndarray] = {}
-        bounds: dict[str, tuple[int, int]] = {}
-        for name in F.array_names(head["length"], geo.block, head["gset"]):
-            spec = geo.spec(name)
-            r = geo.rows(spec, head["length"], head["nseg"], head["nheap"])
-            b = (r // spec.shard_rows) * spec.shard_rows
-            bounds[name] = (b, r)
-            out[name] = spec.empty(r - b)
-            filled[name] = np.zeros(r - b, dtype=bool)
-        prev = None
-        for rec in recs:
-            for name, lo, hi, chunk in _delta_pieces(geo, prev, rec, self._deltas):
-                if name not in out:
-                    continue
-                b, r = bounds[name]
-                a0, a1 = max(lo, b), min(hi, r)
-                if a1 > a0:
-                    out[name][a0 - b : a1 - b] = chunk[a0 - lo : a1 - lo]
-                    filled[name][a0 - b : a1 - b] = True
-            prev = rec
-        for name, f in filled.items():
-            if not f.all():
-                raise CorruptTree(
-                    f"{self.url}: the tail of array {name} at version {head['version']} is "
-                    "incomplete (commit chain inconsistent); restore the tree from a copy"
-                )
-        return out
-
-    # ------------------------------------------------------------------ shard reads
-    def _locate(self, snap: _Snap, name: str, shard: int) -> tuple[Backend, str]:
-        spec = self.geo.spec(name)
-        ov = snap.override.get(f"{name}/{shard}")
-        if ov is not None and f"{name}/{shard}" not in self._fixed_overrides:
-            return self._be, ov
-        for be, counts in self._bases:
-            if shard < counts.get(name, 0):
-                return be, spec.chunk_key(shard)
-        return self._be, spec.chunk_key(shard)
-
-    def _shard_indexes(self, spec: F.ArraySpec, locs: list[tuple[Backend, str]]) -> None:
-        todo = [loc for loc in dict.fromkeys(locs) if (loc[0].url, loc[1]) not in self._index_cache]
-        if not todo:
-            return
-        data_len = spec.shard_nbytes - spec.index_nbytes
-        by_be: dict[str, list[tuple[Backend, str]]] = {}
-        for loc in todo:
-            by_be.setdefault(loc[0].url, []).append(loc)
-        for items in by_be.values():
-            be = items[0][0]
-            try:
-                raws = be.read_ranges([(k, data_len, spec.shard_nbytes) for _, k in items])
-            except FileNotFoundError as e:
-                missing = next((k for _, k in items if k in str(e)), items[0][1])
-                raise self._corrupt(missing, "is missing but a commit references it", be) from None
-            for (b, key), raw in zip(items, raws, strict=True):
-                try:
-                    idx = F.decode_index(spec, raw)
-                except ValueError as e:
-                    raise self._corrupt(key, f"has a bad shard index ({e})", b) from None
-                self._index_cache[(b.url, key)] = idx
-
-    def _read_shard_rows(self, snap: _Snap, name: str, a: int, b: int) -> np.ndarray:
-        """Rows [a, b) that lie in complete shards, through the chunk cache."""
-        spec = self.geo.spec(name)
-        cr, cps = spec.chunk_rows, spec.chunks_per_shard
-        c0, c1 = a // cr, (b - 1) // cr + 1
-        chunks: dict[int, np.ndarray] = {}
-        missing: list[tuple[int, Backend, str]] = []
-        for c in range(c0, c1):
-            be, key = self._locate(snap, name, c // cps)
-            got = self._cache.get((be.url, key, c % cps))
-            if got is None:
-                missing.append((c, be, key))
-            else:
-                chunks[c] = got
-        if missing:
-            self._fetch_chunks(spec, missing, chunks)
-        parts = [chunks[c] for c in range(c0, c1)]
-        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        off = c0 * cr
-        return rows[a - off : b - off]
-
-    def _fetch_chunks(
-        self,
-        spec: F.ArraySpec,
-        missing: list[tuple[int, Backend, str]],
-        into: dict[int, np.ndarray],
-    ) -> None:
-        cps = spec.chunks_per_shard
-        self._shard_indexes(spec, [(be, key) for _, be, key in missing])
-        # coalesce consecutive chunks of one shard object into one ranged read
-        runs: list[list[tuple[int, Backend, str]]] = []
-        for item in missing:
-            c, be, key = item
-            if runs:
-                pc, pbe, pkey = runs[-1][-1]
-                idx = self._index_cache[(be.url, key)]
-                if (
-                    pbe is be
-                    and pkey == key
-                    and pc + 1 == c
-                    and idx[pc % cps, 0] + idx[pc % cps, 1] == idx[c % cps, 0]
-                ):
-                    runs[-1].append(item)
-                    continue
-            runs.append([item])
-        by_be: dict[str, list[list[tuple[int, Backend, str]]]] = {}
-        for run in runs:
-            by_be.setdefault(run[0][1].url, []).append(run)
-        for group in by_be.values():
-            be = group[0][0][1]
-            reqs = []
-            for run in group:
-                idx = self._index_cache[(be.url, run[0][2])]
-                first, last = run[0][0] % cps, run[-1][0] % cps
-                reqs.append((run[0][2], int(idx[first, 0]), int(idx[last, 0] + idx[last, 1])))
-            try:
-                raws = be.read_ranges(reqs)
-            except FileNotFoundError:
-                raise self._corrupt(
-                    reqs[0][0], "is missing but a commit references it", be
-                ) from None
-            for run, (key, start, _end), raw in zip(group, reqs, raws, strict=True):
-                idx = self._index_cache[(be.url, key)]
-                for c, _, _ in run:
-                    o = int(idx[c % cps, 0]) - start
-                    piece = raw[o : o + int(idx[c % cps, 1])]
-                    try:
-                        arr = F.decode_chunk(spec, piece)
-                    except ValueError as e:
-                        raise self._corrupt(key, f"has a bad chunk {c % cps} ({e})", be) from None
-                    self._cache.put((be.url, key, c % cps), arr)
-                    into[c] = arr
-
-    def _rows(self, name: str, a: int, b: int, snap: _Snap | None = None) -> np.ndarray:
-        snap = snap or self._snap
-        spec = self.geo.spec(name)
-        r = self.geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-        if not 0 <= a <= b <= r:
-            raise InvalidArgument(
-                f"{self.url}: rows [{a}, {b}) of {name} out of range; version {snap.version} "
-                f"has {r}"
-            )
-        if a == b:
-            return spec.empty(0)
-        bound = (r // spec.shard_rows) * spec.shard_rows
-        parts = []
-        if a < bound:
-            parts.append(self._read_shard_rows(snap, name, a, min(b, bound)))
-        if b > bound:
-            tail = self._tail_state()[name]
-            parts.append(tail[max(a, bound) - bound : b - bound])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    # ------------------------------------------------------------------ public reads
-    def tokens(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        stop = self.length if stop is None else stop
-        return np.array(self._rows("tokens", start, stop), dtype=np.int32)
-
-    def gists(self, level: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Gists of nodes [start, stop) at ``level`` >= 1, shape [n, dim]: float16, or for a
-        bfloat16 tree the bf16 bit patterns as uint16 (see bf16_to_float32)."""
-        if level < 1:
-            raise InvalidArgument(f"{self.url}: gists exist at levels >= 1, not {level}")
-        stop = self.num_nodes(level) if stop is None else stop
-        if level >= F.MAX_LEVEL or (stop == 0 and start == 0 and self.num_nodes(level) == 0):
-            return np.zeros((0, self.dim), dtype=self.geo.stored_dtype)
-        name = F.gist_names(level, self._snap.gset)[0]
-        return np.array(self._rows(name, start, stop))
-
-    def node_meta(self, level: int, start: int = 0, stop: int | None = None) -> dict:
-        """Columns created_at (int64 ns), gist_version (uint16, index into gistnet_table()),
-        flags (uint8: creation flags OR the committed mutable flags)."""
-        stop = self.num_nodes(level) if stop is None else stop
-        if level == 0:
-            segs = self.segments()
-            starts = np.array([s.start for s in segs], dtype=np.int64)
-            times = np.array([s.time for s in segs], dtype=np.int64)
-            pos = np.arange(start, stop) * 1
-            created = times[np.searchsorted(starts, pos, side="right") - 1] if len(pos) else pos
-            n = stop - start
-            return {
-                "created_at": created.astype(np.int64),
-                "gist_version": np.zeros(n, np.uint16),
-                "flags": self._overlay_flags(0, start, np.zeros(n, np.uint8)),
-            }
-        if self.num_nodes(level) == 0 and start == stop == 0:
-            z = np.zeros(0)
-            return {
-                "created_at": z.astype(np.int64),
-                "gist_version": z.astype(np.uint16),
-                "flags": z.astype(np.uint8),
-            }
-        gv = F.gist_names(level, self._snap.gset)[1]
-        flags = np.array(self._rows(f"flags_{level}", start, stop))
-        return {
-            "created_at": np.array(self._rows(f"created_{level}", start, stop)),
-            "gist_version": np.array(self._rows(gv, start, stop)),
-            "flags": self._overlay_flags(level, start, flags),
-        }
-
-    def gistnet_table(self) -> list:
-        """GistNet ids indexed by node_meta()["gist_version"]."""
-        return list(self._gistnets())
-
-    def _overlay_flags(self, level: int, start: int, flags: np.ndarray) -> np.ndarray:
-        if FLAGS_OBJECT not in self.objects():
-            return flags
-        table = json.loads(self.read_object(FLAGS_OBJECT)).get(str(level), {})
-        for k, v in table.items():
-            i = int(k) - start
-            if 0 <= i < len(flags):
-                flags[i] |= np.uint8(v)
-        return flags
-
+    # ------------------------------------------------------------------ flags
     def set_flags(self, level: int, indices: Iterable[int], flags: int, *, message=None) -> int:
         """Commit mutable flags (e.g. pinned=1, tagged=2) for nodes; flags=0 clears."""
-        cur = json.loads(self.read_object(FLAGS_OBJECT)) if FLAGS_OBJECT in self.objects() else {}
-        lv = cur.setdefault(str(level), {})
-        for i in indices:
-            if flags:
-                lv[str(int(i))] = int(flags)
-            else:
-                lv.pop(str(int(i)), None)
-        return self.commit_objects(
-            {FLAGS_OBJECT: json.dumps(cur, sort_keys=True).encode()},
-            message=message or f"flags level {level}",
-        )
-
-    def segments(self) -> list[Segment]:
-        snap = self._snap
-        if self._segments_cache and self._segments_cache[0] == snap.version:
-            return self._segments_cache[1]
-        n = snap.nseg
-        starts = self._rows("seg_start", 0, n)
-        times = self._rows("seg_time", 0, n)
-        ends = self._rows("seg_end", 0, n)
-        heap = self._rows("seg_heap", 0, snap.nheap).tobytes()
-        out = []
-        prev = 0
-        for i in range(n):
-            e = int(ends[i])
-            try:
-                meta = json.loads(heap[prev:e])
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise self._corrupt("arrays/seg_heap", f"segment {i} text is not valid") from None
-            stop = int(starts[i + 1]) if i + 1 < n else snap.length
-            out.append(Segment(int(starts[i]), stop, meta["s"], tuple(meta["t"]), int(times[i])))
-            prev = e
-        self._segments_cache = (snap.version, out)
-        return out
-
-    def segment_at(self, pos: int) -> Segment:
-        if not 0 <= pos < self.length:
-            raise InvalidArgument(f"{self.url}: token {pos} out of range [0, {self.length})")
-        segs = self.segments()
-        starts = [s.start for s in segs]
-        i = int(np.searchsorted(starts, pos, side="right")) - 1
-        return segs[i]
-
-    def log(self, limit: int | None = None) -> list[LogEntry]:
-        """Commits, newest first (all of them unless ``limit``)."""
-        lo = 1 if limit is None else max(1, self.version - limit + 1)
-        recs = self._records(list(range(lo, self.version + 1)))
-        return [
-            LogEntry(r["version"], r["time"], r.get("message"), r["length"], r["parent"])
-            for r in reversed(recs)
-        ]
+        table = updated_flags(self._flags_table(), level, indices, flags)
+        return self.commit_objects({FLAGS_OBJECT: table}, message=message or f"flags level {level}")
 
     # ------------------------------------------------------------------ tags
     def tag(self, name: str, version: int | None = None, *, force: bool = False) -> int:
-        if not _TAG_RE.match(name or ""):
-            raise InvalidArgument(
-                f"{self.url}: bad tag name {name!r}; use letters, digits, '.', '_' or '-'"
-            )
+        check_tag_name(self.url, name)
         if self.mode != "a":
             raise ReadOnlyError(f"{self.url}: opened read-only; open with mode='a' to tag")
         if version is None:
             version = self.version
-        head = _find_head(self._be, self.version)
+        head = find_head(self._be, self.version)
         if not 1 <= int(version) <= head:
             raise VersionNotFound(
                 f"{self.url}: no version {version} to tag (versions 1..{head}); see `mc log`"
             )
         self._record(int(version))  # must be intact
-        key = f"refs/tags/{name}.json"
-        raw = F.encode_blob({"version": int(version), "time": _now()})
-        if force:
-            self._be.write(key, raw)
-        elif not self._be.put_if_absent(key, raw):
-            old = _read_tag(self._be, name)
-            if old != int(version):
-                raise TreeExists(
-                    f"{self.url}: tag {name!r} already names version {old}; pick another name "
-                    "or pass force=True / --force"
-                )
+        write_tag(self._be, name, int(version), force=force)
         return int(version)
 
-    def tags(self) -> dict[str, int]:
-        out = {}
-        for n in self._be.listdir("refs/tags"):
-            if n.endswith(".json"):
-                out[n[:-5]] = _read_tag(self._be, n[:-5])
-        return out
-
     # ------------------------------------------------------------------ objects
-    def _objects_map(self, snap: _Snap | None = None) -> dict:
-        key = (snap or self._snap).rec.get("objects")
-        return dict(self._read_blob(key)) if key else {}
-
-    def objects(self) -> list[str]:
-        return sorted(self._objects_map())
-
-    def read_object(self, name: str) -> bytes:
-        m = self._objects_map()
-        if name not in m:
-            raise InvalidArgument(f"{self.url}: no object {name!r} at version {self.version}")
-        ent = m[name]
-        try:
-            raw = self._be.read(ent["path"])
-        except FileNotFoundError:
-            raise self._corrupt(ent["path"], f"(object {name!r}) is missing") from None
-        if len(raw) != ent["size"] or hashlib.sha256(raw).hexdigest() != ent["sha256"]:
-            raise self._corrupt(ent["path"], f"(object {name!r}) does not match its checksum")
-        return raw
-
     def _store_objects(self, objects: dict[str, bytes | None] | None) -> str | None:
-        cur_key = self._snap.rec.get("objects")
         if not objects:
-            return cur_key
-        m = self._objects_map()
-        for name, data in objects.items():
-            if not isinstance(name, str) or not name:
-                raise InvalidArgument(f"{self.url}: object names must be non-empty strings")
-            if data is None:
-                m.pop(name, None)
-                continue
-            data = bytes(data)
-            h = hashlib.sha256(data).hexdigest()
-            path = f"index/{h}.bin"
-            if not self._be.exists(path):
-                self._be.write(path, data)
-            m[name] = {"path": path, "size": len(data), "sha256": h}
-        return self._write_blob("objects", m) if m else None
+            return self._snap.rec.get("objects")
+        return store_named(self._be, self._blobs, self._objects_map(), objects)
 
     def commit_objects(self, objects: dict[str, bytes | None], message: str | None = None) -> int:
         """A commit that adds no tokens, only (replaces / deletes with None) named objects."""
@@ -744,82 +102,34 @@ class Tree:
             self._check_head()
             snap = self._snap
             old, new = snap.length, snap.length + len(toks)
-            now = _now()
+            now = time.time_ns()
             gv = len(self._gistnets()) - 1
             new_rows: dict[str, np.ndarray] = {"tokens": toks}
-            self._gist_levels(snap, old, new, gister, new_rows, now, gv, snap.gset)
-            text = F.canonical_json({"s": source, "t": [str(t) for t in tags]})
-            new_rows["seg_start"] = np.array([old], np.int64)
-            new_rows["seg_time"] = np.array([now], np.int64)
-            new_rows["seg_end"] = np.array([snap.nheap + len(text)], np.int64)
-            new_rows["seg_heap"] = np.frombuffer(text, np.uint8)
+            gist_completed(
+                self.url,
+                self.geo,
+                lambda name, a, b: self._rows(name, a, b, snap),
+                gister,
+                old,
+                new,
+                new_rows,
+                now=now,
+                gv=gv,
+                gset=snap.gset,
+            )
+            new_rows.update(segment_rows(old, snap.nheap, source, tags, now))
             okey = self._store_objects(objects)
             return self._commit(
                 new_rows,
                 new,
                 snap.nseg + 1,
-                snap.nheap + len(text),
+                snap.nheap + len(new_rows["seg_heap"]),
                 message=message,
                 objects=okey,
                 now=now,
             )
 
-    def _gist_levels(self, snap, old, new, gister, new_rows, now, gv, gset, src_gset=None):
-        """Compute every node that growing old -> new completes, bottom-up, one call per level."""
-        B, dim = self.block, self.dim
-        lv = 1
-        while True:
-            a, b = F.completed(old, new, lv, B)
-            if b == a:
-                break
-            if lv >= F.MAX_LEVEL:
-                raise InvalidArgument(f"{self.url}: tree deeper than {F.MAX_LEVEL} levels")
-            below = "tokens" if lv == 1 else F.gist_names(lv - 1, gset)[0]
-            rows_old = F.num_nodes(old, lv - 1, B)
-            kids = self._rows_ext(snap, below, a * B, b * B, new_rows, rows_old)
-            kids = kids.reshape(b - a, B) if lv == 1 else kids.reshape(b - a, B, dim)
-            out = self._call_gister(gister, lv, kids, b - a)
-            gname, vname = F.gist_names(lv, gset)
-            new_rows[gname] = out
-            new_rows[vname] = np.full(b - a, gv, np.uint16)
-            new_rows[f"created_{lv}"] = np.full(b - a, now, np.int64)
-            new_rows[f"flags_{lv}"] = np.zeros(b - a, np.uint8)
-            lv += 1
-
-    def _call_gister(self, gister, level, kids, k) -> np.ndarray:
-        out = np.asarray(gister(level, kids))
-        if out.shape != (k, self.dim):
-            raise InvalidArgument(
-                f"{self.url}: gister returned shape {out.shape} for level {level}, expected "
-                f"({k}, {self.dim})"
-            )
-        if self.dtype == "bfloat16":
-            if out.dtype == np.uint16:
-                return np.ascontiguousarray(out)
-            return float32_to_bf16(out.astype(np.float32))
-        return np.ascontiguousarray(out.astype(np.float16))
-
-    def _rows_ext(self, snap, name, a, b, new_rows, rows_old) -> np.ndarray:
-        parts = []
-        if a < rows_old:
-            parts.append(self._rows(name, a, min(b, rows_old), snap))
-        if b > rows_old:
-            parts.append(new_rows[name][max(a, rows_old) - rows_old : b - rows_old])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
     # ------------------------------------------------------------------ commit
-    def _ensure_array_meta(self, name: str) -> None:
-        if name in self._known_meta:
-            return
-        key = f"arrays/{name}/zarr.json"
-        if not self._be.exists(key):
-            spec = self.geo.spec(name)
-            attrs = {"megacontext": {"array": name.partition(".")[0], "level": spec.level}}
-            if name.startswith("gists_"):
-                attrs["megacontext"]["logical_dtype"] = self.dtype
-            self._be.write(key, F.zarr_metadata(spec, attrs))
-        self._known_meta.add(name)
-
     def _commit(
         self,
         new_rows: dict[str, np.ndarray],
@@ -842,75 +152,33 @@ class Tree:
         be, geo = self._be, self.geo
         snap = self._snap
         version = snap.version + 1
-        now = now or _now()
+        now = now or time.time_ns()
         gset = snap.gset if gset is None else gset
         nonce = uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
-        if (
-            length // geo.epoch != snap.length // geo.epoch
-            or version - snap.rec["tail_from"] >= F.MAX_DELTAS
-            or gset != snap.gset
-        ):
-            consolidate = True
-        override = dict(snap.override)
+        consolidate = consolidate or needs_consolidation(geo, snap, length, gset)
         # overrides inherited from a writer that could not fix them: fix now, then drop
-        for key in list(override):
-            name, _, k = key.rpartition("/")
-            if any(int(k) < counts.get(name, 0) for _, counts in self._bases):
-                continue  # shadows a shard of the tree we forked from: keep pointing at it
-            if key not in self._fixed_overrides:
-                be.write(geo.spec(name).chunk_key(int(k)), be.read(override[key]))
-            override.pop(key)
-        shards: list[tuple[str, int, bytes]] = []
-        delta_parts: list[bytes] = []
-        new_tail: dict[str, np.ndarray] = {}
-        for name in F.array_names(length, geo.block, gset):
-            spec = geo.spec(name)
-            S = spec.shard_rows
-            r_old = geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-            r_new = geo.rows(spec, length, nseg, nheap)
-            if replaced is not None and name in replaced:
-                full_tail, b_old = replaced[name], (r_new // S) * S
-                r_old = r_new
-            else:
-                b_old = (r_old // S) * S
-                full_tail = old_tail.get(name, spec.empty(0))
-            fresh = new_rows.get(name)
-            if fresh is None:
-                fresh = spec.empty(0)
-            if len(fresh) != r_new - r_old:
-                raise AssertionError(f"{name}: {len(fresh)} new rows, expected {r_new - r_old}")
-
-            def get(x0, x1, full_tail=full_tail, b_old=b_old, r_old=r_old, fresh=fresh):
-                parts = []
-                if x0 < r_old:
-                    parts.append(full_tail[x0 - b_old : min(x1, r_old) - b_old])
-                if x1 > r_old:
-                    parts.append(fresh[max(x0, r_old) - r_old : x1 - r_old])
-                return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-            for k in range(r_old // S, r_new // S):
-                shards.append((name, k, F.encode_shard(spec, get(k * S, (k + 1) * S))))
-            b_new = (r_new // S) * S
-            new_tail[name] = np.array(get(b_new, r_new)) if r_new > b_new else spec.empty(0)
-            lo = b_new if consolidate else max(r_old, b_new)
-            if r_new > lo:
-                rows = np.ascontiguousarray(
-                    get(lo, r_new), dtype=np.dtype(spec.dtype).newbyteorder("<")
-                )
-                delta_parts.append(rows.tobytes())
+        override = settle_inherited(
+            be, geo, snap.override, self._bases, self._reader.fixed_overrides
+        )
+        growth = grow(
+            geo,
+            snap,
+            old_tail,
+            new_rows,
+            length,
+            nseg,
+            nheap,
+            gset,
+            consolidate=consolidate,
+            replaced=replaced,
+        )
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
-        for name in {n for n, _, _ in shards}:
-            self._ensure_array_meta(name)
-        self._put_shards(shards, version, nonce, override)
+        for name in {n for n, _, _ in growth.shards}:
+            ensure_array_meta(be, geo, name, self._known_meta)
+        put_shards(be, geo, growth.shards, version, nonce, override)
         # 2. the tail delta
-        delta = None
-        if delta_parts:
-            blob = b"".join(delta_parts)
-            path = f"tail/{version:020d}-{nonce}.bin"
-            be.write(path, blob)
-            delta = {"path": path, "size": len(blob), "crc": F.crc32c(blob)}
-            self._deltas[path] = blob
+        delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         rec = {
             "version": version,
             "parent": snap.version,
@@ -929,66 +197,14 @@ class Tree:
         if override:
             rec["override"] = override
         # 3. the commit record, put-if-absent
-        if not be.put_if_absent(F.log_key(version), F.encode_record(rec)):
-            raise CommitConflict(
-                f"{self.url}: another writer committed version {version} first; this append "
-                "was not committed (nothing lost): call refresh() and retry"
-            )
-        rec = json.loads(F.encode_record(rec))
-        rec.pop("crc")
+        rec = self._log.put(rec)
         # committed: repair canonical shards that were shadowed by an orphan
-        for key, path in override.items():
-            if key in snap.override:
-                continue
-            name, _, k = key.rpartition("/")
-            try:
-                be.write(geo.spec(name).chunk_key(int(k)), be.read(path))
-                self._fixed_overrides.add(key)
-            except Exception:
-                pass  # the next commit repairs it; readers follow the override meanwhile
-        self._recs[version] = rec
-        self._snap = _Snap(rec)
+        self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
+        self._snap = Snapshot(rec)
         self._segments_cache = None
-        self._tail = new_tail  # the same rows a reader assembles from the deltas
-        self._tail_version = version
-        chain = {
-            (self._recs[x].get("delta") or {}).get("path")
-            for x in range(rec["tail_from"], version + 1)
-        }
-        self._deltas = {k: v for k, v in self._deltas.items() if k in chain}
-        _write_head_hint(be, version)
+        self._tail.advance(rec, growth.tail, self._log)
+        write_head_hint(be, version)
         return version
-
-    def _put_shards(self, shards, version, nonce, override) -> None:
-        be, geo = self._be, self.geo
-        if not shards:
-            return
-        if be.kind == "s3" and len(shards) > 1:
-            results = _parallel_put_if_absent(
-                be, [(geo.spec(n).chunk_key(k), d) for n, k, d in shards]
-            )
-        else:
-            results = [be.put_if_absent(geo.spec(n).chunk_key(k), d) for n, k, d in shards]
-        for (name, k, data), ok in zip(shards, results, strict=True):
-            if ok:
-                continue
-            key = geo.spec(name).chunk_key(k)
-            try:
-                existing = be.read(key)
-            except FileNotFoundError:
-                existing = None
-            if existing == data:
-                continue
-            if be.exists(F.log_key(version)):
-                raise CommitConflict(
-                    f"{self.url}: another writer committed version {version} first; nothing was "
-                    "committed: call refresh() and retry"
-                )
-            # an uncommitted shard from a crashed (or in-flight) writer sits at the canonical
-            # name: never overwrite it before we commit; stage ours and point the commit at it
-            stage = f"stage/{version:020d}-{nonce}/{name}/{k}"
-            be.write(stage, data)
-            override[f"{name}/{k}"] = stage
 
     # ------------------------------------------------------------------ regist
     def regist(self, gister: Gister, binding: dict, *, progress=None, batch: int = 4096) -> int:
@@ -1003,59 +219,24 @@ class Tree:
         gset = F.sha8(binding.get("gistnet"))
         self._check_head()
         snap = self._snap
-        geo, B, be = self.geo, self.block, self._be
         table = [*self._gistnets(), (binding.get("gistnet") or {}).get("id")]
-        gv = len(table) - 1
-        tails: dict[str, np.ndarray] = {}
-        L = snap.length
-        lv = 1
-        while F.num_nodes(L, lv, B) > 0:
-            n = F.num_nodes(L, lv, B)
-            gname, vname = F.gist_names(lv, gset)
-            spec, vspec = geo.spec(gname), geo.spec(vname)
-            S = spec.shard_rows
-            below = "tokens" if lv == 1 else F.gist_names(lv - 1, gset)[0]
-
-            def kids_of(x0, x1, below=below, lv=lv):
-                if lv == 1:
-                    return self._rows("tokens", x0 * B, x1 * B, snap).reshape(x1 - x0, B)
-                full = (F.num_nodes(L, lv - 1, B) // geo.spec(below).shard_rows) * geo.spec(
-                    below
-                ).shard_rows
-                parts = []
-                if x0 * B < full:
-                    parts.append(self._regist_rows(below, x0 * B, min(x1 * B, full)))
-                if x1 * B > full:
-                    t = tails[below]
-                    parts.append(t[max(x0 * B, full) - full : x1 * B - full])
-                rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                return rows.reshape(x1 - x0, B, self.dim)
-
-            nfull = n // S
-            for k in range(nfull):
-                if be.exists(spec.chunk_key(k)) and be.exists(vspec.chunk_key(k)):
-                    continue
-                out = self._call_gister(gister, lv, kids_of(k * S, (k + 1) * S), S)
-                self._ensure_array_meta(gname)
-                self._ensure_array_meta(vname)
-                be.write(spec.chunk_key(k), F.encode_shard(spec, out))
-                be.write(vspec.chunk_key(k), F.encode_shard(vspec, np.full(S, gv, np.uint16)))
-                if progress:
-                    progress(lv, (k + 1) * S, n)
-            if n > nfull * S:
-                tails[gname] = self._call_gister(gister, lv, kids_of(nfull * S, n), n - nfull * S)
-                tails[vname] = np.full(n - nfull * S, gv, np.uint16)
-            else:
-                tails[gname], tails[vname] = spec.empty(0), vspec.empty(0)
-            if progress:
-                progress(lv, n, n)
-            lv += 1
-        bkey = self._write_blob("binding", {"binding": binding, "gistnets": table})
+        tails = write_gist_set(
+            self._be,
+            self.geo,
+            lambda name, a, b: self._rows(name, a, b, snap),
+            gister,
+            snap.length,
+            gset=gset,
+            gv=len(table) - 1,
+            known_meta=self._known_meta,
+            progress=progress,
+        )
+        bkey = self._blobs.write("binding", {"binding": binding, "gistnets": table})
         with self._lock:
             self._check_head()
             return self._commit(
                 {},
-                L,
+                snap.length,
                 snap.nseg,
                 snap.nheap,
                 message=f"regist {gset}",
@@ -1065,423 +246,3 @@ class Tree:
                 consolidate=True,
                 replaced=tails,
             )
-
-    def _regist_rows(self, name: str, a: int, b: int) -> np.ndarray:
-        """Rows of a new-gist-set array from its complete shards (own tree, not yet committed)."""
-        spec = self.geo.spec(name)
-        S = spec.shard_rows
-        out = []
-        for k in range(a // S, (b - 1) // S + 1):
-            key = spec.chunk_key(k)
-            try:
-                raw = self._be.read(key)
-            except FileNotFoundError:
-                raise self._corrupt(key, "vanished during regist (gc?); rerun regist") from None
-            if len(raw) != spec.shard_nbytes:
-                raise self._corrupt(key, "has the wrong size; delete it and rerun regist")
-            rows = np.concatenate(
-                [
-                    F.decode_chunk(spec, raw[i * spec.chunk_nbytes : (i + 1) * spec.chunk_nbytes])
-                    for i in range(spec.chunks_per_shard)
-                ]
-            )
-            lo, hi = max(a, k * S) - k * S, min(b, (k + 1) * S) - k * S
-            out.append(rows[lo:hi])
-        return np.concatenate(out)
-
-    # ------------------------------------------------------------------ cache / prefetch
-    def prefetch(self, level: int, indices: Iterable[int], *, wait: bool = False) -> Future:
-        """Warm the cache with nodes (level 0: token blocks) in a background thread."""
-        idx = sorted({int(i) for i in indices})
-        snap = self._snap
-
-        def work():
-            if level == 0:
-                name, scale, n = "tokens", self.block, self.length // self.block
-            else:
-                name, scale, n = F.gist_names(level, snap.gset)[0], 1, self.num_nodes(level)
-            spec = self.geo.spec(name)
-            bound = self.geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-            bound = (bound // spec.shard_rows) * spec.shard_rows
-            runs: list[list[int]] = []
-            for i in idx:
-                if not 0 <= i < n or (i + 1) * scale > bound:
-                    continue
-                if runs and runs[-1][1] == i:
-                    runs[-1][1] = i + 1
-                else:
-                    runs.append([i, i + 1])
-            for a, b in runs:
-                self._read_shard_rows(snap, name, a * scale, b * scale)
-
-        if wait:
-            fut: Future = Future()
-            fut.set_result(work())
-            return fut
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="mcstore-prefetch")
-        return self._executor.submit(work)
-
-    # ------------------------------------------------------------------ telemetry
-    def record_access(self, level: int, indices) -> None:
-        """Count an access to nodes (cheap: buffered in memory, flushed in batches)."""
-        arr = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if not arr.size:
-            return
-        self._tele_buf.append((int(level), arr, _now()))
-        self._tele_n += arr.size
-        if self._tele_n >= 1_000_000 and self._telemetry_enabled:
-            with contextlib.suppress(Exception):
-                self.flush_telemetry()
-
-    def _tele_summary(self, buf) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        by_level: dict[int, list[tuple[np.ndarray, int]]] = {}
-        for lv, arr, t in buf:
-            by_level.setdefault(lv, []).append((arr, t))
-        for lv, items in by_level.items():
-            idx = np.concatenate([a for a, _ in items])
-            ts = np.concatenate([np.full(a.size, t, np.int64) for a, t in items])
-            u, inv = np.unique(idx, return_inverse=True)
-            cnt = np.bincount(inv, minlength=u.size).astype(np.int64)
-            last = np.full(u.size, 0, np.int64)
-            np.maximum.at(last, inv, ts)
-            out[f"l{lv}_idx"], out[f"l{lv}_cnt"], out[f"l{lv}_last"] = u, cnt, last
-        return out
-
-    def flush_telemetry(self) -> str | None:
-        """Write buffered access counts as one small object under telemetry/ (never a commit)."""
-        if not self._telemetry_enabled:
-            raise ReadOnlyError(
-                f"{self.url}: telemetry writes are off for this handle (read-only open); pass "
-                "telemetry=True to open() to enable them"
-            )
-        buf, self._tele_buf, self._tele_n = self._tele_buf, [], 0
-        if not buf:
-            return None
-        arrays = self._tele_summary(buf)
-        bio = io.BytesIO()
-        np.savez(bio, **arrays)
-        self._tele_seq += 1
-        key = f"telemetry/{self._writer_id}-{self._tele_seq:06d}.npz"
-        self._be.write(key, bio.getvalue())
-        return key
-
-    def access_stats(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """(counts, last_access ns) per node of ``level``, over every flushed and buffered
-        access by any session."""
-        n = self.num_nodes(level) if level > 0 else (self.length + self.block - 1) // self.block
-        counts = np.zeros(n, np.int64)
-        last = np.zeros(n, np.int64)
-        parts = [self._tele_summary(self._tele_buf)] if self._tele_buf else []
-        parts += [p for _, p in _read_telemetry(self._be)]
-        for p in parts:
-            i, c, t = p.get(f"l{level}_idx"), p.get(f"l{level}_cnt"), p.get(f"l{level}_last")
-            if i is None:
-                continue
-            keep = (i >= 0) & (i < n)
-            np.add.at(counts, i[keep], c[keep])
-            np.maximum.at(last, i[keep], t[keep])
-        return counts, last
-
-    # ------------------------------------------------------------------ info
-    def info(self, *, storage_bytes: bool = True) -> dict:
-        levels = [
-            {"level": lv, "nodes": self.num_nodes(lv) if lv else self.length}
-            for lv in range(self.num_levels)
-        ]
-        out = {
-            "url": self.url,
-            "format": self._facts["format"],
-            "version": self.version,
-            "length": self.length,
-            "levels": levels,
-            "dim": self.dim,
-            "dtype": self.dtype,
-            "block": self.block,
-            "epoch": self.epoch,
-            "binding": self.binding,
-            "segments": self._snap.nseg,
-            "tags": self.tags(),
-            "objects": self.objects(),
-            "forked_from": [b["url"] for b in self._facts.get("bases", [])],
-        }
-        if storage_bytes:
-            out["bytes"] = sum(s for _, s, _ in self._be.walk(""))
-        return out
-
-
-# ---------------------------------------------------------------------- helpers
-def _delta_pieces(geo: F.Geometry, prev: dict | None, rec: dict, deltas: dict[str, bytes]):
-    """(array, row_lo, row_hi, rows) for each array in the delta of ``rec``."""
-    d = rec.get("delta")
-    consolidated = rec["tail_from"] == rec["version"]
-    if not d:
-        return
-    raw = memoryview(deltas[d["path"]])
-    off = 0
-    for name in F.array_names(rec["length"], geo.block, rec["gset"]):
-        spec = geo.spec(name)
-        r_new = geo.rows(spec, rec["length"], rec["nseg"], rec["nheap"])
-        b_new = (r_new // spec.shard_rows) * spec.shard_rows
-        if consolidated or prev is None:
-            lo = b_new
-        else:
-            r_old = geo.rows(spec, prev["length"], prev["nseg"], prev["nheap"])
-            lo = max(r_old, b_new)
-        if r_new > lo:
-            n = (r_new - lo) * spec.itemsize
-            if off + n > len(raw):
-                raise CorruptTree(f"delta {d['path']} is shorter than its commit says")
-            yield name, lo, r_new, spec.from_bytes(raw[off : off + n])
-            off += n
-    if off != len(raw):
-        raise CorruptTree(f"delta {d['path']} is longer than its commit says")
-
-
-def _parse_record(be: Backend, version: int, raw: bytes) -> dict:
-    try:
-        rec = F.decode_record(raw)
-    except ValueError as e:
-        raise CorruptTree(
-            f"{be.url}: commit record {F.log_key(version)} is not intact ({e}); the tree cannot "
-            "be read at or after that version: restore the object from a copy"
-        ) from None
-    if rec.get("version") != version:
-        raise CorruptTree(f"{be.url}: commit record {F.log_key(version)} names another version")
-    return rec
-
-
-def _read_record(be: Backend, version: int) -> dict:
-    try:
-        raw = be.read(F.log_key(version))
-    except FileNotFoundError:
-        raise VersionNotFound(f"{be.url}: no version {version}; see `mc log {be.url}`") from None
-    return _parse_record(be, version, raw)
-
-
-def _read_tag(be: Backend, name: str) -> int:
-    key = f"refs/tags/{name}.json"
-    try:
-        raw = be.read(key)
-    except FileNotFoundError:
-        raise VersionNotFound(f"{be.url}: no tag {name!r}; see `mc info {be.url}`") from None
-    try:
-        return int(F.decode_blob(raw)["version"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CorruptTree(f"{be.url}: tag object {key} is not intact ({e}); re-tag it") from None
-
-
-def _write_head_hint(be: Backend, version: int) -> None:
-    with contextlib.suppress(Exception):  # only a hint
-        be.write("log/head", str(version).encode(), durable=False)
-
-
-def _find_head(be: Backend, known: int = 0) -> int:
-    """Newest commit number, with O(log) existence probes from a hint (commits are dense)."""
-    lo = known
-    if lo <= 0:
-        try:
-            hint = int(be.read("log/head").decode().strip())
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            hint = 0
-        if hint > 0 and be.exists(F.log_key(hint)):
-            lo = hint
-        elif be.exists(F.log_key(1)):
-            lo = 1
-        else:
-            return 0
-    step = 1
-    while be.exists(F.log_key(lo + step)):
-        lo += step
-        step *= 2
-    hi = lo + step  # absent
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if be.exists(F.log_key(mid)):
-            lo = mid
-        else:
-            hi = mid
-    return lo
-
-
-def _parallel_put_if_absent(be: Backend, items: list[tuple[str, bytes]]) -> list[bool]:
-    with ThreadPoolExecutor(min(8, len(items))) as ex:
-        return list(ex.map(lambda kv: be.put_if_absent(*kv), items))
-
-
-def _read_telemetry(be: Backend) -> list[tuple[str, dict[str, np.ndarray]]]:
-    names = [n for n in be.listdir("telemetry") if n.endswith(".npz")]
-    got = be.read_many([f"telemetry/{n}" for n in names])
-    parts = []
-    merged: set[str] = set()
-    for k, raw in got.items():
-        if raw is None:
-            continue
-        try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                d = {n: z[n] for n in z.files}
-        except Exception:
-            continue  # telemetry is advisory: a torn or foreign file is ignored
-        if "merged" in d:
-            merged |= set(str(x) for x in d["merged"])
-        parts.append((k, d))
-    return [(k, d) for k, d in parts if k.rsplit("/", 1)[-1] not in merged]
-
-
-# ---------------------------------------------------------------------- entry points
-def _read_facts(be: Backend) -> dict:
-    try:
-        raw = be.read("zarr.json")
-    except FileNotFoundError:
-        raise TreeNotFound(
-            f"{be.url}: no MegaContext tree here; check the path/URL or create one "
-            "(mcstore.create / `mc ingest`)"
-        ) from None
-    except IsADirectoryError:
-        raise TreeNotFound(f"{be.url}: not a tree") from None
-    try:
-        facts = json.loads(raw)["attributes"]["megacontext"]
-    except (ValueError, KeyError, TypeError):
-        raise CorruptTree(
-            f"{be.url}: zarr.json is not a MegaContext tree root (or is damaged); restore it "
-            "from a copy"
-        ) from None
-    if facts.get("format") != F.FORMAT:
-        raise CorruptTree(
-            f"{be.url}: tree format {facts.get('format')!r} is not supported by this mcstore "
-            f"(format {F.FORMAT}); upgrade MegaContext"
-        )
-    return facts
-
-
-def open(
-    url: str,
-    mode: str = "r",
-    *,
-    version: int | str | None = None,
-    storage_options: dict | None = None,
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
-    telemetry: bool | None = None,
-) -> Tree:
-    """Open a tree. mode "r" never writes; "a" appends. ``version`` (int or tag name) opens
-    that snapshot read-only. ``telemetry`` defaults to on for "a", off for "r"."""
-    if mode not in ("r", "a"):
-        raise InvalidArgument(f"mode must be 'r' or 'a', not {mode!r}")
-    if version is not None and mode == "a":
-        raise InvalidArgument(
-            f"{url}: a fixed version is read-only; open with mode='r' (or fork it to change it)"
-        )
-    be = Backend(url, storage_options)
-    facts = _read_facts(be)
-    if version is None:
-        head = _find_head(be)
-        if head == 0:
-            raise CorruptTree(
-                f"{be.url}: tree has no commit (an interrupted create); delete it and create "
-                "it again"
-            )
-        rec = _read_record(be, head)
-    else:
-        v = _read_tag(be, version) if isinstance(version, str) else int(version)
-        rec = _read_record(be, v)
-    return Tree(
-        be,
-        facts,
-        rec,
-        mode=mode,
-        pinned=version is not None,
-        cache_bytes=cache_bytes,
-        telemetry=(mode == "a") if telemetry is None else bool(telemetry),
-    )
-
-
-def create(
-    url: str,
-    *,
-    dim: int,
-    dtype: str = "float16",
-    block: int = 32,
-    binding: dict | None = None,
-    storage_options: dict | None = None,
-    epoch: int = DEFAULT_EPOCH,
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
-    _bases: list | None = None,
-) -> Tree:
-    """Create an empty tree (version 1) and return it opened with mode "a"."""
-    if dtype not in F.DTYPES:
-        raise InvalidArgument(f"dtype must be one of {sorted(F.DTYPES)}, not {dtype!r}")
-    if int(dim) < 1:
-        raise InvalidArgument("dim must be >= 1")
-    for nm, v in (("block", block), ("epoch", epoch)):
-        if int(v) < 2 or int(v) & (int(v) - 1):
-            raise InvalidArgument(f"{nm} must be a power of two >= 2, not {v}")
-    if epoch < block:
-        raise InvalidArgument("epoch must be >= block")
-    if binding is not None:
-        g = binding.get("gistnet") or {}
-        if g.get("dim") is not None and int(g["dim"]) != int(dim):
-            raise BindingMismatch(f"{url}: binding says d={g['dim']} but dim={dim}")
-    be = Backend(url, storage_options)
-    be.ensure_root()
-    if be.exists(F.log_key(1)):
-        raise TreeExists(f"{be.url}: a tree already exists here; open it, or pick another path/URL")
-    facts = {
-        "format": F.FORMAT,
-        "block": int(block),
-        "dim": int(dim),
-        "dtype": dtype,
-        "stored_dtype": F.DTYPES[dtype],
-        "epoch": int(epoch),
-        "seg_shard": F.SEG_SHARD,
-        "heap_shard": F.HEAP_SHARD,
-        "token_dtype": "int32",
-        "tree_id": uuid.uuid4().hex,
-        "created": _now(),
-        "bases": list(_bases or []),
-    }
-    if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
-        try:
-            old = _read_facts(be)
-        except Exception:
-            old = None
-        if be.exists(F.log_key(1)) or old is None:
-            raise TreeExists(f"{be.url}: a tree already exists here; open it or pick another URL")
-        same = all(old.get(k) == facts[k] for k in ("block", "dim", "dtype", "epoch", "bases"))
-        if not same:
-            raise TreeExists(
-                f"{be.url}: holds an unfinished tree with other parameters (an interrupted "
-                "create); delete it or pick another URL"
-            )
-        facts = old  # finish the interrupted create of an identical tree
-    rec = {
-        "version": 1,
-        "parent": 0,
-        "time": _now(),
-        "message": "create",
-        "length": 0,
-        "nseg": 0,
-        "nheap": 0,
-        "tail_from": 1,
-        "delta": None,
-        "gset": "",
-        "binding": None,
-        "objects": None,
-        "tree": facts["tree_id"],
-    }
-    tmp = Tree(be, facts, {**rec}, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)
-    rec["binding"] = tmp._write_blob(
-        "binding", {"binding": binding, "gistnets": [(binding or {}).get("gistnet", {}).get("id")]}
-    )
-    if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
-        raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
-    _write_head_hint(be, 1)
-    return Tree(be, facts, rec, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)
-
-
-def url_of(url: str) -> str:
-    return normalize_url(url)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")

@@ -1,0 +1,172 @@
+"""The two ways to a ``Tree`` handle: create a tree, or open one.
+
+``create`` writes the root ``zarr.json`` (the static facts: block, dim, dtype, epoch, tree id,
+fork bases) put-if-absent, then the binding, then version 1, also put-if-absent; a tree
+exists once version 1 does. A create interrupted between the two leaves a root without commits: creating the same
+tree again finishes it, while ``open`` refuses it. ``open`` finds the head (or reads the
+version or tag asked for) and never writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from . import format as F
+from .backend import Backend
+from .errors import BindingMismatch, CorruptTree, InvalidArgument, TreeExists, TreeNotFound
+from .objects import Blobs
+from .records import find_head, read_record, read_tag, write_head_hint
+from .tree import Tree
+
+DEFAULT_CACHE_BYTES = 64 * 2**20
+DEFAULT_EPOCH = 8192
+
+
+def read_facts(be: Backend) -> dict:
+    try:
+        raw = be.read("zarr.json")
+    except FileNotFoundError:
+        raise TreeNotFound(
+            f"{be.url}: no MegaContext tree here; check the path/URL or create one "
+            "(mcstore.create / `mc ingest`)"
+        ) from None
+    except IsADirectoryError:
+        raise TreeNotFound(f"{be.url}: not a tree") from None
+    try:
+        facts = json.loads(raw)["attributes"]["megacontext"]
+    except (ValueError, KeyError, TypeError):
+        raise CorruptTree(
+            f"{be.url}: zarr.json is not a MegaContext tree root (or is damaged); restore it "
+            "from a copy"
+        ) from None
+    if facts.get("format") != F.FORMAT:
+        raise CorruptTree(
+            f"{be.url}: tree format {facts.get('format')!r} is not supported by this mcstore "
+            f"(format {F.FORMAT}); upgrade MegaContext"
+        )
+    return facts
+
+
+def open(
+    url: str,
+    mode: str = "r",
+    *,
+    version: int | str | None = None,
+    storage_options: dict | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    telemetry: bool | None = None,
+) -> Tree:
+    """Open a tree. mode "r" never writes; "a" appends. ``version`` (int or tag name) opens
+    that snapshot read-only. ``telemetry`` defaults to on for "a", off for "r"."""
+    if mode not in ("r", "a"):
+        raise InvalidArgument(f"mode must be 'r' or 'a', not {mode!r}")
+    if version is not None and mode == "a":
+        raise InvalidArgument(
+            f"{url}: a fixed version is read-only; open with mode='r' (or fork it to change it)"
+        )
+    be = Backend(url, storage_options)
+    facts = read_facts(be)
+    if version is None:
+        head = find_head(be)
+        if head == 0:
+            raise CorruptTree(
+                f"{be.url}: tree has no commit (an interrupted create); delete it and create "
+                "it again"
+            )
+        rec = read_record(be, head)
+    else:
+        v = read_tag(be, version) if isinstance(version, str) else int(version)
+        rec = read_record(be, v)
+    return Tree(
+        be,
+        facts,
+        rec,
+        mode=mode,
+        pinned=version is not None,
+        cache_bytes=cache_bytes,
+        telemetry=(mode == "a") if telemetry is None else bool(telemetry),
+    )
+
+
+def create(
+    url: str,
+    *,
+    dim: int,
+    dtype: str = "float16",
+    block: int = 32,
+    binding: dict | None = None,
+    storage_options: dict | None = None,
+    epoch: int = DEFAULT_EPOCH,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    _bases: list | None = None,
+) -> Tree:
+    """Create an empty tree (version 1) and return it opened with mode "a"."""
+    if dtype not in F.DTYPES:
+        raise InvalidArgument(f"dtype must be one of {sorted(F.DTYPES)}, not {dtype!r}")
+    if int(dim) < 1:
+        raise InvalidArgument("dim must be >= 1")
+    for nm, v in (("block", block), ("epoch", epoch)):
+        if int(v) < 2 or int(v) & (int(v) - 1):
+            raise InvalidArgument(f"{nm} must be a power of two >= 2, not {v}")
+    if epoch < block:
+        raise InvalidArgument("epoch must be >= block")
+    if binding is not None:
+        g = binding.get("gistnet") or {}
+        if g.get("dim") is not None and int(g["dim"]) != int(dim):
+            raise BindingMismatch(f"{url}: binding says d={g['dim']} but dim={dim}")
+    be = Backend(url, storage_options)
+    be.ensure_root()
+    if be.exists(F.log_key(1)):
+        raise TreeExists(f"{be.url}: a tree already exists here; open it, or pick another path/URL")
+    facts = {
+        "format": F.FORMAT,
+        "block": int(block),
+        "dim": int(dim),
+        "dtype": dtype,
+        "stored_dtype": F.DTYPES[dtype],
+        "epoch": int(epoch),
+        "seg_shard": F.SEG_SHARD,
+        "heap_shard": F.HEAP_SHARD,
+        "token_dtype": "int32",
+        "tree_id": uuid.uuid4().hex,
+        "created": time.time_ns(),
+        "bases": list(_bases or []),
+    }
+    if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
+        try:
+            old = read_facts(be)
+        except Exception:
+            old = None
+        if be.exists(F.log_key(1)) or old is None:
+            raise TreeExists(f"{be.url}: a tree already exists here; open it or pick another URL")
+        same = all(old.get(k) == facts[k] for k in ("block", "dim", "dtype", "epoch", "bases"))
+        if not same:
+            raise TreeExists(
+                f"{be.url}: holds an unfinished tree with other parameters (an interrupted "
+                "create); delete it or pick another URL"
+            )
+        facts = old  # finish the interrupted create of an identical tree
+    rec = {
+        "version": 1,
+        "parent": 0,
+        "time": time.time_ns(),
+        "message": "create",
+        "length": 0,
+        "nseg": 0,
+        "nheap": 0,
+        "tail_from": 1,
+        "delta": None,
+        "gset": "",
+        "binding": None,
+        "objects": None,
+        "tree": facts["tree_id"],
+    }
+    rec["binding"] = Blobs(be).write(
+        "binding", {"binding": binding, "gistnets": [(binding or {}).get("gistnet", {}).get("id")]}
+    )
+    if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
+        raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
+    write_head_hint(be, 1)
+    return Tree(be, facts, rec, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)

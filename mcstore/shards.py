@@ -1,0 +1,112 @@
+"""Writing complete shards, and the staged-override repair that keeps them immutable.
+
+A commit writes the shards it completes under their canonical zarr names before its record,
+put-if-absent, so a shard name is never overwritten blindly. The name can be taken by other
+bytes only if a crashed or still-running writer wrote a shard for the same version and has
+not (yet) committed. That orphan must not be overwritten before our commit wins (its writer
+might win instead), so ours goes to ``stage/<n>-<nonce>/<array>/<k>`` and the record's
+``override`` maps ``<array>/<k>`` to it; readers follow the override. Once our record is in,
+the orphan's writer has lost version n, so we copy our shard over the canonical name; if
+that copy fails, the next commit does it before its own writes, and drops the override.
+Overrides that shadow a shard of a forked-from base tree stay: that shard is not ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+from . import format as F
+from .backend import Backend
+from .errors import CommitConflict
+
+Bases = list[tuple[Backend, dict[str, int]]]  # forked-from trees: (backend, shards per array)
+
+
+def shadows_base(key: str, bases: Bases) -> bool:
+    """Whether override ``<array>/<k>`` stands in for a shard of a base tree."""
+    name, _, k = key.rpartition("/")
+    return any(int(k) < counts.get(name, 0) for _, counts in bases)
+
+
+def settle_inherited(
+    be: Backend, geo: F.Geometry, override: dict[str, str], bases: Bases, fixed: set[str]
+) -> dict[str, str]:
+    """The overrides a new commit keeps: those that shadow a base. The rest are repaired
+    (copied to the canonical name, unless this handle already did) and dropped."""
+    kept = dict(override)
+    for key in list(kept):
+        if shadows_base(key, bases):
+            continue
+        if key not in fixed:
+            name, _, k = key.rpartition("/")
+            be.write(geo.spec(name).chunk_key(int(k)), be.read(kept[key]))
+        kept.pop(key)
+    return kept
+
+
+def ensure_array_meta(be: Backend, geo: F.Geometry, name: str, known: set[str]) -> None:
+    """Write the array's zarr.json if it is not there (``known``: arrays already checked)."""
+    if name in known:
+        return
+    key = f"arrays/{name}/zarr.json"
+    if not be.exists(key):
+        spec = geo.spec(name)
+        attrs = {"megacontext": {"array": name.partition(".")[0], "level": spec.level}}
+        if name.startswith("gists_"):
+            attrs["megacontext"]["logical_dtype"] = geo.dtype
+        be.write(key, F.zarr_metadata(spec, attrs))
+    known.add(name)
+
+
+def put_shards(
+    be: Backend,
+    geo: F.Geometry,
+    shards: list[tuple[str, int, bytes]],
+    version: int,
+    nonce: str,
+    override: dict[str, str],
+) -> None:
+    """Write complete shards for ``version``; stage (and add to ``override``) any whose
+    canonical name holds other bytes. CommitConflict if ``version`` is already taken."""
+    if not shards:
+        return
+    keys = [geo.spec(n).chunk_key(k) for n, k, _ in shards]
+    if be.kind == "s3" and len(shards) > 1:
+        with ThreadPoolExecutor(min(8, len(shards))) as ex:
+            results = list(ex.map(be.put_if_absent, keys, [d for _, _, d in shards]))
+    else:
+        results = [be.put_if_absent(key, d) for key, (_, _, d) in zip(keys, shards, strict=True)]
+    for (name, k, data), key, ok in zip(shards, keys, results, strict=True):
+        if ok:
+            continue
+        try:
+            existing = be.read(key)
+        except FileNotFoundError:
+            existing = None
+        if existing == data:
+            continue
+        if be.exists(F.log_key(version)):
+            raise CommitConflict(
+                f"{be.url}: another writer committed version {version} first; nothing was "
+                "committed: call refresh() and retry"
+            )
+        stage = f"stage/{version:020d}-{nonce}/{name}/{k}"
+        be.write(stage, data)
+        override[f"{name}/{k}"] = stage
+
+
+def repair_staged(
+    be: Backend, geo: F.Geometry, override: dict[str, str], inherited: dict[str, str]
+) -> set[str]:
+    """After the commit: copy this commit's staged shards over their canonical names.
+    -> the override keys repaired (a failure is left for the next commit)."""
+    fixed = set()
+    for key, path in override.items():
+        if key in inherited:
+            continue
+        name, _, k = key.rpartition("/")
+        with contextlib.suppress(Exception):
+            be.write(geo.spec(name).chunk_key(int(k)), be.read(path))
+            fixed.add(key)
+    return fixed

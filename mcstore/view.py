@@ -1,0 +1,346 @@
+"""What every tree handle can do without writing: read one version of the tree.
+
+A handle sees one snapshot (a commit record) at a time and moves only on ``refresh()`` or
+its own commits. Rows below the last complete shard come through ``reads`` (shared chunk
+cache), rows above it from the tail (``tail``); everything else a reader needs is small JSON
+(``objects``), segment rows (``nodes``) or the commit log (``records``). The state of a
+handle lives here; :class:`mcstore.tree.Tree` adds the writes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future
+from typing import Self
+
+import numpy as np
+
+from . import format as F
+from .backend import Backend
+from .errors import CorruptTree, InvalidArgument
+from .nodes import (
+    FLAGS_OBJECT,
+    Segment,
+    decode_segments,
+    overlay_flags,
+    segment_index,
+    token_created,
+)
+from .objects import Blobs, check_binding, read_named
+from .reads import ShardReader
+from .records import CommitLog, LogEntry, Snapshot, find_head, list_tags
+from .tail import Tail
+from .telemetry import Telemetry
+
+
+class TreeView:
+    """One version of one tree, for reading. Every handle is a :class:`Tree`."""
+
+    # ------------------------------------------------------------------ construction
+    def __init__(
+        self,
+        backend: Backend,
+        facts: dict,
+        rec: dict,
+        *,
+        mode: str,
+        pinned: bool,
+        cache_bytes: int,
+        telemetry: bool,
+    ):
+        self._be = backend
+        self._facts = facts
+        self.geo = F.Geometry(
+            int(facts["block"]), int(facts["dim"]), str(facts["dtype"]), int(facts["epoch"])
+        )
+        self.mode = mode
+        self._pinned = pinned
+        self._lock = threading.RLock()
+        self._snap = Snapshot(rec)
+        self._log = CommitLog(backend)
+        self._log.remember(rec)
+        self._tail = Tail(backend, self.geo)
+        self._bases = [
+            (Backend(b["url"], backend.storage_options), b["shards"])
+            for b in facts.get("bases", [])
+        ]
+        self._reader = ShardReader(backend, self.geo, self._bases, cache_bytes)
+        self._known_meta: set[str] = set()  # arrays whose zarr.json is known to exist
+        self._blobs = Blobs(backend)
+        self._segments_cache: tuple[int, list[Segment]] | None = None
+        self._telemetry = Telemetry(backend, telemetry)
+        if rec.get("tree") != facts.get("tree_id"):
+            raise CorruptTree(
+                f"{self.url}: commit {rec['version']} belongs to tree {rec.get('tree')!r} but "
+                f"zarr.json names tree {facts.get('tree_id')!r} (a racing create or mixed copy); "
+                "restore the tree from a copy"
+            )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def url(self) -> str:
+        return self._be.url
+
+    @property
+    def version(self) -> int:
+        return self._snap.version
+
+    @property
+    def length(self) -> int:
+        return self._snap.length
+
+    @property
+    def dim(self) -> int:
+        return self.geo.dim
+
+    @property
+    def block(self) -> int:
+        return self.geo.block
+
+    @property
+    def dtype(self) -> str:
+        """Logical gist dtype: "float16" or "bfloat16" (returned as uint16 bit patterns)."""
+        return self.geo.dtype
+
+    @property
+    def epoch(self) -> int:
+        return self.geo.epoch
+
+    @property
+    def num_levels(self) -> int:
+        return F.num_levels(self.length, self.block)
+
+    def num_nodes(self, level: int) -> int:
+        return F.num_nodes(self.length, level, self.block)
+
+    @property
+    def storage_options(self) -> dict:
+        return self._be.storage_options
+
+    @property
+    def io_stats(self) -> dict[str, int]:
+        return self._be.stats.snapshot()
+
+    def cache_stats(self) -> dict[str, int]:
+        return self._reader.stats()
+
+    def __repr__(self) -> str:
+        return f"<mcstore.Tree {self.url} v{self.version} len={self.length} mode={self.mode}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._telemetry.close()
+        self._reader.close()
+
+    def _record(self, version: int) -> dict:
+        return self._log.record(version)
+
+    # ------------------------------------------------------------------ binding
+    @property
+    def binding(self) -> dict | None:
+        key = self._snap.rec.get("binding")
+        if not key:
+            return None
+        return self._blobs.read(key)["binding"]
+
+    def _gistnets(self) -> list:
+        key = self._snap.rec.get("binding")
+        if not key:
+            return [None]
+        return self._blobs.read(key)["gistnets"]
+
+    def check_binding(self, binding: dict | None) -> bool:
+        """True if identical; False if only the GistNet differs (gists stale: regist);
+        BindingMismatch if the tokenizer or the width differs."""
+        return check_binding(self.url, self.dim, self.binding, binding)
+
+    # ------------------------------------------------------------------ refresh
+    def refresh(self) -> int:
+        """Move to the newest commit (no-op for a handle opened at a fixed version)."""
+        if self._pinned:
+            return self.version
+        with self._lock:
+            head = find_head(self._be, self.version)
+            if head != self.version:
+                self._snap = Snapshot(self._record(head))
+                self._segments_cache = None
+            return self.version
+
+    # ------------------------------------------------------------------ tail
+    def _tail_state(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._tail.get(self._snap, self._log)
+
+    # ------------------------------------------------------------------ reads
+    def _rows(self, name: str, a: int, b: int, snap: Snapshot | None = None) -> np.ndarray:
+        snap = snap or self._snap
+        spec = self.geo.spec(name)
+        r = self.geo.rows(spec, snap.length, snap.nseg, snap.nheap)
+        if not 0 <= a <= b <= r:
+            raise InvalidArgument(
+                f"{self.url}: rows [{a}, {b}) of {name} out of range; version {snap.version} "
+                f"has {r}"
+            )
+        if a == b:
+            return spec.empty(0)
+        bound = (r // spec.shard_rows) * spec.shard_rows
+        parts = []
+        if a < bound:
+            parts.append(self._reader.rows(snap, name, a, min(b, bound)))
+        if b > bound:
+            tail = self._tail_state()[name]
+            parts.append(tail[max(a, bound) - bound : b - bound])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    # ------------------------------------------------------------------ public reads
+    def tokens(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        stop = self.length if stop is None else stop
+        return np.array(self._rows("tokens", start, stop), dtype=np.int32)
+
+    def gists(self, level: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Gists of nodes [start, stop) at ``level`` >= 1, shape [n, dim]: float16, or for a
+        bfloat16 tree the bf16 bit patterns as uint16 (see bf16_to_float32)."""
+        if level < 1:
+            raise InvalidArgument(f"{self.url}: gists exist at levels >= 1, not {level}")
+        stop = self.num_nodes(level) if stop is None else stop
+        if level >= F.MAX_LEVEL or (stop == 0 and start == 0 and self.num_nodes(level) == 0):
+            return np.zeros((0, self.dim), dtype=self.geo.stored_dtype)
+        name = F.gist_names(level, self._snap.gset)[0]
+        return np.array(self._rows(name, start, stop))
+
+    def node_meta(self, level: int, start: int = 0, stop: int | None = None) -> dict:
+        """Columns created_at (int64 ns), gist_version (uint16, index into gistnet_table()),
+        flags (uint8: creation flags OR the committed mutable flags)."""
+        stop = self.num_nodes(level) if stop is None else stop
+        if level == 0:
+            n = stop - start
+            return {
+                "created_at": token_created(self.segments(), start, stop),
+                "gist_version": np.zeros(n, np.uint16),
+                "flags": overlay_flags(self._flags_table(), 0, start, np.zeros(n, np.uint8)),
+            }
+        if self.num_nodes(level) == 0 and start == stop == 0:
+            z = np.zeros(0)
+            return {
+                "created_at": z.astype(np.int64),
+                "gist_version": z.astype(np.uint16),
+                "flags": z.astype(np.uint8),
+            }
+        gv = F.gist_names(level, self._snap.gset)[1]
+        flags = np.array(self._rows(f"flags_{level}", start, stop))
+        return {
+            "created_at": np.array(self._rows(f"created_{level}", start, stop)),
+            "gist_version": np.array(self._rows(gv, start, stop)),
+            "flags": overlay_flags(self._flags_table(), level, start, flags),
+        }
+
+    def gistnet_table(self) -> list:
+        """GistNet ids indexed by node_meta()["gist_version"]."""
+        return list(self._gistnets())
+
+    def _flags_table(self) -> dict:
+        if FLAGS_OBJECT not in self.objects():
+            return {}
+        return json.loads(self.read_object(FLAGS_OBJECT))
+
+    def segments(self) -> list[Segment]:
+        snap = self._snap
+        if self._segments_cache and self._segments_cache[0] == snap.version:
+            return self._segments_cache[1]
+        n = snap.nseg
+        out = decode_segments(
+            self.url,
+            self._rows("seg_start", 0, n),
+            self._rows("seg_time", 0, n),
+            self._rows("seg_end", 0, n),
+            self._rows("seg_heap", 0, snap.nheap).tobytes(),
+            snap.length,
+        )
+        self._segments_cache = (snap.version, out)
+        return out
+
+    def segment_at(self, pos: int) -> Segment:
+        if not 0 <= pos < self.length:
+            raise InvalidArgument(f"{self.url}: token {pos} out of range [0, {self.length})")
+        segs = self.segments()
+        return segs[segment_index(segs, pos)]
+
+    def log(self, limit: int | None = None) -> list[LogEntry]:
+        """Commits, newest first (all of them unless ``limit``)."""
+        lo = 1 if limit is None else max(1, self.version - limit + 1)
+        recs = self._log.records(list(range(lo, self.version + 1)))
+        return [
+            LogEntry(r["version"], r["time"], r.get("message"), r["length"], r["parent"])
+            for r in reversed(recs)
+        ]
+
+    # ------------------------------------------------------------------ tags
+    def tags(self) -> dict[str, int]:
+        return list_tags(self._be)
+
+    # ------------------------------------------------------------------ objects
+    def _objects_map(self) -> dict:
+        key = self._snap.rec.get("objects")
+        return dict(self._blobs.read(key)) if key else {}
+
+    def objects(self) -> list[str]:
+        return sorted(self._objects_map())
+
+    def read_object(self, name: str) -> bytes:
+        m = self._objects_map()
+        if name not in m:
+            raise InvalidArgument(f"{self.url}: no object {name!r} at version {self.version}")
+        return read_named(self._be, name, m[name])
+
+    # ------------------------------------------------------------------ cache / prefetch
+    def prefetch(self, level: int, indices: Iterable[int], *, wait: bool = False) -> Future:
+        """Warm the cache with nodes (level 0: token blocks) in a background thread."""
+        return self._reader.prefetch(self._snap, level, indices, wait=wait)
+
+    # ------------------------------------------------------------------ telemetry
+    def record_access(self, level: int, indices) -> None:
+        """Count an access to nodes (cheap: buffered in memory, flushed in batches)."""
+        self._telemetry.record(level, indices)
+
+    def flush_telemetry(self) -> str | None:
+        """Write buffered access counts as one small object under telemetry/ (never a commit)."""
+        return self._telemetry.flush()
+
+    def access_stats(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, last_access ns) per node of ``level``, over every flushed and buffered
+        access by any session."""
+        n = self.num_nodes(level) if level > 0 else (self.length + self.block - 1) // self.block
+        return self._telemetry.stats(level, n)
+
+    # ------------------------------------------------------------------ info
+    def info(self, *, storage_bytes: bool = True) -> dict:
+        levels = [
+            {"level": lv, "nodes": self.num_nodes(lv) if lv else self.length}
+            for lv in range(self.num_levels)
+        ]
+        out = {
+            "url": self.url,
+            "format": self._facts["format"],
+            "version": self.version,
+            "length": self.length,
+            "levels": levels,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "block": self.block,
+            "epoch": self.epoch,
+            "binding": self.binding,
+            "segments": self._snap.nseg,
+            "tags": self.tags(),
+            "objects": self.objects(),
+            "forked_from": [b["url"] for b in self._facts.get("bases", [])],
+        }
+        if storage_bytes:
+            out["bytes"] = sum(s for _, s, _ in self._be.walk(""))
+        return out
