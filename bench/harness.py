@@ -191,7 +191,17 @@ def _mc_systems(systems) -> list[str]:
     return [s for s in systems if s.startswith("mc-")]
 
 
-def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | None = None) -> dict:
+def run(
+    cfg: HarnessConfig,
+    *,
+    progress=print,
+    base=None,
+    texts: list[str] | None = None,
+    on_instance=None,
+) -> dict:
+    """Every system on every instance; seeds outermost, so a run cut short still covers every
+    task and length for its first seeds. ``on_instance(result)`` gets the rows so far (a partial
+    result that ``save`` can write) after each instance."""
     import mcmodels
     from mcruntime import Session, SessionConfig
     from mcruntime.layout import chat_layout
@@ -209,8 +219,13 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
     systems = [s for s in cfg.systems if s != "mc-lensnet" or lensnet is not None]
     work = Path(cfg.workdir or tempfile.mkdtemp(prefix="mc-harness-"))
     rows: list[Row] = []
-    plan = [(k, n) for k in cfg.tasks for n in cfg.lengths]
-    plan += [("passkey", n) for n in cfg.long_lengths if "passkey" in cfg.tasks]
+    plan = [(s, k, n) for s in range(cfg.seeds) for k in cfg.tasks for n in cfg.lengths]
+    plan += [
+        (s, "passkey", n)
+        for s in range(cfg.seeds)
+        for n in cfg.long_lengths
+        if "passkey" in cfg.tasks
+    ]
     t_start = time.perf_counter()
     for kind in cfg.tasks:  # the ceiling: same tasks, short enough to read whole
         for s in range(cfg.seeds):
@@ -226,49 +241,52 @@ def run(cfg: HarnessConfig, *, progress=print, base=None, texts: list[str] | Non
             out = bl.full(ids, task.question) if len(ids) <= bl.budget(task.question) else None
             rows.append(_row(task, cfg.ceiling_length, seed, CEILING, out, None, t0))
         progress(f"{kind:>17} ceiling: " + " ".join(f"{r.score}" for r in rows if r.task == kind))
-    for kind, n in plan:
-        for s in range(cfg.seeds):
-            seed = cfg.seed + 1000 * s + n % 997
-            task = T.GENERATORS[kind](hay, n, seed)
-            ids = np.asarray(base.tokenizer.encode(task.history), dtype=np.int64)
-            depth = task.meta.get("target_depth", task.depths[0] if task.depths else None)
-            for system in systems:
-                if system.startswith("mc-"):
-                    continue
-                t0 = time.perf_counter()
-                out = getattr(bl, system)(ids, task.question)
-                rows.append(_row(task, n, seed, system, out, depth, t0))
-            if _mc_systems(systems):
-                tree = work / f"{kind}-{n}-{seed}.mc"
-                if tree.exists():
-                    shutil.rmtree(tree)
-                t0 = time.perf_counter()
-                writer = Session(str(tree), model=base, gistnet=gistnet, window=cfg.window,
-                                 config=SessionConfig(retrieval=None))  # fmt: skip
-                writer.append_ids(ids.tolist(), source=f"{kind}-haystack")
-                ingest_s = time.perf_counter() - t0
-                for system in _mc_systems(systems):
-                    scorer = system[3:].removesuffix("-noret")
-                    sc = SessionConfig(
-                        **{**cfg.session, "scorer": scorer},
-                        retrieval=None if system.endswith("-noret") else "lexical",
-                    )
-
-                    t0 = time.perf_counter()
-                    sess = Session(str(tree), model=base, gistnet=gistnet, lensnet=lensnet,
-                                   window=cfg.window, config=sc, mode="r")  # fmt: skip
-                    out = sess.ask(task.question, max_new_tokens=cfg.max_new_tokens, remember=False)
-                    r = _row(task, n, seed, system, out, depth, t0)
-                    r.note = f"ingest {ingest_s:.1f}s"
-                    rows.append(r)
-                shutil.rmtree(tree, ignore_errors=True)
-            done = [r for r in rows if r.task == kind and r.length == n and r.seed == seed]
-            progress(
-                f"{kind:>17} {n:>8} seed {seed}: "
-                + " ".join(
-                    f"{r.system}={'-' if r.score is None else f'{r.score:.2f}'}" for r in done
+    for s, kind, n in plan:
+        seed = cfg.seed + 1000 * s + n % 997
+        task = T.GENERATORS[kind](hay, n, seed)
+        ids = np.asarray(base.tokenizer.encode(task.history), dtype=np.int64)
+        depth = task.meta.get("target_depth", task.depths[0] if task.depths else None)
+        for system in systems:
+            if system.startswith("mc-"):
+                continue
+            t0 = time.perf_counter()
+            out = getattr(bl, system)(ids, task.question)
+            rows.append(_row(task, n, seed, system, out, depth, t0))
+        if _mc_systems(systems):
+            tree = work / f"{kind}-{n}-{seed}.mc"
+            if tree.exists():
+                shutil.rmtree(tree)
+            t0 = time.perf_counter()
+            writer = Session(str(tree), model=base, gistnet=gistnet, window=cfg.window,
+                             config=SessionConfig(retrieval=None))  # fmt: skip
+            writer.append_ids(ids.tolist(), source=f"{kind}-haystack")
+            ingest_s = time.perf_counter() - t0
+            for system in _mc_systems(systems):
+                scorer = system[3:].removesuffix("-noret")
+                sc = SessionConfig(
+                    **{**cfg.session, "scorer": scorer},
+                    retrieval=None if system.endswith("-noret") else "lexical",
                 )
-            )
+
+                t0 = time.perf_counter()
+                sess = Session(str(tree), model=base, gistnet=gistnet, lensnet=lensnet,
+                               window=cfg.window, config=sc, mode="r")  # fmt: skip
+                out = sess.ask(task.question, max_new_tokens=cfg.max_new_tokens, remember=False)
+                r = _row(task, n, seed, system, out, depth, t0)
+                r.note = f"ingest {ingest_s:.1f}s"
+                rows.append(r)
+            shutil.rmtree(tree, ignore_errors=True)
+        done = [r for r in rows if r.task == kind and r.length == n and r.seed == seed]
+        progress(
+            f"{kind:>17} {n:>8} seed {seed}: "
+            + " ".join(f"{r.system}={'-' if r.score is None else f'{r.score:.2f}'}" for r in done)
+        )
+        if on_instance is not None:
+            on_instance(_result(cfg, base, gistnet, lensnet, manifest, rows, t_start))
+    return _result(cfg, base, gistnet, lensnet, manifest, rows, t_start)
+
+
+def _result(cfg, base, gistnet, lensnet, manifest, rows, t_start) -> dict:
     result = {
         "config": asdict(cfg),
         "model": base.name,
@@ -371,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--tasks", default=None, help="comma-separated task kinds")
     ap.add_argument("--lengths", default=None, help="comma-separated history lengths")
+    ap.add_argument(
+        "--long-lengths", default=None, help="comma-separated passkey-only lengths ('' for none)"
+    )
     ap.add_argument("--systems", default=None, help="comma-separated systems")
     ap.add_argument("--model", default=None)
     ap.add_argument("--split", default="test", choices=["test", "dev"], help="dev: for tuning only")
@@ -389,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
         kw["tasks"] = tuple(args.tasks.split(","))
     if args.lengths:
         kw["lengths"], kw["long_lengths"] = tuple(int(x) for x in args.lengths.split(",")), ()
+    if args.long_lengths is not None:
+        kw["long_lengths"] = tuple(int(x) for x in args.long_lengths.split(",") if x)
     if args.systems:
         kw["systems"] = tuple(args.systems.split(","))
     if args.model:
@@ -398,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = HarnessConfig.quick(**kw) if args.quick else HarnessConfig(**kw)
     cfg.out = args.out or ("bench/results/harness_quick.json" if args.quick else cfg.out)
     random.seed(cfg.seed)
-    result = run(cfg)
+    result = run(cfg, on_instance=lambda partial: save(partial, cfg.out))
     save(result, cfg.out)
     print(table(result))
     print(f"wrote {cfg.out} ({result['seconds']:.0f}s)")

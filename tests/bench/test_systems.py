@@ -79,8 +79,8 @@ def test_decode_shape_and_kv_reuse(result):
         assert 0 < r["session_open_index_s"][str(n)] <= r["session_open_s"][str(n)]
         # the built trees store their retrieval index: open loads every complete epoch of it
         keys = r["session_open_index_keys"][str(n)]
-        epochs = n // mcstore.tree.DEFAULT_EPOCH
-        assert keys["stored"] == epochs * mcstore.tree.DEFAULT_EPOCH // 32
+        epochs = n // mcstore.entry.DEFAULT_EPOCH
+        assert keys["stored"] == epochs * mcstore.entry.DEFAULT_EPOCH // 32
         assert keys["total"] == n // 32
         assert (r["bytes"][str(n)]["by_kind"].get("retrieval index", 0) > 0) == (epochs > 0)
 
