@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcmodels.embedspace import EmbeddingSpaceModule
+
 BLOCK = 32
 
 
@@ -41,22 +43,13 @@ class GistNetConfig:
         return asdict(self)
 
 
-class GistNet(nn.Module):
+class GistNet(EmbeddingSpaceModule):
     kind = "gistnet"
 
     def __init__(self, cfg: GistNetConfig, *, emb_mean=None, emb_dev_rms=None):
-        super().__init__()
+        super().__init__(cfg.d_model, emb_mean=emb_mean, emb_dev_rms=emb_dev_rms)
         self.cfg = cfg
         d, h = cfg.d_model, cfg.hidden
-        self.register_buffer(
-            "emb_mean", torch.zeros(d) if emb_mean is None else emb_mean.float().clone()
-        )
-        self.register_buffer(
-            "emb_dev_rms",
-            torch.tensor(1.0)
-            if emb_dev_rms is None
-            else torch.as_tensor(emb_dev_rms).float().clone(),
-        )
         self.inp = nn.Linear(d, h)
         self.pos = nn.Parameter(torch.randn(cfg.block, h) * 0.02)
         self.level_emb = nn.Embedding(cfg.max_level + 1, h)
@@ -75,18 +68,14 @@ class GistNet(nn.Module):
         self.out_norm = nn.LayerNorm(h)
         self.out = nn.Linear(h, d)
         self.mix = nn.Parameter(torch.tensor([cfg.mean_init, cfg.learned_init]))
-        self.checkpoint_id: str | None = None
-        self.checkpoint_hash: str | None = None
 
     @classmethod
     def for_base(cls, base, *, token_weights=None, **overrides) -> GistNet:
         """A fresh GistNet sized and scaled for ``base`` (its embedding statistics as buffers;
         ``token_weights``: corpus unigram counts, so the removed direction is the corpus mean)."""
-        st = base.embedding_stats(token_weights)
         net = cls(
             GistNetConfig(d_model=base.d_model, **overrides),
-            emb_mean=st["mean"],
-            emb_dev_rms=st["dev_rms"],
+            **cls.stats_of(base, token_weights),
         )
         return net
 

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from mcmodels.embedspace import EmbeddingSpaceModule
+
 N_FEATURES = 4
 
 
@@ -85,22 +87,13 @@ class _Block(nn.Module):
         return x + self.ffn(self.n3(x))
 
 
-class LensNet(nn.Module):
+class LensNet(EmbeddingSpaceModule):
     kind = "lensnet"
 
     def __init__(self, cfg: LensNetConfig, *, emb_mean=None, emb_dev_rms=None):
-        super().__init__()
+        super().__init__(cfg.d_model, emb_mean=emb_mean, emb_dev_rms=emb_dev_rms)
         self.cfg = cfg
         d, h = cfg.d_model, cfg.hidden
-        self.register_buffer(
-            "emb_mean", torch.zeros(d) if emb_mean is None else emb_mean.float().clone()
-        )
-        self.register_buffer(
-            "emb_dev_rms",
-            torch.tensor(1.0)
-            if emb_dev_rms is None
-            else torch.as_tensor(emb_dev_rms).float().clone(),
-        )
         self.entry_in = nn.Linear(d, h)
         self.query_in = nn.Linear(d, h)
         self.feat_in = nn.Linear(cfg.n_features, h)
@@ -112,16 +105,12 @@ class LensNet(nn.Module):
         self.head = nn.Linear(h, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.checkpoint_id: str | None = None
-        self.checkpoint_hash: str | None = None
 
     @classmethod
     def for_base(cls, base, **overrides) -> LensNet:
-        st = base.embedding_stats()
         return cls(
             LensNetConfig(d_model=base.d_model, **overrides),
-            emb_mean=st["mean"],
-            emb_dev_rms=st["dev_rms"],
+            **cls.stats_of(base),
         )
 
     def forward(self, entries, levels, features, query, mask=None) -> torch.Tensor:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from mcmodels.embedspace import EmbeddingSpaceModule
+
 
 @dataclass
 class SoftPromptConfig:
@@ -23,32 +25,20 @@ class SoftPromptConfig:
         return asdict(self)
 
 
-class SoftPrompt(nn.Module):
+class SoftPrompt(EmbeddingSpaceModule):
     kind = "softprompt"
 
     def __init__(self, cfg: SoftPromptConfig, *, emb_mean=None, emb_dev_rms=None):
-        super().__init__()
+        super().__init__(cfg.d_model, emb_mean=emb_mean, emb_dev_rms=emb_dev_rms)
         self.cfg = cfg
         d = cfg.d_model
-        self.register_buffer(
-            "emb_mean", torch.zeros(d) if emb_mean is None else emb_mean.float().clone()
-        )
-        self.register_buffer(
-            "emb_dev_rms",
-            torch.tensor(1.0)
-            if emb_dev_rms is None
-            else torch.as_tensor(emb_dev_rms).float().clone(),
-        )
         self.vectors = nn.Parameter(torch.randn(cfg.max_len, d) / d**0.5)
-        self.checkpoint_id = self.checkpoint_hash = None
 
     @classmethod
     def for_base(cls, base, *, token_weights=None, **kw) -> SoftPrompt:
-        st = base.embedding_stats(token_weights)
         return cls(
             SoftPromptConfig(d_model=base.d_model, **kw),
-            emb_mean=st["mean"],
-            emb_dev_rms=st["dev_rms"],
+            **cls.stats_of(base, token_weights),
         )
 
     def prefix(self, b: int, g: int) -> torch.Tensor:
