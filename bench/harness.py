@@ -219,12 +219,11 @@ def run(
     systems = [s for s in cfg.systems if s != "mc-lensnet" or lensnet is not None]
     work = Path(cfg.workdir or tempfile.mkdtemp(prefix="mc-harness-"))
     rows: list[Row] = []
-    plan = [(s, k, n) for s in range(cfg.seeds) for k in cfg.tasks for n in cfg.lengths]
-    plan += [
-        (s, "passkey", n)
+    plan = [  # per seed: every task and length, then the long passkey histories
+        (s, k, n)
         for s in range(cfg.seeds)
-        for n in cfg.long_lengths
-        if "passkey" in cfg.tasks
+        for k, n in [(k, n) for k in cfg.tasks for n in cfg.lengths]
+        + [("passkey", n) for n in cfg.long_lengths if "passkey" in cfg.tasks]
     ]
     t_start = time.perf_counter()
     for kind in cfg.tasks:  # the ceiling: same tasks, short enough to read whole
