@@ -25,6 +25,20 @@ def _base(name: str, device: str | None):
     return mcmodels.load_base(name, device=device)
 
 
+def _gistnet(base, path: str | None):
+    """The GistNet at ``path``, else the one shipped for ``base``; a clear error if neither."""
+    import mcmodels
+
+    gist = (
+        mcmodels.load_gistnet(path, device=base.device) if path else mcmodels.default_gistnet(base)
+    )
+    if gist is None:
+        raise mcmodels.CheckpointError(
+            "no GistNet for this base model: pass --gistnet PATH (train one first)"
+        )
+    return gist
+
+
 def _corpus(path: str | None):
     from mcmodels.corpus import build_corpus
 
@@ -159,20 +173,11 @@ def train_lensnet_cmd(
     base_name, corpus_dir, device, threads, seed, out, gist_path, resume, **kw
 ) -> None:
     """Counterfactual targets (expand gain − collapse cost), then fit LensNet."""
-    import mcmodels
     from mcmodels.train_lens import LensTrainConfig, train_lensnet
 
     _threads(threads)
     base = _base(base_name, device)
-    gist = (
-        mcmodels.load_gistnet(gist_path, device=base.device)
-        if gist_path
-        else mcmodels.default_gistnet(base)
-    )
-    if gist is None:
-        raise mcmodels.CheckpointError(
-            "no GistNet for this base model: pass --gistnet PATH (train one first)"
-        )
+    gist = _gistnet(base, gist_path)
     res = train_lensnet(
         base, gist, _corpus(corpus_dir), out, LensTrainConfig(seed=seed, **kw), resume=resume
     )
@@ -232,13 +237,7 @@ def eval_recovered(
 
     _threads(threads)
     base = _base(base_name, device)
-    gist = (
-        mcmodels.load_gistnet(gist_path, device=base.device)
-        if gist_path
-        else mcmodels.default_gistnet(base)
-    )
-    if gist is None:
-        raise mcmodels.CheckpointError("no GistNet for this base model: pass --gistnet PATH")
+    gist = _gistnet(base, gist_path)
     corpus = _corpus(corpus_dir)
     T = span + recent + horizon
     docs = corpus.tokens(base.tokenizer, split, min_tokens=max(T, min_doc_tokens))
