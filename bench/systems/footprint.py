@@ -164,3 +164,39 @@ def run_rss_child(model: str, tree: Path, rundir: Path, window: int, tokens: int
     if p.returncode != 0:
         return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# -- standalone: storage by kind for one freshly built history ------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.systems.footprint [--length N]``: build one SmolLM2 tree the way the
+    systems benchmark does (retrieval index included) and report its bytes by kind, without the
+    20 minutes of latency measurements around it."""
+    import argparse
+    import tempfile
+
+    from bench._common import machine_info
+    from bench.systems.plan import RESULTS
+    from bench.systems.trees import build_tree, source_ids
+
+    ap = argparse.ArgumentParser(prog="python -m bench.systems.footprint")
+    ap.add_argument("--length", type=int, default=1 << 18)
+    ap.add_argument("--out", default=str(RESULTS / "footprint.json"))
+    args = ap.parse_args(argv)
+    base, gistnet = load_model("smollm2")
+    src, note = source_ids(base)
+    with tempfile.TemporaryDirectory(prefix="mc-footprint-") as tmp:
+        path, info = build_tree("smollm2", base, gistnet, args.length, src, note, Path(tmp))
+        res = storage_vs_kv(base, {args.length: path})
+    res.update(build=info, machine=machine_info(), command=" ".join(sys.argv))
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    b = res["bytes"][str(args.length)]
+    print(f"{b['length']:,} tokens: {b['total']:,} bytes, {b['bytes_per_token']:.1f} B/token")
+    for kind, n in sorted(b["by_kind"].items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:>22}: {n:>12,}  {n / b['length'] * 1e6 / 2**20:6.2f} MiB per 1M tokens")
+    print(f"KV cache fp16 / tree: {b['kv_over_tree_fp16']:.0f}x; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -110,10 +110,7 @@ def build_tree(model: str, base, gistnet, n: int, src: np.ndarray, src_note: str
     the retrieval index kept current and stored with the tree (a committed chunk of keys per
     complete epoch, ``mcruntime.indexing``), so opening a session on it loads the index instead
     of rebuilding it from every token. A cached tree from before the index was stored (no
-    ``index_chunks`` in its build record) is built again: storing the chunks afterwards in one
-    go takes time quadratic in the length (``NodeIndex.persist`` rescans every later token for
-    each chunk: 1 s at 256k tokens, 4 s at 512k, about half an hour at 10M), and a session on
-    such a tree would pay it in its first append (the end of the first chat turn)."""
+    ``index_chunks`` in its build record) is built again, so every run measures the same thing."""
     key = hashlib.sha256(
         f"{base.name}|{fingerprint(gistnet)}|{hashlib.sha256(src.tobytes()).hexdigest()}".encode()
     ).hexdigest()[:10]
