@@ -311,22 +311,32 @@ def summarise(rows: list[dict]) -> dict:
     """Mean score per system × length (over tasks and seeds), and per task × system."""
     by_len: dict[str, dict[int, list[float]]] = {}
     by_task: dict[str, dict[str, list[float]]] = {}
+    by_tl: dict[str, dict[str, dict[int, list[float]]]] = {}
     for r in rows:
         if r["score"] is None:
             continue
         by_len.setdefault(r["system"], {}).setdefault(r["length"], []).append(r["score"])
         by_task.setdefault(r["task"], {}).setdefault(r["system"], []).append(r["score"])
+        by_tl.setdefault(r["task"], {}).setdefault(r["system"], {}).setdefault(
+            r["length"], []
+        ).append(r["score"])
     return {
         "by_length": {
             s: {n: float(np.mean(v)) for n, v in sorted(d.items())} for s, d in by_len.items()
         },
         "by_task": {t: {s: float(np.mean(v)) for s, v in d.items()} for t, d in by_task.items()},
+        "by_task_length": {
+            t: {s: {n: float(np.mean(v)) for n, v in sorted(dd.items())} for s, dd in d.items()}
+            for t, d in by_tl.items()
+        },
         "n": {s: sum(len(v) for v in d.values()) for s, d in by_len.items()},
     }
 
 
-def table(result: dict) -> str:
-    """Accuracy per system × history length, the ceiling, and per task × system."""
+def table(result: dict, detail: tuple[str, ...] = ("passkey", "multikey")) -> str:
+    """Accuracy per system × history length, the ceiling, per task × system, and per history
+    length for the ``detail`` tasks (the mean over tasks mixes in tasks the model cannot do even
+    with the whole history in view)."""
     summ = result["summary"]["by_length"]
     lengths = sorted({int(n) for s, d in summ.items() if s != CEILING for n in d})
     systems = [s for s in SYSTEMS if s in summ]
@@ -343,6 +353,18 @@ def table(result: dict) -> str:
     lines += ["| task | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for t, d in sorted(result["summary"]["by_task"].items()):
         lines.append(f"| {t} | " + " | ".join(fmt(d.get(c)) for c in cols) + " |")
+    for t in detail:
+        d = result["summary"].get("by_task_length", {}).get(t)
+        if not d:
+            continue
+        ns = sorted({int(n) for s, dd in d.items() if s != CEILING for n in dd})
+        lines += [f"\n{t} by history length:\n"]
+        lines += ["| system | " + " | ".join(f"{n // 1024}k" for n in ns) + " |"]
+        lines.append("|" + "---|" * (len(ns) + 1))
+        for s in [s for s in SYSTEMS if s in d]:
+            lines.append(
+                f"| {s} | " + " | ".join(fmt(d[s].get(n, d[s].get(str(n)))) for n in ns) + " |"
+            )
     return "\n".join(lines)
 
 
