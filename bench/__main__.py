@@ -7,6 +7,7 @@ COMMANDS = {
     "store": "bench.store_bench",
     "harness": "bench.harness",
     "systems": "bench.systems",
+    "footprint": "bench.systems.footprint",  # storage by kind only, without the latency runs
 }
 
 if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

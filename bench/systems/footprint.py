@@ -170,7 +170,7 @@ def run_rss_child(model: str, tree: Path, rundir: Path, window: int, tokens: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m bench.systems.footprint [--length N]``: build one SmolLM2 tree the way the
+    """``python -m bench footprint [--length N]``: build one SmolLM2 tree the way the
     systems benchmark does (retrieval index included) and report its bytes by kind, without the
     20 minutes of latency measurements around it."""
     import argparse
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench.systems.plan import RESULTS
     from bench.systems.trees import build_tree, source_ids
 
-    ap = argparse.ArgumentParser(prog="python -m bench.systems.footprint")
+    ap = argparse.ArgumentParser(prog="python -m bench footprint")
     ap.add_argument("--length", type=int, default=1 << 18)
     ap.add_argument("--out", default=str(RESULTS / "footprint.json"))
     args = ap.parse_args(argv)
@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="mc-footprint-") as tmp:
         path, info = build_tree("smollm2", base, gistnet, args.length, src, note, Path(tmp))
         res = storage_vs_kv(base, {args.length: path})
-    res.update(build=info, machine=machine_info(), command=" ".join(sys.argv))
+    res.update(
+        build=info,
+        machine=machine_info(),
+        command="python -m bench footprint " + " ".join(argv or sys.argv[1:]),
+    )
     Path(args.out).write_text(json.dumps(res, indent=1))
     b = res["bytes"][str(args.length)]
     print(f"{b['length']:,} tokens: {b['total']:,} bytes, {b['bytes_per_token']:.1f} B/token")
