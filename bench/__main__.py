@@ -3,12 +3,7 @@
 import importlib
 import sys
 
-COMMANDS = {
-    "store": "bench.store_bench",
-    "harness": "bench.harness",
-    "systems": "bench.systems",
-    "footprint": "bench.systems.footprint",  # storage by kind only, without the latency runs
-}
+from bench import COMMANDS
 
 if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
     print("usage: python -m bench {" + ",".join(COMMANDS) + "} [--quick] [...]")

@@ -171,18 +171,21 @@ def _np_dtype(t):
     return np.uint16 if t.dtype == "bfloat16" else np.float16
 
 
+_BENCHES = ("store", "harness", "systems", "footprint")  # bench.COMMANDS; bench is not imported
+# until a benchmark runs, so `mc --help` works where bench/ is not on the path
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("name", type=click.Choice(["store", "harness", "systems"]))
+@click.argument("name", type=click.Choice(_BENCHES))
 @click.pass_context
 def bench(ctx, name):
     """Run a benchmark of bench/ (extra arguments go to it, e.g. `mc bench harness --quick`)."""
     import importlib
 
-    module = {"store": "bench.store_bench", "harness": "bench.harness", "systems": "bench.systems"}[
-        name
-    ]
     try:
-        mod = importlib.import_module(module)
+        from bench import COMMANDS
+
+        mod = importlib.import_module(COMMANDS[name])
     except ImportError as e:
         raise click.ClickException(f"benchmark {name} is not available: {e}") from None
     sys.exit(mod.main(list(ctx.args)) or 0)
