@@ -25,7 +25,7 @@ def _base(name: str, device: str | None):
     return mcmodels.load_base(name, device=device)
 
 
-def _gistnet(base, path: str | None):
+def pick_gistnet(base, path: str | None):
     """The GistNet at ``path``, else the one shipped for ``base``; a clear error if neither."""
     import mcmodels
 
@@ -177,7 +177,7 @@ def train_lensnet_cmd(
 
     _threads(threads)
     base = _base(base_name, device)
-    gist = _gistnet(base, gist_path)
+    gist = pick_gistnet(base, gist_path)
     res = train_lensnet(
         base, gist, _corpus(corpus_dir), out, LensTrainConfig(seed=seed, **kw), resume=resume
     )
@@ -237,7 +237,7 @@ def eval_recovered(
 
     _threads(threads)
     base = _base(base_name, device)
-    gist = _gistnet(base, gist_path)
+    gist = pick_gistnet(base, gist_path)
     corpus = _corpus(corpus_dir)
     T = span + recent + horizon
     docs = corpus.tokens(base.tokenizer, split, min_tokens=max(T, min_doc_tokens))

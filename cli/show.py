@@ -138,15 +138,13 @@ def regist(tree, gistnet, model, storage_options):
 
     import mcmodels
     import mcstore
-    from mcruntime import SessionError
+    from cli.model_cmds import pick_gistnet
     from mcruntime.session import gistnet_binding
     from mcruntime.streaming import Gister
 
     t = mcstore.open(tree, "a", storage_options=storage_options or None)
     base = mcmodels.load_base(model)
-    g = mcmodels.load_gistnet(gistnet) if gistnet else mcmodels.default_gistnet(base)
-    if g is None:
-        raise SessionError(f"no GistNet checkpoint for {base.name}; pass --gistnet PATH")
+    g = pick_gistnet(base, gistnet)
     binding = gistnet_binding(base, g, t.dtype)
     if t.check_binding(binding):
         click.echo(f"{tree} is already gisted by {binding['gistnet']['id']}; nothing to do")
@@ -159,16 +157,10 @@ def regist(tree, gistnet, model, storage_options):
             bar = bars[level] = progress_bar(total=total, desc=f"level {level}", unit="gist")
         bar.update(done - bar.n)
 
-    v = t.regist(Gister(base, g, out_dtype=_np_dtype(t)), binding, progress=progress)
+    v = t.regist(Gister.for_tree(base, g, t), binding, progress=progress)
     for bar in bars.values():
         bar.close()
     click.echo(f"{tree}: gists recomputed by {binding['gistnet']['id']}; now at version {v}")
-
-
-def _np_dtype(t):
-    import numpy as np
-
-    return np.uint16 if t.dtype == "bfloat16" else np.float16
 
 
 _BENCHES = ("store", "harness", "systems", "footprint")  # bench.COMMANDS; bench is not imported

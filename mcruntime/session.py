@@ -83,7 +83,7 @@ class Session:
         self.gistnet = self._pick_gistnet(gistnet, mcmodels)
         self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
         self.tree = self._open_tree(tree, storage_options, mode, create)
-        self.gister = Gister(self.base, self.gistnet, out_dtype=_np_dtype(self.tree))
+        self.gister = Gister.for_tree(self.base, self.gistnet, self.tree)
         self.entry_vectors = EntryVectors(self.tree, self.base)
         scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
@@ -115,7 +115,9 @@ class Session:
         return gistnet.eval()
 
     def binding(self) -> dict:
-        return gistnet_binding(self.base, self.gistnet)
+        """What the tree records (and checks) about the models writing it."""
+        dtype = getattr(getattr(self, "tree", None), "dtype", "float16")
+        return gistnet_binding(self.base, self.gistnet, dtype)
 
     def _open_tree(self, tree, storage_options, mode, create):
         self.created = False
@@ -139,7 +141,7 @@ class Session:
                 f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is "
                 f"{self.base.d_model}-wide; use the model it was built with (see `mc info`)"
             )
-        current = t.check_binding(self.binding())
+        current = t.check_binding(gistnet_binding(self.base, self.gistnet, t.dtype))
         if not current and t.mode != "r":
             raise SessionError(
                 f"tree {t.url} was gisted by another GistNet "
@@ -470,10 +472,6 @@ def render_turn(role: str, text: str) -> str:
     return f"{'User' if role == 'user' else 'Assistant'}: {text.strip()}\n" + (
         "\n" if role != "user" else ""
     )
-
-
-def _np_dtype(tree):
-    return np.uint16 if getattr(tree, "dtype", "float16") == "bfloat16" else np.float16
 
 
 __all__ = [

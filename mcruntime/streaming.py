@@ -84,6 +84,12 @@ class Gister:
         self.batch = batch
         self.out_dtype = out_dtype
 
+    @classmethod
+    def for_tree(cls, base, gistnet, tree, **kw) -> Gister:
+        """A gister writing the tree's own gist dtype (bf16 trees store uint16 bit patterns)."""
+        out = np.uint16 if getattr(tree, "dtype", "float16") == "bfloat16" else np.float16
+        return cls(base, gistnet, out_dtype=out, **kw)
+
     @torch.no_grad()
     def __call__(self, level: int, children: np.ndarray) -> np.ndarray:
         out = []

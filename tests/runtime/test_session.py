@@ -148,6 +148,29 @@ def test_gistnet_mismatch_asks_for_regist(base, gistnet, tmp_path):
         Session(url, model=base, gistnet=other, window=512)
 
 
+def test_bfloat16_tree_opens_and_grows(base, gistnet, tmp_path):
+    """A tree made with bf16 gists is bound with dtype bfloat16; a session must accept it (not
+    call it stale) and write bf16 gists that read back as what GistNet produced."""
+    from mcruntime.session import gistnet_binding
+
+    url = str(tmp_path / "bf.mc")
+    mcstore.create(
+        url, dim=base.d_model, dtype="bfloat16", binding=gistnet_binding(base, gistnet, "bfloat16")
+    )
+    s = session(base, gistnet, url)
+    s.ingest(prose(300, 5), source="a.txt")
+    assert s.tree.dtype == "bfloat16" and s.tree.num_nodes(1) > 0
+    s.close()
+    t = mcstore.open(url)
+    bits = t.gists(1, 0, 1)
+    assert bits.dtype == np.uint16
+    ids = t.tokens(0, t.block)
+    with torch.no_grad():
+        want = gistnet(base.embed(torch.tensor([ids.tolist()])).float(), 1)
+    got = mcstore.gisting.bf16_to_float32(bits)
+    assert np.allclose(got, want.numpy(), rtol=1e-2, atol=1e-2)
+
+
 def test_window_too_small_is_a_clear_error(base, gistnet):
     with pytest.raises(SessionError, match="window"):
         s = session(base, gistnet, "memory://small.mc", window=300)
