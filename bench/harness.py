@@ -18,7 +18,6 @@ of JSON; ``summarise`` turns them into tables and a plot.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from bench import tasks as T
-from bench._common import machine_info
+from bench._common import loadavg, machine_info
 
 CEILING = "ceiling"  # the model's own score when the whole (short) history fits the window
 SYSTEMS = (
@@ -94,26 +93,6 @@ class Row:
 # -- shared decoding ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def greedy(base, vecs: torch.Tensor, max_new: int, end_ids) -> str:
-    """The same greedy decoding every baseline uses (MegaContext uses its Session's)."""
-    out = base.forward(
-        vecs[None].to(base.device, base.dtype), torch.arange(len(vecs))[None], last_k=1
-    )
-    ids: list[int] = []
-    pos = len(vecs)
-    for _ in range(max_new):
-        nxt = int(out.logits[0, -1].argmax())
-        if nxt in end_ids:
-            break
-        ids.append(nxt)
-        out = base.forward(
-            base.embed(torch.tensor([[nxt]])), torch.tensor([[pos]]), cache=out.cache, last_k=1
-        )
-        pos += 1
-    return base.tokenizer.decode(ids, skip_special=True)
-
-
 class Baselines:
     """Truncation, full context and RAG over raw chunks, for one base model and window."""
 
@@ -133,9 +112,8 @@ class Baselines:
 
     def _answer(self, mem_ids: list[int], question: str) -> str:
         ids = self.parts.prefix + list(mem_ids) + self._turn(question)
-        return greedy(
-            self.base, self.base.embed(torch.tensor(ids)).float(), self.max_new, self.end_ids
-        )
+        out = self.base.generate(ids, self.max_new, stop_ids=self.end_ids)
+        return self.base.tokenizer.decode(out, skip_special=True)
 
     def trunc(self, ids: np.ndarray, question: str) -> str:
         return self._answer(ids[-self.budget(question) :].tolist(), question)
@@ -177,7 +155,7 @@ class Baselines:
 # -- the run -----------------------------------------------------------------------------------
 
 
-def haystack_texts(base, *, split: str = "test", min_chars: int = 2000) -> tuple[list[str], str]:
+def haystack_texts(*, split: str = "test", min_chars: int = 2000) -> tuple[list[str], str]:
     """Held-out text (the corpus test split; dev for tuning) and the corpus manifest hash."""
     from mcmodels.corpus import Corpus, build_corpus, default_corpus_dir
 
@@ -210,7 +188,7 @@ def run(
     base = base or mcmodels.load_base(cfg.model)
     manifest = None
     if texts is None:
-        texts, manifest = haystack_texts(base, split=cfg.split)
+        texts, manifest = haystack_texts(split=cfg.split)
     hay = T.Haystack(texts, base.tokenizer.encode)
     parts = chat_layout(base.tokenizer)
     bl = Baselines(base, parts, cfg.window, cfg.max_new_tokens)
@@ -225,6 +203,7 @@ def run(
         for k, n in [(k, n) for k in cfg.tasks for n in cfg.lengths]
         + [("passkey", n) for n in cfg.long_lengths if "passkey" in cfg.tasks]
     ]
+    machine = machine_info()  # the commit and load this run started with
     t_start = time.perf_counter()
     for kind in cfg.tasks:  # the ceiling: same tasks, short enough to read whole
         for s in range(cfg.seeds):
@@ -238,7 +217,9 @@ def run(
                 n = int(n * 0.8)
             t0 = time.perf_counter()
             out = bl.full(ids, task.question) if len(ids) <= bl.budget(task.question) else None
-            rows.append(_row(task, cfg.ceiling_length, seed, CEILING, out, None, t0))
+            row = _row(task, cfg.ceiling_length, seed, CEILING, out, None, t0)
+            row.note = f"history cut to {n} tokens to fit" if n != cfg.ceiling_length else ""
+            rows.append(row)
         progress(f"{kind:>17} ceiling: " + " ".join(f"{r.score}" for r in rows if r.task == kind))
     for s, kind, n in plan:
         seed = cfg.seed + 1000 * s + n % 997
@@ -281,18 +262,18 @@ def run(
             + " ".join(f"{r.system}={'-' if r.score is None else f'{r.score:.2f}'}" for r in done)
         )
         if on_instance is not None:
-            on_instance(_result(cfg, base, gistnet, lensnet, manifest, rows, t_start))
-    return _result(cfg, base, gistnet, lensnet, manifest, rows, t_start)
+            on_instance(_result(cfg, base, gistnet, lensnet, manifest, machine, rows, t_start))
+    return _result(cfg, base, gistnet, lensnet, manifest, machine, rows, t_start)
 
 
-def _result(cfg, base, gistnet, lensnet, manifest, rows, t_start) -> dict:
+def _result(cfg, base, gistnet, lensnet, manifest, machine, rows, t_start) -> dict:
     result = {
         "config": asdict(cfg),
         "model": base.name,
         "gistnet": getattr(gistnet, "checkpoint_id", None) or "untrained",
         "lensnet": getattr(lensnet, "checkpoint_id", None),
         "corpus_manifest": manifest,
-        "machine": machine_info(),
+        "machine": {**machine, "loadavg_end": loadavg()},
         "seconds": time.perf_counter() - t_start,
         "rows": [asdict(r) for r in rows],
     }
@@ -384,7 +365,7 @@ def plot(result: dict, path: str) -> None:
             tasks_at.setdefault(int(r["length"]), set()).add(r["task"])
     all_tasks = set().union(*tasks_at.values()) if tasks_at else set()
     full_lengths = {n for n, t in tasks_at.items() if t == all_tasks}
-    mean_by_len: dict[str, dict[int, float]] = {}
+    mean_by_len: dict[str, dict[int, list[float]]] = {}
     for r in result["rows"]:
         if r["system"] != CEILING and r["score"] is not None and int(r["length"]) in full_lengths:
             mean_by_len.setdefault(r["system"], {}).setdefault(int(r["length"]), []).append(
@@ -465,9 +446,10 @@ def main(argv: list[str] | None = None) -> None:
         kw["model"] = args.model
     kw["split"] = args.split
     kw["session"] = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
+    if {"scorer", "retrieval"} & kw["session"].keys():
+        ap.error("--set scorer/retrieval: pick those with --systems (mc-<scorer>[-noret])")
     cfg = HarnessConfig.quick(**kw) if args.quick else HarnessConfig(**kw)
     cfg.out = args.out or ("bench/results/harness_quick.json" if args.quick else cfg.out)
-    random.seed(cfg.seed)
     result = run(cfg, on_instance=lambda partial: save(partial, cfg.out))
     save(result, cfg.out)
     print(table(result))

@@ -43,6 +43,7 @@ def test_every_system_answers_every_task(result):
         "mc-attention",
         CEILING,
     } <= systems
+    assert (set(harness.SYSTEMS) - {"mc-lensnet"}) | {CEILING} <= systems
     assert "mc-lensnet" not in systems  # no LensNet checkpoint for the tiny model
     for system in systems - {CEILING}:
         assert {(r["task"], r["length"]) for r in rows if r["system"] == system} == {
@@ -64,3 +65,5 @@ def test_summary_table_plot(result, tmp_path):
     assert out.with_suffix(".png").stat().st_size > 5000
     table = out.with_suffix(".md").read_text()
     assert "| mc-recency |" in table and "Ceiling" in table
+    assert summ["by_task_length"]["passkey"]["rag"].keys() == {700}
+    assert "passkey by history length" in table
