@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import format as F
-from .errors import InvalidArgument, ReadOnlyError, VersionNotFound
+from .errors import CommitConflict, InvalidArgument, ReadOnlyError, VersionNotFound
 from .gisting import Gister, gist_completed, write_gist_set
 from .nodes import FLAGS_OBJECT, segment_rows, updated_flags
 from .objects import store_named
@@ -207,7 +207,7 @@ class Tree(TreeView):
         return version
 
     # ------------------------------------------------------------------ regist
-    def regist(self, gister: Gister, binding: dict, *, progress=None, batch: int = 4096) -> int:
+    def regist(self, gister: Gister, binding: dict, *, progress=None) -> int:
         """Recompute every gist with a new GistNet, level by level, resumably.
 
         Complete shards of the new gist arrays are written under new names (a hash of the
@@ -234,6 +234,13 @@ class Tree(TreeView):
         bkey = self._blobs.write("binding", {"binding": binding, "gistnets": table})
         with self._lock:
             self._check_head()
+            if self._snap.version != snap.version:
+                # this handle committed meanwhile: committing on top with the older snapshot's
+                # length, segments and objects would drop that commit
+                raise CommitConflict(
+                    f"{self.url}: the tree moved to version {self.version} during regist; "
+                    "run regist again (the gist shards it wrote are reused)"
+                )
             return self._commit(
                 {},
                 snap.length,

@@ -212,6 +212,32 @@ def test_binding_and_regist(backend):
         assert np.array_equal(r.gists(lv), g)
 
 
+def test_regist_never_drops_a_commit_made_meanwhile(backend):
+    """A commit through the same handle while regist computes makes regist conflict instead of
+    committing over it with its older snapshot; a rerun then succeeds and keeps both."""
+    b1 = {
+        "tokenizer": {"name": "tok", "hash": "h1"},
+        "gistnet": {"id": "g1", "hash": "x", "dim": DIM, "dtype": "float16"},
+    }
+    t, _ = _mk(backend, binding=b1)
+    toks = np.arange(E + 70, dtype=np.int32) % 1000
+    t.append(toks, gister=gister, source="a")
+    b2 = {**b1, "gistnet": {**b1["gistnet"], "id": "g2"}}
+    meddled = []
+
+    def g2(level, kids):
+        if not meddled:
+            meddled.append(t.set_flags(1, [0], 1))
+        return (gister(level, kids).astype(np.float32) * -1).astype(np.float16)
+
+    with pytest.raises(mcstore.CommitConflict, match="during regist"):
+        t.regist(g2, b2)
+    assert t.node_meta(1, 0, 1)["flags"].tolist() == [1] and t.check_binding(b1) is True
+    t.regist(g2, b2)
+    assert t.node_meta(1, 0, 1)["flags"].tolist() == [1] and t.check_binding(b2) is True
+    assert np.array_equal(t.gists(1), expected_gists(toks, B, g2)[1])
+
+
 def test_regist_resumes_after_crash(backend):
     t, so = _mk(backend)
     toks = np.arange(E * 3, dtype=np.int32)
