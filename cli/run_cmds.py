@@ -219,6 +219,9 @@ def format_focus(spans: list[dict]) -> str:
     return "\n".join(lines)
 
 
+DEMO_SOURCES = {"station-journal.txt", "chat:user", "chat:assistant"}  # what a demo tree holds
+
+
 @cli.command()
 @click.option(
     "--tree", "tree", default="demo.mc", show_default=True, help="Where to build the demo tree."
@@ -237,12 +240,18 @@ def demo(tree, words, model, window):
     path = Path(tree)
     if path.exists():  # rebuilt on every run, but never at the expense of something else
         try:
-            mcstore.open(str(path))
+            sources = {seg.source for seg in mcstore.open(str(path)).segments()}
         except mcstore.StoreError:
             raise mcstore.TreeExists(
                 f"{tree} exists and is not a MegaContext tree; the demo will not replace it: "
                 "pass --tree with another path"
             ) from None
+        if not sources <= DEMO_SOURCES:
+            raise mcstore.TreeExists(
+                f"{tree} is a MegaContext tree with more than the demo in it "
+                f"({sorted(sources - DEMO_SOURCES)[0]!r}, …); the demo will not replace it: "
+                "pass --tree with another path"
+            )
         shutil.rmtree(path)
     t0 = time.perf_counter()
     s = _session(str(path), {}, model=model, window=window)

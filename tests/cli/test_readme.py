@@ -11,7 +11,7 @@ import tomllib
 
 import pytest
 
-from tests.cli.helpers import ROOT, mc_env, one_error_line, run_mc, run_proc
+from tests.cli.helpers import ROOT, mc_env, one_error_line, run_mc, run_proc, state
 
 
 def readme_commands() -> list[list[list[str]]]:
@@ -63,6 +63,22 @@ def test_demo_never_replaces_what_is_not_a_tree(tmp_path):
     assert r.code == 4
     one_error_line(r.err, str(folder), "not a MegaContext tree", "--tree")
     assert (folder / "thesis.txt").read_text() == "years of work"
+
+
+def test_demo_never_replaces_a_tree_with_other_memory(tmp_path):
+    import numpy as np
+
+    import mcstore
+
+    url = str(tmp_path / "notes.mc")
+    t = mcstore.create(url, dim=8)
+    t.append(np.arange(100, dtype=np.int32), gister=lambda lv, kids: np.zeros((len(kids), 8)),
+             source="notes.md")  # fmt: skip
+    before = state(url)
+    r = run_mc(["demo", "--tree", url])
+    assert r.code == 4
+    one_error_line(r.err, url, "more than the demo", "notes.md", "--tree")
+    assert state(url) == before
 
 
 @pytest.mark.slow
