@@ -13,13 +13,23 @@ from cli.main import cli
 from cli.options import progress_bar, storage_options_option, tree_url
 
 
-def _session(tree: str, storage_options: dict, *, model: str, window: int, mode: str = "a", **kw):
+def _session(
+    tree: str,
+    storage_options: dict,
+    *,
+    model: str,
+    window: int,
+    mode: str = "a",
+    gistnet: str | None = None,
+    **kw,
+):
     from mcruntime import Session, SessionConfig
 
     cfg = SessionConfig(**{k: v for k, v in kw.items() if v is not None})
     return Session(
         tree_url(tree),
         model=model,
+        gistnet=gistnet,
         window=window,
         storage_options=storage_options,
         config=cfg,
@@ -32,6 +42,13 @@ model_option = click.option(
     default="smollm2-135m-instruct",
     show_default=True,
     help="Base model: a name, a folder or a .gguf file.",
+)
+gistnet_option = click.option(
+    "--gistnet",
+    "gistnet",
+    default=None,
+    metavar="PATH",
+    help="GistNet checkpoint (default: the shipped one); the one the tree was gisted with.",
 )
 window_option = click.option(
     "--window",
@@ -61,10 +78,21 @@ window_option = click.option(
     help="Progress bar on stderr (default: when stderr is a terminal).",
 )
 @model_option
+@gistnet_option
 @window_option
 @storage_options_option
 def ingest(
-    tree, paths, include, exclude, source, chunk_tokens, progress, model, window, storage_options
+    tree,
+    paths,
+    include,
+    exclude,
+    source,
+    chunk_tokens,
+    progress,
+    model,
+    gistnet,
+    window,
+    storage_options,
 ):
     """Add files, folders (recursively) or stdin (-) to TREE, creating it on first use.
 
@@ -86,7 +114,7 @@ def ingest(
         target = mcstore.open(tree_url(tree), "a", storage_options=storage_options or None)
     except mcstore.TreeNotFound:
         target = tree_url(tree)  # the session creates it, bound to the model
-    s = _session(target, storage_options, model=model, window=window)
+    s = _session(target, storage_options, model=model, window=window, gistnet=gistnet)
     if s.created:
         click.echo(f"created {tree} for {s.base.name} ({_gistnet_note(s)})")
     report = IngestReport(skipped=[str(e) for e in found.skipped])
@@ -154,9 +182,10 @@ def _gistnet_note(s) -> str:
     "--scorer", type=click.Choice(["lensnet", "similarity", "attention", "recency"]), default=None
 )
 @model_option
+@gistnet_option
 @window_option
 @storage_options_option
-def chat(tree, once, max_new_tokens, show_focus, scorer, model, window, storage_options):
+def chat(tree, once, max_new_tokens, show_focus, scorer, model, gistnet, window, storage_options):
     """Talk with a model whose memory is TREE; every turn is remembered.
 
     Interactive: one question per line on stdin, answers streamed to stdout, Ctrl-D to leave.
@@ -170,7 +199,7 @@ def chat(tree, once, max_new_tokens, show_focus, scorer, model, window, storage_
         raise InputError("the question given to --once is empty", kind="empty")
     # open the tree before loading the model: a missing, corrupt or unreachable tree fails fast
     t = mcstore.open(tree_url(tree), "a", storage_options=storage_options or None)
-    s = _session(t, storage_options, model=model, window=window, scorer=scorer)
+    s = _session(t, storage_options, model=model, window=window, scorer=scorer, gistnet=gistnet)
     try:
         if once is not None:
             _answer(s, once, max_new_tokens, show_focus)

@@ -146,7 +146,8 @@ class Session:
             raise SessionError(
                 f"tree {t.url} was gisted by another GistNet "
                 f"({((t.binding or {}).get('gistnet') or {}).get('id', 'unknown')}); "
-                f"run `mc regist {t.url}` to bring it up to date"
+                f"run `mc regist {t.url}` to bring it up to date, or pass that GistNet "
+                "(--gistnet PATH)"
             )
         return t
 

@@ -198,3 +198,34 @@ def test_as_processes(docs, tmp_path, tree):
     assert turns[1] == f"Assistant: {first.decode().strip()}\n\n"
     assert turns[3] == f"Assistant: {second.strip()}\n\n"
     verify_ok(tree)
+
+
+def test_regist_with_another_gistnet_then_keep_using_it(docs, tmp_path, monkeypatch):
+    """After `mc regist --gistnet CK`, ingest and chat work with `--gistnet CK`; without it they
+    say how to proceed (one line, non-zero) and leave the tree as it is."""
+    import torch
+
+    import mcmodels
+
+    url = str(tmp_path / "notes.mc")
+    monkeypatch.chdir(docs.parent)
+    assert run_mc(["ingest", url, "docs/a.txt", *TINY]).code == 0
+    torch.manual_seed(1)
+    ck = tmp_path / "other"
+    mcmodels.save_checkpoint(
+        mcmodels.GistNet.for_base(mcmodels.tiny_base(0)), ck, base=mcmodels.tiny_base(0)
+    )
+    r = run_mc(["regist", url, "--gistnet", ck, *TINY])
+    assert r.code == 0, r.err
+    before = state(url)
+    r = run_mc(["chat", url, "--once", "What is the harbour code?", *TINY])
+    assert r.code != 0 and "--gistnet" in r.err and len(r.err.strip().splitlines()) == 1
+    assert state(url) == before
+    r = run_mc(
+        ["chat", url, "--once", "Anything?", "--max-new-tokens", "4", "--gistnet", ck, *TINY]
+    )
+    assert r.code == 0, r.err
+    r = run_mc(["ingest", url, "docs/b.md", "--gistnet", ck, *TINY])
+    assert r.code == 0, r.err
+    assert _sources(url)[-1] == "docs/b.md"
+    verify_ok(url)
