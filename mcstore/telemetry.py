@@ -98,8 +98,8 @@ def summarize(buf: list[tuple[int, np.ndarray, int]]) -> dict[str, np.ndarray]:
     return out
 
 
-def read_telemetry(be: Backend) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(key, arrays) of every readable telemetry file not already absorbed by a merge."""
+def _scan(be: Backend) -> tuple[list[tuple[str, dict[str, np.ndarray]]], list[str]]:
+    """(live files, keys of files a merge already absorbed but gc did not get to delete)."""
     names = [n for n in be.listdir("telemetry") if n.endswith(".npz")]
     got = be.read_many([f"telemetry/{n}" for n in names])
     parts = []
@@ -115,13 +115,25 @@ def read_telemetry(be: Backend) -> list[tuple[str, dict[str, np.ndarray]]]:
         if "merged" in d:
             merged |= set(str(x) for x in d["merged"])
         parts.append((k, d))
-    return [(k, d) for k, d in parts if k.rsplit("/", 1)[-1] not in merged]
+    live = [(k, d) for k, d in parts if k.rsplit("/", 1)[-1] not in merged]
+    return live, [k for k, _ in parts if k.rsplit("/", 1)[-1] in merged]
+
+
+def read_telemetry(be: Backend) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(key, arrays) of every readable telemetry file not already absorbed by a merge."""
+    return _scan(be)[0]
 
 
 def merge_files(be: Backend) -> int:
-    """Merge every telemetry file into one (written before the parts are deleted)."""
-    parts = read_telemetry(be)
+    """Merge every telemetry file into one (written before the parts are deleted).
+
+    The merge lists every name it absorbed, including those its absorbed merges had listed:
+    parts left behind by a crashed gc then stay hidden after their merge is itself merged, and
+    are deleted here."""
+    parts, leftovers = _scan(be)
     if len(parts) < 2:
+        if leftovers:
+            be.delete(leftovers)
         return 0
     acc: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
     for _, d in parts:
@@ -140,9 +152,10 @@ def merge_files(be: Backend) -> int:
         arrays[f"l{lv}_cnt"] = np.array([cnt[i] for i in idx], np.int64)
         arrays[f"l{lv}_last"] = np.array([last[i] for i in idx], np.int64)
     names = [k.rsplit("/", 1)[-1] for k, _ in parts]
+    names += [str(x) for _, d in parts for x in d.get("merged", ())]
     arrays["merged"] = np.array(names, dtype="U64")
     bio = io.BytesIO()
     np.savez(bio, **arrays)
     be.write(f"telemetry/compact-{uuid.uuid4().hex[:12]}.npz", bio.getvalue())
-    be.delete([k for k, _ in parts])
+    be.delete([k for k, _ in parts] + leftovers)
     return len(parts)

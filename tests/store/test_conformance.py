@@ -290,6 +290,30 @@ def test_node_meta_flags_and_telemetry(backend):
     assert len([p for p, _, _ in t._be.walk("telemetry")]) == 1
 
 
+def test_telemetry_counts_once_after_a_gc_crash(backend, monkeypatch):
+    """gc crashed after writing its merge but before deleting the parts: later merges neither
+    count those parts again nor leave them behind."""
+    _url, so = backend
+    t, _ = _mk(backend)
+    t.append(np.arange(100), gister=gister, source="a")
+    for i in (1, 2):
+        t.record_access(1, [i])
+        t.flush_telemetry()
+    be = t._be
+    real_delete = be.delete
+    monkeypatch.setattr(be, "delete", lambda keys: None)  # the crash: nothing deleted
+    mcstore.telemetry.merge_files(be)
+    monkeypatch.setattr(be, "delete", real_delete)
+    assert mcstore.open(t.url, storage_options=so).access_stats(1)[0][:4].tolist() == [0, 1, 1, 0]
+    t.record_access(1, [3])
+    t.flush_telemetry()
+    for _ in range(2):  # the merge absorbing the crashed merge, then a merge of one file
+        mcstore.telemetry.merge_files(be)
+        counts, _ = mcstore.open(t.url, storage_options=so).access_stats(1)
+        assert counts[:4].tolist() == [0, 1, 1, 1]
+    assert len([p for p, _, _ in be.walk("telemetry")]) == 1
+
+
 def test_bfloat16_bit_exact(backend):
     url, so = backend
     t = mcstore.create(url("bf"), dim=DIM, dtype="bfloat16", block=B, epoch=E, storage_options=so)
