@@ -32,7 +32,8 @@ _COLOURS = ["#1b1b1b", "#2f6db5", "#58a55c", "#e3a33b", "#c8553d", "#8e6bb8", "#
 def show(tree, query, png, max_segments, model, window, storage_options):
     """The tree (levels, sizes, segments) and a focus over it, as text and optionally a PNG.
 
-    Without --query the focus is the one a session opens with (recent detail, older gists);
+    Without --query the focus is assembled like a session's opening one (recent detail, older
+    gists) but without loading the model, so its budget is estimated (window - 300);
     with --query it is what the retrieval assist and scorer make of that question.
     """
     import mcstore
