@@ -6,8 +6,9 @@ greedy decoding and the same number of model positions:
 
 * ``trunc``: the newest tokens of the history that fit the window, raw;
 * ``full``: the whole history raw, where it fits the model (≤ 8k positions);
-* ``rag``: 32-token chunks retrieved by the same lexical keys as the retrieval assist (with
-  their neighbours), in document order, plus the newest tokens, filling the same budget;
+* ``rag``: 32-token chunks retrieved by BM25 (with their neighbours), in document order, plus
+  the newest tokens, filling the same budget (``bench.memory`` has the needle tasks on real
+  text and the better-placed RAG baseline);
 * ``mc-<scorer>``: MegaContext over a tree of the history: gists + focus with that scorer and
   the retrieval assist; ``mc-recency-noret`` switches the retrieval assist off.
 
@@ -29,6 +30,7 @@ import torch
 
 from bench import tasks as T
 from bench._common import loadavg, machine_info
+from mcmodels.decoding import trim
 
 CEILING = "ceiling"  # the model's own score when the whole (short) history fits the window
 SYSTEMS = (
@@ -100,9 +102,6 @@ class Baselines:
         self.base, self.parts, self.window, self.max_new = base, parts, window, max_new
         self.raw_recent = raw_recent
         self.end_ids = set(parts.end_ids) | set(base.tokenizer.end_ids)
-        from mcruntime.indexing import principal
-
-        self.table_p = principal(base, base.embedding_stats()["mean"].float().numpy())
 
     def _turn(self, question: str) -> list[int]:
         return self.parts.before_user + self.base.tokenizer.encode(question) + self.parts.after_user
@@ -113,7 +112,7 @@ class Baselines:
     def _answer(self, mem_ids: list[int], question: str) -> str:
         ids = self.parts.prefix + list(mem_ids) + self._turn(question)
         out = self.base.generate(ids, self.max_new, stop_ids=self.end_ids)
-        return self.base.tokenizer.decode(out, skip_special=True)
+        return trim(self.base.tokenizer.decode(out, skip_special=True))
 
     def trunc(self, ids: np.ndarray, question: str) -> str:
         return self._answer(ids[-self.budget(question) :].tolist(), question)
@@ -125,30 +124,24 @@ class Baselines:
         return self._answer(ids.tolist(), question)
 
     def rag(self, ids: np.ndarray, question: str, block: int = 32) -> str:
-        from mcruntime.retrieval import RetrievalIndex
+        """BM25 over raw chunks (``bench.memory.RawIndex``), hits and their neighbours in
+        document order, plus the newest tokens, filling the budget."""
+        from bench.memory import RawIndex
 
         budget = self.budget(question)
         recent = min(self.raw_recent, budget // 4)
-        n_blocks = (len(ids) - recent) // block
-        if n_blocks <= 0:
+        index = RawIndex(self.base, ids[: len(ids) - recent], block)
+        if index.n <= 0:
             return self.trunc(ids, question)
-        idx = RetrievalIndex(
-            self.table_p.shape[1], kind="lexical", block=block, vocab=self.base.vocab_size
-        )
-        blocks = ids[: n_blocks * block].reshape(n_blocks, block).astype(np.int64)
-        idx.add_blocks(blocks, self.table_p)  # the same keys as the retrieval assist
-        qkey = idx.query_key(self.base.tokenizer.encode(question), self.table_p)
-        keys = idx.keys(1, 0, n_blocks)
-        order = np.argsort(-(keys @ qkey), kind="stable")
-        chosen: set[int] = set()
         room = (budget - recent) // block
-        for b in order:
+        chosen: set[int] = set()
+        for b in index.ranked(question, room):
             for nb in (b, b - 1, b + 1):  # the same neighbour rule as the retrieval assist
-                if 0 <= nb < n_blocks and nb not in chosen and len(chosen) < room:
+                if 0 <= nb < index.n and nb not in chosen and len(chosen) < room:
                     chosen.add(nb)
             if len(chosen) >= room:
                 break
-        mem = [int(t) for b in sorted(chosen) for t in blocks[b]]
+        mem = [int(t) for b in sorted(chosen) for t in ids[b * block : (b + 1) * block]]
         return self._answer(mem + ids[len(ids) - recent :].tolist(), question)
 
 
@@ -245,7 +238,7 @@ def run(
                 scorer = system[3:].removesuffix("-noret")
                 sc = SessionConfig(
                     **{**cfg.session, "scorer": scorer},
-                    retrieval=None if system.endswith("-noret") else "lexical",
+                    retrieval=None if system.endswith("-noret") else "bm25",
                 )
 
                 t0 = time.perf_counter()

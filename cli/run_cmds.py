@@ -179,13 +179,23 @@ def _gistnet_note(s) -> str:
     "--show-focus", is_flag=True, help="After each answer, list the spans read in detail."
 )
 @click.option(
+    "--no-remember",
+    "no_remember",
+    is_flag=True,
+    help="Answer from memory but keep these turns out of it (the tree is not changed). "
+    "Interactively, a line starting with /private is not remembered either.",
+)
+@click.option(
     "--scorer", type=click.Choice(["lensnet", "similarity", "attention", "recency"]), default=None
 )
 @model_option
 @gistnet_option
 @window_option
 @storage_options_option
-def chat(tree, once, max_new_tokens, show_focus, scorer, model, gistnet, window, storage_options):
+def chat(
+    tree, once, max_new_tokens, show_focus, no_remember, scorer, model, gistnet, window,
+    storage_options,
+):  # fmt: skip
     """Talk with a model whose memory is TREE; every turn is remembered.
 
     Interactive: one question per line on stdin, answers streamed to stdout, Ctrl-D to leave.
@@ -202,7 +212,7 @@ def chat(tree, once, max_new_tokens, show_focus, scorer, model, gistnet, window,
     s = _session(t, storage_options, model=model, window=window, scorer=scorer, gistnet=gistnet)
     try:
         if once is not None:
-            _answer(s, once, max_new_tokens, show_focus)
+            _answer(s, once, max_new_tokens, show_focus, not no_remember)
             return
         tty = sys.stdin.isatty()
         if tty:
@@ -216,17 +226,22 @@ def chat(tree, once, max_new_tokens, show_focus, scorer, model, gistnet, window,
                 if tty:
                     click.echo("", err=True)
                 return
+            private = q.startswith(PRIVATE)
+            q = q.removeprefix(PRIVATE).strip() if private else q
             if q:
-                _answer(s, q, max_new_tokens, show_focus)
+                _answer(s, q, max_new_tokens, show_focus, not (no_remember or private))
     finally:
         s.close()
 
 
-def _answer(s, question: str, max_new_tokens: int, show_focus: bool) -> None:
+PRIVATE = "/private"  # an interactive line starting with this is answered but not remembered
+
+
+def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: bool = True) -> None:
     import mcstore
 
     try:
-        for piece in s.chat_stream(question, max_new_tokens=max_new_tokens):
+        for piece in s.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
             click.echo(piece, nl=False)
     except mcstore.CommitConflict as e:
         click.echo()
@@ -236,7 +251,25 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool) -> None:
         ) from e
     click.echo()
     if show_focus:
+        click.echo(format_recall(s.last.recall), err=True)
         click.echo(format_focus(s.last.focus), err=True)
+        t = s.last.timings
+        click.echo(
+            f"first token after {t['first_token_s']:.1f}s; {t['tokens']} tokens in "
+            f"{t['focus_s'] + t['decode_s']:.1f}s" + ("" if remember else "; not remembered"),
+            err=True,
+        )
+
+
+def format_recall(passages: list[dict]) -> str:
+    if not passages:
+        return "recall: no passage matched the question"
+    lines = ["recall: passages read back before the question (best last):"]
+    for p in passages:
+        lines.append(
+            f"  tokens {p['start']:>9}-{p['stop']:<9} {p['source'] or '?'} (score {p['score']})"
+        )
+    return "\n".join(lines)
 
 
 def format_focus(spans: list[dict]) -> str:

@@ -199,20 +199,27 @@ class BaseLM:
         return cache
 
     @torch.no_grad()
-    def generate(self, ids: list[int], max_new_tokens: int = 32, stop_ids=None) -> list[int]:
-        """Greedy decoding from raw ids (a convenience for tests and demos)."""
+    def generate(
+        self, ids: list[int], max_new_tokens: int = 32, stop_ids=None, decoding=None
+    ) -> list[int]:
+        """Greedy decoding from raw ids with the repetition guards of ``mcmodels.decoding``
+        (``decoding``: a DecodeConfig; the same guards as the runtime's sessions)."""
+        from mcmodels.decoding import Guard
+
         stop = set(self.tokenizer.end_ids if stop_ids is None else stop_ids)
+        guard = Guard(decoding)
         out = self.forward_ids(ids, last_k=1)
-        new: list[int] = []
         pos = len(ids)
         for _ in range(max_new_tokens):
-            nxt = int(out.logits[0, -1].argmax())
+            nxt = guard.pick(out.logits[0, -1])
             if nxt in stop:
                 break
-            new.append(nxt)
+            guard.push(nxt)
+            if guard.done(self.tokenizer.decode(guard.out, skip_special=True)):
+                break
             out = self.forward_ids([nxt], torch.tensor([[pos]]), cache=out.cache, last_k=1)
             pos += 1
-        return new
+        return guard.out
 
 
 # ---- tiny test model -------------------------------------------------------------------------

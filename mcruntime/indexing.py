@@ -1,12 +1,12 @@
 """Keeps a tree's retrieval index current and stored with it, and turns hits into score boosts.
 
-Stored form (lexical keys; gist keys are the tree's own gists, re-read at open): each complete
-epoch (``tree.epoch`` tokens) becomes one immutable committed object
-``retrieval/lexical/l1-<first>-<stop>.npz`` holding the fp16 level-1 keys of its blocks and the
-sparse token counts *of those blocks only*, written once when the epoch completes. Opening sums
-the chunks, then indexes only the nodes committed since the last one, so open work is bounded by
-one epoch of tokens plus a read of the stored keys; storing is linear in the new epochs. Keys of
-higher levels are means of their children, recomputed at load.
+Stored form: each complete epoch (``tree.epoch`` tokens) becomes one immutable committed object
+per key kind, ``retrieval/<kind>/l1-<first>-<stop>.npz``, written once when the epoch completes:
+``bm25`` holds the sparse word counts of its blocks (``mcruntime.lexical.BlockTerms``), a dense
+kind its fp16 keys. Opening reads the chunks and indexes only the blocks committed since the
+last one, so open work is bounded by one epoch of tokens plus a read of the stored chunks;
+storing is linear in the new epochs. A block is indexed once the few tokens after it exist (a
+word cut by its end is completed from them), so incremental and one-shot builds agree exactly.
 """
 
 from __future__ import annotations
@@ -18,104 +18,156 @@ import numpy as np
 import torch
 
 from mcruntime.context import WorkingContext
-from mcruntime.retrieval import Hit, RetrievalIndex, block_counts, principal_table
+from mcruntime.lexical import EXTEND, BlockTerms, LexicalIndex, block_terms, query_terms
+from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, rrf
 
-_CHUNK = re.compile(r"^retrieval/(\w+)/l1-(\d{12})-(\d{12})\.npz$")
-_TABLES: dict[tuple[str, int], np.ndarray] = {}
+_CHUNK = re.compile(r"^retrieval/([\w.-]+)/l1-(\d{12})-(\d{12})\.npz$")
+BM25 = "bm25"
 
 
 class NodeIndex:
     """The retrieval index of one tree for one base model (see ``mcruntime.retrieval``)."""
 
-    def __init__(self, tree, base, *, kind: str = "lexical", boost: float = 2.0):
+    def __init__(self, tree, base, *, kind: str = BM25, boost: float = 2.0, dense_spec=None):
+        if kind not in KEY_KINDS:
+            raise ValueError(f"unknown retrieval kind {kind!r}; choose from {KEY_KINDS}")
         self.tree, self.base, self.kind, self.boost = tree, base, kind, boost
         self.mean = base.embedding_stats()["mean"].float().numpy()
-        self.table_p = principal(base, self.mean) if kind == "lexical" else None
-        dim = self.table_p.shape[1] if kind == "lexical" else base.d_model
-        self.index = RetrievalIndex(dim, kind=kind, block=tree.block, vocab=base.vocab_size)
-        self.stored = 0  # level-1 nodes covered by committed chunks
-        if kind == "lexical":
-            self._load()
+        self.lex = LexicalIndex() if kind in (BM25, "hybrid") else None
+        self.dense = None
+        self.dense_name = None
+        if kind == "hybrid":
+            from mcruntime.dense import DenseSpec
+
+            self.dense_spec = dense_spec or DenseSpec()
+            self.dense_name = "dense-" + self.dense_spec.id(base)
+            self.dense = KeyIndex(base.d_model)
+        elif kind == "gist":
+            self.dense = KeyIndex(base.d_model)
+        self.stored: dict[str, int] = {}  # chunk kind -> level-1 blocks covered by chunks
+        self._load()
         self.update()
+
+    @property
+    def chunk_kinds(self) -> list[str]:
+        return [k for k in (BM25 if self.lex is not None else None, self.dense_name) if k]
+
+    def ready(self) -> int:
+        """Level-1 blocks that can be indexed: complete, with EXTEND tokens after them."""
+        return max(0, self.tree.length - EXTEND) // self.tree.block
+
+    def indexed(self) -> int:
+        counts = []
+        if self.lex is not None:
+            counts.append(len(self.lex))
+        if self.dense is not None:
+            counts.append(self.dense.count(1))
+        return min(counts)
 
     # -- stored chunks ------------------------------------------------------------------------
 
-    def _chunks(self) -> list[tuple[int, int, str]]:
+    def _chunks(self, kind: str) -> list[tuple[int, int, str]]:
         out = []
         for name in self.tree.objects():
             m = _CHUNK.match(name)
-            if m and m.group(1) == self.kind:
+            if m and m.group(1) == kind:
                 out.append((int(m.group(2)), int(m.group(3)), name))
         return sorted(out)
 
     def _load(self) -> None:
-        idx = self.index
-        for first, stop, name in self._chunks():
-            if first != self.stored or stop > self.tree.num_nodes(1):
-                break  # a gap, or a chunk from another history: index the rest from tokens
-            with np.load(io.BytesIO(self.tree.read_object(name)), allow_pickle=False) as z:
-                keys = z["keys"].astype(np.float32)
-                if keys.shape != (stop - first, idx.dim):
-                    break  # written for another model: recompute from tokens
-                idx.add_keys(1, keys)
-                np.add.at(idx.token_counts, z["ids"].astype(np.int64), z["counts"].astype(np.int64))
-            idx.blocks_seen = stop
-            self.stored = stop
+        """Read the stored chunks: for each kind the contiguous run from block 0, and for a
+        hybrid index only as far as both kinds reach (the rest is indexed from tokens)."""
+        runs: dict[str, list[tuple[int, int, str]]] = {}
+        for kind in self.chunk_kinds:
+            run: list[tuple[int, int, str]] = []
+            for first, stop, name in self._chunks(kind):
+                if first != (run[-1][1] if run else 0) or stop > self.ready():
+                    break  # a gap, or a chunk from another history
+                run.append((first, stop, name))
+            runs[kind] = run
+        reach = min((r[-1][1] if r else 0) for r in runs.values()) if runs else 0
+        for kind, run in runs.items():
+            have = 0
+            for _first, stop, name in run:
+                if stop > reach:
+                    break
+                with np.load(io.BytesIO(self.tree.read_object(name)), allow_pickle=False) as z:
+                    if kind == BM25:
+                        self.lex.add(BlockTerms.from_arrays(z))
+                    else:
+                        self.dense.add(1, z["keys"].astype(np.float32))
+                have = stop
+            self.stored[kind] = have
 
     def persist(self) -> int:
         """Commit a chunk for every complete epoch not stored yet; returns chunks written."""
-        if self.kind != "lexical" or self.tree.mode == "r":
+        if self.kind == "gist" or self.tree.mode == "r":
             return 0
         per, b = self.tree.epoch // self.tree.block, self.tree.block
-        have = self.index.count(1)
+        have = self.indexed()
         objects = {}
-        while (self.stored // per + 1) * per <= have:
-            first, stop = self.stored, (self.stored // per + 1) * per
-            ids, counts = block_counts(self.tree.tokens(first * b, stop * b).reshape(-1, b))
-            buf = io.BytesIO()
-            np.savez_compressed(
-                buf,
-                keys=self.index.keys(1, first, stop).astype(np.float16),
-                ids=ids.astype(np.int32),
-                counts=counts.astype(np.int32),
-            )
-            objects[f"retrieval/{self.kind}/l1-{first:012d}-{stop:012d}.npz"] = buf.getvalue()
-            self.stored = stop
+        for kind in self.chunk_kinds:
+            stored = self.stored.get(kind, 0)
+            while (stored // per + 1) * per <= have:
+                first, stop = stored, (stored // per + 1) * per
+                buf = io.BytesIO()
+                if kind == BM25:
+                    ids = self.tree.tokens(first * b, stop * b + EXTEND)
+                    arrays = block_terms(self._decode, ids[: (stop - first) * b], b,
+                                         following=ids[(stop - first) * b :]).to_arrays()  # fmt: skip
+                else:
+                    arrays = {"keys": self.dense.keys(1, first, stop).astype(np.float16)}
+                np.savez_compressed(buf, **arrays)
+                objects[f"retrieval/{kind}/l1-{first:012d}-{stop:012d}.npz"] = buf.getvalue()
+                stored = stop
+            self.stored[kind] = stored
         if objects:
-            self.tree.commit_objects(objects, message=f"retrieval index up to node {self.stored}")
+            self.tree.commit_objects(objects, message=f"retrieval index up to block {have}")
         return len(objects)
 
     # -- incremental build --------------------------------------------------------------------
 
+    def _decode(self, ids) -> str:
+        return self.base.tokenizer.decode([int(i) for i in ids], skip_special=True)
+
     def update(self) -> None:
-        """Index every node committed since the last update, bottom-up."""
-        t, idx, b = self.tree, self.index, self.tree.block
-        have, n1 = idx.count(1), t.num_nodes(1)
-        for s in range(have, n1, 8192):  # bounded memory for huge first builds
-            e = min(n1, s + 8192)
-            if self.kind == "lexical":
-                idx.add_blocks(t.tokens(s * b, e * b).reshape(-1, b).astype(np.int64), self.table_p)
-            else:
-                idx.add_gists(1, _f32(t.gists(1, s, e)), self.mean)
-        level = 2
-        while t.num_nodes(level) > 0:
-            have, n = idx.count(level), t.num_nodes(level)
-            if n > have:
-                if self.kind == "lexical":
-                    idx.add_parents(level, idx.keys(level - 1, have * b, n * b))
-                else:
-                    idx.add_gists(level, _f32(t.gists(level, have, n)), self.mean)
-            level += 1
+        """Index every block committed since the last update."""
+        t, b = self.tree, self.tree.block
+        if self.kind == "gist":
+            n1 = t.num_nodes(1)
+            for s in range(self.dense.count(1), n1, 8192):
+                self.dense.add(1, _f32(t.gists(1, s, min(n1, s + 8192))) - self.mean)
+            return
+        ready = self.ready()
+        for s in range(self.indexed(), ready, 4096):  # bounded memory for huge first builds
+            e = min(ready, s + 4096)
+            ids = t.tokens(s * b, e * b + EXTEND)
+            if self.lex is not None and len(self.lex) == s:
+                self.lex.add(block_terms(self._decode, ids[: (e - s) * b], b,
+                                         following=ids[(e - s) * b :]))  # fmt: skip
+            if self.dense is not None and self.dense.count(1) == s:
+                from mcruntime.dense import block_keys
+
+                ctx = t.tokens(max(0, s * b - self.dense_spec.context), s * b)
+                self.dense.add(1, block_keys(self.base, ids[: (e - s) * b], self.dense_spec,
+                                             block=b, start_context=ctx))  # fmt: skip
 
     # -- use ----------------------------------------------------------------------------------
 
-    def search(self, query_ids, query_vecs: torch.Tensor, k: int) -> list[Hit]:
-        if self.kind == "lexical":
-            qkey = self.index.query_key(query_ids, self.table_p)
-        else:
+    def search(self, query_ids, query_vecs: torch.Tensor | None = None, k: int = 8) -> list[Hit]:
+        """The ``k`` best level-1 blocks for a query. BM25 scores are returned as they are;
+        hybrid hits carry their fused reciprocal-rank score."""
+        text = self._decode(query_ids)
+        if self.kind == BM25:
+            return [Hit(1, i, s) for i, s in self.lex.search(query_terms(text), k)]
+        if self.kind == "gist":
             v = query_vecs.numpy() - self.mean
-            qkey = (v.mean(0) / max(float(np.linalg.norm(v.mean(0))), 1e-9)).astype(np.float32)
-        return self.index.search(qkey, k)
+            return [Hit(1, i, s) for i, s in self.dense.search(v.mean(0), k)]
+        from mcruntime.dense import query_key
+
+        lex = self.lex.search(query_terms(text), 4 * k)
+        dense = self.dense.search(query_key(self.base, list(query_ids), self.dense_spec), 4 * k)
+        return [Hit(1, i, s) for i, s in rrf(lex, dense)[:k]]
 
     def boosts(self, wc: WorkingContext, hits: list[Hit]) -> np.ndarray:
         """+boost on every entry whose span meets a level-1 hit (or its neighbours): coarser
@@ -134,15 +186,6 @@ class NodeIndex:
             meet = (starts < e) & (ends > s)
             out[meet] += self.boost * (1.0 - 0.1 * rank)
         return out
-
-
-def principal(base, mean: np.ndarray) -> np.ndarray:
-    """The model's projected embedding table, computed once per process per model."""
-    key = (base.name, base.vocab_size)
-    if key not in _TABLES:
-        table = base.embed(torch.arange(base.vocab_size)).float().cpu().numpy()
-        _TABLES[key] = principal_table(table, mean)
-    return _TABLES[key]
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

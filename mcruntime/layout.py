@@ -2,7 +2,8 @@
 
 The model's sequence is ``prefix + [working context] + before_user + question + after_user``.
 The memory goes inside the user turn, after a short instruction, and the question follows it
-with a label: on held-out *dev* text (never the test split) SmolLM2-135M answered planted-fact
+with a label; the best retrieval hits are read back raw between the two (the recall
+section), so the text the answer needs sits right before the question. On held-out *dev* text (never the test split) SmolLM2-135M answered planted-fact
 questions from 1.6k tokens of raw context 72% of the time this way, against 50% with the memory
 in the system turn (probe recorded in bench/results/layout_probe.json).
 """
@@ -14,7 +15,20 @@ from mcmodels import ChatParts
 INSTRUCTION = "Read the text and answer the question at the end."
 QUESTION = "\n\nQuestion: "
 AFTER_QUESTION = " Answer briefly."
+RECALL_HEAD = "\n\nPassages from memory that may answer it:\n"
+RECALL_SEP = "\n[...]\n"
 _MARK = "\ue000MCMEM\ue000"
+
+
+def recall_ids(tokenizer, passages: list[list[int]]) -> list[int]:
+    """The recall section: raw passages (token ids, weakest first) under a short heading,
+    placed between the working context and the question."""
+    if not passages:
+        return []
+    out = tokenizer.encode(RECALL_HEAD)
+    for k, p in enumerate(passages):
+        out += (tokenizer.encode(RECALL_SEP) if k else []) + list(p)
+    return out
 
 
 def chat_layout(tokenizer, instruction: str | None = None) -> ChatParts:

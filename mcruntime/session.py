@@ -9,6 +9,7 @@ so a conversation continues across processes and machines.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -18,11 +19,12 @@ import numpy as np
 import torch
 
 import mcstore
+from mcmodels.decoding import DecodeConfig, Guard, trim
 from mcruntime.context import Entry, min_cost
 from mcruntime.errors import ContextError, InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
-from mcruntime.layout import chat_layout
+from mcruntime.layout import chat_layout, recall_ids
 from mcruntime.scorers import FocusView, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.window import Window
@@ -39,11 +41,16 @@ class SessionConfig:
     focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
     decode_tau: float = 0.9  # while decoding only strong wants (retrieval hits) edit the focus
     scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
-    retrieval: str | None = "lexical"  # key kind of the retrieval assist, or None to disable
-    retrieval_k: int = 4
-    retrieval_margin: float | None = None  # keep only hits within this score of the best one
+    retrieval: str | None = "bm25"  # key kind of the retrieval assist (bm25, hybrid, gist)
+    retrieval_k: int = 8  # level-1 hits asked of the index per question
+    hit_ratio: float = 0.5  # hits scoring below this fraction of the best are no hits
+    assistant_weight: float = 0.5  # hit scores in the model's own answers count this much
+    recall_k: int = 3  # best hits read back raw right before the question (0: none)
+    recall_neighbours: int = 1  # blocks on each side of a recalled hit
+    memory_budget: int | None = 512  # cap on the working context's positions (None: the window)
     instruction: str | None = None  # text before the memory (None: mcruntime.layout's default)
-    reserve: int = 256  # positions kept for the turn between questions (at most window/4)
+    reserve: int = 640  # positions kept for the turn (recall + question + answer), <= window/3
+    decoding: DecodeConfig = field(default_factory=DecodeConfig)  # stop and repetition guards
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Answer:
     focus: list[dict] = field(default_factory=list)  # expanded spans, with their sources
     timings: dict = field(default_factory=dict)
     first_logits: torch.Tensor | None = None  # the distribution the answer started from
+    recall: list[dict] = field(default_factory=list)  # passages read back before the question
 
 
 class Session:
@@ -69,7 +77,7 @@ class Session:
         model="smollm2-135m-instruct",
         gistnet=None,
         lensnet=None,
-        window: int = 2048,
+        window: int | None = None,
         storage_options: dict | None = None,
         config: SessionConfig | None = None,
         mode: str = "a",
@@ -77,8 +85,12 @@ class Session:
     ):
         import mcmodels
 
-        self.config = config or SessionConfig()
-        self.config.window = window
+        self.config = dataclasses.replace(config or SessionConfig())
+        if window is not None:
+            self.config.window = window
+        self.last: Answer | None = None
+        self.last_hits: list = []
+        self.last_recall: list[dict] = []
         self.base = mcmodels.load_base(model) if isinstance(model, str) else model
         self.gistnet = self._pick_gistnet(gistnet, mcmodels)
         self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
@@ -108,8 +120,9 @@ class Session:
             log.info(
                 "no trained GistNet for %s: gists come from an untrained network", self.base.name
             )
-            torch.manual_seed(0)
-            gistnet = mcmodels.GistNet.for_base(self.base)
+            with torch.random.fork_rng():  # a fixed untrained net without touching the caller's RNG
+                torch.manual_seed(0)
+                gistnet = mcmodels.GistNet.for_base(self.base)
         elif isinstance(gistnet, str):
             gistnet = mcmodels.load_gistnet(gistnet)
         return gistnet.eval()
@@ -154,11 +167,17 @@ class Session:
     # -- budget & focus -----------------------------------------------------------------------
 
     def _budget(self, turn: int) -> int:
-        return self.config.window - len(self.parts.prefix) - turn
+        room = self.config.window - len(self.parts.prefix) - turn
+        cap = self.config.memory_budget
+        return room if cap is None else min(room, max(cap, self._min_budget()))
+
+    def _min_budget(self) -> int:
+        n, raw = self.tree.length, self.config.raw_recent
+        return min_cost(n, n, raw, self.tree.num_nodes, self.tree.block) if n else 0
 
     def _idle_budget(self) -> int:
         """Budget between questions: room is kept for a typical turn, not the largest one."""
-        return self._budget(min(self.config.reserve, self.config.window // 4))
+        return self._budget(min(self.config.reserve, self.config.window // 3))
 
     def _raw_recent(self, budget: int) -> int:
         return min(self.config.raw_recent, max(0, budget // 4))
@@ -230,17 +249,66 @@ class Session:
         return np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
 
     def search(self, query_ids: list[int], query_vecs: torch.Tensor | None = None) -> list:
-        """The retrieval assist's hits for a query (with a margin set, only those close to the
-        best level-1 hit)."""
-        if self.index is None:
+        """The retrieval assist's hits for a query, best first: hits in the model's own earlier
+        answers count ``assistant_weight`` as much (they are what was said, not a source of
+        facts), and hits below ``hit_ratio`` of the best are dropped (they match only the
+        question's common words)."""
+        if self.index is None or not query_ids:
             return []
-        if query_vecs is None:
+        if query_vecs is None and self.index.kind == "gist":
             query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         hits = self.index.search(query_ids, query_vecs, self.config.retrieval_k)
-        level1 = [h.score for h in hits if h.level == 1]
-        if level1 and self.config.retrieval_margin is not None:
-            hits = [h for h in hits if h.score >= max(level1) - self.config.retrieval_margin]
+        if self.config.assistant_weight != 1.0:
+            for h in hits:
+                if self._said_by_assistant(h.index):
+                    h.score *= self.config.assistant_weight
+        hits.sort(key=lambda h: -h.score)
+        if hits and self.config.hit_ratio:
+            hits = [h for h in hits if h.score >= self.config.hit_ratio * hits[0].score]
         return hits
+
+    def _recall_len(self, spans) -> int:
+        b, tok = self.tree.block, self.base.tokenizer
+        return len(recall_ids(tok, [[0] * ((e - s) * b) for s, e, _ in spans]))
+
+    def _said_by_assistant(self, block: int) -> bool:
+        b = self.tree.block
+        first = self.tree.segment_at(block * b)
+        last = self.tree.segment_at(min(self.tree.length, (block + 1) * b) - 1)
+        return first.source == last.source == "chat:assistant"
+
+    def recall(self, hits: list, room: int | None = None) -> tuple[list[int], list[dict]]:
+        """The recall section for these hits: the ``recall_k`` best hits with their neighbour
+        blocks, merged into passages, weakest first so the best sits right before the question
+        (the 135M model answers from the nearest matching text). Hits inside the raw recent
+        tail are skipped: that text already sits right before the question. With ``room``
+        positions at most, the weakest passages are left out first."""
+        cfg, b = self.config, self.tree.block
+        if not cfg.recall_k or not hits:
+            return [], []
+        raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
+        spans: list[list] = []  # [start_block, stop_block, score]
+        for h in hits[: cfg.recall_k]:
+            s = max(0, h.index - cfg.recall_neighbours)
+            e = min(self.tree.length // b, h.index + cfg.recall_neighbours + 1)
+            if s * b >= raw_from or e <= s:
+                continue
+            for sp in spans:
+                if s <= sp[1] and e >= sp[0]:  # overlapping or adjacent: one passage
+                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
+                    break
+            else:
+                spans.append([s, e, h.score])
+        spans.sort(key=lambda sp: sp[2])
+        while spans and room is not None and self._recall_len(spans) > room:
+            spans.pop(0)
+        passages = [self.tree.tokens(s * b, min(e * b, raw_from)).tolist() for s, e, _ in spans]
+        report = [
+            {"start": s * b, "stop": min(e * b, raw_from), "score": round(float(sc), 3),
+             "source": self.tree.segment_at(s * b).source}
+            for s, e, sc in spans
+        ]  # fmt: skip
+        return recall_ids(self.base.tokenizer, passages), report
 
     def refocus(
         self,
@@ -259,6 +327,8 @@ class Session:
         made = 0
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         self.last_hits = hits = self.search(query_ids, qv) if hits is None else hits
+        if rounds <= 0:
+            return 0
         scored: Inherited | None = None
         for _ in range(rounds):
             wc = self.focus.wc
@@ -331,31 +401,41 @@ class Session:
         tok = self.base.tokenizer
         t0 = time.perf_counter()
         q_ids = tok.encode(message)
-        turn_ids = self.parts.before_user + q_ids + self.parts.after_user
+        hits = self.search(q_ids)
+        question = self.parts.before_user + q_ids + self.parts.after_user
+        room = self.config.window - len(self.parts.prefix) - len(question) - max_new_tokens
+        recall, self.last_recall = self.recall(hits, room - self._min_budget())
+        turn_ids = recall + question
         self._set_budget(self._budget(len(turn_ids) + max_new_tokens))
         self._sync()
         turn = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
-        made = self.refocus(q_ids, rounds=self.config.focus_rounds)
-        question_hits = self.last_hits
+        made = self.refocus(q_ids, rounds=self.config.focus_rounds, hits=hits)
         self._sync(turn)
         t_focus = time.perf_counter()
-        out: list[int] = []
+        guard = Guard(self.config.decoding)
+        out = guard.out
         text = ""
         ends = set(self.parts.end_ids) | set(tok.end_ids)
         first = None
+        t_first = None
         for step in range(max_new_tokens):
             logits = self.window.logits()
-            first = logits if first is None else first
-            nxt = int(torch.argmax(logits))
+            if first is None:
+                first, t_first = logits, time.perf_counter()
+            nxt = guard.pick(logits)
             if nxt in ends:
                 break
-            out.append(nxt)
+            guard.push(nxt)
             new_text = tok.decode(out, skip_special=True)
+            if guard.done(new_text):
+                break
             if not new_text.endswith("\ufffd"):
-                yield new_text[len(text) :]
-                text = new_text
+                safe = trim(new_text) if "\n" in new_text[len(text) :] else new_text
+                if len(safe) > len(text) and safe.startswith(text):
+                    yield safe[len(text) :]
+                    text = safe
             self.window.append(self.base.embed(torch.tensor([nxt])).float())
-            if (step + 1) % self.config.refocus_every == 0:
+            if (step + 1) % self.config.refocus_every == 0 and self.config.focus_rounds > 0:
                 tail = torch.cat([turn, self.base.embed(torch.tensor(out)).float()])
                 # the question's hits keep protecting what it needed; no new jumps while
                 # writing (each would recompute most of the KV cache)
@@ -363,26 +443,32 @@ class Session:
                     q_ids + out[-self.config.refocus_every :],
                     tail=tail,
                     tau_expand=self.config.decode_tau,
-                    hits=question_hits,
+                    hits=hits,
                 )
-        final = tok.decode(out, skip_special=True)
-        if len(final) > len(text):
+        final = trim(tok.decode(out, skip_special=True))
+        if len(final) > len(text) and final.startswith(text):
             yield final[len(text) :]
         t_dec = time.perf_counter()
-        self.last = Answer(final, out, self.focus_report(), {
-            "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out), "focus_edits": made,
-        }, first)  # fmt: skip
+        self.last = Answer(final, list(out), self.focus_report(), {
+            "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
+            "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
+        }, first, self.last_recall)  # fmt: skip
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
         self._set_budget(self._idle_budget())
         if remember:
-            self.append_ids(
-                tok.encode(render_turn("user", message)), source="chat:user", message="chat: user"
-            )
-            self.append_ids(
-                tok.encode(render_turn("assistant", final)),
-                source="chat:assistant",
-                message="chat: assistant",
-            )
+            self.remember_turn(message, final)
+
+    def remember_turn(self, message: str, answer: str) -> None:
+        """Append a user turn and the answer given to it, as two segments."""
+        tok = self.base.tokenizer
+        self.append_ids(
+            tok.encode(render_turn("user", message)), source="chat:user", message="chat: user"
+        )
+        self.append_ids(
+            tok.encode(render_turn("assistant", answer)),
+            source="chat:assistant",
+            message="chat: assistant",
+        )
 
     @property
     def working_context(self) -> dict:

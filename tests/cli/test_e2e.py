@@ -59,7 +59,8 @@ def test_ingest_chat_info_log_show_in_process(docs, tmp_path, monkeypatch):
     r = run_mc(["chat", url, "--once", "What is the harbour code?", "--show-focus",
                 "--max-new-tokens", "12", *TINY])  # fmt: skip
     assert r.code == 0, r.err
-    assert r.err.startswith("focus: ")  # --show-focus lists the detailed spans (stderr)
+    assert r.err.startswith("recall: ")  # --show-focus lists recall and detailed spans (stderr)
+    assert "\nfocus: " in r.err and "first token after" in r.err
     t = mcstore.open(url)
     assert t.version == v_ingest + 2  # the question and the answer, one commit each
     segs = t.segments()
@@ -73,6 +74,13 @@ def test_ingest_chat_info_log_show_in_process(docs, tmp_path, monkeypatch):
     r2 = run_mc(["chat", url, "--once", "And the ferry?", "--max-new-tokens", "8", *TINY])
     assert r2.code == 0, r2.err
     assert _sources(url)[-4:] == ["chat:user", "chat:assistant"] * 2
+
+    # --no-remember answers from memory and leaves the tree as it was
+    before = mcstore.open(url).version
+    r3 = run_mc(["chat", url, "--once", "And the ferry?", "--no-remember", "--max-new-tokens", "4",
+                 *TINY])  # fmt: skip
+    assert r3.code == 0, r3.err
+    assert mcstore.open(url).version == before
     log = run_mc(["log", url])
     assert log.code == 0
     messages = [line.split(" tokens", 1)[1].strip() for line in log.out.splitlines()]

@@ -9,7 +9,7 @@ import torch
 import mcmodels
 from mcruntime import Session, SessionConfig
 from mcruntime.context import WorkingContext
-from mcruntime.retrieval import Hit, RetrievalIndex, block_counts, principal_table
+from mcruntime.retrieval import Hit
 from mcruntime.scorers import SCORERS, FocusView, LensScorer
 from mcruntime.session import Inherited
 
@@ -77,45 +77,6 @@ def test_inherited_scores_follow_ancestry():
     assert child_level >= 0
 
 
-def test_lexical_index_finds_a_planted_block(base):
-    vocab = base.vocab_size
-    table = base.embed(torch.arange(vocab)).float().numpy()
-    table_p = principal_table(table, table.mean(0))
-    assert np.array_equal(table_p, principal_table(table, table.mean(0)))  # deterministic
-    rng = np.random.default_rng(1)
-    blocks = rng.integers(97, 123, size=(200, 32))  # lowercase noise
-    planted = base.tokenizer.encode("ZQX-42 is the vault code ZQX-42.")[:32]
-    blocks[137, : len(planted)] = planted
-    idx = RetrievalIndex(table_p.shape[1], kind="lexical", vocab=vocab)
-    idx.add_blocks(blocks, table_p)
-    idx.add_parents(2, idx.keys(1, 0, 192))
-    qkey = idx.query_key(base.tokenizer.encode("vault code ZQX-42?"), table_p)
-    hits = idx.search(qkey, k=3, levels=[1])
-    assert hits[0] == Hit(1, 137, hits[0].score)
-    assert idx.count(2) == 6 and idx.blocks_seen == 200
-    ids, n = block_counts(blocks)
-    assert int(n[ids == ord("a")][0]) == sum(ord("a") in row for row in blocks)
-
-
-def test_principal_keys_keep_the_ranking_of_full_keys():
-    """128 principal dimensions of SmolLM2-sized random tables rank like the full 576."""
-    rng = np.random.default_rng(0)
-    table = rng.normal(size=(5000, 64)) @ rng.normal(size=(64, 576))  # low-rank like real tables
-    table_p = principal_table(table, table.mean(0), dim=128)
-    full = RetrievalIndex(576, vocab=5000)
-    low = RetrievalIndex(128, vocab=5000)
-    blocks = rng.integers(0, 5000, size=(300, 32))
-    full.add_blocks(blocks, (table - table.mean(0)).astype(np.float32))
-    low.add_blocks(blocks, table_p)
-    q = blocks[42, :8]
-    top_full = [
-        h.index
-        for h in full.search(full.query_key(q, (table - table.mean(0)).astype(np.float32)), 5)
-    ]
-    top_low = [h.index for h in low.search(low.query_key(q, table_p), 5)]
-    assert top_full[0] == top_low[0] == 42
-
-
 def test_boosts_cover_the_hit_and_its_neighbours(sess):
     wc = sess.focus.wc
     hit = Hit(1, 40, 1.0)
@@ -146,19 +107,21 @@ def test_index_is_stored_with_the_tree_and_reloaded(base, tmp_path):
     g = mcmodels.GistNet.for_base(base)
     url = str(tmp_path / "idx.mc")
     rng = np.random.default_rng(3)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
     s = Session(url, model=base, gistnet=g, window=512)
-    for _ in range(3):  # crosses two epochs of 8192 tokens
-        s.append_ids(rng.integers(32, 127, size=7000).tolist(), source="x")
+    for k in range(3):  # crosses two epochs of 8192 tokens
+        text = " ".join(rng.choice(words, size=1200))
+        if k == 1:
+            text = text[:3000] + " the vault code is zulu7731 " + text[3000:]
+        s.append_ids(base.tokenizer.encode(text), source="x")
     names = [n for n in s.tree.objects() if n.startswith("retrieval/")]
-    assert len(names) == 2 and s.index.stored == 2 * s.tree.epoch // s.tree.block
-    fresh = s.index.index
+    per = s.tree.epoch // s.tree.block
+    assert len(names) == 2 and s.index.stored == {"bm25": 2 * per}
     again = Session(url, model=base, gistnet=g, window=512, mode="r")
     assert again.index.stored == s.index.stored  # loaded, not recomputed
-    n1 = s.tree.num_nodes(1)
-    assert again.index.index.count(1) == n1
-    np.testing.assert_allclose(again.index.index.keys(1, 0, n1), fresh.keys(1, 0, n1), atol=2e-3)
-    q = base.tokenizer.encode("abc xyz")
-    qv = base.embed(torch.tensor(q)).float()
-    assert [h.index for h in again.index.search(q, qv, 3)][:2] == [
-        h.index for h in s.index.search(q, qv, 3)
-    ][:2]
+    assert len(again.index.lex) == len(s.index.lex) == s.index.ready()
+    q = base.tokenizer.encode("what is the vault code?")
+    hits = again.index.search(q, None, 3)
+    assert [h.index for h in hits] == [h.index for h in s.index.search(q, None, 3)]
+    text = base.tokenizer.decode(s.tree.tokens(hits[0].index * 32, hits[0].index * 32 + 40))
+    assert "zulu7731" in text or "vault" in text

@@ -79,7 +79,7 @@ def test_refocus_brings_a_collapsed_span_back(base, gistnet):
     needle = "~~ secret #9|7|3 ~~"
     text = prose(800, 2) + " " + needle + " " + prose(3000, 3)
     answers = {}
-    for retrieval in (None, "lexical"):
+    for retrieval in (None, "bm25"):
         s = session(
             base, gistnet, f"memory://focus-{retrieval}.mc", scorer="recency", retrieval=retrieval
         )
@@ -96,7 +96,7 @@ def test_refocus_brings_a_collapsed_span_back(base, gistnet):
         assert not raw_before, "the planted key should start far back, collapsed into gists"
         assert raw_after == (retrieval is not None)
     # the tiny random model's text is noise, but what it reads from changed: so did its answer
-    assert not torch.allclose(answers[None], answers["lexical"], atol=1e-3)
+    assert not torch.allclose(answers[None], answers["bm25"], atol=1e-3)
 
 
 def _is_raw(s: Session, pos: int) -> bool:
@@ -262,3 +262,40 @@ def test_refocus_prefetches_the_next_likely_expansions(base, gistnet, tmp_path):
     assert calls, "nothing was prefetched"
     for level, idx in calls:
         assert level >= 0 and idx
+
+
+def test_recall_reads_the_hit_back_before_the_question(base, gistnet):
+    s = session(base, gistnet, "memory://recall.mc", window=1024)
+    s.append_ids(base.tokenizer.encode(prose(900, 1)), source="a")
+    s.append_ids(base.tokenizer.encode("The vault code is zulu7731. "), source="fact")
+    s.append_ids(base.tokenizer.encode(prose(900, 2)), source="b")
+    s.ask("What is the vault code?", max_new_tokens=4, remember=False)
+    (p,) = s.last.recall
+    assert p["source"] == "fact" or "zulu7731" in base.tokenizer.decode(
+        s.tree.tokens(p["start"], p["stop"])
+    )
+    assert s.last.timings["first_token_s"] > 0
+    check(s)
+
+
+def test_the_assistants_own_words_count_less_than_the_users(base, gistnet):
+    s = session(base, gistnet, "memory://roles.mc", window=1024)
+    s.append_ids(base.tokenizer.encode(prose(300, 3)), source="a")
+    s.remember_turn("Please remember this: my project codename is BLUEHERON.", "Noted.")
+    s.append_ids(base.tokenizer.encode(prose(300, 4)), source="b")
+    s.remember_turn("Go on.", "I think your project codename is REDFOX, noted project codename.")
+    s.append_ids(base.tokenizer.encode(prose(300, 5)), source="c")
+    hits = s.search(base.tokenizer.encode("What project codename did I tell you?"))
+    text = base.tokenizer.decode(s.tree.tokens(hits[0].index * 32, hits[0].index * 32 + 64))
+    assert "BLUEHERON" in text
+
+
+def test_a_config_is_not_changed_by_the_session(base, gistnet):
+    cfg = SessionConfig(window=768)
+    s = Session("memory://cfg.mc", model=base, gistnet=gistnet, config=cfg)
+    assert s.config.window == 768 and s.config is not cfg
+    s2 = Session("memory://cfg2.mc", model=base, gistnet=gistnet, config=cfg, window=640)
+    assert s2.config.window == 640 and cfg.window == 768
+    state = torch.random.get_rng_state()
+    Session("memory://cfg3.mc", model=base, window=640)  # no GistNet ships for the tiny model
+    assert torch.equal(state, torch.random.get_rng_state())
