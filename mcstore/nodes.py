@@ -14,6 +14,7 @@ on read.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,17 +50,29 @@ def segment_rows(
 
 
 def decode_segments(
-    url: str, starts: np.ndarray, times: np.ndarray, ends: np.ndarray, heap: bytes, length: int
+    url: str,
+    starts: np.ndarray,
+    times: np.ndarray,
+    ends: np.ndarray,
+    heap: bytes,
+    length: int,
+    *,
+    first: int = 0,
+    heap_from: int = 0,
 ) -> list[Segment]:
+    """Segments ``first, first + 1, …`` from their rows; ``heap`` holds ``seg_heap`` from byte
+    ``heap_from`` on (where segment ``first``'s text starts)."""
     n = len(starts)
     out = []
-    prev = 0
+    prev = heap_from
     for i in range(n):
         e = int(ends[i])
         try:
-            meta = json.loads(heap[prev:e])
+            meta = json.loads(heap[prev - heap_from : e - heap_from])
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise damaged(url, "arrays/seg_heap", f"segment {i} text is not valid") from None
+            raise damaged(
+                url, "arrays/seg_heap", f"segment {first + i} text is not valid"
+            ) from None
         stop = int(starts[i + 1]) if i + 1 < n else length
         out.append(Segment(int(starts[i]), stop, meta["s"], tuple(meta["t"]), int(times[i])))
         prev = e
@@ -67,9 +80,8 @@ def decode_segments(
 
 
 def segment_index(segs: list[Segment], pos: int) -> int:
-    """Index of the segment that holds token ``pos``."""
-    starts = [s.start for s in segs]
-    return int(np.searchsorted(starts, pos, side="right")) - 1
+    """Index of the segment that holds token ``pos`` (a binary search: O(log n))."""
+    return bisect.bisect_right(segs, pos, key=lambda s: s.start) - 1
 
 
 def token_created(segs: list[Segment], start: int, stop: int) -> np.ndarray:

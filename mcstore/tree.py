@@ -200,8 +200,7 @@ class Tree(TreeView):
         rec = self._log.put(rec)
         # committed: repair canonical shards that were shadowed by an orphan
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
-        self._snap = Snapshot(rec)
-        self._segments_cache = None
+        self._snap = Snapshot(rec)  # segments() decodes only the new segment
         self._tail.advance(rec, growth.tail, self._log)
         write_head_hint(be, version)
         return version

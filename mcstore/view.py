@@ -169,8 +169,7 @@ class TreeView:
         with self._lock:
             head = find_head(self._be, self.version)
             if head != self.version:
-                self._snap = Snapshot(self._record(head))
-                self._segments_cache = None
+                self._snap = Snapshot(self._record(head))  # segments() sees the new version
             return self.version
 
     # ------------------------------------------------------------------ tail
@@ -251,18 +250,37 @@ class TreeView:
         return json.loads(self.read_object(FLAGS_OBJECT))
 
     def segments(self) -> list[Segment]:
+        """Every segment, oldest first; cached per version.
+
+        Segment rows are append-only along a tree's history and a handle only moves forward,
+        so a newer version reuses the segments decoded for an older one and decodes only the
+        ones it added, plus the previous last one (its stop moves to the next start): a chat
+        turn costs the same whatever the number of segments before it."""
         snap = self._snap
-        if self._segments_cache and self._segments_cache[0] == snap.version:
-            return self._segments_cache[1]
+        cached = self._segments_cache
+        if cached and cached[0] == snap.version:
+            return cached[1]
         n = snap.nseg
-        out = decode_segments(
+        keep: list[Segment] = []
+        if cached and cached[0] < snap.version and 0 < len(cached[1]) <= n:
+            keep = cached[1][:-1]
+        k = len(keep)
+        heap_from = int(self._rows("seg_end", k - 1, k)[0]) if k else 0
+        new = decode_segments(
             self.url,
-            self._rows("seg_start", 0, n),
-            self._rows("seg_time", 0, n),
-            self._rows("seg_end", 0, n),
-            self._rows("seg_heap", 0, snap.nheap).tobytes(),
+            self._rows("seg_start", k, n),
+            self._rows("seg_time", k, n),
+            self._rows("seg_end", k, n),
+            self._rows("seg_heap", heap_from, snap.nheap).tobytes(),
             snap.length,
+            first=k,
+            heap_from=heap_from,
         )
+        if k and (not new or new[0].start != cached[1][-1].start):
+            # not an extension of the cached version (never expected): decode everything
+            self._segments_cache = None
+            return self.segments()
+        out = keep + new
         self._segments_cache = (snap.version, out)
         return out
 

@@ -1,6 +1,6 @@
 """Systems benchmarks: what MegaContext costs, measured side by side in one run.
 
-    python -m bench systems [--quick] [--out-dir bench/results]
+    python -m bench systems [--quick] [--flat-only] [--out-dir bench/results]
 
 1. **Decode latency per token vs history length** (the constant-compute claim): one session per
    history length, all open at once, decoding *interleaved* token by token through the real
@@ -20,6 +20,11 @@
    cache for the same history. (``footprint``)
 5. **Memory**: RSS of a fresh process (``--rss-child``) that loads the model, opens the tree and
    chats, at each history length. (``footprint``)
+6. **Flat cost of a chat turn**: whole ``Session.ask`` turns (question focus, decode with its
+   refocus steps, focus report, both turns appended to the tree) per token at a small and a
+   large history made of many small segments, sessions taking turns; ratio large / small of the
+   turn, the decode loop, the model and the runtime's own work (turn - model). ``--flat-only``
+   runs it alone in a few minutes (``flat_cost.json``, ``flat_cost.md``). (``flat``)
 
 Trees are real: token ids appended through ``Session.append_ids`` in large chunks, every gist
 made by GistNet (untrained: the cost is the same), the retrieval index stored with the tree as

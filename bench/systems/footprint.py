@@ -124,13 +124,11 @@ def rss_child(args: dict) -> dict:
     r3 = proc_status()
     pin.unlink(missing_ok=True)
     cache = s.tree.cache_stats()
-    idx = s.index.index if s.index is not None else None
-    vectors = sum(ix.ntotal for ix in idx.levels.values()) if idx is not None else 0
     return {
         "store_cache_entries": cache.get("entries"),
         "store_cache_bytes": cache.get("bytes"),  # as the store's LRU accounts them
-        "index_vectors": vectors,
-        "index_bytes": vectors * base.d_model * 4,  # flat fp32 faiss indexes
+        "index_blocks": s.index.indexed() if s.index is not None else 0,
+        "index_bytes": s.index.memory_bytes() if s.index is not None else 0,
         "rss_start_mib": r0.get("VmRSS"),
         "rss_model_mib": r1.get("VmRSS"),
         "rss_open_mib": r2.get("VmRSS"),

@@ -20,6 +20,8 @@ FORCED_TEXT = (
 )
 QUESTION = "Summarise what you remember of the documents above, in detail."
 TARGET_RATIO = 1.1  # DESIGN.md §5 / issue 4: decode latency at 1M within 1.1x of 8k
+# issue 11: a whole chat turn per token at 1.56M tokens of history vs 61k, tiny model, window 512
+FLAT_HISTORIES = [61_440, 1_560_576]
 
 
 @dataclass
@@ -35,6 +37,13 @@ class Plan:
     rss: bool = True
     rss_tokens: int = 40
     s3: bool = True
+    # flat cost (``flat``): whole ``Session.ask`` turns per token at a small and a large history
+    flat_histories: dict[str, list[int]] = field(default_factory=dict)  # model -> lengths
+    flat_window: int = 512
+    flat_tokens: int = 64  # tokens per answer (a refocus after 32 and 64)
+    flat_turns: int = 20  # turns per session, alternating between the sessions
+    flat_warmup: int = 1  # first turns left out of the medians (cold caches, one-time reads)
+    flat_segment: int = 512  # tokens per append building its trees: one segment each
 
 
 FULL = Plan(
@@ -48,6 +57,7 @@ FULL = Plan(
         "tiny": {"recency": 8, "similarity": 8, "attention": 8},
     },
     ingest_tokens={"smollm2": 262_144, "tiny": 1_048_576},
+    flat_histories={"tiny": FLAT_HISTORIES},
 )
 QUICK = Plan(
     histories={"smollm2": [8_000, 64_000], "tiny": [8_000, 64_000, 1_000_000]},
@@ -59,4 +69,6 @@ QUICK = Plan(
     },
     ingest_tokens={"smollm2": 65_536, "tiny": 262_144},
     rss_tokens=24,
+    flat_histories={"tiny": FLAT_HISTORIES},
+    flat_turns=10,
 )

@@ -117,7 +117,83 @@ def summary(res: dict) -> list[str]:
                 )
             share = ing["local"]["gist_s"] / ing["local"]["seconds"]
             out.append(line + f"; GistNet takes {share:.0%} of the local time.")
+        if r.get("flat"):
+            out.append("  " + flat_summary(r["flat"]))
     return out
+
+
+def flat_summary(f: dict) -> str:
+    """One line: a whole chat turn per token, largest history over smallest."""
+    ns = list(f["histories"])
+    lo, hi = f["histories"][ns[0]], f["histories"][ns[-1]]
+    rat = f["ratio"]
+
+    def pair(m: str) -> str:
+        return (
+            f"{_f(lo[f'{m}_ms_per_token'], '{:.2f}')} -> {_f(hi[f'{m}_ms_per_token'], '{:.2f}')}"
+            f" ms/token ({_f(rat.get(m), '{:.2f}')}x)"
+        )
+
+    return (
+        f"Flat cost (`Session.ask`, window {f['window']}, {f['new_tokens']}-token answers, "
+        f"{_n(int(ns[0]))} vs {_n(int(ns[-1]))} tokens of history in "
+        f"{f['segment_tokens']}-token segments): whole turn {pair('ask')}, CPU "
+        f"{pair('ask_cpu')}; decode loop {pair('decode')}; runtime outside the model "
+        f"{pair('runtime')}."
+    )
+
+
+def _flat_table(f: dict) -> list[str]:
+    lines = [
+        f"Flat cost: whole `Session.ask` turns (question focus and retrieval, decode with a "
+        f"refocus every 32 tokens, focus report, both turns appended to the tree), "
+        f"{f['new_tokens']} forced tokens each, window {f['window']}, on histories of "
+        f"{f['segment_tokens']}-token segments; {f['turns']} turns per session alternating "
+        f"between them, medians of ms/token over all but the first {f['warmup']} (shown apart). "
+        "Model = its forward steps (`window.logits`); runtime = turn - model.",
+        "",
+    ]
+    rows = []
+    for n, h in f["histories"].items():
+        first = h.get("first_turn_ms_per_token") or {}
+        rows.append([
+            _n(int(n)), f"{h.get('segments') or 0:,}",
+            _f(h.get("session_open_s"), "{:.2f}"),
+            _f(h["ask_ms_per_token"], "{:.3f}"), _f(h["ask_cpu_ms_per_token"], "{:.3f}"),
+            _f(h["decode_ms_per_token"], "{:.3f}"), _f(h["model_ms_per_token"], "{:.3f}"),
+            _f(h["runtime_ms_per_token"], "{:.3f}"), _f(first.get("ask"), "{:.3f}"),
+            str(h["turns_measured"]),
+        ])  # fmt: skip
+    rows.append(
+        ["ratio", "", ""] + [_f(f["ratio"].get(m), "{:.3f}x") for m in
+                             ("ask", "ask_cpu", "decode", "model", "runtime")] + ["", ""]
+    )  # fmt: skip
+    return lines + _table(
+        ["history", "segments", "open s", "turn ms/token wall", "turn CPU", "decode loop",
+         "model", "runtime (turn - model)", "first turn", "turns"],
+        rows,
+    )  # fmt: skip
+
+
+def flat_tables(res: dict) -> str:
+    """The machine, then the flat-cost summary and table of every model (``--flat-only``)."""
+    lines = _machine(res["machine"])
+    for model, r in res["models"].items():
+        lines += ["", f"## {model}: {r['base']} (d={r['d_model']})", "",
+                  flat_summary(r["flat"]), "", *_flat_table(r["flat"])]  # fmt: skip
+    lines.append(f"\nTotal benchmark time: {res['seconds'] / 60:.1f} min.")
+    return "\n".join(lines)
+
+
+def flat_markdown(res: dict) -> str:
+    """The whole ``flat_cost.md``."""
+    cmd = "python -m bench systems --flat-only" + (" --quick" if res.get("quick") else "")
+    return (
+        f"# Flat cost of a chat turn\n\nProduced by `{cmd}` ({res['seconds'] / 60:.1f} min). "
+        "Raw numbers: `flat_cost.json`. The same section runs in the full systems benchmark.\n\n"
+        + flat_tables(res)
+        + "\n"
+    )
 
 
 def _storage_line(r: dict, lo: str, hi: str) -> str:
@@ -150,10 +226,8 @@ def markdown(res: dict) -> str:
     )
 
 
-def tables(res: dict) -> str:
-    """The machine, the summary, then every model's tables, section by section."""
-    m = res["machine"]
-    lines = [
+def _machine(m: dict) -> list[str]:
+    return [
         f"Machine: {m['cpu']}, {m['cores']} cores (shared), {_f(m.get('memory_gib'), '{:.0f}')} "
         f"GiB, torch {m['torch']} on {m['torch_threads']} thread; load average "
         f"{m.get('loadavg_start')} at start, {m.get('loadavg_end')} at end; commit "
@@ -162,6 +236,11 @@ def tables(res: dict) -> str:
         "gave to other processes on this shared machine, but not their effect on shared caches "
         "and cores. Ratios compare sessions measured side by side in the same run.",
     ]
+
+
+def tables(res: dict) -> str:
+    """The machine, the summary, then every model's tables, section by section."""
+    lines = _machine(res["machine"])
     lines += ["", "## Summary", "", *summary(res)]
     w = res["plan"]["window"]
     for model, r in res["models"].items():
@@ -176,6 +255,8 @@ def tables(res: dict) -> str:
         lines += _bytes_table(r)
         if r.get("rss"):
             lines += _rss_table(r["rss"], res["plan"]["rss_tokens"])
+        if r.get("flat"):
+            lines += ["", *_flat_table(r["flat"])]
         lines.append(
             "\nTree builds (once, then cached under bench/results/tmp/systems): "
             + ", ".join(
@@ -343,7 +424,7 @@ def _rss_table(rss: dict, tokens: int) -> list[str]:
             _n(int(n)), _f(v["rss_model_mib"], "{:.0f}"), _f(v["rss_open_mib"], "{:.0f}"),
             _f(v["rss_chat_max_mib"], "{:.0f}"), _f(v["hwm_mib"], "{:.0f}"),
             f"{v.get('store_cache_entries', 0):,} / {_size(v.get('store_cache_bytes', 0))}",
-            f"{v.get('index_vectors', 0):,} / {_size(v.get('index_bytes', 0))}",
+            f"{v.get('index_blocks', v.get('index_vectors', 0)):,} / {_size(v.get('index_bytes', 0))}",
         ])  # fmt: skip
     return lines + _table(
         ["history", "RSS after model load MiB", "after session open", "max during chat",

@@ -3,7 +3,8 @@ shared, and the command line (``python -m bench systems``, ``mc bench systems``)
 
 Per model: build (or reuse) the trees, list their bytes, open one session per history on a fork
 (timing the open and its retrieval index), decode, refocus per scorer, close; then ingest local
-vs S3 and the RSS child processes, which need no open session.
+vs S3 and the RSS child processes, which need no open session; last the flat cost of a chat
+turn on its own trees of many segments (``--flat-only``: that section alone).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from bench._common import loadavg, machine_info, moto_s3
 from bench.systems import footprint, plot, report
 from bench.systems.decode import bench_decode
+from bench.systems.flat import bench_flat
 from bench.systems.ingest import bench_ingest
 from bench.systems.plan import CACHE, FULL, MODELS, QUICK, RESULTS, Plan
 from bench.systems.probe import Probe, timed_index_builds
@@ -91,7 +93,10 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
         opens[n] = time.perf_counter() - t
         index_s[n] = cell[0]
         if s.index is not None:  # level-1 keys read from stored chunks / all of them
-            keys[n] = {"stored": s.index.stored, "total": s.index.index.count(1)}
+            keys[n] = {
+                "stored": min(s.index.stored.values(), default=0),
+                "total": s.index.indexed(),
+            }
         sessions[n] = s
         probes[n] = Probe(s, forced)
     out["session_open_s"] = {str(n): v for n, v in opens.items()}
@@ -132,6 +137,43 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
             out["rss"][str(n)] = footprint.run_rss_child(
                 model, trees[n], rundir, plan.window, plan.rss_tokens
             )
+
+    # 6. flat cost: whole chat turns per token, small vs large history of many segments
+    if plan.flat_histories.get(model):
+        out["flat"] = run_flat(model, base, g, src, note, plan, cache, rundir, pins, log)
+    return out
+
+
+def run_flat(model, base, g, src, note, plan: Plan, cache, rundir, pins, log) -> dict:
+    """Section 6 for one model: its trees (``plan.flat_segment`` tokens per append), one
+    session per history on a fork, ``bench_flat``."""
+    hs = sorted(plan.flat_histories[model])
+    sessions, probes, builds, opens = {}, {}, {}, {}
+    forced = forced_ids(base)
+    try:
+        for n in hs:
+            log(f"  flat cost: tree of {n:,} tokens in {plan.flat_segment}-token segments")
+            path, builds[n] = build_tree(
+                model, base, g, n, src, note, cache, chunk=plan.flat_segment
+            )
+            tree, pin = fork_tree(path, rundir)
+            pins.append(pin)
+            t = time.perf_counter()
+            sessions[n] = session_for(tree, base, g, plan.flat_window)
+            opens[n] = time.perf_counter() - t
+            probes[n] = Probe(sessions[n], forced)
+        log(
+            f"  flat cost: {plan.flat_turns} turns x {plan.flat_tokens} tokens, "
+            f"alternating over {hs}, window {plan.flat_window}"
+        )
+        out = bench_flat(sessions, probes, plan)
+    finally:
+        for s in sessions.values():
+            s.close()
+    for n in hs:
+        h = out["histories"][str(n)]
+        h["build"], h["session_open_s"] = builds[n], opens[n]
+        h["segments"] = builds[n].get("segments")
     return out
 
 
@@ -174,12 +216,22 @@ def main(argv=None):
     ap.add_argument("--no-rss", action="store_true", help="skip the RSS child processes")
     ap.add_argument("--build-only", action="store_true", help="only build the cached trees")
     ap.add_argument(
+        "--flat-only",
+        action="store_true",
+        help="only section 6, the flat cost of a chat turn (a few minutes); writes flat_cost.*",
+    )
+    ap.add_argument(
         "--report-only", action="store_true", help="redraw the .md and .png from the .json"
     )
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.rss_child:
         print(json.dumps(footprint.rss_child(json.loads(a.rss_child))))
+        return
+    if a.report_only and a.flat_only:
+        res = json.loads((Path(a.out_dir) / "flat_cost.json").read_text())
+        print(report.flat_tables(res))
+        print("wrote " + ", ".join(str(p) for p in write_flat(res, Path(a.out_dir)).values()))
         return
     if a.report_only:
         res = json.loads((Path(a.out_dir) / "systems.json").read_text())
@@ -189,6 +241,13 @@ def main(argv=None):
         models = [m for m in a.models.split(",") if m]
         if a.build_only:
             build_only(plan, models, Path(a.cache))
+            return
+        if a.flat_only:
+            res = run_flat_only(plan, models, cache=Path(a.cache))
+            res["quick"] = a.quick
+            print(report.flat_tables(res))
+            paths = write_flat(res, Path(a.out_dir))
+            print("wrote " + ", ".join(str(p) for p in paths.values()))
             return
         res = run(plan, models, cache=Path(a.cache))
         res["quick"] = a.quick
@@ -205,3 +264,42 @@ def build_only(plan: Plan, models: list[str], cache: Path) -> None:
         for n in sorted(plan.histories.get(model, [])):
             path, info = build_tree(model, base, g, n, src, note, cache)
             print(f"{model} {n:,}: {path} ({info['build_s']:.0f} s)")
+        for n in sorted(plan.flat_histories.get(model, [])):
+            path, info = build_tree(model, base, g, n, src, note, cache, chunk=plan.flat_segment)
+            print(f"{model} {n:,} (flat cost): {path} ({info['build_s']:.0f} s)")
+
+
+def run_flat_only(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) -> dict:
+    """Section 6 alone, for the models that have flat-cost histories in ``plan``."""
+    torch.set_num_threads(1)
+    t_run = time.perf_counter()
+    res: dict = {"machine": machine_info(), "plan": asdict(plan), "models": {}}
+    rundir = cache / f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    rundir.mkdir(parents=True, exist_ok=True)
+    pins: list[Path] = []
+    try:
+        for model in models:
+            if not plan.flat_histories.get(model):
+                continue
+            log(f"== {model}")
+            base, g = load_model(model)
+            src, note = source_ids(base)
+            out = {"base": base.name, "d_model": base.d_model, "history_source": note}
+            out["flat"] = run_flat(model, base, g, src, note, plan, cache, rundir, pins, log)
+            res["models"][model] = out
+    finally:
+        for p in pins:
+            p.unlink(missing_ok=True)
+        shutil.rmtree(rundir, ignore_errors=True)
+    res["machine"]["loadavg_end"] = loadavg()
+    res["seconds"] = time.perf_counter() - t_run
+    return res
+
+
+def write_flat(res: dict, out_dir: Path) -> dict[str, Path]:
+    """``flat_cost.json`` and ``flat_cost.md`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "flat_cost.json", "md": out_dir / "flat_cost.md"}
+    paths["json"].write_text(json.dumps(res, indent=2, default=_jsonable))
+    paths["md"].write_text(report.flat_markdown(res))
+    return paths

@@ -102,11 +102,21 @@ def session_for(tree, base, gistnet, window: int, *, storage_options=None, **cfg
     )
 
 
-def build_tree(model: str, base, gistnet, n: int, src: np.ndarray, src_note: str, cache: Path):
+def build_tree(
+    model: str,
+    base,
+    gistnet,
+    n: int,
+    src: np.ndarray,
+    src_note: str,
+    cache: Path,
+    chunk: int = BUILD_CHUNK,
+):
     """A local tree of ``n`` tokens, built once and reused while the model, GistNet and history
     source stay the same. -> (path, info).
 
-    Built as the runtime builds one: ``Session.append_ids`` in large chunks, GistNet gists, and
+    Built as the runtime builds one: ``Session.append_ids`` in chunks of ``chunk`` tokens (one
+    segment each: large by default, small for a history of many documents), GistNet gists, and
     the retrieval index kept current and stored with the tree (a committed chunk of keys per
     complete epoch, ``mcruntime.indexing``), so opening a session on it loads the index instead
     of rebuilding it from every token. A cached tree from before the index was stored (no
@@ -114,7 +124,8 @@ def build_tree(model: str, base, gistnet, n: int, src: np.ndarray, src_note: str
     key = hashlib.sha256(
         f"{base.name}|{fingerprint(gistnet)}|{hashlib.sha256(src.tobytes()).hexdigest()}".encode()
     ).hexdigest()[:10]
-    path = cache / f"{model}-{n}-{key}.mc"
+    seg = "" if chunk == BUILD_CHUNK else f"-seg{chunk}"
+    path = cache / f"{model}-{n}{seg}-{key}.mc"
     done = path / "bench-build.json"
     if done.is_file():
         info = json.loads(done.read_text())
@@ -129,11 +140,9 @@ def build_tree(model: str, base, gistnet, n: int, src: np.ndarray, src_note: str
     index_s = time_calls(s.index, "update")
     time_calls(s.index, "persist", index_s)
     t0 = time.perf_counter()
-    for a in range(0, n, BUILD_CHUNK):
-        b = min(n, a + BUILD_CHUNK)
-        s.append_ids(
-            history(src, a, b), source="bench:history", tags=(f"chunk={a // BUILD_CHUNK}",)
-        )
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        s.append_ids(history(src, a, b), source="bench:history", tags=(f"chunk={a // chunk}",))
         print(f"    built {b:,}/{n:,} tokens", end="\r", flush=True)
     print()
     dt = time.perf_counter() - t0
@@ -146,6 +155,7 @@ def build_tree(model: str, base, gistnet, n: int, src: np.ndarray, src_note: str
         "gist_s": gist_s[0],
         "index_s": index_s[0],  # retrieval index: update + persist
         "index_chunks": chunks,
+        "segments": -(-n // chunk),
         "history": src_note,
         "gistnet": fingerprint(gistnet),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -9,9 +9,10 @@ import json
 import pytest
 
 import mcstore
-from bench.systems import decode, footprint, report, runner
+from bench.systems import decode, flat, footprint, report, runner
 from bench.systems.plan import SCORERS, TARGET_RATIO, Plan
 from bench.systems.trees import build_tree, history, load_model, source_ids
+from mcruntime.lexical import EXTEND
 
 HIST = [3000, 20000]
 NEW = 40  # one refocus (after token 32) inside the measured steps
@@ -81,7 +82,7 @@ def test_decode_shape_and_kv_reuse(result):
         keys = r["session_open_index_keys"][str(n)]
         epochs = n // mcstore.entry.DEFAULT_EPOCH
         assert keys["stored"] == epochs * mcstore.entry.DEFAULT_EPOCH // 32
-        assert keys["total"] == n // 32
+        assert keys["total"] == (n - EXTEND) // 32  # a block waits for the tokens after it
         assert (r["bytes"][str(n)]["by_kind"].get("retrieval index", 0) > 0) == (epochs > 0)
 
 
@@ -133,7 +134,7 @@ def test_rss_child(result, tmp_path):
     assert 0 < v["rss_start_mib"] <= v["rss_model_mib"] <= v["hwm_mib"]
     assert v["rss_chat_max_mib"] >= v["rss_open_mib"] > 0
     assert v["tokens"] == 8 and v["history"] > 3000
-    assert v["index_vectors"] >= 3000 // 32 and v["store_cache_entries"] >= 0
+    assert v["index_blocks"] >= 3000 // 32 - 1 and v["store_cache_entries"] >= 0
     assert mcstore.open(str(tree), "r").length == 3000
 
 
@@ -202,3 +203,45 @@ def test_source_ids_without_a_corpus(monkeypatch, tmp_path):
     assert "pseudo-random" in note and (a == b).all() and len(a) == 4096
     assert a.min() >= 0 and a.max() < 256
     assert (history(a, 4000, 4200) == a[[i % 4096 for i in range(4000, 4200)]]).all()
+
+
+def test_flat_cost_section(tmp_path):
+    """Section 6 alone (``--flat-only``): its trees have one segment per ``flat_segment``
+    tokens, every turn is a remembered ``Session.ask``, ratios are largest over smallest."""
+    plan = Plan(
+        histories={},
+        flat_histories={"tiny": [3072, 12288]},
+        flat_window=512,
+        flat_tokens=NEW,
+        flat_turns=3,
+        flat_segment=1024,
+    )
+    res = runner.run_flat_only(plan, ["tiny"], cache=tmp_path / "cache", log=lambda *_: None)
+    f = res["models"]["tiny"]["flat"]
+    assert list(f["histories"]) == ["3072", "12288"]
+    assert f["window"] == 512 and f["turns"] == 3 and f["segment_tokens"] == 1024
+    for n, h in f["histories"].items():
+        assert h["segments"] == int(n) // 1024 and h["history_start"] == int(n)
+        assert len(h["turns"]) == 3 and h["turns_measured"] == 3 - plan.flat_warmup
+        hist = [t["history"] for t in h["turns"]]
+        assert hist == sorted(set(hist))  # every turn was remembered: the history grew
+        for t in h["turns"]:
+            assert 0 < t["tokens"] <= NEW and t["model_s"] <= t["ask_s"]
+            assert t["refocus_calls"] >= 1  # the question's refocus, then one per 32 tokens
+        for m in flat.METRICS:
+            assert h[f"{m}_ms_per_token"] > 0
+    for m in flat.METRICS:
+        lo, hi = (f["histories"][n][f"{m}_ms_per_token"] for n in ("3072", "12288"))
+        assert f["ratio"][m] == pytest.approx(hi / lo)
+    assert not list((tmp_path / "cache").glob("run-*"))
+    assert sorted(p.name.split("-")[2] for p in (tmp_path / "cache").glob("tiny-*.mc")) == [
+        "seg1024",
+        "seg1024",
+    ]
+    out = tmp_path / "out"
+    paths = runner.write_flat(res, out)
+    md = paths["md"].read_text()
+    assert report.flat_summary(f) in md and "runtime (turn - model)" in md
+    paths["md"].unlink()
+    runner.main(["--report-only", "--flat-only", "--out-dir", str(out)])
+    assert paths["md"].read_text() == md
