@@ -45,7 +45,7 @@ class MemoryConfig:
     chat_lengths: tuple[int, ...] = (16384, 65536, 262144)
     seeds: int = 10
     window: int = 2048
-    max_new_tokens: int = 24
+    max_new_tokens: int = 48
     systems: tuple[str, ...] = ("trunc", "rag", "mc", "oracle")
     model: str = "smollm2-135m-instruct"
     seed: int = 4321

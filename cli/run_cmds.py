@@ -329,6 +329,7 @@ def demo(tree, words, model, window):
     click.echo(f"you> {fact.question}")
     answer = s.ask(fact.question, max_new_tokens=48)
     click.echo(f"mc> {answer.strip()}")
+    click.echo(format_recall(s.last.recall))
     click.echo(format_focus(s.last.focus))
     ok = fact.answer.lower() in answer.lower()
     click.echo(

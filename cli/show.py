@@ -164,7 +164,13 @@ def regist(tree, gistnet, model, storage_options):
     click.echo(f"{tree}: gists recomputed by {binding['gistnet']['id']}; now at version {v}")
 
 
-_BENCHES = ("store", "harness", "memory", "systems", "footprint")  # bench.COMMANDS; bench is not imported
+_BENCHES = (
+    "store",
+    "harness",
+    "memory",
+    "systems",
+    "footprint",
+)  # bench.COMMANDS; bench is not imported
 # until a benchmark runs, so `mc --help` works where bench/ is not on the path
 
 

@@ -7,8 +7,9 @@ sessions and the baselines so comparisons stay fair:
 
 * no n-gram of ``ngram`` tokens is generated twice (the token that would complete a repeat is
   banned, as in Hugging Face's ``no_repeat_ngram_size``);
-* the answer stops when a line repeats an earlier line of it, or when it starts a new paragraph
-  after ``max_lines`` lines (short answers end at the end of the thought, not at the limit).
+* the answer stops when a line repeats an earlier line of it, when a line begins the next turn
+  of the prompt ("Question: …"), or when it starts a new paragraph after ``max_lines`` lines
+  (short answers end at the end of the thought, not at the limit).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 class DecodeConfig:
     ngram: int = 4  # 0 disables the n-gram ban
     max_lines: int = 6  # stop at a blank line after this many non-empty lines (0: never)
+    # a line starting with one of these is the model writing the next turn of its prompt
+    stop_lines: tuple[str, ...] = ("Question:", "User:", "Passages from memory")
 
 
 class Guard:
@@ -54,18 +57,20 @@ class Guard:
         complete = [ln for ln in lines[:-1] if ln]  # the last line may still be growing
         if len(complete) != len(set(complete)):
             return True
+        if any(ln.startswith(self.cfg.stop_lines) for ln in lines[1:]):
+            return True
         return bool(
             self.cfg.max_lines and len(complete) >= self.cfg.max_lines and text.endswith("\n\n")
         )
 
 
-def trim(text: str) -> str:
-    """The answer without a repeated trailing line and surrounding blank space."""
+def trim(text: str, stop_lines: tuple[str, ...] = DecodeConfig.stop_lines) -> str:
+    """The answer without a repeated line, a next turn the model began, or blank space."""
     lines = text.rstrip().split("\n")
     seen, keep = set(), []
-    for ln in lines:
+    for k, ln in enumerate(lines):
         key = ln.strip()
-        if key and key in seen:
+        if (key and key in seen) or (k and key.startswith(stop_lines)):
             break
         seen.add(key)
         keep.append(ln)

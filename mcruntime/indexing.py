@@ -18,11 +18,20 @@ import numpy as np
 import torch
 
 from mcruntime.context import WorkingContext
-from mcruntime.lexical import EXTEND, BlockTerms, LexicalIndex, block_terms, query_terms
+from mcruntime.lexical import (
+    EXTEND,
+    BlockTerms,
+    LexicalIndex,
+    block_terms,
+    query_terms,
+    term_ids,
+    words,
+)
 from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, rrf
 
 _CHUNK = re.compile(r"^retrieval/([\w.-]+)/l1-(\d{12})-(\d{12})\.npz$")
 BM25 = "bm25"
+TITLE_WEIGHT = 1.0  # how much a query word in a block's source name counts (x its idf)
 
 
 class NodeIndex:
@@ -45,6 +54,8 @@ class NodeIndex:
         elif kind == "gist":
             self.dense = KeyIndex(base.d_model)
         self.stored: dict[str, int] = {}  # chunk kind -> level-1 blocks covered by chunks
+        self._titles: dict[str, set[int]] = {}  # source name -> its word ids
+        self._starts = np.zeros(0, np.int64)  # start token of each segment seen so far
         self._load()
         self.update()
 
@@ -159,15 +170,62 @@ class NodeIndex:
         hybrid hits carry their fused reciprocal-rank score."""
         text = self._decode(query_ids)
         if self.kind == BM25:
-            return [Hit(1, i, s) for i, s in self.lex.search(query_terms(text), k)]
+            return [Hit(1, i, s) for i, s in self.lexical(query_terms(text), k)]
         if self.kind == "gist":
             v = query_vecs.numpy() - self.mean
             return [Hit(1, i, s) for i, s in self.dense.search(v.mean(0), k)]
         from mcruntime.dense import query_key
 
-        lex = self.lex.search(query_terms(text), 4 * k)
+        lex = self.lexical(query_terms(text), 4 * k)
         dense = self.dense.search(query_key(self.base, list(query_ids), self.dense_spec), 4 * k)
         return [Hit(1, i, s) for i, s in rrf(lex, dense)[:k]]
+
+    def lexical(self, terms: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """BM25 over block words plus a title field: a block whose segment's source name holds
+        query words ("Who is the author of argparse?" in ``docs/argparse.py``) gains their idf,
+        as BM25F weighs a document's title."""
+        blocks, sc = self.lex.scores(terms)
+        if not len(blocks):
+            return []
+        segs, starts = self._segment_starts()
+        at = np.clip(np.searchsorted(starts, blocks * self.tree.block, "right") - 1, 0, None)
+        idf = dict(zip(terms.tolist(), self.lex.idf(terms).tolist(), strict=True))
+        per_source: dict[str, float] = {}
+        bonus = np.zeros(len(blocks), np.float32)
+        for j in np.unique(at).tolist():  # only the segments that hold candidates
+            src = segs[j].source
+            if src not in per_source:
+                per_source[src] = self._title_bonus(src, idf)
+            bonus[at == j] = per_source[src]
+        sc = sc + TITLE_WEIGHT * bonus
+        top = np.argsort(-sc, kind="stable")[:k]
+        return [(int(blocks[i]), float(sc[i])) for i in top]
+
+    def _segment_starts(self):
+        """The tree's segments and their start tokens, extended as segments are appended."""
+        segs = self.tree.segments()
+        if len(self._starts) != len(segs):
+            old = len(self._starts)
+            self._starts = np.concatenate(
+                [self._starts[: max(0, old - 1)], [sg.start for sg in segs[max(0, old - 1) :]]]
+            ).astype(np.int64)
+        return segs, self._starts
+
+    def memory_bytes(self) -> int:
+        """What the loaded index holds in memory (postings, block lengths, dense keys)."""
+        n = 0
+        if self.lex is not None:
+            n += self.lex.postings * 16 + len(self.lex) * 4  # term, block, tf; length per block
+        if self.dense is not None:
+            n += self.dense.count(1) * self.dense.dim * 4
+        return n
+
+    def _title_bonus(self, source: str | None, idf: dict[int, float]) -> float:
+        if not source:
+            return 0.0
+        if source not in self._titles:
+            self._titles[source] = set(term_ids(words(source)).tolist())
+        return sum(v for t, v in idf.items() if t in self._titles[source])
 
     def boosts(self, wc: WorkingContext, hits: list[Hit]) -> np.ndarray:
         """+boost on every entry whose span meets a level-1 hit (or its neighbours): coarser

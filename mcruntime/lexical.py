@@ -222,6 +222,15 @@ class LexicalIndex:
         np.add.at(sc, inv, np.concatenate(vals))
         return blocks, sc
 
+    def idf(self, terms: np.ndarray) -> np.ndarray:
+        """BM25 idf of each term (a term no block holds gets the highest)."""
+        n = len(self.dl)
+        out = np.zeros(len(terms), np.float32)
+        for k, t in enumerate(terms):
+            df = sum(len(s.postings(int(t))[0]) for s in self.segments)
+            out[k] = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        return out
+
     def search(self, terms: np.ndarray, k: int) -> list[tuple[int, float]]:
         blocks, sc = self.scores(terms)
         if not len(blocks):

@@ -32,3 +32,10 @@ def test_generate_never_loops():
     out = base.generate(base.tokenizer.encode("abc abc abc"), max_new_tokens=64)
     grams = [tuple(out[i : i + 4]) for i in range(len(out) - 3)]
     assert len(grams) == len(set(grams))
+
+
+def test_an_answer_ends_where_the_model_starts_the_next_turn():
+    g = Guard()
+    text = "The default maxsize is 128.\n\nQuestion: What is"
+    assert g.done(text)
+    assert trim(text) == "The default maxsize is 128."

@@ -125,3 +125,19 @@ def test_index_is_stored_with_the_tree_and_reloaded(base, tmp_path):
     assert [h.index for h in hits] == [h.index for h in s.index.search(q, None, 3)]
     text = base.tokenizer.decode(s.tree.tokens(hits[0].index * 32, hits[0].index * 32 + 40))
     assert "zulu7731" in text or "vault" in text
+
+
+def test_a_query_word_in_the_source_name_counts_like_a_title(base, tmp_path):
+    torch.manual_seed(0)
+    g = mcmodels.GistNet.for_base(base)
+    s = Session(str(tmp_path / "title.mc"), model=base, gistnet=g, window=512)
+    filler = "river stone cloud amber quiet ledger violet harbor copper lantern " * 12
+    s.append_ids(
+        base.tokenizer.encode(filler + "the author is Ann. " + filler), source="docs/x.txt"
+    )
+    s.append_ids(
+        base.tokenizer.encode(filler + "the author is Bob. " + filler), source="docs/argparse.py"
+    )
+    s.append_ids(base.tokenizer.encode(filler), source="docs/y.txt")
+    (top, *_) = s.index.search(base.tokenizer.encode("Who is the author of argparse?"), None, 3)
+    assert "Bob" in base.tokenizer.decode(s.tree.tokens(top.index * 32, top.index * 32 + 64))
