@@ -37,10 +37,20 @@ TITLE_WEIGHT = 1.0  # how much a query word in a block's source name counts (x i
 class NodeIndex:
     """The retrieval index of one tree for one base model (see ``mcruntime.retrieval``)."""
 
-    def __init__(self, tree, base, *, kind: str = BM25, boost: float = 2.0, dense_spec=None):
+    def __init__(
+        self,
+        tree,
+        base,
+        *,
+        kind: str = BM25,
+        boost: float = 2.0,
+        min_coverage: float = 0.0,
+        dense_spec=None,
+    ):
         if kind not in KEY_KINDS:
             raise ValueError(f"unknown retrieval kind {kind!r}; choose from {KEY_KINDS}")
         self.tree, self.base, self.kind, self.boost = tree, base, kind, boost
+        self.min_coverage = min_coverage
         self.mean = base.embedding_stats()["mean"].float().numpy()
         self.lex = LexicalIndex() if kind in (BM25, "hybrid") else None
         self.dense = None
@@ -183,8 +193,10 @@ class NodeIndex:
     def lexical(self, terms: np.ndarray, k: int) -> list[tuple[int, float]]:
         """BM25 over block words plus a title field: a block whose segment's source name holds
         query words ("Who is the author of argparse?" in ``docs/argparse.py``) gains their idf,
-        as BM25F weighs a document's title."""
-        blocks, sc = self.lex.scores(terms)
+        as BM25F weighs a document's title. A block whose words and title cover less than
+        ``min_coverage`` of the query's idf is no hit: it shares only the query's common
+        words (a statement like "remember: my codename is X" matches nothing in the documents)."""
+        blocks, sc, got = self.lex.scores(terms, matched=True)
         if not len(blocks):
             return []
         segs, starts = self._segment_starts()
@@ -198,6 +210,10 @@ class NodeIndex:
                 per_source[src] = self._title_bonus(src, idf)
             bonus[at == j] = per_source[src]
         sc = sc + TITLE_WEIGHT * bonus
+        if self.min_coverage:
+            total = float(self.lex.idf(terms).sum())
+            keep = (got + bonus) >= self.min_coverage * total
+            blocks, sc = blocks[keep], sc[keep]
         top = np.argsort(-sc, kind="stable")[:k]
         return [(int(blocks[i]), float(sc[i])) for i in top]
 

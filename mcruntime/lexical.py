@@ -197,13 +197,15 @@ class LexicalIndex:
         if len(self.segments) > MAX_SEGMENTS:
             self.segments = [_Segment.merged(self.segments)]
 
-    def scores(self, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(blocks, BM25 scores) of every block that holds at least one of ``terms``."""
+    def scores(self, terms: np.ndarray, *, matched: bool = False):
+        """(blocks, BM25 scores) of every block that holds at least one of ``terms``; with
+        ``matched``, also the summed idf of the terms each block holds."""
         n = len(self.dl)
         if n == 0 or len(terms) == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            e = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            return (*e, np.zeros(0, np.float32)) if matched else e
         avgdl = max(float(self.dl.mean()), 1.0)
-        cand, vals = [], []
+        cand, vals, idfs = [], [], []
         for t in np.unique(terms):
             got = [s.postings(int(t)) for s in self.segments]
             blocks = np.concatenate([g[0] for g in got])
@@ -215,12 +217,18 @@ class LexicalIndex:
             norm = K1 * (1.0 - B + B * self.dl[blocks] / avgdl)
             cand.append(blocks)
             vals.append((idf * tf * (K1 + 1) / (tf + norm)).astype(np.float32))
+            idfs.append(np.full(len(blocks), idf, np.float32))
         if not cand:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            e = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            return (*e, np.zeros(0, np.float32)) if matched else e
         blocks, inv = np.unique(np.concatenate(cand), return_inverse=True)
         sc = np.zeros(len(blocks), np.float32)
         np.add.at(sc, inv, np.concatenate(vals))
-        return blocks, sc
+        if not matched:
+            return blocks, sc
+        got = np.zeros(len(blocks), np.float32)
+        np.add.at(got, inv, np.concatenate(idfs))
+        return blocks, sc, got
 
     def idf(self, terms: np.ndarray) -> np.ndarray:
         """BM25 idf of each term (a term no block holds gets the highest)."""

@@ -44,6 +44,7 @@ class SessionConfig:
     retrieval: str | None = "bm25"  # key kind of the retrieval assist (bm25, hybrid, gist)
     retrieval_k: int = 8  # level-1 hits asked of the index per question
     hit_ratio: float = 0.5  # hits scoring below this fraction of the best are no hits
+    hit_coverage: float = 0.35  # a hit holds at least this share of the question's word weight
     assistant_weight: float = 0.5  # hit scores in the model's own answers count this much
     recall_k: int = 3  # best hits read back raw right before the question (0: none)
     recall_neighbours: int = 1  # blocks on each side of a recalled hit
@@ -102,7 +103,12 @@ class Session:
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
         self.window = Window(self.base, self.parts.prefix)
         self.index = (
-            NodeIndex(self.tree, self.base, kind=self.config.retrieval)
+            NodeIndex(
+                self.tree,
+                self.base,
+                kind=self.config.retrieval,
+                min_coverage=self.config.hit_coverage,
+            )
             if self.config.retrieval
             else None
         )

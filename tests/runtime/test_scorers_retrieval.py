@@ -141,3 +141,15 @@ def test_a_query_word_in_the_source_name_counts_like_a_title(base, tmp_path):
     s.append_ids(base.tokenizer.encode(filler), source="docs/y.txt")
     (top, *_) = s.index.search(base.tokenizer.encode("Who is the author of argparse?"), None, 3)
     assert "Bob" in base.tokenizer.decode(s.tree.tokens(top.index * 32, top.index * 32 + 64))
+
+
+def test_a_block_sharing_only_common_words_is_no_hit(base, tmp_path):
+    torch.manual_seed(0)
+    g = mcmodels.GistNet.for_base(base)
+    s = Session(str(tmp_path / "cov.mc"), model=base, gistnet=g, window=512)
+    filler = "river stone cloud amber quiet ledger violet harbor copper lantern " * 12
+    s.append_ids(base.tokenizer.encode(filler + "the project is late. " + filler), source="a")
+    q = base.tokenizer.encode("Please remember this: my project codename is BLUEHERON.")
+    assert s.search(q) == []  # "project" alone is a small share of the statement's weight
+    q = base.tokenizer.encode("Is the project late?")
+    assert s.search(q)
