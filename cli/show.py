@@ -147,6 +147,8 @@ def regist(tree, gistnet, model, storage_options):
     base = mcmodels.load_base(model)
     g = pick_gistnet(base, gistnet)
     binding = gistnet_binding(base, g, t.dtype)
+    if (t.binding or {}).get("retrieval"):  # the kind of retrieval keys stays the tree's
+        binding["retrieval"] = t.binding["retrieval"]
     if t.check_binding(binding):
         click.echo(f"{tree} is already gisted by {binding['gistnet']['id']}; nothing to do")
         return

@@ -41,7 +41,10 @@ class SessionConfig:
     focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
     decode_tau: float = 0.9  # while decoding only strong wants (retrieval hits) edit the focus
     scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
-    retrieval: str | None = "bm25"  # key kind of the retrieval assist (bm25, hybrid, gist)
+    # key kind of the retrieval assist: bm25, hybrid (bm25 + dense keys from the base model,
+    # ~500 tokens/s extra at ingest on 2 CPU cores), gist; "auto": the kind the tree was
+    # created with (recorded in its binding; bm25 for older trees); None: no retrieval
+    retrieval: str | None = "auto"
     retrieval_k: int = 8  # level-1 hits asked of the index per question
     hit_ratio: float = 0.5  # hits scoring below this fraction of the best are no hits
     hit_coverage: float = 0.35  # a hit holds at least this share of the question's word weight
@@ -102,14 +105,10 @@ class Session:
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
         self.window = Window(self.base, self.parts.prefix)
+        kind = self.retrieval_kind(self.tree)
         self.index = (
-            NodeIndex(
-                self.tree,
-                self.base,
-                kind=self.config.retrieval,
-                min_coverage=self.config.hit_coverage,
-            )
-            if self.config.retrieval
+            NodeIndex(self.tree, self.base, kind=kind, min_coverage=self.config.hit_coverage)
+            if kind
             else None
         )
         self.focus = self._assemble(self._idle_budget())
@@ -134,9 +133,24 @@ class Session:
         return gistnet.eval()
 
     def binding(self) -> dict:
-        """What the tree records (and checks) about the models writing it."""
-        dtype = getattr(getattr(self, "tree", None), "dtype", "float16")
-        return gistnet_binding(self.base, self.gistnet, dtype)
+        """What the tree records (and checks) about the models writing it, and the kind of
+        retrieval keys it keeps (recorded, not checked: any kind can be built from tokens)."""
+        tree = getattr(self, "tree", None)
+        out = gistnet_binding(self.base, self.gistnet, getattr(tree, "dtype", "float16"))
+        kind = self.retrieval_kind(tree) or "bm25"  # the kind later sessions pick by default
+        out["retrieval"] = {"kind": kind}
+        if kind == "hybrid":
+            from mcruntime.dense import DenseSpec
+
+            out["retrieval"]["dense"] = DenseSpec().id(self.base)
+        return out
+
+    def retrieval_kind(self, tree) -> str | None:
+        kind = self.config.retrieval
+        if kind != "auto":
+            return kind
+        recorded = ((getattr(tree, "binding", None) or {}).get("retrieval") or {}).get("kind")
+        return recorded or "bm25"
 
     def _open_tree(self, tree, storage_options, mode, create):
         self.created = False
