@@ -288,8 +288,18 @@ class Session:
         return hits
 
     def _recall_len(self, spans) -> int:
-        b, tok = self.tree.block, self.base.tokenizer
-        return len(recall_ids(tok, [[0] * ((e - s) * b) for s, e, _ in spans]))
+        return len(recall_ids(self.base.tokenizer, [[0] * (e - s) for s, e, _ in spans]))
+
+    def _passage(self, block: int, raw_from: int) -> tuple[int, int]:
+        """Tokens read back for a hit: the block with ``recall_neighbours`` blocks on each side
+        (a sentence often straddles a block boundary), but only as far as the segments the
+        block itself belongs to: a chat turn's hit does not drag in the neighbouring turns
+        (other facts of the same form, which a small model confuses with the one asked)."""
+        b, k = self.tree.block, self.config.recall_neighbours
+        s, e = block * b, min(self.tree.length, (block + 1) * b)
+        lo = max(0, s - k * b, self.tree.segment_at(s).start)
+        hi = min(self.tree.length, e + k * b, self.tree.segment_at(e - 1).stop, raw_from)
+        return lo, hi
 
     def _said_by_assistant(self, block: int) -> bool:
         b = self.tree.block
@@ -307,11 +317,10 @@ class Session:
         if not cfg.recall_k or not hits:
             return [], []
         raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
-        spans: list[list] = []  # [start_block, stop_block, score]
+        spans: list[list] = []  # [start_token, stop_token, score]
         for h in hits[: cfg.recall_k]:
-            s = max(0, h.index - cfg.recall_neighbours)
-            e = min(self.tree.length // b, h.index + cfg.recall_neighbours + 1)
-            if s * b >= raw_from or e <= s:
+            s, e = self._passage(h.index, raw_from)
+            if e <= s:
                 continue
             for sp in spans:
                 if s <= sp[1] and e >= sp[0]:  # overlapping or adjacent: one passage
@@ -322,10 +331,10 @@ class Session:
         spans.sort(key=lambda sp: sp[2])
         while spans and room is not None and self._recall_len(spans) > room:
             spans.pop(0)
-        passages = [self.tree.tokens(s * b, min(e * b, raw_from)).tolist() for s, e, _ in spans]
+        passages = [self.tree.tokens(s, e).tolist() for s, e, _ in spans]
         report = [
-            {"start": s * b, "stop": min(e * b, raw_from), "score": round(float(sc), 3),
-             "source": self.tree.segment_at(s * b).source}
+            {"start": s, "stop": e, "score": round(float(sc), 3),
+             "source": self.tree.segment_at(s).source}
             for s, e, sc in spans
         ]  # fmt: skip
         return recall_ids(self.base.tokenizer, passages), report

@@ -153,3 +153,24 @@ def test_a_block_sharing_only_common_words_is_no_hit(base, tmp_path):
     assert s.search(q) == []  # "project" alone is a small share of the statement's weight
     q = base.tokenizer.encode("Is the project late?")
     assert s.search(q)
+
+
+def test_hybrid_keys_are_recorded_stored_and_picked_again(base, tmp_path):
+    torch.manual_seed(0)
+    g = mcmodels.GistNet.for_base(base)
+    url = str(tmp_path / "hybrid.mc")
+    rng = np.random.default_rng(5)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    s = Session(url, model=base, gistnet=g, window=512, config=SessionConfig(retrieval="hybrid"))
+    for _ in range(2):
+        s.append_ids(base.tokenizer.encode(" ".join(rng.choice(words, size=1500))), source="x")
+    assert s.tree.binding["retrieval"]["kind"] == "hybrid"
+    kinds = {n.split("/")[1] for n in s.tree.objects() if n.startswith("retrieval/")}
+    assert kinds == {"bm25", s.index.dense_name}
+    again = Session(url, model=base, gistnet=g, window=512, mode="r")  # "auto": the tree's kind
+    assert again.index.kind == "hybrid" and again.index.stored == s.index.stored
+    assert again.index.dense.count(1) == s.index.dense.count(1) == s.index.ready()
+    q = base.tokenizer.encode("golf hotel echo?")
+    assert [h.index for h in again.index.search(q, None, 4)] == [
+        h.index for h in s.index.search(q, None, 4)
+    ]
