@@ -313,7 +313,7 @@ class Session:
         (the 135M model answers from the nearest matching text). Hits inside the raw recent
         tail are skipped: that text already sits right before the question. With ``room``
         positions at most, the weakest passages are left out first."""
-        cfg, b = self.config, self.tree.block
+        cfg = self.config
         if not cfg.recall_k or not hits:
             return [], []
         raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
