@@ -75,3 +75,12 @@ def trim(text: str, stop_lines: tuple[str, ...] = DecodeConfig.stop_lines) -> st
         seen.add(key)
         keep.append(ln)
     return "\n".join(keep).strip()
+
+
+def visible(text: str, stop_lines: tuple[str, ...] = DecodeConfig.stop_lines) -> str:
+    """What of a growing answer can be shown: ``trim``'s answer, less a last line that may
+    still turn into the start of the next turn ("Quest…")."""
+    head, _, last = text.rpartition("\n")
+    if head and last.strip() and any(sl.startswith(last.strip()) for sl in stop_lines):
+        text = head
+    return trim(text, stop_lines)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import mcstore
-from mcmodels.decoding import DecodeConfig, Guard, trim
+from mcmodels.decoding import DecodeConfig, Guard, trim, visible
 from mcruntime.context import Entry, min_cost
 from mcruntime.errors import ContextError, InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
@@ -459,7 +459,7 @@ class Session:
             if guard.done(new_text):
                 break
             if not new_text.endswith("\ufffd"):
-                safe = trim(new_text) if "\n" in new_text[len(text) :] else new_text
+                safe = visible(new_text)
                 if len(safe) > len(text) and safe.startswith(text):
                     yield safe[len(text) :]
                     text = safe
