@@ -217,6 +217,14 @@ class NodeIndex:
         top = np.argsort(-sc, kind="stable")[:k]
         return [(int(blocks[i]), float(sc[i])) for i in top]
 
+    def match_weight(self, text: str, terms: np.ndarray) -> float:
+        """The summed idf of the query ``terms`` found among the words of ``text``."""
+        if self.lex is None or not len(terms):
+            return 0.0
+        have = set(term_ids(words(text)).tolist())
+        idf = self.lex.idf(terms)
+        return float(sum(v for t, v in zip(terms.tolist(), idf.tolist(), strict=True) if t in have))
+
     def _segment_starts(self):
         """The tree's segments and their start tokens, extended as segments are appended."""
         segs = self.tree.segments()

@@ -25,6 +25,7 @@ from mcruntime.errors import ContextError, InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
 from mcruntime.layout import chat_layout, recall_ids
+from mcruntime.lexical import query_terms
 from mcruntime.scorers import FocusView, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.window import Window
@@ -290,16 +291,34 @@ class Session:
     def _recall_len(self, spans) -> int:
         return len(recall_ids(self.base.tokenizer, [[0] * (e - s) for s, e, _ in spans]))
 
-    def _passage(self, block: int, raw_from: int) -> tuple[int, int]:
+    def _passage(self, block: int, raw_from: int, terms=None) -> tuple[int, int]:
         """Tokens read back for a hit: the block with ``recall_neighbours`` blocks on each side
-        (a sentence often straddles a block boundary), but only as far as the segments the
-        block itself belongs to: a chat turn's hit does not drag in the neighbouring turns
-        (other facts of the same form, which a small model confuses with the one asked)."""
-        b, k = self.tree.block, self.config.recall_neighbours
-        s, e = block * b, min(self.tree.length, (block + 1) * b)
-        lo = max(0, s - k * b, self.tree.segment_at(s).start)
-        hi = min(self.tree.length, e + k * b, self.tree.segment_at(e - 1).stop, raw_from)
+        (a sentence often straddles a block boundary), but only within the segment the hit
+        belongs to. A block holding several segments (short chat turns) is narrowed to the one
+        whose words match the question best: a hit on "my sister is called X" must not bring
+        the neighbouring turns' facts of the same form, which a small model confuses with the
+        one asked."""
+        b, k, t = self.tree.block, self.config.recall_neighbours, self.tree
+        s, e = block * b, min(t.length, (block + 1) * b)
+        first, last = t.segment_at(s), t.segment_at(e - 1)
+        if first.start != last.start and terms is not None and self.index is not None:
+            segs = [first]
+            while segs[-1].stop < e:
+                segs.append(t.segment_at(segs[-1].stop))
+            best = max(
+                segs,
+                key=lambda sg: self.index.match_weight(
+                    self._decode(t.tokens(max(sg.start, s - k * b), min(sg.stop, e + k * b))),
+                    terms,
+                ),
+            )
+            first = last = best
+        lo = max(0, s - k * b, first.start)
+        hi = min(t.length, e + k * b, last.stop, raw_from)
         return lo, hi
+
+    def _decode(self, ids) -> str:
+        return self.base.tokenizer.decode([int(i) for i in ids], skip_special=True)
 
     def _said_by_assistant(self, block: int) -> bool:
         b = self.tree.block
@@ -307,7 +326,9 @@ class Session:
         last = self.tree.segment_at(min(self.tree.length, (block + 1) * b) - 1)
         return first.source == last.source == "chat:assistant"
 
-    def recall(self, hits: list, room: int | None = None) -> tuple[list[int], list[dict]]:
+    def recall(
+        self, hits: list, room: int | None = None, query: str | None = None
+    ) -> tuple[list[int], list[dict]]:
         """The recall section for these hits: the ``recall_k`` best hits with their neighbour
         blocks, merged into passages, weakest first so the best sits right before the question
         (the 135M model answers from the nearest matching text). Hits inside the raw recent
@@ -317,9 +338,13 @@ class Session:
         if not cfg.recall_k or not hits:
             return [], []
         raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
+        terms = query_terms(query) if query else None
         spans: list[list] = []  # [start_token, stop_token, score]
+        if cfg.assistant_weight < 1.0:  # the model's own words are no source while others match
+            others = [h for h in hits if not self._said_by_assistant(h.index)]
+            hits = others or hits
         for h in hits[: cfg.recall_k]:
-            s, e = self._passage(h.index, raw_from)
+            s, e = self._passage(h.index, raw_from, terms)
             if e <= s:
                 continue
             for sp in spans:
@@ -433,7 +458,7 @@ class Session:
         hits = self.search(q_ids)
         question = self.parts.before_user + q_ids + self.parts.after_user
         room = self.config.window - len(self.parts.prefix) - len(question) - max_new_tokens
-        recall, self.last_recall = self.recall(hits, room - self._min_budget())
+        recall, self.last_recall = self.recall(hits, room - self._min_budget(), message)
         turn_ids = recall + question
         self._set_budget(self._budget(len(turn_ids) + max_new_tokens))
         self._sync()

@@ -299,3 +299,15 @@ def test_a_config_is_not_changed_by_the_session(base, gistnet):
     state = torch.random.get_rng_state()
     Session("memory://cfg3.mc", model=base, window=640)  # no GistNet ships for the tiny model
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_a_chat_hit_recalls_its_own_turn_not_its_neighbours(base, gistnet):
+    s = session(base, gistnet, "memory://turns.mc", window=1024)
+    s.append_ids(base.tokenizer.encode(prose(400, 6)), source="a")
+    s.remember_turn("My codename is BLUEHERON.", "Noted.")
+    s.remember_turn("My locker is 4182.", "Noted.")
+    s.append_ids(base.tokenizer.encode(prose(400, 7)), source="b")
+    q = "What is my locker?"
+    _, (p,) = s.recall(s.search(base.tokenizer.encode(q)), 400, q)
+    text = base.tokenizer.decode(s.tree.tokens(p["start"], p["stop"]))
+    assert "4182" in text and "BLUEHERON" not in text and p["source"] == "chat:user"
