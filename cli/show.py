@@ -170,6 +170,7 @@ _BENCHES = (
     "store",
     "harness",
     "memory",
+    "index",
     "systems",
     "footprint",
 )  # bench.COMMANDS; bench is not imported

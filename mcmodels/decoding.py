@@ -25,6 +25,12 @@ class DecodeConfig:
     max_lines: int = 6  # stop at a blank line after this many non-empty lines (0: never)
     # a line starting with one of these is the model writing the next turn of its prompt
     stop_lines: tuple[str, ...] = ("Question:", "User:", "Passages from memory")
+    repeated_line: bool = True  # stop when a line repeats an earlier one
+
+    @classmethod
+    def off(cls) -> DecodeConfig:
+        """Plain greedy decoding to the token limit (benchmarks that force their tokens)."""
+        return cls(ngram=0, max_lines=0, stop_lines=(), repeated_line=False)
 
 
 class Guard:
@@ -55,9 +61,9 @@ class Guard:
         """True when the decoded answer so far should end (``text`` is cut by ``trim``)."""
         lines = [ln.strip() for ln in text.split("\n")]
         complete = [ln for ln in lines[:-1] if ln]  # the last line may still be growing
-        if len(complete) != len(set(complete)):
+        if self.cfg.repeated_line and len(complete) != len(set(complete)):
             return True
-        if any(ln.startswith(self.cfg.stop_lines) for ln in lines[1:]):
+        if self.cfg.stop_lines and any(ln.startswith(self.cfg.stop_lines) for ln in lines[1:]):
             return True
         return bool(
             self.cfg.max_lines and len(complete) >= self.cfg.max_lines and text.endswith("\n\n")
@@ -83,4 +89,5 @@ def visible(text: str, stop_lines: tuple[str, ...] = DecodeConfig.stop_lines) ->
     head, _, last = text.rpartition("\n")
     if head and last.strip() and any(sl.startswith(last.strip()) for sl in stop_lines):
         text = head
-    return trim(text, stop_lines)
+    cut = trim(text, stop_lines)
+    return text if text.strip() == cut else cut  # whitespace is shown as it comes

@@ -445,7 +445,10 @@ class Session:
         return version
 
     def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> str:
-        return "".join(self.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember))
+        """The whole answer (as remembered: trimmed where the model ran on)."""
+        for _ in self.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
+            pass
+        return self.last.text
 
     def chat_stream(
         self, message: str, max_new_tokens: int = 256, *, remember: bool = True
@@ -484,7 +487,7 @@ class Session:
             if guard.done(new_text):
                 break
             if not new_text.endswith("\ufffd"):
-                safe = visible(new_text)
+                safe = visible(new_text, self.config.decoding.stop_lines)
                 if len(safe) > len(text) and safe.startswith(text):
                     yield safe[len(text) :]
                     text = safe
@@ -499,7 +502,7 @@ class Session:
                     tau_expand=self.config.decode_tau,
                     hits=hits,
                 )
-        final = trim(tok.decode(out, skip_special=True))
+        final = trim(tok.decode(out, skip_special=True), self.config.decoding.stop_lines)
         if len(final) > len(text) and final.startswith(text):
             yield final[len(text) :]
         t_dec = time.perf_counter()

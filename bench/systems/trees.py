@@ -90,8 +90,10 @@ def forced_ids(base) -> list[int]:
 
 def session_for(tree, base, gistnet, window: int, *, storage_options=None, **cfg):
     """A runtime session on ``tree`` (a URL or an open tree); ``cfg``: SessionConfig fields."""
+    from mcmodels.decoding import DecodeConfig
     from mcruntime import Session, SessionConfig
 
+    cfg.setdefault("decoding", DecodeConfig.off())  # the probes force their tokens to the end
     return Session(
         tree,
         model=base,

