@@ -52,6 +52,7 @@ class SessionConfig:
     assistant_weight: float = 0.5  # hit scores in the model's own answers count this much
     recall_k: int = 3  # best hits read back raw right before the question (0: none)
     recall_neighbours: int = 1  # blocks on each side of a recalled hit
+    recall_roles: str = "plain"  # chat passages with roles in words ("plain") or as stored ("raw")
     memory_budget: int | None = 512  # cap on the working context's positions (None: the window)
     instruction: str | None = None  # text before the memory (None: mcruntime.layout's default)
     reserve: int = 640  # positions kept for the turn (recall + question + answer), <= window/3
@@ -289,7 +290,7 @@ class Session:
         return hits
 
     def _recall_len(self, spans) -> int:
-        return len(recall_ids(self.base.tokenizer, [[0] * (e - s) for s, e, _ in spans]))
+        return len(recall_ids(self.base.tokenizer, [self._passage_ids(s, e) for s, e, _ in spans]))
 
     def _passage(self, block: int, raw_from: int, terms=None) -> tuple[int, int]:
         """Tokens read back for a hit: the block with ``recall_neighbours`` blocks on each side
@@ -316,6 +317,19 @@ class Session:
         lo = max(0, s - k * b, first.start)
         hi = min(t.length, e + k * b, last.stop, raw_from)
         return lo, hi
+
+    def _passage_ids(self, s: int, e: int) -> list[int]:
+        """A passage as the model reads it; with ``recall_roles="plain"`` chat turns say who
+        spoke in words ("The user said: …") instead of transcript labels."""
+        ids = self.tree.tokens(s, e).tolist()
+        if self.config.recall_roles != "plain" or not self.tree.segment_at(s).source.startswith(
+            "chat:"
+        ):
+            return ids
+        lines = self._decode(ids).split("\n")
+        for role, said in (("User: ", "The user said: "), ("Assistant: ", "You answered: ")):
+            lines = [said + ln[len(role) :] if ln.startswith(role) else ln for ln in lines]
+        return self.base.tokenizer.encode("\n".join(lines))
 
     def _decode(self, ids) -> str:
         return self.base.tokenizer.decode([int(i) for i in ids], skip_special=True)
@@ -356,7 +370,7 @@ class Session:
         spans.sort(key=lambda sp: sp[2])
         while spans and room is not None and self._recall_len(spans) > room:
             spans.pop(0)
-        passages = [self.tree.tokens(s, e).tolist() for s, e, _ in spans]
+        passages = [self._passage_ids(s, e) for s, e, _ in spans]
         report = [
             {"start": s, "stop": e, "score": round(float(sc), 3),
              "source": self.tree.segment_at(s).source}
