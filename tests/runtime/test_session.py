@@ -308,6 +308,7 @@ def test_a_chat_hit_recalls_its_own_turn_not_its_neighbours(base, gistnet):
     s.remember_turn("My locker is 4182.", "Noted.")
     s.append_ids(base.tokenizer.encode(prose(400, 7)), source="b")
     q = "What is my locker?"
-    _, (p,) = s.recall(s.search(base.tokenizer.encode(q)), 400, q)
+    ids, (p,) = s.recall(s.search(base.tokenizer.encode(q)), 400, q)
     text = base.tokenizer.decode(s.tree.tokens(p["start"], p["stop"]))
     assert "4182" in text and "BLUEHERON" not in text and p["source"] == "chat:user"
+    assert "The user said: My locker is 4182." in base.tokenizer.decode(ids)  # roles in words
