@@ -104,6 +104,14 @@ def test_ingest_chat_info_log_show_in_process(docs, tmp_path, monkeypatch):
     assert r.code == 0, r.err and "focus:" in r.out
     assert state(url)[0] == v  # show never writes
     verify_ok(url)
+    # interactively, a /private line is answered and not remembered; the next line is
+    r4 = run_mc(["chat", url, "--max-new-tokens", "3", *TINY],
+                input="/private What is the harbour code?\nAnd the ferry?\n")  # fmt: skip
+    assert r4.code == 0, r4.err
+    t = mcstore.open(url)
+    assert t.version == v + 2
+    asked = t.segments()[-2]
+    assert decode(t.tokens(asked.start, asked.stop)) == "User: And the ferry?\n"
 
 
 class InteractiveChat:
