@@ -13,6 +13,7 @@ history with the same base model, window and decoding (greedy, with the repetiti
 * ``mc-window``: MegaContext with the working context filling the window beside the recall
   section (the default keeps it to ``memory_budget`` positions);
 * ``mc-timeline``: MegaContext without the recall section (hits are only expanded in place);
+* ``mc-raw``: MegaContext with chat turns recalled as stored (``User: …``), not in words;
 * ``oracle``: the reader's ceiling: the block holding the answer with its neighbours, in the
   same layout as the recall section: what the model does when retrieval is perfect.
 
@@ -35,7 +36,7 @@ import numpy as np
 from bench import needles as N
 from bench._common import loadavg, machine_info
 
-SYSTEMS = ("trunc", "rag", "rag-fill", "mc", "mc-window", "mc-timeline", "oracle")
+SYSTEMS = ("trunc", "rag", "rag-fill", "mc", "mc-window", "mc-timeline", "mc-raw", "oracle")
 TASKS = ("passkey", "facts", "paraphrase", "chat")
 
 
@@ -174,6 +175,8 @@ def _mc_config(system: str, cfg: MemoryConfig):
         over.update(recall_k=0, memory_budget=None)
     if system == "mc-window":
         over["memory_budget"] = None
+    if system == "mc-raw":
+        over["recall_roles"] = "raw"
     return SessionConfig(window=cfg.window, **over)
 
 
