@@ -34,15 +34,27 @@ def _tree_bytes(path: Path, prefix: str) -> int:
     return sum(len(t.read_object(n)) for n in t.objects() if n.startswith(prefix))
 
 
-def run(n_tokens: int, *, dense_tokens: int = 4096, commit_tokens: int = 32768) -> dict:
+def run(
+    n_tokens: int,
+    *,
+    dense_tokens: int = 4096,
+    commit_tokens: int = 32768,
+    base=None,
+    texts: list[str] | None = None,
+    workdir: str | None = None,
+) -> dict:
     import mcmodels
     from bench.harness import haystack_texts
+
+    gistnet = None
     from bench.tasks import Haystack
     from mcruntime import Session, SessionConfig
     from mcruntime.dense import DenseSpec, block_keys
 
-    base = mcmodels.load_base("smollm2-135m-instruct")
-    texts, manifest = haystack_texts(split="test")
+    base = base or mcmodels.load_base("smollm2-135m-instruct")
+    manifest = None
+    if texts is None:
+        texts, manifest = haystack_texts(split="test")
     hay = Haystack(texts, base.tokenizer.encode)
     rng = np.random.default_rng(0)
     ids: list[int] = []
@@ -51,15 +63,20 @@ def run(n_tokens: int, *, dense_tokens: int = 4096, commit_tokens: int = 32768) 
         if len(ids) >= n_tokens:
             break
     ids = ids[:n_tokens]
-    work = Path(tempfile.mkdtemp(prefix="mc-index-cost-"))
-    out: dict = {"tokens": len(ids), "machine": machine_info(), "corpus_manifest": manifest}
+    work = Path(workdir or tempfile.mkdtemp(prefix="mc-index-cost-"))
+    out: dict = {
+        "tokens": len(ids),
+        "model": base.name,
+        "machine": machine_info(),
+        "corpus_manifest": manifest,
+    }
     times: dict[str, list[float]] = {"none": [], "bm25": []}
     for kind in ("none", "bm25", "none", "bm25"):  # interleaved: the machine is shared
         path = work / f"{kind}.mc"
         shutil.rmtree(path, ignore_errors=True)
         cfg = SessionConfig(retrieval=None if kind == "none" else kind)
         t0 = time.perf_counter()
-        with Session(str(path), model=base, config=cfg) as s:
+        with Session(str(path), model=base, gistnet=gistnet, config=cfg) as s:
             for a in range(0, len(ids), commit_tokens):
                 s.append_ids(ids[a : a + commit_tokens], source="haystack")
         times[kind].append(time.perf_counter() - t0)
@@ -108,7 +125,8 @@ def run(n_tokens: int, *, dense_tokens: int = 4096, commit_tokens: int = 32768) 
 def table(r: dict) -> str:
     i = r["ingest_tokens_per_s"]
     return "\n".join([
-        f"Retrieval index cost, {r['tokens']:,} tokens of held-out text, SmolLM2-135M, 2 CPU cores",
+        f"Retrieval index cost, {r['tokens']:,} tokens of held-out text, {r.get('model')}, "
+        "2 CPU cores",
         "",
         "| what | value |",
         "|---|---|",
