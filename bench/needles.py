@@ -111,8 +111,8 @@ def documents(hay: Haystack, n_tokens: int, seed: int) -> Instance:
 
 
 def chat_turn(role: str, text: str) -> str:
-    """A turn as the runtime's sessions write it (``mcruntime.session.render_turn``)."""
-    from mcruntime.session import render_turn
+    """A turn as the runtime's sessions write it."""
+    from mcruntime.render import render_turn
 
     return render_turn(role, text)
 

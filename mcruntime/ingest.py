@@ -126,7 +126,7 @@ def ingest_text(
     ``done`` (from :func:`done_chunks`) is updated as chunks are committed, so one dict serves
     a whole run. ``on_progress(tokens_done, tokens_total)`` is called after every chunk.
     """
-    from mcruntime.session import render_document
+    from mcruntime.render import render_document
 
     report = report or IngestReport()
     if not text.strip():

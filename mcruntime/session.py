@@ -24,8 +24,9 @@ from mcruntime.context import Entry, min_cost
 from mcruntime.errors import ContextError, InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
-from mcruntime.layout import chat_layout, recall_ids
-from mcruntime.lexical import query_terms
+from mcruntime.layout import chat_layout
+from mcruntime.recall import Recaller
+from mcruntime.render import render_document, render_turn
 from mcruntime.scorers import FocusView, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.window import Window
@@ -113,6 +114,7 @@ class Session:
             if kind
             else None
         )
+        self.recaller = Recaller(self.tree, self.index, self.base.tokenizer, self.config)
         self.focus = self._assemble(self._idle_budget())
         self._sync()
 
@@ -271,112 +273,19 @@ class Session:
         return np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
 
     def search(self, query_ids: list[int], query_vecs: torch.Tensor | None = None) -> list:
-        """The retrieval assist's hits for a query, best first: hits in the model's own earlier
-        answers count ``assistant_weight`` as much (they are what was said, not a source of
-        facts), and hits below ``hit_ratio`` of the best are dropped (they match only the
-        question's common words)."""
+        """The retrieval assist's hits for a query, best first (``mcruntime.recall``)."""
         if self.index is None or not query_ids:
             return []
         if query_vecs is None and self.index.kind == "gist":
             query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
-        hits = self.index.search(query_ids, query_vecs, self.config.retrieval_k)
-        if self.config.assistant_weight != 1.0:
-            for h in hits:
-                if self._said_by_assistant(h.index):
-                    h.score *= self.config.assistant_weight
-        hits.sort(key=lambda h: -h.score)
-        if hits and self.config.hit_ratio:
-            hits = [h for h in hits if h.score >= self.config.hit_ratio * hits[0].score]
-        return hits
-
-    def _recall_len(self, spans) -> int:
-        return len(recall_ids(self.base.tokenizer, [self._passage_ids(s, e) for s, e, _ in spans]))
-
-    def _passage(self, block: int, raw_from: int, terms=None) -> tuple[int, int]:
-        """Tokens read back for a hit: the block with ``recall_neighbours`` blocks on each side
-        (a sentence often straddles a block boundary), but only within the segment the hit
-        belongs to. A block holding several segments (short chat turns) is narrowed to the one
-        whose words match the question best: a hit on "my sister is called X" must not bring
-        the neighbouring turns' facts of the same form, which a small model confuses with the
-        one asked."""
-        b, k, t = self.tree.block, self.config.recall_neighbours, self.tree
-        s, e = block * b, min(t.length, (block + 1) * b)
-        first, last = t.segment_at(s), t.segment_at(e - 1)
-        if first.start != last.start and terms is not None and self.index is not None:
-            segs = [first]
-            while segs[-1].stop < e:
-                segs.append(t.segment_at(segs[-1].stop))
-            best = max(
-                segs,
-                key=lambda sg: self.index.match_weight(
-                    self._decode(t.tokens(max(sg.start, s - k * b), min(sg.stop, e + k * b))),
-                    terms,
-                ),
-            )
-            first = last = best
-        lo = max(0, s - k * b, first.start)
-        hi = min(t.length, e + k * b, last.stop, raw_from)
-        return lo, hi
-
-    def _passage_ids(self, s: int, e: int) -> list[int]:
-        """A passage as the model reads it; with ``recall_roles="plain"`` chat turns say who
-        spoke in words ("The user said: …") instead of transcript labels."""
-        ids = self.tree.tokens(s, e).tolist()
-        if self.config.recall_roles != "plain" or not self.tree.segment_at(s).source.startswith(
-            "chat:"
-        ):
-            return ids
-        lines = self._decode(ids).split("\n")
-        for role, said in (("User: ", "The user said: "), ("Assistant: ", "You answered: ")):
-            lines = [said + ln[len(role) :] if ln.startswith(role) else ln for ln in lines]
-        return self.base.tokenizer.encode("\n".join(lines))
-
-    def _decode(self, ids) -> str:
-        return self.base.tokenizer.decode([int(i) for i in ids], skip_special=True)
-
-    def _said_by_assistant(self, block: int) -> bool:
-        b = self.tree.block
-        first = self.tree.segment_at(block * b)
-        last = self.tree.segment_at(min(self.tree.length, (block + 1) * b) - 1)
-        return first.source == last.source == "chat:assistant"
+        return self.recaller.search(query_ids, query_vecs)
 
     def recall(
         self, hits: list, room: int | None = None, query: str | None = None
     ) -> tuple[list[int], list[dict]]:
-        """The recall section for these hits: the ``recall_k`` best hits with their neighbour
-        blocks, merged into passages, weakest first so the best sits right before the question
-        (the 135M model answers from the nearest matching text). Hits inside the raw recent
-        tail are skipped: that text already sits right before the question. With ``room``
-        positions at most, the weakest passages are left out first."""
-        cfg = self.config
-        if not cfg.recall_k or not hits:
-            return [], []
+        """The recall section's ids for these hits and a report of its passages."""
         raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
-        terms = query_terms(query) if query else None
-        spans: list[list] = []  # [start_token, stop_token, score]
-        if cfg.assistant_weight < 1.0:  # the model's own words are no source while others match
-            others = [h for h in hits if not self._said_by_assistant(h.index)]
-            hits = others or hits
-        for h in hits[: cfg.recall_k]:
-            s, e = self._passage(h.index, raw_from, terms)
-            if e <= s:
-                continue
-            for sp in spans:
-                if s <= sp[1] and e >= sp[0]:  # overlapping or adjacent: one passage
-                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
-                    break
-            else:
-                spans.append([s, e, h.score])
-        spans.sort(key=lambda sp: sp[2])
-        while spans and room is not None and self._recall_len(spans) > room:
-            spans.pop(0)
-        passages = [self._passage_ids(s, e) for s, e, _ in spans]
-        report = [
-            {"start": s, "stop": e, "score": round(float(sc), 3),
-             "source": self.tree.segment_at(s).source}
-            for s, e, sc in spans
-        ]  # fmt: skip
-        return recall_ids(self.base.tokenizer, passages), report
+        return self.recaller.section(hits, raw_from, room, query)
 
     def refocus(
         self,
@@ -622,16 +531,6 @@ def gistnet_binding(base, gistnet, dtype: str = "float16") -> dict:
     }
 
 
-def render_document(text: str, source: str) -> str:
-    return f"### {source}\n{text.rstrip()}\n\n"
-
-
-def render_turn(role: str, text: str) -> str:
-    return f"{'User' if role == 'user' else 'Assistant'}: {text.strip()}\n" + (
-        "\n" if role != "user" else ""
-    )
-
-
 __all__ = [
     "Answer",
     "ContextError",
@@ -640,4 +539,6 @@ __all__ = [
     "SessionConfig",
     "SessionError",
     "WindowError",
+    "render_document",
+    "render_turn",
 ]

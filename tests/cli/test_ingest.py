@@ -17,7 +17,7 @@ import mcruntime.session
 import mcstore
 from mcmodels.tokenizer import ByteTokenizer
 from mcruntime.ingest import missing_ranges, walk
-from mcruntime.session import render_document
+from mcruntime.render import render_document
 from tests.cli.helpers import (
     ROOT,
     TINY,

@@ -1,0 +1,123 @@
+"""Which hits a question gets, and which raw passages are read back right before it.
+
+Policy on top of the index (``mcruntime.indexing``): hits in the model's own earlier answers
+count ``assistant_weight`` as much and are recalled only when nothing else matches (they are
+what was said, not a source of facts); hits below ``hit_ratio`` of the best are dropped; a
+passage is the hit's block with its neighbours, but never past the segment (turn) the hit
+belongs to; passages go weakest first, so the best sits right before the question, where the
+135M model reads best (``bench/results/memory_dev_sweeps.md``).
+"""
+
+from __future__ import annotations
+
+from mcruntime.layout import recall_ids
+from mcruntime.lexical import query_terms
+from mcruntime.render import ASSISTANT, USER
+
+USER_SAID, ASSISTANT_SAID = "The user said: ", "You answered: "
+
+
+class Recaller:
+    """Search and recall for one session's tree, index, tokenizer and ``SessionConfig``."""
+
+    def __init__(self, tree, index, tokenizer, config):
+        self.tree, self.index, self.tok, self.config = tree, index, tokenizer, config
+
+    def search(self, query_ids: list[int], query_vecs=None) -> list:
+        """Hits for a query, best first, weighted and filtered as the module says."""
+        hits = self.index.search(query_ids, query_vecs, self.config.retrieval_k)
+        if self.config.assistant_weight != 1.0:
+            for h in hits:
+                if self.said_by_assistant(h.index):
+                    h.score *= self.config.assistant_weight
+        hits.sort(key=lambda h: -h.score)
+        if hits and self.config.hit_ratio:
+            hits = [h for h in hits if h.score >= self.config.hit_ratio * hits[0].score]
+        return hits
+
+    def said_by_assistant(self, block: int) -> bool:
+        b, t = self.tree.block, self.tree
+        first = t.segment_at(block * b)
+        last = t.segment_at(min(t.length, (block + 1) * b) - 1)
+        return first.source == last.source == "chat:assistant"
+
+    def section(
+        self, hits: list, raw_from: int, room: int | None = None, query: str | None = None
+    ) -> tuple[list[int], list[dict]]:
+        """The recall section for these hits: the ``recall_k`` best hits as passages, merged
+        where they meet, weakest first. Hits inside the raw recent tail (from ``raw_from``)
+        are skipped: that text already sits right before the question. With ``room``
+        positions at most, the weakest passages are left out first."""
+        cfg = self.config
+        if not cfg.recall_k or not hits:
+            return [], []
+        terms = query_terms(query) if query else None
+        spans: list[list] = []  # [start_token, stop_token, score]
+        if cfg.assistant_weight < 1.0:  # the model's own words are no source while others match
+            others = [h for h in hits if not self.said_by_assistant(h.index)]
+            hits = others or hits
+        for h in hits[: cfg.recall_k]:
+            s, e = self.passage(h.index, raw_from, terms)
+            if e <= s:
+                continue
+            for sp in spans:
+                if s <= sp[1] and e >= sp[0]:  # overlapping or adjacent: one passage
+                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
+                    break
+            else:
+                spans.append([s, e, h.score])
+        spans.sort(key=lambda sp: sp[2])
+        while spans and room is not None and self._length(spans) > room:
+            spans.pop(0)
+        report = [
+            {"start": s, "stop": e, "score": round(float(sc), 3),
+             "source": self.tree.segment_at(s).source}
+            for s, e, sc in spans
+        ]  # fmt: skip
+        return recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _ in spans]), report
+
+    def _length(self, spans) -> int:
+        return len(recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _ in spans]))
+
+    def passage(self, block: int, raw_from: int, terms=None) -> tuple[int, int]:
+        """Tokens read back for a hit: the block with ``recall_neighbours`` blocks on each side
+        (a sentence often straddles a block boundary), but only within the segment the hit
+        belongs to. A block holding several segments (short chat turns) is narrowed to the one
+        whose words match the question best: a hit on "my sister is called X" must not bring
+        the neighbouring turns' facts of the same form, which a small model confuses with the
+        one asked."""
+        b, k, t = self.tree.block, self.config.recall_neighbours, self.tree
+        s, e = block * b, min(t.length, (block + 1) * b)
+        first, last = t.segment_at(s), t.segment_at(e - 1)
+        if first.start != last.start and terms is not None and self.index is not None:
+            segs = [first]
+            while segs[-1].stop < e:
+                segs.append(t.segment_at(segs[-1].stop))
+            best = max(
+                segs,
+                key=lambda sg: self.index.match_weight(
+                    self._decode(t.tokens(max(sg.start, s - k * b), min(sg.stop, e + k * b))),
+                    terms,
+                ),
+            )
+            first = last = best
+        lo = max(0, s - k * b, first.start)
+        hi = min(t.length, e + k * b, last.stop, raw_from)
+        return lo, hi
+
+    def passage_ids(self, s: int, e: int) -> list[int]:
+        """A passage as the model reads it; with ``recall_roles="plain"`` chat turns say who
+        spoke in words ("The user said: …"): raw "User: …" lines made the model continue the
+        transcript instead of answering (dev: 13/16 chat probes in words, 8/16 raw)."""
+        ids = self.tree.tokens(s, e).tolist()
+        if self.config.recall_roles != "plain" or not self.tree.segment_at(s).source.startswith(
+            "chat:"
+        ):
+            return ids
+        lines = self._decode(ids).split("\n")
+        for role, said in ((USER, USER_SAID), (ASSISTANT, ASSISTANT_SAID)):
+            lines = [said + ln[len(role) :] if ln.startswith(role) else ln for ln in lines]
+        return self.tok.encode("\n".join(lines))
+
+    def _decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special=True)
