@@ -312,7 +312,7 @@ def table(result: dict) -> str:
         d = summ[task]
         lengths = sorted({int(n) for s in d.values() for n in s})
         lines += [f"\n{task}: accuracy (focus recall), n probes per cell\n"]
-        lines.append("| system | " + " | ".join(f"{n // 1024}k" for n in lengths) + " |")
+        lines.append("| system | " + " | ".join(_label(n) for n in lengths) + " |")
         lines.append("|" + "---|" * (len(lengths) + 1))
         for s in [x for x in SYSTEMS if x in d]:
             cells = []
@@ -322,6 +322,33 @@ def table(result: dict) -> str:
                              f"{c['correct'] / c['n']:.2f} ({c['found'] / c['n']:.2f}) n={c['n']}")  # fmt: skip
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines).strip()
+
+
+def _label(n: int) -> str:
+    return f"{n >> 20}M" if n >= 1 << 20 else f"{n >> 10}k"
+
+
+def compact(result: dict, systems=("mc", "rag", "trunc", "oracle")) -> str:
+    """One table: accuracy per task, system and length; focus recall (the answer's sentence was
+    shown to the model) in brackets for the retrieving systems."""
+    summ = result["summary"]
+    lengths = sorted({int(n) for d in summ.values() for s in d.values() for n in s})
+    lines = ["| task | system | " + " | ".join(_label(n) for n in lengths) + " |"]
+    lines.append("|" + "---|" * (len(lengths) + 2))
+    for task in [t for t in TASKS if t in summ]:
+        for s in [x for x in systems if x in summ[task]]:
+            cells = []
+            for n in lengths:
+                c = summ[task][s].get(str(n))
+                if not c:
+                    cells.append("–")
+                    continue
+                acc = f"{c['correct'] / c['n']:.2f}"
+                if s in ("mc", "rag"):
+                    acc += f" ({c['found'] / c['n']:.2f})"
+                cells.append(f"**{acc}**" if s == "mc" else acc)
+            lines.append(f"| {task} | {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def save(result: dict, out: str) -> None:
