@@ -70,6 +70,9 @@ def test_summary_and_table(result, tmp_path):
     assert cell["n"] == 2 and 0 <= cell["correct"] <= 2
     md = out.with_suffix(".md").read_text()
     assert "| mc |" in md and "paraphrase" in md
+    assert "| chat | mc | **" in memory.compact(result) and "| facts | oracle | " in memory.compact(
+        result
+    )
 
 
 def test_raw_index_ranks_the_planted_chunk_first():
