@@ -299,7 +299,7 @@ def main(argv=None) -> dict:
         docs = [base.tokenizer.decode(ids[i * 32 : (i + 1) * 32].tolist()) for i in range(nb)]
         bm = BM25(docs)
         t = time.time()
-        raw = dense._pooled_blocks(base, ids, default, 32, None, layers, dense.POOLS, 4)
+        raw = dense.pooled_layers(base, ids, default, 32, None, layers, dense.POOLS, 4)
         print(
             f"seed {seed}: {len(ids)} tokens, {nb} blocks, dense pass {time.time() - t:.0f}s",
             flush=True,

@@ -249,8 +249,7 @@ def run_layers(base, ids: torch.Tensor, layers: list[int]) -> dict[int, torch.Te
         return out
     pos = torch.arange(n, device=base.device)[None].expand(b, -1)
     pe = core.rotary_emb(x, position_ids=pos)
-    impl = getattr(core.config, "_attn_implementation", "eager")
-    mask = None if impl == "sdpa" else _causal_mask(n, x.dtype, x.device)
+    mask = _causal_mask(n, x.dtype, x.device)  # explicit: right for every attention kind
     for i, layer in enumerate(core.layers[:top]):
         x = layer(
             x,
@@ -298,11 +297,11 @@ def pooled_blocks(
     ``layers`` (default: the spec's layer); one pass serves them all. A trailing partial block
     is ignored. ``batch``: forward rows per call."""
     want = [spec.resolved_layer(base)] if layers is None else sorted(set(layers))
-    res = _pooled_blocks(base, ids, spec, block, start_context, want, (spec.pool,), batch)
+    res = pooled_layers(base, ids, spec, block, start_context, want, (spec.pool,), batch)
     return {L: res[L, spec.pool] for L in want}
 
 
-def _pooled_blocks(
+def pooled_layers(
     base, ids, spec: DenseSpec, block, start_context, layers, pools, batch
 ) -> dict[tuple[int, str], np.ndarray]:
     """``{(layer, pool): [len(ids)//block, d]}``: several layers and pools from one pass."""

@@ -66,6 +66,7 @@ class NodeIndex:
         self.stored: dict[str, int] = {}  # chunk kind -> level-1 blocks covered by chunks
         self._titles: dict[str, set[int]] = {}  # source name -> its word ids
         self._starts = np.zeros(0, np.int64)  # start token of each segment seen so far
+        self._unstored_parts: list[BlockTerms] = []  # terms of the blocks after stored[bm25]
         self._load()
         self.update()
 
@@ -124,18 +125,18 @@ class NodeIndex:
         """Commit a chunk for every complete epoch not stored yet; returns chunks written."""
         if self.kind == "gist" or self.tree.mode == "r":
             return 0
-        per, b = self.tree.epoch // self.tree.block, self.tree.block
+        per = self.tree.epoch // self.tree.block
         have = self.indexed()
+        base = self.stored.get(BM25, 0)  # the first block of ``unstored``
+        unstored = BlockTerms.concat(self._unstored_parts)
         objects = {}
         for kind in self.chunk_kinds:
             stored = self.stored.get(kind, 0)
             while (stored // per + 1) * per <= have:
                 first, stop = stored, (stored // per + 1) * per
                 buf = io.BytesIO()
-                if kind == BM25:
-                    ids = self.tree.tokens(first * b, stop * b + EXTEND)
-                    arrays = block_terms(self._decode, ids[: (stop - first) * b], b,
-                                         following=ids[(stop - first) * b :]).to_arrays()  # fmt: skip
+                if kind == BM25:  # the terms update() computed, not decoded again
+                    arrays = unstored.slice(first - base, stop - base).to_arrays()
                 else:
                     arrays = {"keys": self.dense.keys(1, first, stop).astype(np.float16)}
                 np.savez_compressed(buf, **arrays)
@@ -144,6 +145,9 @@ class NodeIndex:
             self.stored[kind] = stored
         if objects:
             self.tree.commit_objects(objects, message=f"retrieval index up to block {have}")
+        if self.lex is not None:  # keep the terms of blocks not stored yet
+            done = self.stored[BM25] - base
+            self._unstored_parts = [unstored.slice(done, len(unstored))]
         return len(objects)
 
     # -- incremental build --------------------------------------------------------------------
@@ -164,8 +168,10 @@ class NodeIndex:
             e = min(ready, s + 4096)
             ids = t.tokens(s * b, e * b + EXTEND)
             if self.lex is not None and len(self.lex) == s:
-                self.lex.add(block_terms(self._decode, ids[: (e - s) * b], b,
-                                         following=ids[(e - s) * b :]))  # fmt: skip
+                bt = block_terms(self._decode, ids[: (e - s) * b], b, following=ids[(e - s) * b :])
+                self.lex.add(bt)
+                if t.mode != "r":  # persist() stores these; a reader never does
+                    self._unstored_parts.append(bt)
             if self.dense is not None and self.dense.count(1) == s:
                 from mcruntime.dense import block_keys
 
@@ -201,18 +207,17 @@ class NodeIndex:
             return []
         segs, starts = self._segment_starts()
         at = np.clip(np.searchsorted(starts, blocks * self.tree.block, "right") - 1, 0, None)
-        idf = dict(zip(terms.tolist(), self.lex.idf(terms).tolist(), strict=True))
+        idfs = self.lex.idf(terms)
+        idf = dict(zip(terms.tolist(), idfs.tolist(), strict=True))
         per_source: dict[str, float] = {}
-        bonus = np.zeros(len(blocks), np.float32)
-        for j in np.unique(at).tolist():  # only the segments that hold candidates
-            src = segs[j].source
-            if src not in per_source:
-                per_source[src] = self._title_bonus(src, idf)
-            bonus[at == j] = per_source[src]
+        seg_ids, inv = np.unique(at, return_inverse=True)  # only segments that hold candidates
+        for j in seg_ids.tolist():
+            if segs[j].source not in per_source:
+                per_source[segs[j].source] = self._title_bonus(segs[j].source, idf)
+        bonus = np.asarray([per_source[segs[j].source] for j in seg_ids.tolist()], np.float32)[inv]
         sc = sc + TITLE_WEIGHT * bonus
         if self.min_coverage:
-            total = float(self.lex.idf(terms).sum())
-            keep = (got + bonus) >= self.min_coverage * total
+            keep = (got + bonus) >= self.min_coverage * float(idfs.sum())
             blocks, sc = blocks[keep], sc[keep]
         top = np.argsort(-sc, kind="stable")[:k]
         return [(int(blocks[i]), float(sc[i])) for i in top]

@@ -94,6 +94,11 @@ class BlockTerms:
             np.asarray(z["dl"], np.uint16),
         )
 
+    def slice(self, i: int, j: int) -> BlockTerms:
+        """Blocks ``i .. j-1``."""
+        a, b = int(self.offsets[i]), int(self.offsets[j])
+        return BlockTerms(self.offsets[i : j + 1] - a, self.terms[a:b], self.tf[a:b], self.dl[i:j])
+
     @classmethod
     def concat(cls, parts: list[BlockTerms]) -> BlockTerms:
         if not parts:

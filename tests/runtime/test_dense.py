@@ -71,7 +71,7 @@ def test_matches_the_models_own_forward(base, ids):
 
 def test_eager_attention_matches_sdpa(ids):
     eager = mcmodels.tiny_base(0)
-    eager.model.config._attn_implementation = "eager"
+    eager.model.set_attn_implementation("eager")
     sdpa = mcmodels.tiny_base(0)
     a = pooled_blocks(sdpa, ids[:500], SPEC)[1]
     b = pooled_blocks(eager, ids[:500], SPEC)[1]

@@ -117,6 +117,20 @@ def test_index_is_stored_with_the_tree_and_reloaded(base, tmp_path):
     names = [n for n in s.tree.objects() if n.startswith("retrieval/")]
     per = s.tree.epoch // s.tree.block
     assert len(names) == 2 and s.index.stored == {"bm25": 2 * per}
+    # a stored chunk holds exactly the terms of its blocks' tokens (kept from indexing, not
+    # decoded again at persist)
+    import io
+
+    from mcruntime.lexical import EXTEND, BlockTerms, block_terms
+
+    name = sorted(names)[1]
+    with np.load(io.BytesIO(s.tree.read_object(name))) as z:
+        stored = BlockTerms.from_arrays(z)
+    ids = s.tree.tokens(per * 32, 2 * per * 32 + EXTEND)
+    dec = lambda x: base.tokenizer.decode([int(i) for i in x], skip_special=True)  # noqa: E731
+    fresh = block_terms(dec, ids[: per * 32], 32, following=ids[per * 32 :])
+    for k, v in fresh.to_arrays().items():
+        assert np.array_equal(stored.to_arrays()[k], v), k
     again = Session(url, model=base, gistnet=g, window=512, mode="r")
     assert again.index.stored == s.index.stored  # loaded, not recomputed
     assert len(again.index.lex) == len(s.index.lex) == s.index.ready()
