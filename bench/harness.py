@@ -133,15 +133,8 @@ class Baselines:
         index = RawIndex(self.base, ids[: len(ids) - recent], block)
         if index.n <= 0:
             return self.trunc(ids, question)
-        room = (budget - recent) // block
-        chosen: set[int] = set()
-        for b in index.ranked(question, room):
-            for nb in (b, b - 1, b + 1):  # the same neighbour rule as the retrieval assist
-                if 0 <= nb < index.n and nb not in chosen and len(chosen) < room:
-                    chosen.add(nb)
-            if len(chosen) >= room:
-                break
-        mem = [int(t) for b in sorted(chosen) for t in ids[b * block : (b + 1) * block]]
+        chosen = index.fill(question, (budget - recent) // block)
+        mem = [int(t) for b in chosen for t in ids[b * block : (b + 1) * block]]
         return self._answer(mem + ids[len(ids) - recent :].tolist(), question)
 
 

@@ -113,6 +113,18 @@ class RawIndex:
 
         return [b for b, _ in self.index.search(query_terms(question), k)]
 
+    def fill(self, question: str, room: int) -> list[int]:
+        """Up to ``room`` chunks: the hits with their neighbours, best first, in timeline
+        order (the classic RAG context that fills the window)."""
+        chosen: set[int] = set()
+        for h in self.ranked(question, room):
+            for nb in (h, h - 1, h + 1):
+                if 0 <= nb < self.n and len(chosen) < room:
+                    chosen.add(nb)
+            if len(chosen) >= room:
+                break
+        return sorted(chosen)
+
 
 def _covered(span, spans) -> bool:
     s, e = span
@@ -152,15 +164,8 @@ def baseline(system: str, reader: Reader, ids: np.ndarray, index: RawIndex, prob
         return reader.answer([], rec, q), [(s * b, e * b) for s, e in spans]
     if system == "rag-fill":
         recent = min(128, budget // 4)
-        room = (budget - recent) // b
-        chosen: set[int] = set()
-        for h in index.ranked(q, room):
-            for nb in (h, h - 1, h + 1):
-                if 0 <= nb < index.n and len(chosen) < room:
-                    chosen.add(nb)
-            if len(chosen) >= room:
-                break
-        mem = [int(t) for c in sorted(chosen) for t in ids[c * b : (c + 1) * b]]
+        chosen = index.fill(q, (budget - recent) // b)
+        mem = [int(t) for c in chosen for t in ids[c * b : (c + 1) * b]]
         mem += ids[len(ids) - recent :].tolist()
         shown = [(c * b, (c + 1) * b) for c in chosen] + [(len(ids) - recent, len(ids))]
         return reader.answer(mem, [], q), shown
