@@ -197,7 +197,7 @@ def build_tree(path: Path, base, gistnet, inst: N.Instance) -> float:
     """The instance's history as a tree (one segment per chat turn), with its stored index."""
     import mcstore
     from mcruntime import Session
-    from mcruntime.session import gistnet_binding
+    from mcruntime.binding import check_binding, gistnet_binding
     from mcruntime.streaming import Gister
 
     if path.exists():
@@ -207,7 +207,7 @@ def build_tree(path: Path, base, gistnet, inst: N.Instance) -> float:
         gistnet = w.gistnet
     tree = mcstore.open(str(path), "a")
     gister = Gister.for_tree(base, gistnet, tree)
-    assert tree.check_binding(gistnet_binding(base, gistnet, tree.dtype))
+    assert check_binding(tree, gistnet_binding(base, gistnet, tree.dtype))
     for source, s, e in inst.segments or [("documents", 0, len(inst.ids))]:
         tree.append(np.asarray(inst.ids[s:e], np.int32), gister=gister, source=source)
     with Session(str(path), model=base, gistnet=gistnet) as w:  # builds and stores the index

@@ -48,15 +48,14 @@ def raw_bytes(t, old_state, new_state) -> int:
     """Bytes of the rows an append added, over every array (tokens, gists, metadata, segments)."""
     geo = t.geo
     total = 0
-    length = new_state[0]
-    for name in F.array_names(length, geo.block, t._snap.gset):
+    for name in new_state.arrays(geo.block):
         spec = geo.spec(name)
-        total += (geo.rows(spec, *new_state) - geo.rows(spec, *old_state)) * spec.itemsize
+        total += (geo.rows(name, new_state) - geo.rows(name, old_state)) * spec.itemsize
     return total
 
 
 def state(t):
-    return (t.length, t._snap.nseg, t._snap.nheap)
+    return t.snapshot.extent
 
 
 def bench_appends(url, so, n_tokens, n_appends, epoch):
@@ -77,7 +76,7 @@ def bench_appends(url, so, n_tokens, n_appends, epoch):
     st1 = t.io_stats
     written = st1["put_bytes"] - st0["put_bytes"]
     gist_rows = sum(t.num_nodes(lv) for lv in range(1, t.num_levels))
-    rec_sizes = [len(t._be.read(F.log_key(v))) for v in range(2, t.version + 1)]
+    rec_sizes = [len(t.backend.read(F.log_key(v))) for v in range(2, t.version + 1)]
     return t, {
         "tokens": n_tokens * n_appends,
         "appends": n_appends,
@@ -138,7 +137,7 @@ def bench_open(url, so, epoch, n_small):
     t.append(rng.integers(0, 49152, epoch * 2), gister=g, source="base")
     for _ in range(n_small):
         t.append(rng.integers(0, 49152, 64), gister=g, source="small")
-    chain = t.version - t._snap.rec["tail_from"] + 1
+    chain = t.version - t.snapshot.tail_from + 1
     times, first = [], []
     for _ in range(5):
         t0 = time.perf_counter()

@@ -140,7 +140,7 @@ def regist(tree, gistnet, model, storage_options):
     import mcmodels
     import mcstore
     from cli.model_cmds import pick_gistnet
-    from mcruntime.session import gistnet_binding
+    from mcruntime.binding import check_binding, gister_id, gistnet_binding
     from mcruntime.streaming import Gister
 
     t = mcstore.open(tree, "a", storage_options=storage_options or None)
@@ -149,7 +149,7 @@ def regist(tree, gistnet, model, storage_options):
     binding = gistnet_binding(base, g, t.dtype)
     if (t.binding or {}).get("retrieval"):  # the kind of retrieval keys stays the tree's
         binding["retrieval"] = t.binding["retrieval"]
-    if t.check_binding(binding):
+    if check_binding(t, binding):
         click.echo(f"{tree} is already gisted by {binding['gistnet']['id']}; nothing to do")
         return
     bars: dict[int, tqdm] = {}
@@ -160,7 +160,9 @@ def regist(tree, gistnet, model, storage_options):
             bar = bars[level] = progress_bar(total=total, desc=f"level {level}", unit="gist")
         bar.update(done - bar.n)
 
-    v = t.regist(Gister.for_tree(base, g, t), binding, progress=progress)
+    v = t.regist(
+        Gister.for_tree(base, g, t), binding, gister_id=gister_id(binding), progress=progress
+    )
     for bar in bars.values():
         bar.close()
     click.echo(f"{tree}: gists recomputed by {binding['gistnet']['id']}; now at version {v}")

@@ -104,8 +104,8 @@ def fork(src: str, dst: str, version: str | None, storage_options) -> None:
         src, dst, version=_version_arg(version), storage_options=storage_options or None
     )
     click.echo(f"forked {src} -> {t.url} ({t.length} tokens)")
-    if getattr(t, "fork_note", None):
-        click.echo(f"note: {t.fork_note}", err=True)
+    for note in t.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command()

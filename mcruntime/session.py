@@ -21,6 +21,7 @@ import torch
 import mcstore
 from mcmodels.decoding import DecodeConfig, Guard, trim, visible
 from mcruntime.context import Entry, min_cost
+from mcruntime.binding import check_binding, gister_id, gistnet_binding
 from mcruntime.errors import ContextError, InputError, SessionError, WindowError
 from mcruntime.focus import Focus, FocusConfig
 from mcruntime.indexing import NodeIndex
@@ -167,10 +168,12 @@ class Session:
                 if not create or mode == "r":
                     raise
                 self.created = True
+                binding = self.binding()
                 return mcstore.create(
                     tree,
                     dim=self.base.d_model,
-                    binding=self.binding(),
+                    binding=binding,
+                    gister_id=gister_id(binding),
                     storage_options=storage_options,
                 )
         if t.dim != self.base.d_model:
@@ -178,7 +181,7 @@ class Session:
                 f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is "
                 f"{self.base.d_model}-wide; use the model it was built with (see `mc info`)"
             )
-        current = t.check_binding(gistnet_binding(self.base, self.gistnet, t.dtype))
+        current = check_binding(t, gistnet_binding(self.base, self.gistnet, t.dtype))
         if not current and t.mode != "r":
             raise SessionError(
                 f"tree {t.url} was gisted by another GistNet "
@@ -516,19 +519,6 @@ class Inherited:
                 v = acc[0] / acc[1] if acc else 0.0
             out[k] = v
         return out
-
-
-def gistnet_binding(base, gistnet, dtype: str = "float16") -> dict:
-    """What a tree records about the models that wrote it (see mcstore's check_binding)."""
-    return {
-        "tokenizer": base.binding(),
-        "gistnet": {
-            "id": getattr(gistnet, "checkpoint_id", None) or "untrained",
-            "hash": getattr(gistnet, "checkpoint_hash", None) or "untrained",
-            "dim": base.d_model,
-            "dtype": dtype,
-        },
-    }
 
 
 __all__ = [

@@ -26,10 +26,12 @@ Modules, from the bottom: ``format`` (encodings, no I/O), ``backend`` (object ac
 objects), ``nodes`` (segments, flags), ``telemetry``, ``tail`` (deltas), ``shards`` (shard
 writes, staged overrides), ``reads`` (shard reads through the cache), ``gisting``; then
 ``view`` (``TreeView``: a handle's state and reads), ``tree`` (``Tree``: writes and the commit
-protocol), ``entry`` (create, open) and ``ops`` (fork, gc, verify).
+protocol), ``entry`` (create, open) and ``ops`` (fork, gc, verify). ``testing`` holds backend
+wrappers (logging, latency) for tests and benchmarks. See ``docs/architecture.md``.
 """
 
-from .entry import create, open
+from .backend import Backend, open_backend
+from .entry import backend_for, create, open
 from .errors import (
     BindingMismatch,
     CommitConflict,
@@ -42,7 +44,7 @@ from .errors import (
     TreeNotFound,
     VersionNotFound,
 )
-from .format import completed, num_levels, num_nodes, span
+from .format import canonical_json, completed, num_levels, num_nodes, span
 from .gisting import bf16_to_float32, float32_to_bf16
 from .nodes import Segment
 from .ops import GCReport, fork, gc, verify
@@ -50,6 +52,7 @@ from .records import LogEntry
 from .tree import Tree
 
 __all__ = [
+    "Backend",
     "BindingMismatch",
     "CommitConflict",
     "CorruptTree",
@@ -64,7 +67,9 @@ __all__ = [
     "TreeExists",
     "TreeNotFound",
     "VersionNotFound",
+    "backend_for",
     "bf16_to_float32",
+    "canonical_json",
     "completed",
     "create",
     "float32_to_bf16",
@@ -73,6 +78,7 @@ __all__ = [
     "num_levels",
     "num_nodes",
     "open",
+    "open_backend",
     "span",
     "verify",
 ]

@@ -2,6 +2,9 @@
 
 Everything the store reads or writes goes through :class:`Backend`, which gives
 
+One class per kind of storage (``LocalBackend``, ``MemoryBackend``, ``S3Backend``, and the
+generic fsspec ``Backend``), chosen by :func:`open_backend`; each gives
+
 * ``write`` — an atomic whole-object write (local: temp file + fsync + rename; object
   stores: one PUT, which is atomic; memory: one assignment);
 * ``put_if_absent`` — the commit primitive (local: temp file + fsync, then ``os.link``, which
@@ -27,8 +30,6 @@ from dataclasses import dataclass, field
 import fsspec
 
 from .errors import InvalidArgument, StoreAccessError
-
-_MEMORY_LOCK = threading.Lock()
 
 
 @dataclass
@@ -90,56 +91,31 @@ def normalize_url(url: str) -> str:
 
 
 class Backend:
-    """Reads and writes objects below one root URL."""
+    """Reads and writes objects below one root URL on any fsspec filesystem.
 
-    def __init__(self, url: str, storage_options: dict | None = None):
+    This base class is the generic fsspec implementation; :func:`open_backend` picks the
+    subclass for the URL's scheme. What differs between storages is said by capability flags
+    (zarr's ``Store.supports_*`` pattern), never by a scheme test above this module:
+
+    * ``atomic_create`` — ``put_if_absent`` is race-safe (two writers cannot both win);
+    * ``concurrent_io`` — batched reads and writes are worth issuing concurrently.
+    """
+
+    atomic_create = False
+    concurrent_io = False
+
+    def __init__(self, url: str, storage_options: dict | None = None, *, fs=None, root=None):
         self.url = normalize_url(url)
         self.storage_options = dict(storage_options or {})
         self.stats = IOStats()
-        try:
-            fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        except ImportError as e:
-            raise StoreAccessError(
-                f"{self.url}: no filesystem for this URL ({e}); install the fsspec backend for it"
-            ) from e
-        except _ACCESS_ERRORS as e:
-            raise self._access(e) from e
-        except ValueError as e:
-            if "Protocol not known" in str(e):  # fsspec's words for an unknown scheme
-                scheme = self.url.split("://", 1)[0] + "://"
-                raise InvalidArgument(
-                    f"{self.url}: unknown storage scheme {scheme!r}; use a local path, file://, "
-                    "s3:// or memory://"
-                ) from e
-            raise InvalidArgument(f"{self.url}: bad storage options ({e})") from e
+        if fs is None:
+            fs, root = filesystem(self.url, self.storage_options)
         self.fs = fs
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        if protocol in ("file", "local"):
-            self.kind = "local"
-        elif protocol == "memory":
-            self.kind = "memory"
-        elif protocol in ("s3", "s3a"):
-            self.kind = "s3"
-        else:
-            self.kind = "other"
         self.root = root.rstrip("/")
-        # s3fs asks for the size (a HEAD) before a whole-object GET unless told not to split it
-        self._one_get = {"max_concurrency": 1} if self.kind == "s3" else {}
-        if self.kind == "memory" and not self.root.startswith("/"):
-            self.root = "/" + self.root
 
     # ------------------------------------------------------------------ helpers
-    def _access(self, e: BaseException) -> StoreAccessError:
-        if type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
-            return StoreAccessError(
-                f"{self.url}: no credentials for this storage ({type(e).__name__}: {e}); set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass the "
-                "storage options key and secret"
-            )
-        return StoreAccessError(
-            f"{self.url}: cannot reach the storage ({type(e).__name__}: {e}); check credentials, "
-            "permissions and the endpoint (storage options / AWS settings)"
-        )
+    def access_error(self, e: BaseException) -> StoreAccessError:
+        return access_error(self.url, e)
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -152,39 +128,32 @@ class Backend:
         except FileExistsError:
             raise
         except _ACCESS_ERRORS as e:
-            raise self._access(e) from e
+            raise self.access_error(e) from e
         except OSError as e:
             # s3fs maps AccessDenied to PermissionError, but some access problems arrive as
             # a bare OSError carrying the service's code.
             text = str(e)
             if any(s in text for s in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNot")):
-                raise self._access(e) from e
+                raise self.access_error(e) from e
             raise
 
     # ------------------------------------------------------------------ reads
+    def _cat(self, path: str) -> bytes:
+        return self._guard(self.fs.cat_file, path)
+
     def read(self, rel: str) -> bytes:
-        if self.kind == "local":
-            with open(self.path(rel), "rb") as f:
-                data = f.read()
-        else:
-            data = self._guard(self.fs.cat_file, self.path(rel), **self._one_get)
+        data = self._cat(self.path(rel))
         self.stats.add(gets=1, get_bytes=len(data))
         return data
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
-        if self.kind == "local":
-            with open(self.path(rel), "rb") as f:
-                data = os.pread(f.fileno(), end - start, start)
-        else:
-            data = self._guard(self.fs.cat_file, self.path(rel), start=start, end=end)
+        data = self._guard(self.fs.cat_file, self.path(rel), start=start, end=end)
         self.stats.add(gets=1, get_bytes=len(data))
         return data
 
     def read_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes]:
-        """Many ranged reads; concurrent on object stores. Missing objects raise."""
-        if not reqs:
-            return []
-        if self.kind in ("local", "memory") or len(reqs) == 1:
+        """Many ranged reads; concurrent where ``concurrent_io``. Missing objects raise."""
+        if not self.concurrent_io or len(reqs) <= 1:
             return [self.read_range(p, s, e) for p, s, e in reqs]
         out = self._guard(
             self.fs.cat_ranges,
@@ -202,10 +171,8 @@ class Backend:
         return list(out)
 
     def read_many(self, rels: list[str]) -> dict[str, bytes | None]:
-        """Whole objects, concurrently on object stores; a missing one maps to None."""
-        if not rels:
-            return {}
-        if self.kind in ("local", "memory") or len(rels) == 1:
+        """Whole objects, concurrent where ``concurrent_io``; a missing one maps to None."""
+        if not self.concurrent_io or len(rels) <= 1:
             out: dict[str, bytes | None] = {}
             for r in rels:
                 try:
@@ -214,7 +181,7 @@ class Backend:
                     out[r] = None
             return out
         paths = [self.path(r) for r in rels]
-        res = self._guard(self.fs.cat, paths, on_error="return", **self._one_get)
+        res = self._guard(self.fs.cat, paths, on_error="return", **self._whole_get())
         out = {}
         n = 0
         for r, p in zip(rels, paths, strict=True):
@@ -229,28 +196,16 @@ class Backend:
         self.stats.add(gets=len(rels), get_bytes=n)
         return out
 
+    def _whole_get(self) -> dict:
+        return {}
+
     def exists(self, rel: str) -> bool:
         self.stats.add(heads=1)
-        if self.kind == "local":
-            return os.path.exists(self.path(rel))
-        if self.kind == "s3":
-            self.fs.invalidate_cache(self.path(rel))
         return bool(self._guard(self.fs.exists, self.path(rel)))
-
-    def size(self, rel: str) -> int:
-        self.stats.add(heads=1)
-        if self.kind == "local":
-            return os.path.getsize(self.path(rel))
-        return int(self._guard(self.fs.size, self.path(rel)))
 
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) directly below ``rel``; empty if it does not exist."""
         self.stats.add(lists=1)
-        if self.kind == "local":
-            try:
-                return sorted(os.listdir(self.path(rel)))
-            except FileNotFoundError:
-                return []
         p = self.path(rel)
         self.fs.invalidate_cache(p)
         try:
@@ -264,16 +219,6 @@ class Backend:
         self.stats.add(lists=1)
         out: list[tuple[str, int, float | None]] = []
         base = self.path(rel)
-        if self.kind == "local":
-            for dirpath, _dirs, files in os.walk(base):
-                for f in files:
-                    full = os.path.join(dirpath, f)
-                    try:
-                        st = os.stat(full)
-                    except FileNotFoundError:
-                        continue
-                    out.append((os.path.relpath(full, self.root), st.st_size, st.st_mtime))
-            return sorted(out)
         self.fs.invalidate_cache(base)
         try:
             found = self._guard(self.fs.find, base, detail=True)
@@ -287,7 +232,80 @@ class Backend:
         return sorted(out)
 
     # ------------------------------------------------------------------ writes
-    def _local_tmp(self, final: str, data: bytes, durable: bool = True) -> str:
+    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Atomic whole-object write (replaces any previous object); ``durable`` fsyncs where
+        the storage has such a thing."""
+        data = bytes(data)
+        self._guard(self.fs.pipe_file, self.path(rel), data)
+        self.stats.add(puts=1, put_bytes=len(data))
+
+    def put_if_absent(self, rel: str, data: bytes) -> bool:
+        """Write ``data`` at ``rel`` only if nothing is there; False if something was.
+
+        Here (a filesystem with no known atomic primitive) a check then a write: crash-safe
+        for one writer, not race-safe (``atomic_create`` is False)."""
+        data = bytes(data)
+        self.stats.add(puts=1, put_bytes=len(data))
+        if self._guard(self.fs.exists, self.path(rel)):
+            return False
+        self._guard(self.fs.pipe_file, self.path(rel), data)
+        return True
+
+    def delete(self, rels: Iterable[str]) -> int:
+        rels = list(rels)
+        if not rels:
+            return 0
+        self._guard(self.fs.rm, [self.path(r) for r in rels])
+        self.stats.add(deletes=len(rels))
+        return len(rels)
+
+    def ensure_root(self) -> None:
+        """Make sure objects can be created below the root (or say why not)."""
+
+
+class LocalBackend(Backend):
+    """A local folder: plain file I/O. Writes go to a temp file, are fsynced and renamed
+    (``write``) or hard-linked, which fails if the name exists (``put_if_absent``)."""
+
+    atomic_create = True
+
+    def read(self, rel: str) -> bytes:
+        with open(self.path(rel), "rb") as f:
+            data = f.read()
+        self.stats.add(gets=1, get_bytes=len(data))
+        return data
+
+    def read_range(self, rel: str, start: int, end: int) -> bytes:
+        with open(self.path(rel), "rb") as f:
+            data = os.pread(f.fileno(), end - start, start)
+        self.stats.add(gets=1, get_bytes=len(data))
+        return data
+
+    def exists(self, rel: str) -> bool:
+        self.stats.add(heads=1)
+        return os.path.exists(self.path(rel))
+
+    def listdir(self, rel: str) -> list[str]:
+        self.stats.add(lists=1)
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except FileNotFoundError:
+            return []
+
+    def walk(self, rel: str = "") -> list[tuple[str, int, float | None]]:
+        self.stats.add(lists=1)
+        out: list[tuple[str, int, float | None]] = []
+        for dirpath, _dirs, files in os.walk(self.path(rel)):
+            for f in files:
+                full = os.path.join(dirpath, f)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                out.append((os.path.relpath(full, self.root), st.st_size, st.st_mtime))
+        return sorted(out)
+
+    def _tmp(self, final: str, data: bytes, durable: bool = True) -> str:
         d = os.path.dirname(final)
         os.makedirs(d, exist_ok=True)
         tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}")
@@ -304,90 +322,154 @@ class Backend:
         return tmp
 
     def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
-        """Atomic whole-object write (replaces any previous object); ``durable`` fsyncs."""
         data = bytes(data)
-        if self.kind == "local":
-            final = self.path(rel)
-            tmp = self._local_tmp(final, data, durable)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                _unlink(tmp)
-                raise
-        elif self.kind == "memory":
-            with _MEMORY_LOCK:
-                self.fs.pipe_file(self.path(rel), data)
-        else:
-            self._guard(self.fs.pipe_file, self.path(rel), data)
+        final = self.path(rel)
+        tmp = self._tmp(final, data, durable)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink(tmp)
+            raise
         self.stats.add(puts=1, put_bytes=len(data))
-
-    def write_many(self, items: dict[str, bytes]) -> None:
-        """Several atomic writes; concurrent on object stores."""
-        if not items:
-            return
-        if self.kind != "s3" or len(items) == 1:
-            for k, v in items.items():
-                self.write(k, v)
-            return
-        self._guard(self.fs.pipe, {self.path(k): bytes(v) for k, v in items.items()})
-        self.stats.add(puts=len(items), put_bytes=sum(len(v) for v in items.values()))
 
     def put_if_absent(self, rel: str, data: bytes) -> bool:
-        """Write ``data`` at ``rel`` only if nothing is there; False if something was."""
         data = bytes(data)
         self.stats.add(puts=1, put_bytes=len(data))
-        if self.kind == "local":
-            final = self.path(rel)
-            tmp = self._local_tmp(final, data)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-            finally:
-                _unlink(tmp)
-            _fsync_dir(os.path.dirname(final))
-            return True
-        if self.kind == "memory":
-            with _MEMORY_LOCK:
-                p = self.path(rel)
-                if self.fs.exists(p):
-                    return False
-                self.fs.pipe_file(p, data)
-                return True
-        if self.kind == "s3":
-            try:
-                self._guard(self.fs.pipe_file, self.path(rel), data, mode="create")
-            except FileExistsError:
-                return False
-            return True
-        # Generic fsspec filesystem: no atomic primitive known; check then write.
-        if self._guard(self.fs.exists, self.path(rel)):
+        final = self.path(rel)
+        tmp = self._tmp(final, data)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
             return False
-        self._guard(self.fs.pipe_file, self.path(rel), data)
+        finally:
+            _unlink(tmp)
+        _fsync_dir(os.path.dirname(final))
         return True
 
     def delete(self, rels: Iterable[str]) -> int:
         rels = list(rels)
-        if not rels:
-            return 0
-        if self.kind == "local":
-            for r in rels:
-                _unlink(self.path(r))
-        else:
-            self._guard(self.fs.rm, [self.path(r) for r in rels])
+        for r in rels:
+            _unlink(self.path(r))
         self.stats.add(deletes=len(rels))
         return len(rels)
 
     def ensure_root(self) -> None:
-        if self.kind == "local":
-            os.makedirs(self.root, exist_ok=True)
-        elif self.kind == "s3":
-            bucket = self.root.split("/", 1)[0]
-            if not self._guard(self.fs.exists, bucket):
-                raise StoreAccessError(
-                    f"{self.url}: bucket {bucket!r} does not exist or is not accessible; create "
-                    "it first or check the endpoint and credentials"
-                )
+        os.makedirs(self.root, exist_ok=True)
+
+
+class MemoryBackend(Backend):
+    """fsspec's in-memory filesystem (tests, scratch trees). That filesystem is one store per
+    process, so the lock that makes ``put_if_absent`` atomic is one per process too."""
+
+    atomic_create = True
+    _lock = threading.Lock()
+
+    def __init__(self, url: str, storage_options: dict | None = None, *, fs=None, root=None):
+        super().__init__(url, storage_options, fs=fs, root=root)
+        if not self.root.startswith("/"):
+            self.root = "/" + self.root
+
+    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        with self._lock:
+            super().write(rel, data, durable=durable)
+
+    def put_if_absent(self, rel: str, data: bytes) -> bool:
+        data = bytes(data)
+        self.stats.add(puts=1, put_bytes=len(data))
+        with self._lock:
+            p = self.path(rel)
+            if self.fs.exists(p):
+                return False
+            self.fs.pipe_file(p, data)
+            return True
+
+
+class S3Backend(Backend):
+    """An S3 bucket prefix through s3fs. ``put_if_absent`` is a conditional PUT
+    (``If-None-Match: *``); batched requests run concurrently on s3fs' event loop."""
+
+    atomic_create = True
+    concurrent_io = True
+
+    def _whole_get(self) -> dict:
+        # s3fs asks for the size (a HEAD) before a whole-object GET unless told not to split it
+        return {"max_concurrency": 1}
+
+    def _cat(self, path: str) -> bytes:
+        return self._guard(self.fs.cat_file, path, **self._whole_get())
+
+    def exists(self, rel: str) -> bool:
+        self.fs.invalidate_cache(self.path(rel))
+        return super().exists(rel)
+
+    def put_if_absent(self, rel: str, data: bytes) -> bool:
+        data = bytes(data)
+        self.stats.add(puts=1, put_bytes=len(data))
+        try:
+            self._guard(self.fs.pipe_file, self.path(rel), data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def ensure_root(self) -> None:
+        bucket = self.root.split("/", 1)[0]
+        if not self._guard(self.fs.exists, bucket):
+            raise StoreAccessError(
+                f"{self.url}: bucket {bucket!r} does not exist or is not accessible; create "
+                "it first or check the endpoint and credentials"
+            )
+
+
+_BY_PROTOCOL: dict[str, type[Backend]] = {
+    "file": LocalBackend,
+    "local": LocalBackend,
+    "memory": MemoryBackend,
+    "s3": S3Backend,
+    "s3a": S3Backend,
+}
+
+
+def access_error(url: str, e: BaseException) -> StoreAccessError:
+    if type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return StoreAccessError(
+            f"{url}: no credentials for this storage ({type(e).__name__}: {e}); set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass the "
+            "storage options key and secret"
+        )
+    return StoreAccessError(
+        f"{url}: cannot reach the storage ({type(e).__name__}: {e}); check credentials, "
+        "permissions and the endpoint (storage options / AWS settings)"
+    )
+
+
+def filesystem(url: str, storage_options: dict):
+    """(fsspec filesystem, root path) for a normalized URL; errors in the store's terms."""
+    try:
+        return fsspec.core.url_to_fs(url, **storage_options)
+    except ImportError as e:
+        raise StoreAccessError(
+            f"{url}: no filesystem for this URL ({e}); install the fsspec backend for it"
+        ) from e
+    except _ACCESS_ERRORS as e:
+        raise access_error(url, e) from e
+    except ValueError as e:
+        if "Protocol not known" in str(e):  # fsspec's words for an unknown scheme
+            scheme = url.split("://", 1)[0] + "://"
+            raise InvalidArgument(
+                f"{url}: unknown storage scheme {scheme!r}; use a local path, file://, "
+                "s3:// or memory://"
+            ) from e
+        raise InvalidArgument(f"{url}: bad storage options ({e})") from e
+
+
+def open_backend(url: str, storage_options: dict | None = None) -> Backend:
+    """The backend class for the URL's filesystem, opened at ``url``."""
+    url = normalize_url(url)
+    opts = dict(storage_options or {})
+    fs, root = filesystem(url, opts)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    cls = _BY_PROTOCOL.get(protocol, Backend)
+    return cls(url, opts, fs=fs, root=root)
 
 
 def _raise(e: BaseException):

@@ -14,8 +14,8 @@ import time
 import uuid
 
 from . import format as F
-from .backend import Backend
-from .errors import BindingMismatch, CorruptTree, InvalidArgument, TreeExists, TreeNotFound
+from .backend import Backend, open_backend
+from .errors import CorruptTree, InvalidArgument, TreeExists, TreeNotFound
 from .objects import Blobs
 from .records import find_head, read_record, read_tag, write_head_hint
 from .tree import Tree
@@ -29,8 +29,7 @@ def read_facts(be: Backend) -> dict:
         raw = be.read("zarr.json")
     except FileNotFoundError:
         raise TreeNotFound(
-            f"{be.url}: no MegaContext tree here; check the path/URL or create one "
-            "(mcstore.create / `mc ingest`)"
+            f"{be.url}: no MegaContext tree here; check the path/URL, or create one"
         ) from None
     except IsADirectoryError:
         raise TreeNotFound(f"{be.url}: not a tree") from None
@@ -49,8 +48,16 @@ def read_facts(be: Backend) -> dict:
     return facts
 
 
+def backend_for(url: str | Backend, storage_options: dict | None = None) -> Backend:
+    """``url`` opened as a backend; a :class:`Backend` given instead (e.g. a logging or
+    latency wrapper from ``mcstore.testing``) is used as it is."""
+    if isinstance(url, Backend):
+        return url
+    return open_backend(url, storage_options)
+
+
 def open(
-    url: str,
+    url: str | Backend,
     mode: str = "r",
     *,
     version: int | str | None = None,
@@ -66,7 +73,7 @@ def open(
         raise InvalidArgument(
             f"{url}: a fixed version is read-only; open with mode='r' (or fork it to change it)"
         )
-    be = Backend(url, storage_options)
+    be = backend_for(url, storage_options)
     facts = read_facts(be)
     if version is None:
         head = find_head(be)
@@ -91,18 +98,23 @@ def open(
 
 
 def create(
-    url: str,
+    url: str | Backend,
     *,
     dim: int,
     dtype: str = "float16",
     block: int = 32,
     binding: dict | None = None,
+    gister_id: str | None = None,
     storage_options: dict | None = None,
     epoch: int = DEFAULT_EPOCH,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
-    _bases: list | None = None,
+    bases: list | None = None,
 ) -> Tree:
-    """Create an empty tree (version 1) and return it opened with mode "a"."""
+    """Create an empty tree (version 1) and return it opened with mode "a".
+
+    ``binding`` is the caller's record of what builds the tree (opaque JSON, compared with
+    ``same_binding``); ``gister_id`` names the gister in ``gistnet_table()``; ``bases`` (for
+    :func:`mcstore.fork`) lists the trees whose complete shards this one starts from."""
     if dtype not in F.DTYPES:
         raise InvalidArgument(f"dtype must be one of {sorted(F.DTYPES)}, not {dtype!r}")
     if int(dim) < 1:
@@ -112,11 +124,7 @@ def create(
             raise InvalidArgument(f"{nm} must be a power of two >= 2, not {v}")
     if epoch < block:
         raise InvalidArgument("epoch must be >= block")
-    if binding is not None:
-        g = binding.get("gistnet") or {}
-        if g.get("dim") is not None and int(g["dim"]) != int(dim):
-            raise BindingMismatch(f"{url}: binding says d={g['dim']} but dim={dim}")
-    be = Backend(url, storage_options)
+    be = backend_for(url, storage_options)
     be.ensure_root()
     if be.exists(F.log_key(1)):
         raise TreeExists(f"{be.url}: a tree already exists here; open it, or pick another path/URL")
@@ -132,7 +140,7 @@ def create(
         "token_dtype": "int32",
         "tree_id": uuid.uuid4().hex,
         "created": time.time_ns(),
-        "bases": list(_bases or []),
+        "bases": list(bases or []),
     }
     if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
         try:
@@ -163,9 +171,7 @@ def create(
         "objects": None,
         "tree": facts["tree_id"],
     }
-    rec["binding"] = Blobs(be).write(
-        "binding", {"binding": binding, "gistnets": [(binding or {}).get("gistnet", {}).get("id")]}
-    )
+    rec["binding"] = Blobs(be).write("binding", {"binding": binding, "gistnets": [gister_id]})
     if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
         raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
     write_head_hint(be, 1)

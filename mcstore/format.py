@@ -32,7 +32,8 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def sha8(obj) -> str:
+def short_hash(obj) -> str:
+    """64 bits of sha256 (16 hex digits) of bytes or of canonical JSON: names of gist sets."""
     raw = obj if isinstance(obj, bytes | bytearray) else canonical_json(obj)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -110,6 +111,35 @@ class ArraySpec:
 
 
 @dataclass(frozen=True)
+class Extent:
+    """How far one version reaches. Every array's row count follows from these: token-aligned
+    arrays from ``length``, segment rows from ``nseg``, segment text bytes from ``nheap``;
+    ``gset`` names the gist arrays in use."""
+
+    length: int
+    nseg: int
+    nheap: int
+    gset: str = ""
+
+    def arrays(self, block: int) -> list[str]:
+        return array_names(self.length, block, self.gset)
+
+
+def splice(read_old, old_rows: int, fresh: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Rows [a, b) of an array whose rows below ``old_rows`` come from ``read_old(a, b)``
+    and whose rows from ``old_rows`` on are ``fresh`` (committed rows + new rows, or shard
+    rows + tail rows: the one join every read and write of the store makes)."""
+    parts = []
+    if a < old_rows:
+        parts.append(read_old(a, min(b, old_rows)))
+    if b > old_rows:
+        parts.append(fresh[max(a, old_rows) - old_rows : b - old_rows])
+    if not parts:
+        return fresh[:0]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@dataclass(frozen=True)
 class Geometry:
     """Static facts of a tree, from the root's attrs["megacontext"]."""
 
@@ -125,12 +155,22 @@ class Geometry:
     def level_shard_rows(self, level: int) -> int:
         return max(1, self.epoch // self.block**level)
 
-    def rows(self, spec: ArraySpec, length: int, nseg: int, nheap: int) -> int:
+    def rows(self, name: str, ext: Extent) -> int:
+        """Rows of array ``name`` in a version of extent ``ext``."""
+        spec = self.spec(name)
         if spec.kind == "level":
-            return length // self.block**spec.level
+            return ext.length // self.block**spec.level
         if spec.kind == "seg":
-            return nseg
-        return nheap
+            return ext.nseg
+        return ext.nheap
+
+    def shards(self, name: str, ext: Extent) -> int:
+        """Complete shards of array ``name`` (shards are written only when complete)."""
+        return self.rows(name, ext) // self.spec(name).shard_rows
+
+    def bound(self, name: str, ext: Extent) -> int:
+        """Rows of ``name`` that lie in complete shards; the rest are in the tail."""
+        return self.shards(name, ext) * self.spec(name).shard_rows
 
     @lru_cache(maxsize=4096)  # noqa: B019 - Geometry is frozen and few exist
     def spec(self, name: str) -> ArraySpec:

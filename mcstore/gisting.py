@@ -1,6 +1,6 @@
 """Computing gists: the nodes an append completes, and a regist's whole new gist set.
 
-The store never runs a model: the caller passes a ``Gister``, called once per level with
+The store never runs a model: the caller passes a gist function (``GistFn``), called once per level with
 every node that level gains (``[k, B]`` token ids at level 1, ``[k, B, dim]`` child gists
 above), bottom-up, because a level's new nodes are the children of the next level's.
 bfloat16 has no numpy dtype, so a bfloat16 tree stores and returns the bit patterns as
@@ -15,6 +15,7 @@ skips what exists; only the commit at the end makes the new gist set visible.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from .backend import Backend
 from .errors import InvalidArgument, damaged
 from .shards import ensure_array_meta
 
-Gister = Callable[[int, np.ndarray], np.ndarray]
+GistFn = Callable[[int, np.ndarray], np.ndarray]  # (level, children) -> gists
 RowReader = Callable[[str, int, int], np.ndarray]  # (array, a, b) -> committed rows [a, b)
 Progress = Callable[[int, int, int], object]  # (level, nodes done, nodes at level)
 
@@ -42,7 +43,7 @@ def float32_to_bf16(x: np.ndarray) -> np.ndarray:
 
 
 def call_gister(
-    url: str, geo: F.Geometry, gister: Gister, level: int, kids: np.ndarray, k: int
+    url: str, geo: F.Geometry, gister: GistFn, level: int, kids: np.ndarray, k: int
 ) -> np.ndarray:
     """The gister's ``k`` gists, checked for shape and converted to the stored dtype."""
     out = np.asarray(gister(level, kids))
@@ -57,23 +58,30 @@ def call_gister(
     return np.ascontiguousarray(out.astype(np.float16))
 
 
+@dataclass(frozen=True)
+class Gisting:
+    """How new nodes get their gists: the caller's gister, its index in the tree's table of
+    gisters (stored per node as its gist version), the creation time, the gist set."""
+
+    gister: GistFn
+    gv: int
+    now: int
+    gset: str
+
+
 def gist_completed(
     url: str,
     geo: F.Geometry,
     read: RowReader,
-    gister: Gister,
     old: int,
-    new: int,
     new_rows: dict[str, np.ndarray],
-    *,
-    now: int,
-    gv: int,
-    gset: str,
+    how: Gisting,
 ) -> None:
-    """Add to ``new_rows`` every node that growing the timeline old -> new completes
-    (gist, gist version ``gv``, creation time ``now``, no flags). ``new_rows["tokens"]``
-    holds the new tokens; older rows come from ``read``."""
+    """Add to ``new_rows`` every node that appending ``new_rows["tokens"]`` to a timeline of
+    ``old`` tokens completes (gist, gist version, creation time, no flags). Older rows come
+    from ``read``."""
     B = geo.block
+    new = old + len(new_rows["tokens"])
     lv = 1
     while True:
         a, b = F.completed(old, new, lv, B)
@@ -81,19 +89,19 @@ def gist_completed(
             break
         if lv >= F.MAX_LEVEL:
             raise InvalidArgument(f"{url}: tree deeper than {F.MAX_LEVEL} levels")
-        below = "tokens" if lv == 1 else F.gist_names(lv - 1, gset)[0]
-        rows_old = F.num_nodes(old, lv - 1, B)
-        parts = []
-        if a * B < rows_old:
-            parts.append(read(below, a * B, min(b * B, rows_old)))
-        if b * B > rows_old:
-            parts.append(new_rows[below][max(a * B, rows_old) - rows_old : b * B - rows_old])
-        kids = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        below = "tokens" if lv == 1 else F.gist_names(lv - 1, how.gset)[0]
+        kids = F.splice(
+            lambda x0, x1, below=below: read(below, x0, x1),
+            F.num_nodes(old, lv - 1, B),
+            new_rows[below],
+            a * B,
+            b * B,
+        )
         kids = kids.reshape(b - a, B) if lv == 1 else kids.reshape(b - a, B, geo.dim)
-        gname, vname = F.gist_names(lv, gset)
-        new_rows[gname] = call_gister(url, geo, gister, lv, kids, b - a)
-        new_rows[vname] = np.full(b - a, gv, np.uint16)
-        new_rows[f"created_{lv}"] = np.full(b - a, now, np.int64)
+        gname, vname = F.gist_names(lv, how.gset)
+        new_rows[gname] = call_gister(url, geo, how.gister, lv, kids, b - a)
+        new_rows[vname] = np.full(b - a, how.gv, np.uint16)
+        new_rows[f"created_{lv}"] = np.full(b - a, how.now, np.int64)
         new_rows[f"flags_{lv}"] = np.zeros(b - a, np.uint8)
         lv += 1
 
@@ -102,56 +110,52 @@ def write_gist_set(
     be: Backend,
     geo: F.Geometry,
     read: RowReader,
-    gister: Gister,
     length: int,
+    how: Gisting,
     *,
-    gset: str,
-    gv: int,
     known_meta: set[str],
     progress: Progress | None,
 ) -> dict[str, np.ndarray]:
-    """Write every complete shard of gist set ``gset`` for a timeline of ``length`` tokens
-    (skipping shards that exist); -> the tails (rows past the last complete shard) of its
-    arrays, for the commit. Tokens come from ``read``."""
+    """Write every complete shard of gist set ``how.gset`` for a timeline of ``length``
+    tokens (skipping shards that exist); -> the tails (rows past the last complete shard) of
+    its arrays, for the commit. Tokens come from ``read``."""
     B = geo.block
     tails: dict[str, np.ndarray] = {}
     lv = 1
     while F.num_nodes(length, lv, B) > 0:
         n = F.num_nodes(length, lv, B)
-        gname, vname = F.gist_names(lv, gset)
+        gname, vname = F.gist_names(lv, how.gset)
         spec, vspec = geo.spec(gname), geo.spec(vname)
         S = spec.shard_rows
-        below = "tokens" if lv == 1 else F.gist_names(lv - 1, gset)[0]
+        below = "tokens" if lv == 1 else F.gist_names(lv - 1, how.gset)[0]
 
         def kids_of(x0, x1, below=below, lv=lv):
             if lv == 1:
                 return read("tokens", x0 * B, x1 * B).reshape(x1 - x0, B)
-            bs = geo.spec(below).shard_rows
-            full = (F.num_nodes(length, lv - 1, B) // bs) * bs
-            parts = []
-            if x0 * B < full:
-                parts.append(read_written(be, geo, below, x0 * B, min(x1 * B, full)))
-            if x1 * B > full:
-                t = tails[below]
-                parts.append(t[max(x0 * B, full) - full : x1 * B - full])
-            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            rows = F.splice(
+                lambda a, b, below=below: read_written(be, geo, below, a, b),
+                geo.bound(below, F.Extent(length, 0, 0, how.gset)),
+                tails[below],
+                x0 * B,
+                x1 * B,
+            )
             return rows.reshape(x1 - x0, B, geo.dim)
 
         nfull = n // S
         for k in range(nfull):
             if be.exists(spec.chunk_key(k)) and be.exists(vspec.chunk_key(k)):
                 continue
-            out = call_gister(be.url, geo, gister, lv, kids_of(k * S, (k + 1) * S), S)
+            out = call_gister(be.url, geo, how.gister, lv, kids_of(k * S, (k + 1) * S), S)
             ensure_array_meta(be, geo, gname, known_meta)
             ensure_array_meta(be, geo, vname, known_meta)
             be.write(spec.chunk_key(k), F.encode_shard(spec, out))
-            be.write(vspec.chunk_key(k), F.encode_shard(vspec, np.full(S, gv, np.uint16)))
+            be.write(vspec.chunk_key(k), F.encode_shard(vspec, np.full(S, how.gv, np.uint16)))
             if progress:
                 progress(lv, (k + 1) * S, n)
         if n > nfull * S:
             kids = kids_of(nfull * S, n)
-            tails[gname] = call_gister(be.url, geo, gister, lv, kids, n - nfull * S)
-            tails[vname] = np.full(n - nfull * S, gv, np.uint16)
+            tails[gname] = call_gister(be.url, geo, how.gister, lv, kids, n - nfull * S)
+            tails[vname] = np.full(n - nfull * S, how.gv, np.uint16)
         else:
             tails[gname], tails[vname] = spec.empty(0), vspec.empty(0)
         if progress:

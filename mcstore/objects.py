@@ -14,7 +14,7 @@ import hashlib
 
 from . import format as F
 from .backend import Backend
-from .errors import BindingMismatch, InvalidArgument, damaged
+from .errors import InvalidArgument, damaged
 
 
 class Blobs:
@@ -78,27 +78,3 @@ def store_named(
             be.write(path, data)
         m[name] = {"path": path, "size": len(data), "sha256": h}
     return blobs.write("objects", m) if m else None
-
-
-def check_binding(url: str, dim: int, mine: dict | None, binding: dict | None) -> bool:
-    """True if identical; False if only the GistNet differs (gists stale: regist);
-    BindingMismatch if the tokenizer or the width differs."""
-    if binding is None:
-        return mine is None
-    g = binding.get("gistnet") or {}
-    if g.get("dim") is not None and int(g["dim"]) != dim:
-        raise BindingMismatch(
-            f"{url}: tree has gist width d={dim} but the model gives d={g['dim']}; "
-            "use the model this tree was built with, or fork the text into a new tree"
-        )
-    if mine is None:
-        return False
-    mt, bt = mine.get("tokenizer") or {}, binding.get("tokenizer") or {}
-    if (mt.get("name"), mt.get("hash")) != (bt.get("name"), bt.get("hash")):
-        raise BindingMismatch(
-            f"{url}: tree was built with tokenizer {mt.get('name')!r} "
-            f"(hash {mt.get('hash')!r}) but the model uses {bt.get('name')!r} "
-            f"(hash {bt.get('hash')!r}); token ids would mean different text: use the "
-            "matching model"
-        )
-    return F.canonical_json(mine.get("gistnet")) == F.canonical_json(binding.get("gistnet"))

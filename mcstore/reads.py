@@ -91,9 +91,7 @@ class ShardReader:
                 name, scale = "tokens", block
             else:
                 name, scale = F.gist_names(level, snap.gset)[0], 1
-            spec = self._geo.spec(name)
-            bound = self._geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-            bound = (bound // spec.shard_rows) * spec.shard_rows
+            bound = self._geo.bound(name, snap.extent)
             runs: list[list[int]] = []
             for i in idx:
                 if i < 0 or (i + 1) * scale > bound:

@@ -67,6 +67,26 @@ class Snapshot:
     def override(self) -> dict[str, str]:
         return self.rec.get("override") or {}
 
+    @property
+    def extent(self) -> F.Extent:
+        r = self.rec
+        return F.Extent(r["length"], r["nseg"], r["nheap"], r["gset"])
+
+    @property
+    def tail_from(self) -> int:
+        return self.rec["tail_from"]
+
+    def references(self) -> set[str]:
+        """Objects this record names directly (itself, its delta, staged shards, the binding
+        and object-map blobs); the object map's entries are one level further."""
+        r = self.rec
+        keys = {F.log_key(self.version)}
+        if r.get("delta"):
+            keys.add(r["delta"]["path"])
+        keys.update(self.override.values())
+        keys.update(r[k] for k in ("binding", "objects") if r.get(k))
+        return keys
+
 
 class CommitLog:
     """The records of one tree that this handle has read or written, by version."""
@@ -137,7 +157,7 @@ def read_record(be: Backend, version: int) -> dict:
     try:
         raw = be.read(F.log_key(version))
     except FileNotFoundError:
-        raise VersionNotFound(f"{be.url}: no version {version}; see `mc log {be.url}`") from None
+        raise VersionNotFound(f"{be.url}: no version {version}") from None
     return parse_record(be, version, raw)
 
 
@@ -185,7 +205,7 @@ def read_tag(be: Backend, name: str) -> int:
     try:
         raw = be.read(key)
     except FileNotFoundError:
-        raise VersionNotFound(f"{be.url}: no tag {name!r}; see `mc info {be.url}`") from None
+        raise VersionNotFound(f"{be.url}: no tag {name!r}") from None
     try:
         return int(F.decode_blob(raw)["version"])
     except (ValueError, KeyError, TypeError) as e:
@@ -202,8 +222,8 @@ def write_tag(be: Backend, name: str, version: int, *, force: bool) -> None:
         old = read_tag(be, name)
         if old != version:
             raise TreeExists(
-                f"{be.url}: tag {name!r} already names version {old}; pick another name "
-                "or pass force=True / --force"
+                f"{be.url}: tag {name!r} already names version {old}; pick another name, "
+                "or move the tag (force)"
             )
 
 

@@ -72,7 +72,7 @@ def put_shards(
     if not shards:
         return
     keys = [geo.spec(n).chunk_key(k) for n, k, _ in shards]
-    if be.kind == "s3" and len(shards) > 1:
+    if be.concurrent_io and len(shards) > 1:
         with ThreadPoolExecutor(min(8, len(shards))) as ex:
             results = list(ex.map(be.put_if_absent, keys, [d for _, _, d in shards]))
     else:

@@ -36,7 +36,7 @@ class Tail:
     def get(self, snap: Snapshot, log: CommitLog) -> dict[str, np.ndarray]:
         if self.rows is not None and self.version == snap.version:
             return self.rows
-        recs = log.records(list(range(snap.rec["tail_from"], snap.version + 1)))
+        recs = log.records(list(range(snap.tail_from, snap.version + 1)))
         keys = [r["delta"]["path"] for r in recs if r.get("delta")]
         need = [k for k in keys if k not in self.deltas]
         got = self._be.read_many(need) if need else {}
@@ -78,12 +78,12 @@ class Tail:
         self.deltas = {k: v for k, v in self.deltas.items() if k in chain}
 
 
-def needs_consolidation(geo: F.Geometry, snap: Snapshot, length: int, gset: str) -> bool:
-    """Whether the commit after ``snap`` must start a new delta chain."""
+def needs_consolidation(geo: F.Geometry, snap: Snapshot, new: F.Extent) -> bool:
+    """Whether the commit after ``snap`` (reaching ``new``) must start a new delta chain."""
     return (
-        length // geo.epoch != snap.length // geo.epoch
-        or snap.version + 1 - snap.rec["tail_from"] >= F.MAX_DELTAS
-        or gset != snap.gset
+        new.length // geo.epoch != snap.length // geo.epoch
+        or snap.version + 1 - snap.tail_from >= F.MAX_DELTAS
+        or new.gset != snap.gset
     )
 
 
@@ -98,13 +98,10 @@ class Growth:
 
 def grow(
     geo: F.Geometry,
-    snap: Snapshot,
+    old: F.Extent,
+    new: F.Extent,
     old_tail: dict[str, np.ndarray],
     new_rows: dict[str, np.ndarray],
-    length: int,
-    nseg: int,
-    nheap: int,
-    gset: str,
     *,
     consolidate: bool,
     replaced: dict[str, np.ndarray] | None,
@@ -115,16 +112,14 @@ def grow(
     shards: list[tuple[str, int, bytes]] = []
     delta_parts: list[bytes] = []
     new_tail: dict[str, np.ndarray] = {}
-    for name in F.array_names(length, geo.block, gset):
+    for name in new.arrays(geo.block):
         spec = geo.spec(name)
         S = spec.shard_rows
-        r_old = geo.rows(spec, snap.length, snap.nseg, snap.nheap)
-        r_new = geo.rows(spec, length, nseg, nheap)
+        r_new, b_new = geo.rows(name, new), geo.bound(name, new)
         if replaced is not None and name in replaced:
-            full_tail, b_old = replaced[name], (r_new // S) * S
-            r_old = r_new
+            full_tail, b_old, r_old = replaced[name], b_new, r_new
         else:
-            b_old = (r_old // S) * S
+            r_old, b_old = geo.rows(name, old), geo.bound(name, old)
             full_tail = old_tail.get(name, spec.empty(0))
         fresh = new_rows.get(name)
         if fresh is None:
@@ -133,16 +128,10 @@ def grow(
             raise AssertionError(f"{name}: {len(fresh)} new rows, expected {r_new - r_old}")
 
         def get(x0, x1, full_tail=full_tail, b_old=b_old, r_old=r_old, fresh=fresh):
-            parts = []
-            if x0 < r_old:
-                parts.append(full_tail[x0 - b_old : min(x1, r_old) - b_old])
-            if x1 > r_old:
-                parts.append(fresh[max(x0, r_old) - r_old : x1 - r_old])
-            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return F.splice(lambda a, b: full_tail[a - b_old : b - b_old], r_old, fresh, x0, x1)
 
         for k in range(r_old // S, r_new // S):
             shards.append((name, k, F.encode_shard(spec, get(k * S, (k + 1) * S))))
-        b_new = (r_new // S) * S
         new_tail[name] = np.array(get(b_new, r_new)) if r_new > b_new else spec.empty(0)
         lo = b_new if consolidate else max(r_old, b_new)
         if r_new > lo:
@@ -157,16 +146,14 @@ def assemble(
     url: str, geo: F.Geometry, recs: list[dict], deltas: dict[str, bytes]
 ) -> dict[str, np.ndarray]:
     """The tail of ``recs[-1]`` from the deltas of its chain ``recs``."""
-    head = recs[-1]
+    head = Snapshot(recs[-1])
     out: dict[str, np.ndarray] = {}
     filled: dict[str, np.ndarray] = {}
     bounds: dict[str, tuple[int, int]] = {}
-    for name in F.array_names(head["length"], geo.block, head["gset"]):
-        spec = geo.spec(name)
-        r = geo.rows(spec, head["length"], head["nseg"], head["nheap"])
-        b = (r // spec.shard_rows) * spec.shard_rows
+    for name in head.extent.arrays(geo.block):
+        b, r = geo.bound(name, head.extent), geo.rows(name, head.extent)
         bounds[name] = (b, r)
-        out[name] = spec.empty(r - b)
+        out[name] = geo.spec(name).empty(r - b)
         filled[name] = np.zeros(r - b, dtype=bool)
     prev = None
     for rec in recs:
@@ -182,7 +169,7 @@ def assemble(
     for name, f in filled.items():
         if not f.all():
             raise CorruptTree(
-                f"{url}: the tail of array {name} at version {head['version']} is "
+                f"{url}: the tail of array {name} at version {head.version} is "
                 "incomplete (commit chain inconsistent); restore the tree from a copy"
             )
     return out
@@ -191,20 +178,19 @@ def assemble(
 def delta_pieces(geo: F.Geometry, prev: dict | None, rec: dict, deltas: dict[str, bytes]):
     """(array, row_lo, row_hi, rows) for each array in the delta of ``rec``."""
     d = rec.get("delta")
-    consolidated = rec["tail_from"] == rec["version"]
+    snap = Snapshot(rec)
+    consolidated = snap.tail_from == snap.version
     if not d:
         return
     raw = memoryview(deltas[d["path"]])
     off = 0
-    for name in F.array_names(rec["length"], geo.block, rec["gset"]):
+    for name in snap.extent.arrays(geo.block):
         spec = geo.spec(name)
-        r_new = geo.rows(spec, rec["length"], rec["nseg"], rec["nheap"])
-        b_new = (r_new // spec.shard_rows) * spec.shard_rows
+        r_new, b_new = geo.rows(name, snap.extent), geo.bound(name, snap.extent)
         if consolidated or prev is None:
             lo = b_new
         else:
-            r_old = geo.rows(spec, prev["length"], prev["nseg"], prev["nheap"])
-            lo = max(r_old, b_new)
+            lo = max(geo.rows(name, Snapshot(prev).extent), b_new)
         if r_new > lo:
             n = (r_new - lo) * spec.itemsize
             if off + n > len(raw):

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import format as F
 from .errors import CommitConflict, InvalidArgument, ReadOnlyError, VersionNotFound
-from .gisting import Gister, gist_completed, write_gist_set
+from .gisting import GistFn, Gisting, gist_completed, write_gist_set
 from .nodes import FLAGS_OBJECT, segment_rows, updated_flags
 from .objects import store_named
 from .records import Snapshot, check_tag_name, find_head, write_head_hint, write_tag
@@ -53,10 +53,8 @@ class Tree(TreeView):
             version = self.version
         head = find_head(self._be, self.version)
         if not 1 <= int(version) <= head:
-            raise VersionNotFound(
-                f"{self.url}: no version {version} to tag (versions 1..{head}); see `mc log`"
-            )
-        self._record(int(version))  # must be intact
+            raise VersionNotFound(f"{self.url}: no version {version} to tag (versions 1..{head})")
+        self._log.record(int(version))  # must be intact
         write_tag(self._be, name, int(version), force=force)
         return int(version)
 
@@ -64,7 +62,7 @@ class Tree(TreeView):
     def _store_objects(self, objects: dict[str, bytes | None] | None) -> str | None:
         if not objects:
             return self._snap.rec.get("objects")
-        return store_named(self._be, self._blobs, self._objects_map(), objects)
+        return store_named(self._be, self._blobs, self.objects_map(), objects)
 
     def commit_objects(self, objects: dict[str, bytes | None], message: str | None = None) -> int:
         """A commit that adds no tokens, only (replaces / deletes with None) named objects."""
@@ -72,15 +70,14 @@ class Tree(TreeView):
         with self._lock:
             self._check_head()
             okey = self._store_objects(objects)
-            s = self._snap
-            return self._commit({}, s.length, s.nseg, s.nheap, message=message, objects=okey)
+            return self._commit({}, self._snap.extent, message=message, objects=okey)
 
     # ------------------------------------------------------------------ append
     def append(
         self,
         tokens,
         *,
-        gister: Gister,
+        gister: GistFn,
         source: str,
         tags: Iterable[str] = (),
         message: str | None = None,
@@ -101,75 +98,62 @@ class Tree(TreeView):
         with self._lock:
             self._check_head()
             snap = self._snap
-            old, new = snap.length, snap.length + len(toks)
             now = time.time_ns()
-            gv = len(self._gistnets()) - 1
+            how = Gisting(gister, len(self._gistnets()) - 1, now, snap.gset)
             new_rows: dict[str, np.ndarray] = {"tokens": toks}
             gist_completed(
                 self.url,
                 self.geo,
                 lambda name, a, b: self._rows(name, a, b, snap),
-                gister,
-                old,
-                new,
+                snap.length,
                 new_rows,
-                now=now,
-                gv=gv,
-                gset=snap.gset,
+                how,
             )
-            new_rows.update(segment_rows(old, snap.nheap, source, tags, now))
-            okey = self._store_objects(objects)
-            return self._commit(
-                new_rows,
-                new,
+            new_rows.update(segment_rows(snap.length, snap.nheap, source, tags, now))
+            ext = F.Extent(
+                snap.length + len(toks),
                 snap.nseg + 1,
                 snap.nheap + len(new_rows["seg_heap"]),
-                message=message,
-                objects=okey,
-                now=now,
+                snap.gset,
             )
+            okey = self._store_objects(objects)
+            return self._commit(new_rows, ext, message=message, objects=okey, now=now)
 
     # ------------------------------------------------------------------ commit
     def _commit(
         self,
         new_rows: dict[str, np.ndarray],
-        length: int,
-        nseg: int,
-        nheap: int,
+        ext: F.Extent,
         *,
         message: str | None,
         objects: str | None,
         now: int | None = None,
-        gset: str | None = None,
         binding: str | None = None,
         consolidate: bool = False,
         replaced: dict[str, np.ndarray] | None = None,
     ) -> int:
-        """Write shards, the tail delta and the commit record (put-if-absent).
+        """Write shards, the tail delta and the commit record (put-if-absent) for a version
+        of extent ``ext`` whose rows beyond the current version are ``new_rows``.
 
-        ``replaced`` (regist) gives whole tails for arrays of a new gist set whose complete
-        shards were already written."""
+        ``replaced`` (regist, fork) gives whole tails for arrays whose complete shards were
+        already written."""
         be, geo = self._be, self.geo
         snap = self._snap
         version = snap.version + 1
         now = now or time.time_ns()
-        gset = snap.gset if gset is None else gset
         nonce = uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
-        consolidate = consolidate or needs_consolidation(geo, snap, length, gset)
+        consolidate = consolidate or needs_consolidation(geo, snap, ext)
         # overrides inherited from a writer that could not fix them: fix now, then drop
         override = settle_inherited(
             be, geo, snap.override, self._bases, self._reader.fixed_overrides
         )
         growth = grow(
             geo,
-            snap,
+            snap.extent,
+            ext,
             old_tail,
             new_rows,
-            length,
-            nseg,
-            nheap,
-            gset,
             consolidate=consolidate,
             replaced=replaced,
         )
@@ -184,12 +168,12 @@ class Tree(TreeView):
             "parent": snap.version,
             "time": now,
             "message": message,
-            "length": length,
-            "nseg": nseg,
-            "nheap": nheap,
-            "tail_from": version if consolidate else snap.rec["tail_from"],
+            "length": ext.length,
+            "nseg": ext.nseg,
+            "nheap": ext.nheap,
+            "tail_from": version if consolidate else snap.tail_from,
             "delta": delta,
-            "gset": gset,
+            "gset": ext.gset,
             "binding": binding if binding is not None else snap.rec.get("binding"),
             "objects": objects,
             "tree": self._facts["tree_id"],
@@ -206,27 +190,27 @@ class Tree(TreeView):
         return version
 
     # ------------------------------------------------------------------ regist
-    def regist(self, gister: Gister, binding: dict, *, progress=None) -> int:
-        """Recompute every gist with a new GistNet, level by level, resumably.
+    def regist(self, gister: GistFn, binding: dict, *, gister_id=None, progress=None) -> int:
+        """Recompute every gist with a new gister, level by level, resumably.
 
-        Complete shards of the new gist arrays are written under new names (a hash of the
-        GistNet) as they are computed; a rerun after a crash skips the shards that exist. The
-        new binding and gist set are committed at the end. Returns the new version."""
+        ``binding`` is the caller's record of what built the tree (opaque to the store);
+        ``gister_id`` names the new gister in ``gistnet_table()``. Complete shards of the new
+        gist arrays are written under new names (a hash of the binding) as they are computed;
+        a rerun after a crash skips the shards that exist. The new binding and gist set are
+        committed at the end. Returns the new version."""
         self._check_writable()
-        if self.check_binding(binding):
+        if self.same_binding(binding):
             return self.version
-        gset = F.sha8(binding.get("gistnet"))
+        gset = F.short_hash(binding)
         self._check_head()
         snap = self._snap
-        table = [*self._gistnets(), (binding.get("gistnet") or {}).get("id")]
+        table = [*self._gistnets(), gister_id]
         tails = write_gist_set(
             self._be,
             self.geo,
             lambda name, a, b: self._rows(name, a, b, snap),
-            gister,
             snap.length,
-            gset=gset,
-            gv=len(table) - 1,
+            Gisting(gister, len(table) - 1, time.time_ns(), gset),
             known_meta=self._known_meta,
             progress=progress,
         )
@@ -242,13 +226,53 @@ class Tree(TreeView):
                 )
             return self._commit(
                 {},
-                snap.length,
-                snap.nseg,
-                snap.nheap,
+                F.Extent(snap.length, snap.nseg, snap.nheap, gset),
                 message=f"regist {gset}",
                 objects=snap.rec.get("objects"),
-                gset=gset,
                 binding=bkey,
                 consolidate=True,
                 replaced=tails,
+            )
+
+    # ------------------------------------------------------------------ fork
+    def adopt(self, src: TreeView) -> int:
+        """Make this new, empty fork of ``src`` hold ``src``'s version: one commit with its
+        extent, binding, objects and tail (its complete shards are read from ``src`` in
+        place, through this tree's fork bases). Used by :func:`mcstore.fork`."""
+        self._check_writable()
+        snap = src.snapshot
+        with self._lock:
+            self._check_head()
+            if self.length or self.version != 1:
+                raise InvalidArgument(f"{self.url}: only a new fork can adopt a version")
+            override = {}
+            for key, path in snap.override.items():
+                stage = f"stage/fork-{uuid.uuid4().hex[:12]}/{key}"
+                self._be.write(stage, src.backend.read(path))
+                override[key] = stage
+            bkey = None
+            if snap.rec.get("binding"):
+                bkey = self._blobs.write("binding", src.blob(snap.rec["binding"]))
+            okey = None
+            m = src.objects_map()
+            if m:
+                for name, ent in m.items():
+                    if not self._be.exists(ent["path"]):
+                        self._be.write(ent["path"], src.read_object(name))
+                okey = self._blobs.write("objects", m)
+            # the base state the fork commit grows from: the source's gist set and shadowed
+            # shards, no rows of its own (its complete shards are the bases')
+            base_rec = {**self._snap.rec, "gset": snap.gset}
+            if override:
+                base_rec["override"] = override
+            self._snap = Snapshot(base_rec)
+            tail = {name: np.array(rows) for name, rows in src.tail_rows().items()}
+            return self._commit(
+                {},
+                snap.extent,
+                message=f"fork of {src.url} at version {snap.version}",
+                objects=okey,
+                binding=bkey,
+                consolidate=True,
+                replaced=tail,
             )

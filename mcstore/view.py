@@ -18,7 +18,7 @@ from typing import Self
 import numpy as np
 
 from . import format as F
-from .backend import Backend
+from .backend import Backend, open_backend
 from .errors import CorruptTree, InvalidArgument
 from .nodes import (
     FLAGS_OBJECT,
@@ -28,7 +28,7 @@ from .nodes import (
     segment_index,
     token_created,
 )
-from .objects import Blobs, check_binding, read_named
+from .objects import Blobs, read_named
 from .reads import ShardReader
 from .records import CommitLog, LogEntry, Snapshot, find_head, list_tags
 from .tail import Tail
@@ -63,7 +63,7 @@ class TreeView:
         self._log.remember(rec)
         self._tail = Tail(backend, self.geo)
         self._bases = [
-            (Backend(b["url"], backend.storage_options), b["shards"])
+            (open_backend(b["url"], backend.storage_options), b["shards"])
             for b in facts.get("bases", [])
         ]
         self._reader = ShardReader(backend, self.geo, self._bases, cache_bytes)
@@ -71,6 +71,9 @@ class TreeView:
         self._blobs = Blobs(backend)
         self._segments_cache: tuple[int, list[Segment]] | None = None
         self._telemetry = Telemetry(backend, telemetry)
+        # what the operation that made this handle wants its caller to know (fork: a pin
+        # that could not be written); empty for a plain open
+        self.notes: list[str] = []
         if rec.get("tree") != facts.get("tree_id"):
             raise CorruptTree(
                 f"{self.url}: commit {rec['version']} belongs to tree {rec.get('tree')!r} but "
@@ -126,6 +129,10 @@ class TreeView:
     def cache_stats(self) -> dict[str, int]:
         return self._reader.stats()
 
+    def clear_cache(self) -> None:
+        """Drop every cached chunk (shard indexes stay: they are small and never change)."""
+        self._reader.cache.clear()
+
     def __repr__(self) -> str:
         return f"<mcstore.Tree {self.url} v{self.version} len={self.length} mode={self.mode}>"
 
@@ -139,8 +146,44 @@ class TreeView:
         self._telemetry.close()
         self._reader.close()
 
-    def _record(self, version: int) -> dict:
-        return self._log.record(version)
+    # ------------------------------------------------------------------ store protocol
+    # Used by the whole-tree operations (``ops``: fork, gc, verify) and by tests; not for
+    # the runtime, which reads tokens, gists, segments and objects through the methods below.
+    @property
+    def snapshot(self) -> Snapshot:
+        """The commit this handle sees (version, extent, tail chain, overrides)."""
+        return self._snap
+
+    @property
+    def backend(self) -> Backend:
+        """The object access layer of this tree (requests and bytes in ``stats``)."""
+        return self._be
+
+    @property
+    def tree_id(self) -> str:
+        return self._facts["tree_id"]
+
+    @property
+    def fork_bases(self) -> list[dict]:
+        """The trees this one was forked from: url, version and complete shards per array."""
+        return [dict(b) for b in self._facts.get("bases", [])]
+
+    def records(self, first: int = 1, last: int | None = None) -> list[Snapshot]:
+        """Commits ``first..last`` (default: up to this handle's version), oldest first."""
+        last = self.version if last is None else last
+        return [Snapshot(r) for r in self._log.records(list(range(first, last + 1)))]
+
+    def blob(self, key: str):
+        """A ``meta/`` blob (binding, object map) as parsed JSON, verified."""
+        return self._blobs.read(key)
+
+    def array_rows(self, name: str, a: int, b: int, snap: Snapshot | None = None) -> np.ndarray:
+        """Rows [a, b) of physical array ``name`` at this version (or ``snap``)."""
+        return self._rows(name, a, b, snap)
+
+    def tail_rows(self) -> dict[str, np.ndarray]:
+        """Every array's rows past its last complete shard, at this version."""
+        return self._tail_state()
 
     # ------------------------------------------------------------------ binding
     @property
@@ -156,10 +199,11 @@ class TreeView:
             return [None]
         return self._blobs.read(key)["gistnets"]
 
-    def check_binding(self, binding: dict | None) -> bool:
-        """True if identical; False if only the GistNet differs (gists stale: regist);
-        BindingMismatch if the tokenizer or the width differs."""
-        return check_binding(self.url, self.dim, self.binding, binding)
+    def same_binding(self, binding: dict | None) -> bool:
+        """Whether ``binding`` is the one this version records. The store keeps a binding as
+        an opaque JSON object and compares it canonically; what a difference means (a stale
+        gist set, a tokenizer that gives other text) is the runtime's to judge."""
+        return F.canonical_json(self.binding) == F.canonical_json(binding)
 
     # ------------------------------------------------------------------ refresh
     def refresh(self) -> int:
@@ -169,7 +213,7 @@ class TreeView:
         with self._lock:
             head = find_head(self._be, self.version)
             if head != self.version:
-                self._snap = Snapshot(self._record(head))  # segments() sees the new version
+                self._snap = Snapshot(self._log.record(head))  # segments() sees the new version
             return self.version
 
     # ------------------------------------------------------------------ tail
@@ -180,23 +224,17 @@ class TreeView:
     # ------------------------------------------------------------------ reads
     def _rows(self, name: str, a: int, b: int, snap: Snapshot | None = None) -> np.ndarray:
         snap = snap or self._snap
-        spec = self.geo.spec(name)
-        r = self.geo.rows(spec, snap.length, snap.nseg, snap.nheap)
+        r = self.geo.rows(name, snap.extent)
         if not 0 <= a <= b <= r:
             raise InvalidArgument(
                 f"{self.url}: rows [{a}, {b}) of {name} out of range; version {snap.version} "
                 f"has {r}"
             )
         if a == b:
-            return spec.empty(0)
-        bound = (r // spec.shard_rows) * spec.shard_rows
-        parts = []
-        if a < bound:
-            parts.append(self._reader.rows(snap, name, a, min(b, bound)))
-        if b > bound:
-            tail = self._tail_state()[name]
-            parts.append(tail[max(a, bound) - bound : b - bound])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return self.geo.spec(name).empty(0)
+        bound = self.geo.bound(name, snap.extent)
+        tail = self._tail_state()[name] if b > bound else self.geo.spec(name).empty(0)
+        return F.splice(lambda x0, x1: self._reader.rows(snap, name, x0, x1), bound, tail, a, b)
 
     # ------------------------------------------------------------------ public reads
     def tokens(self, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -304,15 +342,16 @@ class TreeView:
         return list_tags(self._be)
 
     # ------------------------------------------------------------------ objects
-    def _objects_map(self) -> dict:
+    def objects_map(self) -> dict:
+        """Committed named objects: name -> {path, size, sha256}."""
         key = self._snap.rec.get("objects")
         return dict(self._blobs.read(key)) if key else {}
 
     def objects(self) -> list[str]:
-        return sorted(self._objects_map())
+        return sorted(self.objects_map())
 
     def read_object(self, name: str) -> bytes:
-        m = self._objects_map()
+        m = self.objects_map()
         if name not in m:
             raise InvalidArgument(f"{self.url}: no object {name!r} at version {self.version}")
         return read_named(self._be, name, m[name])

@@ -41,7 +41,7 @@ def tree_bytes(url: str, storage_options=None) -> dict:
 
     t = mcstore.open(url, "r", storage_options=storage_options)
     groups: dict[str, int] = {}
-    for rel, size, _ in t._be.walk(""):
+    for rel, size, _ in t.backend.walk(""):
         parts = rel.replace("\\", "/").split("/")
         if parts[0] == "arrays" and len(parts) > 1:
             name = parts[1]

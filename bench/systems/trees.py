@@ -173,5 +173,5 @@ def fork_tree(src: Path, rundir: Path):
     import mcstore
 
     dst = mcstore.fork(str(src), str(rundir / f"{src.name}-{uuid.uuid4().hex[:6]}"))
-    pin = src / "refs" / "forks" / f"{dst._facts['tree_id']}.json"
+    pin = src / "refs" / "forks" / f"{dst.tree_id}.json"
     return dst, pin

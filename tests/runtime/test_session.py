@@ -151,7 +151,7 @@ def test_gistnet_mismatch_asks_for_regist(base, gistnet, tmp_path):
 def test_bfloat16_tree_opens_and_grows(base, gistnet, tmp_path):
     """A tree made with bf16 gists is bound with dtype bfloat16; a session must accept it (not
     call it stale) and write bf16 gists that read back as what GistNet produced."""
-    from mcruntime.session import gistnet_binding
+    from mcruntime.binding import gistnet_binding
 
     url = str(tmp_path / "bf.mc")
     mcstore.create(

@@ -31,7 +31,7 @@ def test_many_tiny_entries_are_evicted_within_the_budget():
         gc.collect()
         full = tracemalloc.get_traced_memory()[0]
         s = r.cache_stats()
-        r._reader.cache.clear()
+        r.clear_cache()
         gc.collect()
         held = full - tracemalloc.get_traced_memory()[0]
     finally:

@@ -71,7 +71,7 @@ def test_damaged_shard(tree, key, damage):
 
 def _tail_path(url):
     t = mcstore.open(url)
-    return t._record(t.version)["delta"]["path"]
+    return t.snapshot.rec["delta"]["path"]
 
 
 @pytest.mark.parametrize(

@@ -150,16 +150,16 @@ def test_orphan_shard_at_canonical_name_is_shadowed(tmp_path):
     from mcstore import format as F
 
     junk = F.encode_shard(spec, np.full(E, 7, np.int32))
-    t._be.write(spec.chunk_key(0), junk)  # as if a killed writer had put it
+    t.backend.write(spec.chunk_key(0), junk)  # as if a killed writer had put it
     toks = np.arange(50, 50 + 40, dtype=np.int32)
     v = t.append(toks, gister=gister, source="b")
-    assert "tokens/0" in t._record(v).get("override", {})
+    assert "tokens/0" in t.records(v, v)[0].rec.get("override", {})
     want = np.concatenate([np.arange(50), toks]).astype(np.int32)
     r = mcstore.open(url)
     check_tree(r, want, [(0, 50, "a"), (50, 90, "b")], B)
     # the writer repaired the canonical shard after its commit; the next commit drops the override
-    assert t._be.read(spec.chunk_key(0)) != junk
+    assert t.backend.read(spec.chunk_key(0)) != junk
     v2 = t.append([1, 2], gister=gister, source="c")
-    assert "override" not in t._record(v2)
+    assert "override" not in t.records(v2, v2)[0].rec
     assert np.array_equal(mcstore.open(url).tokens(0, 90), want)
     assert np.array_equal(mcstore.open(url, version=v).tokens(0, 90), want)

@@ -8,10 +8,12 @@ import tempfile
 import uuid
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    run_state_machine_as_test,
     initialize,
     invariant,
     precondition,
@@ -26,12 +28,19 @@ SIZES = st.one_of(st.integers(1, 5), st.integers(6, 70), st.integers(100, 3 * E 
 
 
 class TreeMachine(RuleBasedStateMachine):
+    # an S3 prefix and its storage options (set by the S3 variant below), else memory/local
+    S3: tuple[str, dict] | None = None
+
     @initialize(kind=st.sampled_from(["memory", "local"]))
     def setup(self, kind):
-        self.tmp = tempfile.mkdtemp(prefix="mcsm-") if kind == "local" else None
-        self.prefix = self.tmp if self.tmp else f"memory://sm-{uuid.uuid4().hex[:10]}"
+        self.tmp = tempfile.mkdtemp(prefix="mcsm-") if kind == "local" and not self.S3 else None
+        self.so = None
+        if self.S3:
+            self.prefix, self.so = f"{self.S3[0]}/sm-{uuid.uuid4().hex[:10]}", self.S3[1]
+        else:
+            self.prefix = self.tmp if self.tmp else f"memory://sm-{uuid.uuid4().hex[:10]}"
         self.url = f"{self.prefix}/main"
-        self.t = mcstore.create(self.url, dim=DIM, block=B, epoch=E)
+        self.t = mcstore.create(self.url, dim=DIM, block=B, epoch=E, storage_options=self.so)
         self.model = Model()
         self.tags: dict[str, int] = {}
         self.objects: dict[int, dict[str, bytes]] = {1: {}}
@@ -56,12 +65,12 @@ class TreeMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen(self):
-        self.t = mcstore.open(self.url, "a")
+        self.t = mcstore.open(self.url, "a", storage_options=self.so)
 
     @rule(data=st.data())
     def time_travel(self, data):
         v = data.draw(st.integers(1, self.model.head))
-        old = mcstore.open(self.url, version=v)
+        old = mcstore.open(self.url, version=v, storage_options=self.so)
         check_tree(old, *self.model.versions[v], B)
         assert {n: old.read_object(n) for n in old.objects()} == self.objects[v]
 
@@ -71,7 +80,7 @@ class TreeMachine(RuleBasedStateMachine):
         name = f"t{len(self.tags)}"
         self.t.tag(name, v)
         self.tags[name] = v
-        assert mcstore.open(self.url, version=name).version == v
+        assert mcstore.open(self.url, version=name, storage_options=self.so).version == v
 
     @precondition(lambda self: self.forks < 2)
     @rule()
@@ -80,9 +89,9 @@ class TreeMachine(RuleBasedStateMachine):
         parent, pv = self.url, self.model.head
         self.url = f"{self.prefix}/fork{self.forks}"
         self.forks += 1
-        self.t = mcstore.fork(parent, self.url)
+        self.t = mcstore.fork(parent, self.url, storage_options=self.so)
         toks, segs = self.model.versions[pv]
-        check_tree(mcstore.open(parent), toks, segs, B)
+        check_tree(mcstore.open(parent, storage_options=self.so), toks, segs, B)
         self.model = Model()
         self.model.versions[2] = (toks, segs)
         self.model.head = 2
@@ -92,12 +101,12 @@ class TreeMachine(RuleBasedStateMachine):
 
     @rule()
     def gc(self):
-        rep = mcstore.gc(self.url, grace=0)
+        rep = mcstore.gc(self.url, grace=0, storage_options=self.so)
         assert not any(
             p.startswith(("log/", "arrays/", "refs/")) and "/c/" not in p for p in rep.removed
         )
         if getattr(self, "parent", None):
-            mcstore.gc(self.parent[0], grace=0)
+            mcstore.gc(self.parent[0], grace=0, storage_options=self.so)
 
     @invariant()
     def matches_model(self):
@@ -107,7 +116,7 @@ class TreeMachine(RuleBasedStateMachine):
         assert self.t.version == self.model.head
         if getattr(self, "parent", None):
             url, _pv, toks, segs = self.parent
-            check_tree(mcstore.open(url), toks, segs, B)
+            check_tree(mcstore.open(url, storage_options=self.so), toks, segs, B)
 
 
 TreeMachine.TestCase.settings = settings(
@@ -117,3 +126,22 @@ TreeMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_tree_machine = TreeMachine.TestCase
+
+
+@pytest.mark.s3
+def test_tree_machine_on_s3(moto_server):
+    """The same machine on the moto S3 server (fewer, shorter runs: every step is HTTP)."""
+    from tests.store.conftest import BUCKET
+
+    class S3TreeMachine(TreeMachine):
+        S3 = (f"s3://{BUCKET}", moto_server["storage_options"])
+
+    run_state_machine_as_test(
+        S3TreeMachine,
+        settings=settings(
+            max_examples=6,
+            stateful_step_count=12,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
