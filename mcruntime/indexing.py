@@ -17,6 +17,7 @@ import re
 import numpy as np
 import torch
 
+import mcstore
 from mcruntime.context import WorkingContext
 from mcruntime.lexical import (
     EXTEND,
@@ -31,6 +32,7 @@ from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, rrf
 
 _CHUNK = re.compile(r"^retrieval/([\w.-]+)/l1-(\d{12})-(\d{12})\.npz$")
 BM25 = "bm25"
+CHUNK_BYTES = 2**28  # one epoch's keys inflated: far above any real chunk (~1 MB)
 TITLE_WEIGHT = 1.0  # how much a query word in a block's source name counts (x its idf)
 
 
@@ -113,11 +115,17 @@ class NodeIndex:
             for _first, stop, name in run:
                 if stop > reach:
                     break
-                with np.load(io.BytesIO(self.tree.read_object(name)), allow_pickle=False) as z:
-                    if kind == BM25:
-                        self.lex.add(BlockTerms.from_arrays(z))
-                    else:
-                        self.dense.add(1, z["keys"].astype(np.float32))
+                try:
+                    z = mcstore.load_npz(self.tree.read_object(name), max_bytes=CHUNK_BYTES)
+                except ValueError as e:
+                    raise mcstore.CorruptTree(
+                        f"{self.tree.url}: retrieval chunk {name} is damaged ({e}); "
+                        "restore the tree from a copy"
+                    ) from None
+                if kind == BM25:
+                    self.lex.add(BlockTerms.from_arrays(z))
+                else:
+                    self.dense.add(1, z["keys"].astype(np.float32))
                 have = stop
             self.stored[kind] = have
 

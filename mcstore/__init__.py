@@ -44,7 +44,7 @@ from .errors import (
     TreeNotFound,
     VersionNotFound,
 )
-from .format import canonical_json, completed, num_levels, num_nodes, span
+from .format import canonical_json, completed, load_npz, num_levels, num_nodes, span
 from .gisting import bf16_to_float32, float32_to_bf16
 from .nodes import Segment
 from .ops import GCReport, fork, gc, verify
@@ -75,6 +75,7 @@ __all__ = [
     "float32_to_bf16",
     "fork",
     "gc",
+    "load_npz",
     "num_levels",
     "num_nodes",
     "open",

@@ -21,7 +21,9 @@ Errors of access (no credentials, permission denied, endpoint down) become
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterable
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from .errors import InvalidArgument, StoreAccessError
+from .errors import CorruptTree, InvalidArgument, StoreAccessError
 
 
 @dataclass
@@ -118,6 +120,8 @@ class Backend:
         return access_error(self.url, e)
 
     def path(self, rel: str) -> str:
+        if rel:
+            check_key(self.url, rel)
         return f"{self.root}/{rel}" if rel else self.root
 
     def _guard(self, fn, *a, **kw):
@@ -141,9 +145,16 @@ class Backend:
     def _cat(self, path: str) -> bytes:
         return self._guard(self.fs.cat_file, path)
 
-    def read(self, rel: str) -> bytes:
-        data = self._cat(self.path(rel))
+    def read(self, rel: str, *, limit: int | None = None) -> bytes:
+        """A whole object; ``limit``: at most this many bytes are read, and an object larger
+        than that is damage (a small JSON object the tree names cannot be gigabytes)."""
+        if limit is None:
+            data = self._cat(self.path(rel))
+        else:
+            data = self._guard(self.fs.cat_file, self.path(rel), start=0, end=limit + 1)
         self.stats.add(gets=1, get_bytes=len(data))
+        if limit is not None and len(data) > limit:
+            raise too_large(self.url, rel, limit)
         return data
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
@@ -202,6 +213,11 @@ class Backend:
     def exists(self, rel: str) -> bool:
         self.stats.add(heads=1)
         return bool(self._guard(self.fs.exists, self.path(rel)))
+
+    def list_after(self, rel: str, after: str) -> list[str]:
+        """Names directly below ``rel`` that sort after ``after`` (one request where the
+        storage can start a listing there)."""
+        return [n for n in self.listdir(rel) if n > after]
 
     def listdir(self, rel: str) -> list[str]:
         """Names (not paths) directly below ``rel``; empty if it does not exist."""
@@ -269,15 +285,69 @@ class LocalBackend(Backend):
 
     atomic_create = True
 
-    def read(self, rel: str) -> bytes:
-        with open(self.path(rel), "rb") as f:
-            data = f.read()
+    def __init__(self, url: str, storage_options: dict | None = None, *, fs=None, root=None):
+        super().__init__(url, storage_options, fs=fs, root=root)
+        self._safe_dirs: set[str] = set()
+
+    def _inside(self, full: str, rel: str) -> None:
+        """CorruptTree if the folder holding ``full`` resolves outside the tree (a symlinked
+        store folder would let a tree redirect writes anywhere)."""
+        d = os.path.dirname(full)
+        if d in self._safe_dirs:
+            return
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(d)
+        if real != root and not real.startswith(root + os.sep):
+            raise CorruptTree(
+                f"{self.url}: the folder of object {rel} resolves to {real}, outside the tree "
+                "(a symbolic link?); trees must not link elsewhere: replace the link by the "
+                "folder it points to"
+            )
+        self._safe_dirs.add(d)
+
+    def _open(self, rel: str) -> int:
+        """A file descriptor of a regular file inside the tree (never a device, a FIFO or a
+        link: opening one must neither hang nor read without end)."""
+        full = self.path(rel)
+        self._inside(full, rel)
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EMLINK):
+                raise CorruptTree(
+                    f"{self.url}: object {rel} is a symbolic link; a tree holds regular files "
+                    "only: replace it by the file (or restore the tree from a copy)"
+                ) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(os.lstat(full).st_mode):
+                raise IsADirectoryError(full)
+            raise CorruptTree(
+                f"{self.url}: object {rel} is not a regular file (a device or a pipe?); a tree "
+                "holds regular files only: restore it from a copy"
+            )
+        return fd
+
+    def read(self, rel: str, *, limit: int | None = None) -> bytes:
+        fd = self._open(rel)
+        try:
+            size = os.fstat(fd).st_size
+            if limit is not None and size > limit:
+                raise too_large(self.url, rel, limit)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read()
+        finally:
+            os.close(fd)
         self.stats.add(gets=1, get_bytes=len(data))
         return data
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
-        with open(self.path(rel), "rb") as f:
-            data = os.pread(f.fileno(), end - start, start)
+        fd = self._open(rel)
+        try:
+            data = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
         self.stats.add(gets=1, get_bytes=len(data))
         return data
 
@@ -324,6 +394,7 @@ class LocalBackend(Backend):
     def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
         data = bytes(data)
         final = self.path(rel)
+        self._inside(final, rel)
         tmp = self._tmp(final, data, durable)
         try:
             os.replace(tmp, final)
@@ -336,6 +407,7 @@ class LocalBackend(Backend):
         data = bytes(data)
         self.stats.add(puts=1, put_bytes=len(data))
         final = self.path(rel)
+        self._inside(final, rel)
         tmp = self._tmp(final, data)
         try:
             os.link(tmp, final)
@@ -349,7 +421,9 @@ class LocalBackend(Backend):
     def delete(self, rels: Iterable[str]) -> int:
         rels = list(rels)
         for r in rels:
-            _unlink(self.path(r))
+            full = self.path(r)
+            self._inside(full, r)
+            _unlink(full)
         self.stats.add(deletes=len(rels))
         return len(rels)
 
@@ -386,7 +460,10 @@ class MemoryBackend(Backend):
 
 class S3Backend(Backend):
     """An S3 bucket prefix through s3fs. ``put_if_absent`` is a conditional PUT
-    (``If-None-Match: *``); batched requests run concurrently on s3fs' event loop."""
+    (``If-None-Match: *``), checked once against the server (``conditional_writes``: a server
+    that ignores the header is refused, never written to unsafely); batched requests run
+    concurrently on s3fs' event loop. Storage option ``unsafe_single_writer=True`` (read here,
+    not passed to s3fs) allows writing through a server without conditional writes."""
 
     atomic_create = True
     concurrent_io = True
@@ -402,14 +479,82 @@ class S3Backend(Backend):
         self.fs.invalidate_cache(self.path(rel))
         return super().exists(rel)
 
+    def list_after(self, rel: str, after: str) -> list[str]:
+        self.stats.add(lists=1)
+        bucket, _, key = self.path(rel).partition("/")
+        prefix = key.rstrip("/") + "/"
+        res = self._guard(
+            self.fs.call_s3,
+            "list_objects_v2",
+            Bucket=bucket,
+            Prefix=prefix,
+            StartAfter=prefix + after,
+            MaxKeys=1000,
+        )
+        names = {c["Key"][len(prefix) :].split("/", 1)[0] for c in res.get("Contents", [])}
+        return sorted(n for n in names if n > after)
+
     def put_if_absent(self, rel: str, data: bytes) -> bool:
+        if not self.conditional_writes():  # the user said: one writer only
+            self.fs.invalidate_cache(self.path(rel))
+            return super().put_if_absent(rel, data)
         data = bytes(data)
         self.stats.add(puts=1, put_bytes=len(data))
+        return self._create(self.path(rel), data)
+
+    def _create(self, path: str, data: bytes) -> bool:
+        """One PUT with ``If-None-Match: *``; False if the server says the name is taken."""
         try:
-            self._guard(self.fs.pipe_file, self.path(rel), data, mode="create")
+            self._guard(self.fs.pipe_file, path, data, mode="create")
         except FileExistsError:
             return False
+        except OSError as e:
+            # s3fs maps a 412 to FileExistsError only when the reply names the failed
+            # condition (AWS and moto do; SeaweedFS does not). If-None-Match is the only
+            # precondition this PUT carries, so any 412 means the name is taken.
+            if _precondition_failed(e):
+                return False
+            raise
         return True
+
+    def conditional_writes(self) -> bool:
+        """True if ``put_if_absent`` may rely on the server's conditional PUT.
+
+        A server that ignores ``If-None-Match`` would let two writers both "win" version n
+        and one commit would be lost without a word, so before the first put-if-absent the
+        server is asked (:func:`_conditional_writes_honoured`, once per endpoint and bucket
+        per process). If it ignores the header: StoreAccessError, unless the storage option
+        ``unsafe_single_writer=True`` says only one writer ever writes this tree; then False
+        (put-if-absent becomes a check then a write: crash-safe, not race-safe, and
+        ``atomic_create`` says so)."""
+        if _conditional_writes_honoured(self):
+            return True
+        if self.storage_options.get("unsafe_single_writer") is True:
+            self.atomic_create = False
+            return False
+        raise StoreAccessError(
+            f"{self.url}: the S3 server at {s3_endpoint(self.storage_options)} does not honour "
+            "conditional writes (a PUT with If-None-Match: * replaced an existing object), so "
+            "two writers could both commit one version and a commit would be lost; refusing "
+            "to write. Use a server that supports conditional writes, or, if only one writer "
+            "ever writes this tree, pass the storage option unsafe_single_writer=True"
+        )
+
+    def probe_conditional_writes(self) -> bool:
+        """Ask the server: create a probe object below the root twice with ``If-None-Match:
+        *``; the second must be refused. The probe is deleted again."""
+        path = self.path(f".mc-probe-{uuid.uuid4().hex}")
+        self.stats.add(puts=2, put_bytes=2, deletes=1)
+        try:
+            if not self._create(path, b"1"):
+                raise StoreAccessError(
+                    f"{self.url}: the new probe object {path} was reported as existing; the "
+                    "S3 server's conditional writes cannot be trusted"
+                )
+            return not self._create(path, b"2")
+        finally:
+            with contextlib.suppress(Exception):
+                self._guard(self.fs.rm, path)
 
     def ensure_root(self) -> None:
         bucket = self.root.split("/", 1)[0]
@@ -420,6 +565,41 @@ class S3Backend(Backend):
             )
 
 
+# Storage options the store reads itself; never passed to the fsspec filesystem.
+BACKEND_OPTIONS = frozenset({"unsafe_single_writer"})
+
+# (endpoint, bucket) -> whether the server honours If-None-Match: * (probed once per process)
+_CONDITIONAL_WRITES: dict[tuple[str, str], bool] = {}
+_CONDITIONAL_WRITES_LOCK = threading.Lock()
+
+
+def s3_endpoint(storage_options: dict) -> str:
+    """The S3 endpoint a backend's storage options (or the AWS environment) point at."""
+    so = storage_options or {}
+    return (
+        so.get("endpoint_url")
+        or (so.get("client_kwargs") or {}).get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or "the default AWS S3 endpoint"
+    )
+
+
+def _conditional_writes_honoured(be: S3Backend) -> bool:
+    key = (s3_endpoint(be.storage_options), be.root.split("/", 1)[0])
+    with _CONDITIONAL_WRITES_LOCK:
+        if key not in _CONDITIONAL_WRITES:
+            _CONDITIONAL_WRITES[key] = be.probe_conditional_writes()
+        return _CONDITIONAL_WRITES[key]
+
+
+def _precondition_failed(e: BaseException) -> bool:
+    """Whether an s3fs error is the service's 412 Precondition Failed."""
+    resp = getattr(e.__cause__, "response", None) or {}
+    status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return status == 412 or (resp.get("Error") or {}).get("Code") == "PreconditionFailed"
+
+
 _BY_PROTOCOL: dict[str, type[Backend]] = {
     "file": LocalBackend,
     "local": LocalBackend,
@@ -427,6 +607,21 @@ _BY_PROTOCOL: dict[str, type[Backend]] = {
     "s3": S3Backend,
     "s3a": S3Backend,
 }
+
+
+def check_key(url: str, rel: str) -> None:
+    """An object key must name something below the root: relative, '/'-separated, no empty,
+    '.' or '..' parts. A key that is not comes from a crafted or damaged tree."""
+    parts = rel.split("/")
+    if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise CorruptTree(f"{url}: object key {rel!r} would leave the tree; the tree is damaged")
+
+
+def too_large(url: str, rel: str, limit: int) -> CorruptTree:
+    return CorruptTree(
+        f"{url}: object {rel} is larger than {limit} bytes, more than such an object can hold; "
+        "the tree is damaged there: restore that object from a copy"
+    )
 
 
 def access_error(url: str, e: BaseException) -> StoreAccessError:
@@ -445,7 +640,8 @@ def access_error(url: str, e: BaseException) -> StoreAccessError:
 def filesystem(url: str, storage_options: dict):
     """(fsspec filesystem, root path) for a normalized URL; errors in the store's terms."""
     try:
-        return fsspec.core.url_to_fs(url, **storage_options)
+        opts = {k: v for k, v in storage_options.items() if k not in BACKEND_OPTIONS}
+        return fsspec.core.url_to_fs(url, **opts)
     except ImportError as e:
         raise StoreAccessError(
             f"{url}: no filesystem for this URL ({e}); install the fsspec backend for it"

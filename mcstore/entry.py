@@ -15,18 +15,20 @@ import uuid
 
 from . import format as F
 from .backend import Backend, open_backend
-from .errors import CorruptTree, InvalidArgument, TreeExists, TreeNotFound
+from .errors import CorruptTree, InvalidArgument, TreeExists, TreeNotFound, VersionNotFound
 from .objects import Blobs
-from .records import find_head, read_record, read_tag, write_head_hint
+from .records import find_head, read_expired, read_record, read_tag, write_head_hint
 from .tree import Tree
 
 DEFAULT_CACHE_BYTES = 64 * 2**20
+ROOT_BYTES = 2**20  # the root's JSON: the static facts and the fork bases
+MAX_DIM = 2**16  # gist width: far beyond any base model's embedding width
 DEFAULT_EPOCH = 8192
 
 
 def read_facts(be: Backend) -> dict:
     try:
-        raw = be.read("zarr.json")
+        raw = be.read("zarr.json", limit=ROOT_BYTES)
     except FileNotFoundError:
         raise TreeNotFound(
             f"{be.url}: no MegaContext tree here; check the path/URL, or create one"
@@ -40,12 +42,43 @@ def read_facts(be: Backend) -> dict:
             f"{be.url}: zarr.json is not a MegaContext tree root (or is damaged); restore it "
             "from a copy"
         ) from None
-    if facts.get("format") != F.FORMAT:
+    if not isinstance(facts, dict) or facts.get("format") != F.FORMAT:
         raise CorruptTree(
             f"{be.url}: tree format {facts.get('format')!r} is not supported by this mcstore "
             f"(format {F.FORMAT}); upgrade MegaContext"
         )
+    why = check_facts(facts)
+    if why:
+        raise CorruptTree(
+            f"{be.url}: zarr.json is damaged ({why}); restore it from a copy of the tree"
+        )
     return facts
+
+
+def facts_crc(facts: dict) -> int:
+    return F.crc32c(F.canonical_json({k: v for k, v in facts.items() if k != "crc"}))
+
+
+def check_facts(facts: dict) -> str | None:
+    """Why the root's facts cannot be this store's (None if they can). Trees written before
+    the root carried a checksum have none; every later root is checked bit for bit."""
+    if "crc" in facts and facts["crc"] != facts_crc(facts):
+        return "its checksum does not match"
+
+    def pow2(v, lo, hi) -> bool:
+        return type(v) is int and lo <= v <= hi and v & (v - 1) == 0
+
+    if not pow2(facts.get("block"), 2, 1024):
+        return f"block = {facts.get('block')!r}"
+    if not pow2(facts.get("epoch"), facts["block"], 2**30):
+        return f"epoch = {facts.get('epoch')!r}"
+    if type(facts.get("dim")) is not int or not 1 <= facts["dim"] <= MAX_DIM:
+        return f"dim = {facts.get('dim')!r}"
+    if facts.get("dtype") not in F.DTYPES:
+        return f"dtype = {facts.get('dtype')!r}"
+    if not isinstance(facts.get("tree_id"), str) or not isinstance(facts.get("bases", []), list):
+        return "tree id or fork bases"
+    return None
 
 
 def backend_for(url: str | Backend, storage_options: dict | None = None) -> Backend:
@@ -85,7 +118,19 @@ def open(
         rec = read_record(be, head)
     else:
         v = read_tag(be, version) if isinstance(version, str) else int(version)
-        rec = read_record(be, v)
+        try:
+            rec = read_record(be, v)
+        except VersionNotFound:
+            expired = read_expired(be)
+            if v in expired:
+                raise expired.error(be.url, v) from None
+            head = find_head(be)
+            if 1 <= v <= head:
+                raise CorruptTree(
+                    f"{be.url}: commit record {F.log_key(v)} is missing but later commits exist;"
+                    " the tree is damaged there: restore the log from a copy"
+                ) from None
+            raise VersionNotFound(f"{be.url}: no version {v} (versions 1..{head})") from None
     return Tree(
         be,
         facts,
@@ -142,6 +187,7 @@ def create(
         "created": time.time_ns(),
         "bases": list(bases or []),
     }
+    facts["crc"] = facts_crc(facts)
     if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
         try:
             old = read_facts(be)
@@ -170,6 +216,7 @@ def create(
         "binding": None,
         "objects": None,
         "tree": facts["tree_id"],
+        "nonce": uuid.uuid4().hex[:12],
     }
     rec["binding"] = Blobs(be).write("binding", {"binding": binding, "gistnets": [gister_id]})
     if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):

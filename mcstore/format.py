@@ -322,6 +322,23 @@ def decode_record(raw: bytes) -> dict:
     return rec
 
 
+def load_npz(raw: bytes, *, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (no pickles), refusing one that would inflate past
+    ``max_bytes``: a small compressed file can claim gigabytes."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            total = sum(i.file_size for i in z.infolist())
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"not an npz file ({e})") from None
+    if total > max_bytes:
+        raise ValueError(f"would inflate to {total} bytes, more than the {max_bytes} allowed")
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        return {n: z[n] for n in z.files}
+
+
 def encode_blob(obj) -> bytes:
     """A small self-checking JSON object (tags, pins, bindings, object maps)."""
     return encode_record({"v": obj})

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import format as F
 from .backend import Backend
-from .errors import InvalidArgument, damaged
+from .errors import InvalidArgument, StoreError, damaged
 from .shards import ensure_array_meta
 
 GistFn = Callable[[int, np.ndarray], np.ndarray]  # (level, children) -> gists
@@ -175,7 +175,11 @@ def read_written(be: Backend, geo: F.Geometry, name: str, a: int, b: int) -> np.
         try:
             raw = be.read(key)
         except FileNotFoundError:
-            raise damaged(be.url, key, "vanished during regist (gc?); rerun regist") from None
+            raise StoreError(
+                f"{be.url}: gist shard {key}, written by this regist, vanished before the regist "
+                "committed (a gc with too short a grace?); the tree itself is intact: run the "
+                "regist again"
+            ) from None
         if len(raw) != spec.shard_nbytes:
             raise damaged(be.url, key, "has the wrong size; delete it and rerun regist")
         rows = np.concatenate(

@@ -9,8 +9,8 @@ from . import format as F
 from .backend import open_backend
 from .entry import create
 from .entry import open as open_tree
-from .errors import CorruptTree, StoreAccessError, TreeExists
-from .records import write_head_hint
+from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists
+from .records import EXPIRED_KEY, LOG_NAME, fork_pins, write_expired, write_head_hint
 from .telemetry import merge_files
 
 
@@ -60,6 +60,9 @@ def fork(
     return dst
 
 
+MIN_GRACE = 900.0  # seconds: longer than a writer takes from its first shard to its record
+
+
 @dataclass
 class GCReport:
     url: str
@@ -69,6 +72,8 @@ class GCReport:
     telemetry_merged: int = 0
     reachable: int = 0
     dry_run: bool = False
+    expired: list[int] = field(default_factory=list)  # versions this run expired
+    kept_versions: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -79,6 +84,8 @@ class GCReport:
             "telemetry_merged": self.telemetry_merged,
             "reachable": self.reachable,
             "dry_run": self.dry_run,
+            "expired_versions": len(self.expired),
+            "kept_versions": self.kept_versions,
         }
 
 
@@ -89,26 +96,55 @@ def gc(
     grace: float = 3600.0,
     dry_run: bool = False,
     compact_telemetry: bool = True,
+    keep_last: int | None = None,
+    keep_since: float | None = None,
+    no_live_writers: bool = False,
 ) -> GCReport:
-    """Remove objects that no commit, tag or pin reaches and that are older than ``grace``
-    seconds (so a writer between writing its data and its commit is never robbed).
+    """Remove objects that no kept commit, tag or pin reaches and that are older than
+    ``grace`` seconds (so a writer between writing its data and its commit is never robbed).
 
-    Every commit is a snapshot, so everything any commit references is kept; what goes is the
-    debris of crashed or conflicting writers, unfinished regists, and merged telemetry."""
+    By default every commit is kept (each is a snapshot); what goes is the debris of crashed
+    or conflicting writers, unfinished regists, and merged telemetry. ``keep_last`` /
+    ``keep_since`` (seconds) expire older snapshots, as lakehouse formats do: a version is
+    expired when it is older than ``keep_since`` *and* not among the last ``keep_last`` (either
+    alone suffices); the newest version, tagged versions and versions a fork pinned are never
+    expired. An expired version then reads as ``VersionNotFound`` naming the retention.
+
+    A grace below ``MIN_GRACE`` could delete the data of a commit a live writer is making;
+    it is refused unless ``no_live_writers`` says nobody writes this tree now."""
+    if grace < MIN_GRACE and not no_live_writers:
+        raise InvalidArgument(
+            f"{url}: a grace of {grace:g} s could delete the data of a commit that a live "
+            f"writer is making; use at least {MIN_GRACE:g} s, or say that no writer is live"
+        )
+    for name, v in (("keep_last", keep_last), ("keep_since", keep_since)):
+        if v is not None and v < (1 if name == "keep_last" else 0):
+            raise InvalidArgument(f"{url}: {name} must be positive, not {v}")
     t = open_tree(url, "r", storage_options=storage_options)
     be, geo = t.backend, t.geo
     head = t.version
-    snaps = t.records()
-    keep: set[str] = {"zarr.json", "log/head"}
-    # canonical shards: kept if their array is used by some commit and the head commits them
+    old = t.expired()
+    snaps = t.records(skip=old)
+    report = GCReport(url=t.url, dry_run=dry_run)
+    doomed_versions = _to_expire(t, snaps, keep_last, keep_since)
+    kept = [s for s in snaps if s.version not in doomed_versions]
+    report.expired, report.kept_versions = sorted(doomed_versions), len(kept)
+    keep: set[str] = {"zarr.json", "log/head", EXPIRED_KEY}
+    # canonical shards: kept if their array is used by a kept commit and it commits them
     shard_limit: dict[str, int] = {}
-    for s in snaps:
+    for s in kept:
         keep |= s.references()
         if s.rec.get("objects"):
             keep.update(ent["path"] for ent in t.blob(s.rec["objects"]).values())
         for name in s.extent.arrays(geo.block):
             shard_limit[name] = max(shard_limit.get(name, 0), geo.shards(name, s.extent))
-    report = GCReport(url=t.url, dry_run=dry_run)
+    if doomed_versions and not dry_run:
+        why = ", ".join(
+            f"{k}={v:g}" for k, v in (("keep_last", keep_last), ("keep_since", keep_since)) if v
+        )
+        # the expiry is recorded before any record goes: a crash in between leaves records
+        # that read as expired, never a gap that reads as damage
+        write_expired(be, old.union(report.expired, f"retention {why}"))
     now = time.time()
     doomed: list[tuple[str, int]] = []
     for path, size, mtime in be.walk(""):
@@ -117,7 +153,8 @@ def gc(
             continue
         if path.startswith("telemetry/"):
             continue
-        if mtime is not None and now - mtime < grace:
+        expired_record = path.startswith("log/") and _log_version(path) in doomed_versions
+        if not expired_record and mtime is not None and now - mtime < grace:
             report.kept_young.append(path)
             continue
         doomed.append((path, size))
@@ -129,6 +166,33 @@ def gc(
     report.bytes_freed = sum(s for _, s in doomed)
     write_head_hint(be, head) if not dry_run else None
     return report
+
+
+def _log_version(path: str) -> int | None:
+    name = path.rsplit("/", 1)[-1]
+    return int(name[:-5]) if LOG_NAME.match(name) else None
+
+
+def _to_expire(t, snaps, keep_last, keep_since) -> set[int]:
+    """Versions the retention policy removes: old enough on every given count, and not the
+    head, a tagged or pinned version, or a record some kept version's tail chain needs."""
+    if keep_last is None and keep_since is None:
+        return set()
+    head = t.version
+    cutoff = time.time_ns() - int((keep_since or 0) * 1e9)
+    protected = {head, *t.tags().values(), *fork_pins(t.backend)}
+    candidates = {
+        s.version
+        for s in snaps
+        if (keep_last is None or s.version <= head - keep_last)
+        and (keep_since is None or s.rec["time"] < cutoff)
+        and s.version not in protected
+    }
+    by_version = {s.version: s for s in snaps}
+    for s in snaps:  # a kept version needs the records of its tail chain
+        if s.version not in candidates:
+            candidates -= set(range(s.tail_from, s.version + 1))
+    return {v for v in candidates if v in by_version}
 
 
 def _reachable(path: str, keep: set[str], shard_limit: dict[str, int], geo) -> bool:
@@ -147,8 +211,12 @@ def _reachable(path: str, keep: set[str], shard_limit: dict[str, int], geo) -> b
 
 
 def verify(url: str, *, storage_options: dict | None = None, version=None) -> dict:
-    """Read every committed row of a version (checksums included); CorruptTree if any fails."""
+    """Check everything a version references: every commit record up to it (present unless
+    expired, intact), every row of every array (checksums included), the segments, the
+    binding and object-map blobs, every named object, and the tags. CorruptTree on damage."""
     t = open_tree(url, "r", version=version, storage_options=storage_options, cache_bytes=0)
+    expired = t.expired()
+    snaps = t.records(skip=expired)  # each read, parsed and checked; a gap raises
     ext = t.snapshot.extent
     n = 0
     for name in ext.arrays(t.block):
@@ -160,4 +228,17 @@ def verify(url: str, *, storage_options: dict | None = None, version=None) -> di
     if t.length and t.tokens(0, t.length).size != t.length:
         raise CorruptTree(f"{t.url}: token count mismatch")
     t.segments()
-    return {"url": t.url, "version": t.version, "rows": n}
+    for key in {k for s in snaps for k in (s.rec.get("binding"), s.rec.get("objects")) if k}:
+        t.blob(key)
+    for name in t.objects():
+        t.read_object(name)
+    tags = t.tags()
+    return {
+        "url": t.url,
+        "version": t.version,
+        "rows": n,
+        "records": len(snaps),
+        "expired": expired.count(),
+        "objects": len(t.objects()),
+        "tags": len(tags),
+    }

@@ -26,6 +26,17 @@ from .errors import (
 )
 
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RECORD_BYTES = 16 * 2**20  # a commit record is a few hundred bytes; overrides make it grow
+SMALL_BYTES = 2**16  # the head hint, a tag, a pin
+MAX_COUNT = 2**48  # tokens, segments, heap bytes: far beyond any tree, far below int64
+MAX_SEGMENT_TEXT = 2**16  # bytes of one segment's source and tags (enforced on append)
+_GSET = re.compile(r"^([0-9a-f]{16})?$")
+_DELTA = re.compile(r"^tail/\d{20}-[0-9a-f]{1,32}\.bin$")
+_BLOB = {"binding": re.compile(r"^meta/binding-[0-9a-f]{24}\.json$"),
+         "objects": re.compile(r"^meta/objects-[0-9a-f]{24}\.json$")}  # fmt: skip
+_ARRAY = r"(tokens|seg_start|seg_time|seg_end|seg_heap|(gists|gistver|created|flags)_\d{1,2})"
+_OVERRIDE_KEY = re.compile(rf"^{_ARRAY}(\.[0-9a-f]{{16}})?/\d{{1,15}}$")
+_STAGE = re.compile(r"^stage/[A-Za-z0-9_-]{1,64}/[a-z0-9_]+(\.[0-9a-f]{16})?/\d{1,15}$")
 
 
 @dataclass(frozen=True)
@@ -112,8 +123,13 @@ class CommitLog:
             for v in need:
                 raw = got[F.log_key(v)]
                 if raw is None:
+                    expired = read_expired(self._be)
+                    if v in expired:
+                        raise expired.error(self._be.url, v)
                     raise damaged(
-                        self._be.url, F.log_key(v), "is missing (commits are never deleted)"
+                        self._be.url,
+                        F.log_key(v),
+                        "is missing (commits are removed only by an expiry that lists them)",
                     )
                 self._recs[v] = parse_record(self._be, v, raw)
         return [self._recs[v] for v in versions]
@@ -127,9 +143,15 @@ class CommitLog:
             )
 
     def put(self, rec: dict) -> dict:
-        """Commit ``rec`` (put-if-absent) and return it as a reader will parse it."""
+        """Commit ``rec`` (put-if-absent) and return it as a reader will parse it.
+
+        A PUT can land while its response is lost; the client's retry then finds the name
+        taken. So a taken name is a conflict only if the record there is not ours (its
+        ``nonce`` is another writer's)."""
         version = rec["version"]
-        if not self._be.put_if_absent(F.log_key(version), F.encode_record(rec)):
+        if not self._be.put_if_absent(
+            F.log_key(version), F.encode_record(rec)
+        ) and not self._is_ours(rec):
             raise CommitConflict(
                 f"{self._be.url}: another writer committed version {version} first; this append "
                 "was not committed (nothing lost): call refresh() and retry"
@@ -139,23 +161,69 @@ class CommitLog:
         self._recs[version] = rec
         return rec
 
+    def _is_ours(self, rec: dict) -> bool:
+        try:
+            there = read_record(self._be, rec["version"])
+        except (VersionNotFound, CorruptTree):
+            return False
+        return rec.get("nonce") is not None and there.get("nonce") == rec["nonce"]
+
 
 def parse_record(be: Backend, version: int, raw: bytes) -> dict:
     try:
         rec = F.decode_record(raw)
+        check_record(rec, version)
     except ValueError as e:
         raise CorruptTree(
             f"{be.url}: commit record {F.log_key(version)} is not intact ({e}); the tree cannot "
             "be read at or after that version: restore the object from a copy"
         ) from None
-    if rec.get("version") != version:
-        raise CorruptTree(f"{be.url}: commit record {F.log_key(version)} names another version")
     return rec
+
+
+def check_record(rec: dict, version: int) -> None:
+    """ValueError naming the field if a record is not one this store could have written:
+    every count in range and consistent, every key inside the tree's own namespace. A record
+    carries a checksum, but whoever can write the tree can recompute it; what a record names
+    is used as object keys and allocation sizes, so it is checked, not trusted."""
+
+    def count(name: str, hi: int = MAX_COUNT) -> int:
+        v = rec.get(name)
+        if type(v) is not int or not 0 <= v <= hi:
+            raise ValueError(f"{name} = {v!r} is out of range")
+        return v
+
+    if rec.get("version") != version:
+        raise ValueError(f"version = {rec.get('version')!r}, expected {version}")
+    count("parent", version - 1)
+    length = count("length")
+    nseg = count("nseg", length)
+    count("nheap", nseg * MAX_SEGMENT_TEXT)
+    tail_from = count("tail_from", version)
+    if tail_from < 1:
+        raise ValueError("tail_from = 0 is out of range")
+    if not isinstance(rec.get("gset"), str) or not _GSET.match(rec["gset"]):
+        raise ValueError(f"gset = {rec.get('gset')!r} is not a gist set name")
+    d = rec.get("delta")
+    if d is not None:
+        if not isinstance(d, dict) or not _DELTA.match(str(d.get("path"))):
+            raise ValueError(f"delta = {d!r} is not a tail object of this tree")
+        if type(d.get("size")) is not int or not 0 <= d["size"] <= 2**40:
+            raise ValueError(f"delta size = {d.get('size')!r} is out of range")
+    for k, pat in _BLOB.items():
+        if rec.get(k) is not None and not pat.match(str(rec[k])):
+            raise ValueError(f"{k} = {rec[k]!r} is not a meta object of this tree")
+    ov = rec.get("override") or {}
+    if not isinstance(ov, dict):
+        raise ValueError("override is not a map")
+    for key, path in ov.items():
+        if not _OVERRIDE_KEY.match(str(key)) or not _STAGE.match(str(path)):
+            raise ValueError(f"override {key!r} -> {path!r} is not a staged shard of this tree")
 
 
 def read_record(be: Backend, version: int) -> dict:
     try:
-        raw = be.read(F.log_key(version))
+        raw = be.read(F.log_key(version), limit=RECORD_BYTES)
     except FileNotFoundError:
         raise VersionNotFound(f"{be.url}: no version {version}") from None
     return parse_record(be, version, raw)
@@ -167,11 +235,39 @@ def write_head_hint(be: Backend, version: int) -> None:
 
 
 def find_head(be: Backend, known: int = 0) -> int:
-    """Newest commit number, with O(log) existence probes from a hint (commits are dense)."""
+    """Newest commit number, with O(log) existence probes from a hint (commits are dense),
+    checked: a record beyond it (a gap in the log) or a hint beyond it (the newest records were
+    deleted) is damage, never a reason to open an older version silently."""
+    head, hint = _probe_head(be, known)
+    while True:
+        later = [n for n in be.list_after("log", F.log_key(head)[4:]) if LOG_NAME.match(n)]
+        if not later:
+            break
+        if be.exists(F.log_key(head + 1)):  # another writer committed meanwhile: go on
+            head = _probe_head(be, head + 1)[0]
+            continue
+        raise damaged(
+            be.url,
+            F.log_key(head + 1),
+            f"is missing but later commit records exist ({', '.join(later[:3])}…)",
+        )
+    if hint > head:
+        raise CorruptTree(
+            f"{be.url}: log/head says version {hint} exists but the newest commit record is "
+            f"version {head}: commit records were deleted; restore the log from a copy"
+        )
+    return head
+
+
+LOG_NAME = re.compile(r"^\d{20}\.json$")
+
+
+def _probe_head(be: Backend, known: int) -> tuple[int, int]:
     lo = known
+    hint = 0
     if lo <= 0:
         try:
-            hint = int(be.read("log/head").decode().strip())
+            hint = int(be.read("log/head", limit=SMALL_BYTES).decode().strip())
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             hint = 0
         if hint > 0 and be.exists(F.log_key(hint)):
@@ -179,7 +275,7 @@ def find_head(be: Backend, known: int = 0) -> int:
         elif be.exists(F.log_key(1)):
             lo = 1
         else:
-            return 0
+            return 0, hint
     step = 1
     while be.exists(F.log_key(lo + step)):
         lo += step
@@ -191,7 +287,7 @@ def find_head(be: Backend, known: int = 0) -> int:
             lo = mid
         else:
             hi = mid
-    return lo
+    return lo, hint
 
 
 # ---------------------------------------------------------------------- tags
@@ -203,7 +299,7 @@ def check_tag_name(url: str, name: str) -> None:
 def read_tag(be: Backend, name: str) -> int:
     key = f"refs/tags/{name}.json"
     try:
-        raw = be.read(key)
+        raw = be.read(key, limit=SMALL_BYTES)
     except FileNotFoundError:
         raise VersionNotFound(f"{be.url}: no tag {name!r}") from None
     try:
@@ -227,9 +323,77 @@ def write_tag(be: Backend, name: str, version: int, *, force: bool) -> None:
             )
 
 
+def fork_pins(be: Backend) -> list[int]:
+    """Versions that forks of this tree started from (their shards are read from here)."""
+    out = []
+    for n in be.listdir("refs/forks"):
+        if n.endswith(".json"):
+            try:
+                out.append(
+                    int(F.decode_blob(be.read(f"refs/forks/{n}", limit=SMALL_BYTES))["version"])
+                )
+            except (ValueError, KeyError, TypeError):
+                raise damaged(be.url, f"refs/forks/{n}", "is not intact") from None
+    return out
+
+
 def list_tags(be: Backend) -> dict[str, int]:
     out = {}
     for n in be.listdir("refs/tags"):
         if n.endswith(".json"):
             out[n[:-5]] = read_tag(be, n[:-5])
     return out
+
+
+# ---------------------------------------------------------------------- snapshot expiry
+EXPIRED_KEY = "log/expired.json"
+
+
+@dataclass(frozen=True)
+class Expired:
+    """Versions whose records a retention policy removed (``gc(keep_last=…, keep_since=…)``),
+    as sorted disjoint ranges [a, b]; ``why`` says which policy, for the error a reader of an
+    expired version gets. A version missing from the log and not listed here is damage."""
+
+    ranges: tuple[tuple[int, int], ...] = ()
+    why: str = ""
+
+    def __contains__(self, version: int) -> bool:
+        return any(a <= version <= b for a, b in self.ranges)
+
+    def count(self) -> int:
+        return sum(b - a + 1 for a, b in self.ranges)
+
+    def union(self, versions: list[int], why: str) -> Expired:
+        vs = sorted({v for a, b in self.ranges for v in range(a, b + 1)} | set(versions))
+        ranges: list[list[int]] = []
+        for v in vs:
+            if ranges and ranges[-1][1] + 1 == v:
+                ranges[-1][1] = v
+            else:
+                ranges.append([v, v])
+        return Expired(tuple((a, b) for a, b in ranges), why)
+
+    def error(self, url: str, version: int) -> VersionNotFound:
+        return VersionNotFound(
+            f"{url}: version {version} was expired by gc ({self.why}); its data is gone, "
+            "later versions are intact"
+        )
+
+
+def read_expired(be: Backend) -> Expired:
+    try:
+        raw = be.read(EXPIRED_KEY, limit=RECORD_BYTES)
+    except FileNotFoundError:
+        return Expired()
+    try:
+        v = F.decode_blob(raw)
+        ranges = tuple((int(a), int(b)) for a, b in v["ranges"])
+        return Expired(ranges, str(v.get("why", "")))
+    except (ValueError, KeyError, TypeError):
+        raise damaged(be.url, EXPIRED_KEY, "is not intact") from None
+
+
+def write_expired(be: Backend, expired: Expired) -> None:
+    blob = {"ranges": [list(r) for r in expired.ranges], "why": expired.why, "time": time.time_ns()}
+    be.write(EXPIRED_KEY, F.encode_blob(blob))

@@ -16,9 +16,11 @@ import uuid
 
 import numpy as np
 
+from . import format as F
 from .backend import Backend
 from .errors import ReadOnlyError
 
+TELEMETRY_BYTES = 2**30  # a merged telemetry file: counts of every node ever accessed
 FLUSH_EVERY = 1_000_000  # buffered accesses that trigger a flush (when writes are on)
 
 
@@ -108,8 +110,7 @@ def _scan(be: Backend) -> tuple[list[tuple[str, dict[str, np.ndarray]]], list[st
         if raw is None:
             continue
         try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-                d = {n: z[n] for n in z.files}
+            d = F.load_npz(raw, max_bytes=TELEMETRY_BYTES)
         except Exception:
             continue  # telemetry is advisory: a torn or foreign file is ignored
         if "merged" in d:

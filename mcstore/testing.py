@@ -33,9 +33,9 @@ class BackendWrapper(Backend):
     def before(self, op: str, target) -> None:
         """Called before each operation with its name and its first argument."""
 
-    def read(self, rel: str) -> bytes:
+    def read(self, rel: str, *, limit: int | None = None) -> bytes:
         self.before("read", rel)
-        return self.inner.read(rel)
+        return self.inner.read(rel, limit=limit)
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
         self.before("read_range", rel)
@@ -56,6 +56,10 @@ class BackendWrapper(Backend):
     def listdir(self, rel: str) -> list[str]:
         self.before("listdir", rel)
         return self.inner.listdir(rel)
+
+    def list_after(self, rel: str, after: str) -> list[str]:
+        self.before("list_after", rel)
+        return self.inner.list_after(rel, after)
 
     def walk(self, rel: str = "") -> list[tuple[str, int, float | None]]:
         self.before("walk", rel)

@@ -20,7 +20,14 @@ from .errors import CommitConflict, InvalidArgument, ReadOnlyError, VersionNotFo
 from .gisting import GistFn, Gisting, gist_completed, write_gist_set
 from .nodes import FLAGS_OBJECT, segment_rows, updated_flags
 from .objects import store_named
-from .records import Snapshot, check_tag_name, find_head, write_head_hint, write_tag
+from .records import (
+    MAX_SEGMENT_TEXT,
+    Snapshot,
+    check_tag_name,
+    find_head,
+    write_head_hint,
+    write_tag,
+)
 from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited
 from .tail import grow, needs_consolidation
 from .view import TreeView
@@ -110,6 +117,11 @@ class Tree(TreeView):
                 how,
             )
             new_rows.update(segment_rows(snap.length, snap.nheap, source, tags, now))
+            if len(new_rows["seg_heap"]) > MAX_SEGMENT_TEXT:
+                raise InvalidArgument(
+                    f"{self.url}: source name and tags take {len(new_rows['seg_heap'])} bytes; "
+                    f"at most {MAX_SEGMENT_TEXT} fit one segment"
+                )
             ext = F.Extent(
                 snap.length + len(toks),
                 snap.nseg + 1,
@@ -177,6 +189,7 @@ class Tree(TreeView):
             "binding": binding if binding is not None else snap.rec.get("binding"),
             "objects": objects,
             "tree": self._facts["tree_id"],
+            "nonce": nonce,
         }
         if override:
             rec["override"] = override

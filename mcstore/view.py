@@ -30,7 +30,7 @@ from .nodes import (
 )
 from .objects import Blobs, read_named
 from .reads import ShardReader
-from .records import CommitLog, LogEntry, Snapshot, find_head, list_tags
+from .records import CommitLog, Expired, LogEntry, Snapshot, find_head, list_tags, read_expired
 from .tail import Tail
 from .telemetry import Telemetry
 
@@ -168,10 +168,14 @@ class TreeView:
         """The trees this one was forked from: url, version and complete shards per array."""
         return [dict(b) for b in self._facts.get("bases", [])]
 
-    def records(self, first: int = 1, last: int | None = None) -> list[Snapshot]:
-        """Commits ``first..last`` (default: up to this handle's version), oldest first."""
+    def records(
+        self, first: int = 1, last: int | None = None, *, skip: Expired | None = None
+    ) -> list[Snapshot]:
+        """Commits ``first..last`` (default: up to this handle's version), oldest first,
+        leaving out the versions in ``skip``."""
         last = self.version if last is None else last
-        return [Snapshot(r) for r in self._log.records(list(range(first, last + 1)))]
+        vs = [v for v in range(first, last + 1) if skip is None or v not in skip]
+        return [Snapshot(r) for r in self._log.records(vs)]
 
     def blob(self, key: str):
         """A ``meta/`` blob (binding, object map) as parsed JSON, verified."""
@@ -329,13 +333,19 @@ class TreeView:
         return segs[segment_index(segs, pos)]
 
     def log(self, limit: int | None = None) -> list[LogEntry]:
-        """Commits, newest first (all of them unless ``limit``)."""
-        lo = 1 if limit is None else max(1, self.version - limit + 1)
-        recs = self._log.records(list(range(lo, self.version + 1)))
+        """Commits, newest first (all of them unless ``limit``); expired ones are left out."""
+        expired = self.expired()
+        kept = [v for v in range(self.version, 0, -1) if v not in expired]
+        kept = kept if limit is None else kept[:limit]
+        recs = list(reversed(self._log.records(sorted(kept))))
         return [
             LogEntry(r["version"], r["time"], r.get("message"), r["length"], r["parent"])
-            for r in reversed(recs)
+            for r in recs
         ]
+
+    def expired(self) -> Expired:
+        """Versions a retention policy removed (see ``mcstore.gc``)."""
+        return read_expired(self._be)
 
     # ------------------------------------------------------------------ tags
     def tags(self) -> dict[str, int]:

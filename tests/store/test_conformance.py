@@ -134,7 +134,7 @@ def test_fork_copy_on_write_and_gc(backend):
     )
     assert any(p.startswith("refs/forks/") for p, _, _ in t.backend.walk("refs"))
     for u in (t.url, url("child")):
-        rep = mcstore.gc(u, storage_options=so, grace=0)
+        rep = mcstore.gc(u, storage_options=so, grace=0, no_live_writers=True)
         assert rep.removed == []
     check_tree(
         mcstore.open(url("child"), storage_options=so),
@@ -153,7 +153,7 @@ def test_gc_removes_orphans_only(backend):
     t.backend.write("arrays/tokens/c/77", b"y" * 10)
     rep = mcstore.gc(t.url, storage_options=so, grace=3600)
     assert rep.removed == [] and len(rep.kept_young) == 2
-    rep = mcstore.gc(t.url, storage_options=so, grace=0)
+    rep = mcstore.gc(t.url, storage_options=so, grace=0, no_live_writers=True)
     assert sorted(rep.removed) == ["arrays/tokens/c/77", "tail/00000000000000000099-dead.bin"]
     assert rep.bytes_freed == 110
     check_tree(
@@ -171,7 +171,7 @@ def test_objects(backend):
     assert r.objects() == ["faiss/l2"] and r.read_object("faiss/l2") == b"two"
     old = mcstore.open(t.url, version=v, storage_options=so)
     assert old.read_object("faiss/l1") == b"one"
-    rep = mcstore.gc(t.url, storage_options=so, grace=0)
+    rep = mcstore.gc(t.url, storage_options=so, grace=0, no_live_writers=True)
     assert not any(p.startswith("index/") for p in rep.removed)
 
 
@@ -285,7 +285,7 @@ def test_node_meta_flags_and_telemetry(backend):
     w2 = mcstore.open(t.url, "a", storage_options=so)
     w2.record_access(1, [1])
     w2.flush_telemetry()
-    mcstore.gc(t.url, storage_options=so, grace=0)
+    mcstore.gc(t.url, storage_options=so, grace=0, no_live_writers=True)
     counts, _ = mcstore.open(t.url, storage_options=so).access_stats(1)
     assert counts[:4].tolist() == [0, 2, 3, 0]
     assert len([p for p, _, _ in t.backend.walk("telemetry")]) == 1

@@ -149,7 +149,7 @@ def test_read_only_open_never_writes(tree):
     old = mcstore.open(tree, version=2)
     old.tokens()
     mcstore.verify(tree)
-    mcstore.gc(tree, dry_run=True, grace=0)
+    mcstore.gc(tree, dry_run=True, grace=0, no_live_writers=True)
     t.refresh()
     t.close()
     with pytest.raises(mcstore.ReadOnlyError):

@@ -101,12 +101,12 @@ class TreeMachine(RuleBasedStateMachine):
 
     @rule()
     def gc(self):
-        rep = mcstore.gc(self.url, grace=0, storage_options=self.so)
+        rep = mcstore.gc(self.url, grace=0, no_live_writers=True, storage_options=self.so)
         assert not any(
             p.startswith(("log/", "arrays/", "refs/")) and "/c/" not in p for p in rep.removed
         )
         if getattr(self, "parent", None):
-            mcstore.gc(self.parent[0], grace=0, storage_options=self.so)
+            mcstore.gc(self.parent[0], grace=0, no_live_writers=True, storage_options=self.so)
 
     @invariant()
     def matches_model(self):
