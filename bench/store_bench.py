@@ -5,7 +5,9 @@
 Measures append throughput (tokens/s, gist rows/s) for 64-token and 64k-token appends, bytes
 written per raw byte appended (counted at the storage layer: every PUT's body), commit record
 size, single-node read latency (cold, warm shard index, cached) with GET counts, and open
-latency with a long tail chain. Prints a table; writes bench/results/store.json.
+latency and requests after many small commits (tail checkpoints bound them), and what a
+chat-like tree keeps on storage before and after gc with snapshot expiry. Prints a table;
+writes bench/results/store.json and store.txt.
 """
 
 from __future__ import annotations
@@ -131,13 +133,16 @@ def bench_node_reads(url, so, samples=40):
 
 
 def bench_open(url, so, epoch, n_small):
+    """Open + read the tail after many small commits: latency, and requests (GET, HEAD,
+    LIST) at each of the next commits up to the chain bound, so every length is seen."""
+
     t = mcstore.create(url, dim=DIM, block=32, epoch=epoch, storage_options=so)
     g = make_gister()
     rng = np.random.default_rng(3)
     t.append(rng.integers(0, 49152, epoch * 2), gister=g, source="base")
     for _ in range(n_small):
         t.append(rng.integers(0, 49152, 64), gister=g, source="small")
-    chain = t.version - t.snapshot.tail_from + 1
+    chain = len(t.snapshot.rec["chain"])
     times, first = [], []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -147,14 +152,47 @@ def bench_open(url, so, epoch, n_small):
         t2 = time.perf_counter()
         times.append(t1 - t0)
         first.append(t2 - t0)
-    st = r.io_stats
+    requests = []
+    for _ in range(min(t.tail_chain, 8)):
+        t.append(rng.integers(0, 49152, 64), gister=g, source="small")
+        r = mcstore.open(url, storage_options=so)
+        r.tokens(r.length - 10, r.length)
+        st = r.io_stats
+        requests.append(st["gets"] + st["heads"] + st["lists"])
     return {
         "commits": t.version,
         "tail_chain": chain,
         "open_ms": statistics.median(times) * 1e3,
         "open_and_read_tail_ms": statistics.median(first) * 1e3,
-        "requests_open_and_tail": st["gets"] + st["heads"],
+        "requests_open_and_tail": max(requests),
+        "requests_by_chain_position": requests,
     }
+
+
+def stored_bytes(t) -> int:
+    return sum(size for _, size, _ in t.backend.walk(""))
+
+
+def bench_retention(url, so, epoch, n_appends):
+    """A chat-like tree (64-token appends): bytes on storage over raw bytes (tokens, gists,
+    node metadata and segments at the head), before gc, after a default gc, and after
+    gc(keep_last=1); every kept version is read back."""
+    t = mcstore.create(url, dim=DIM, block=32, epoch=epoch, storage_options=so)
+    g = make_gister()
+    rng = np.random.default_rng(5)
+    for _ in range(n_appends):
+        t.append(rng.integers(0, 49152, 64), gister=g, source="chat:user")
+    raw = raw_bytes(t, F.Extent(0, 0, 0, t.snapshot.gset), state(t))
+    out = {"appends": n_appends, "raw_bytes": raw, "before_gc": stored_bytes(t) / raw}
+    mcstore.gc(url, storage_options=so, grace=0, no_live_writers=True)
+    out["after_gc"] = stored_bytes(t) / raw
+    rep = mcstore.gc(url, storage_options=so, grace=0, no_live_writers=True, keep_last=1)
+    out["after_gc_keep_last_1"] = stored_bytes(t) / raw
+    out["expired_versions"] = len(rep.expired)
+    mcstore.verify(url, storage_options=so)
+    r = mcstore.open(url, storage_options=so)
+    assert r.tokens().size == r.length
+    return out
 
 
 def run(quick: bool, epochs: list[int]):
@@ -183,6 +221,8 @@ def _run(quick: bool, epochs: list[int], s3so: dict):
                 lt, run_["large"] = bench_appends(url("large"), so, 65536, large_n, epoch)
                 run_["read"] = bench_node_reads(lt.url, so)
                 run_["open"] = bench_open(url("open"), so, epoch, min(epoch // 64 - 1, 127))
+                n_ret = (epoch * 3 // 2 if quick else epoch * 3) // 64 + 37
+                run_["retention"] = bench_retention(url("ret"), so, epoch, n_ret)
                 out["runs"].append(run_)
                 print(f"  done epoch={epoch} {backend}", flush=True)
     finally:
@@ -232,6 +272,18 @@ def table(res) -> str:
             lambda r: f"{r['open']['open_ms']:.1f} ({r['open']['tail_chain']})",
         ),
         (
+            "stored / raw bytes, chat tree",
+            lambda r: f"{r['retention']['before_gc']:.2f}x",
+        ),
+        (
+            "  after gc",
+            lambda r: f"{r['retention']['after_gc']:.2f}x",
+        ),
+        (
+            "  after gc --keep-last 1",
+            lambda r: f"{r['retention']['after_gc_keep_last_1']:.2f}x",
+        ),
+        (
             "open + tail read ms (requests)",
             lambda r: (
                 f"{r['open']['open_and_read_tail_ms']:.1f} ({r['open']['requests_open_and_tail']})"
@@ -266,6 +318,7 @@ def main(argv=None):
     print(table(res))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
+    Path(a.out).with_suffix(".txt").write_text(table(res) + "\n")
     print(f"wrote {a.out}")
 
 

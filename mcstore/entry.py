@@ -17,7 +17,15 @@ from . import format as F
 from .backend import Backend, open_backend
 from .errors import CorruptTree, InvalidArgument, TreeExists, TreeNotFound, VersionNotFound
 from .objects import Blobs
-from .records import find_head, read_expired, read_record, read_tag, write_head_hint
+from .records import (
+    find_head,
+    locate_head,
+    read_expired,
+    read_record,
+    read_tag,
+    write_head_hint,
+)
+from .tail import MAX_CHAIN
 from .tree import Tree
 
 DEFAULT_CACHE_BYTES = 64 * 2**20
@@ -76,6 +84,9 @@ def check_facts(facts: dict) -> str | None:
         return f"dim = {facts.get('dim')!r}"
     if facts.get("dtype") not in F.DTYPES:
         return f"dtype = {facts.get('dtype')!r}"
+    chain = facts.get("tail_chain", 6)
+    if type(chain) is not int or not 1 <= chain <= 1024:
+        return f"tail_chain = {chain!r}"
     if not isinstance(facts.get("tree_id"), str) or not isinstance(facts.get("bases", []), list):
         return "tree id or fork bases"
     return None
@@ -109,13 +120,13 @@ def open(
     be = backend_for(url, storage_options)
     facts = read_facts(be)
     if version is None:
-        head = find_head(be)
+        head, rec = locate_head(be)
         if head == 0:
             raise CorruptTree(
                 f"{be.url}: tree has no commit (an interrupted create); delete it and create "
                 "it again"
             )
-        rec = read_record(be, head)
+        rec = rec if rec is not None else read_record(be, head)
     else:
         v = read_tag(be, version) if isinstance(version, str) else int(version)
         try:
@@ -186,6 +197,7 @@ def create(
         "tree_id": uuid.uuid4().hex,
         "created": time.time_ns(),
         "bases": list(bases or []),
+        "tail_chain": MAX_CHAIN["object_store" if be.concurrent_io else "local"],
     }
     facts["crc"] = facts_crc(facts)
     if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
@@ -212,6 +224,7 @@ def create(
         "nheap": 0,
         "tail_from": 1,
         "delta": None,
+        "chain": [],
         "gset": "",
         "binding": None,
         "objects": None,

@@ -19,7 +19,6 @@ MAX_LEVEL = 12
 SEG_SHARD = 128  # segment rows per shard (segments are not token-aligned)
 HEAP_SHARD = 4096  # bytes of segment text per shard
 HEAP_CHUNK = 1024
-MAX_DELTAS = 256  # a commit consolidates the tail when this many deltas would have to be joined
 DTYPES = {"float16": "float16", "bfloat16": "uint16"}  # logical -> stored
 NO_OFFSET = 2**64 - 1
 

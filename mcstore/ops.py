@@ -189,8 +189,8 @@ def _to_expire(t, snaps, keep_last, keep_since) -> set[int]:
         and s.version not in protected
     }
     by_version = {s.version: s for s in snaps}
-    for s in snaps:  # a kept version needs the records of its tail chain
-        if s.version not in candidates:
+    for s in snaps:  # a kept version written before chains needs its chain's records
+        if s.version not in candidates and "chain" not in s.rec:
             candidates -= set(range(s.tail_from, s.version + 1))
     return {v for v in candidates if v in by_version}
 

@@ -94,6 +94,7 @@ class Snapshot:
         keys = {F.log_key(self.version)}
         if r.get("delta"):
             keys.add(r["delta"]["path"])
+        keys.update(e["path"] for e in r.get("chain") or ())
         keys.update(self.override.values())
         keys.update(r[k] for k in ("binding", "objects") if r.get(k))
         return keys
@@ -210,6 +211,25 @@ def check_record(rec: dict, version: int) -> None:
             raise ValueError(f"delta = {d!r} is not a tail object of this tree")
         if type(d.get("size")) is not int or not 0 <= d["size"] <= 2**40:
             raise ValueError(f"delta size = {d.get('size')!r} is out of range")
+    chain = rec.get("chain", [])
+    if not isinstance(chain, list) or len(chain) > 64:
+        raise ValueError("chain is not a short list")
+    for e in chain:
+        if not isinstance(e, dict) or not _DELTA.match(str(e.get("path"))):
+            raise ValueError(f"chain entry {e!r} is not a tail object of this tree")
+        for k in ("to", "since"):
+            x = e.get(k)
+            if x is None and k == "since":
+                continue
+            if (
+                not isinstance(x, list)
+                or len(x) != 4
+                or any(type(c) is not int or not 0 <= c <= MAX_COUNT for c in x[:3])
+                or not _GSET.match(str(x[3]))
+            ):
+                raise ValueError(f"chain entry {k} = {x!r} is not an extent")
+        if type(e.get("size")) is not int or not 0 <= e["size"] <= 2**40:
+            raise ValueError(f"chain entry size = {e.get('size')!r} is out of range")
     for k, pat in _BLOB.items():
         if rec.get(k) is not None and not pat.match(str(rec[k])):
             raise ValueError(f"{k} = {rec[k]!r} is not a meta object of this tree")
@@ -235,16 +255,38 @@ def write_head_hint(be: Backend, version: int) -> None:
 
 
 def find_head(be: Backend, known: int = 0) -> int:
-    """Newest commit number, with O(log) existence probes from a hint (commits are dense),
-    checked: a record beyond it (a gap in the log) or a hint beyond it (the newest records were
-    deleted) is damage, never a reason to open an older version silently."""
-    head, hint = _probe_head(be, known)
+    """Newest commit number (see :func:`locate_head`)."""
+    return locate_head(be, known)[0]
+
+
+def locate_head(be: Backend, known: int = 0) -> tuple[int, dict | None]:
+    """(newest commit number, its record if it was read on the way).
+
+    From the head hint (or ``known``), one listing of the log after it says whether anything
+    is newer; only then does an O(log) probe run (commits are dense). Checked: a record
+    beyond a gap, or a hint beyond the records (the newest records were deleted), is damage,
+    never a reason to open an older version silently. Opening a tree whose hint is current
+    costs three requests: the hint, the record, the listing."""
+    hint, rec = 0, None
+    head = known
+    if head <= 0:
+        try:
+            hint = int(be.read("log/head", limit=SMALL_BYTES).decode().strip())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            hint = 0
+        if hint > 0:
+            try:
+                rec, head = read_record(be, hint), hint
+            except VersionNotFound:
+                head = 0
+        if head == 0 and be.exists(F.log_key(1)):
+            head = _probe_from(be, 1)
     while True:
         later = [n for n in be.list_after("log", F.log_key(head)[4:]) if LOG_NAME.match(n)]
         if not later:
             break
-        if be.exists(F.log_key(head + 1)):  # another writer committed meanwhile: go on
-            head = _probe_head(be, head + 1)[0]
+        if be.exists(F.log_key(head + 1)):  # newer commits than the hint: find the newest
+            head, rec = _probe_from(be, head + 1), None
             continue
         raise damaged(
             be.url,
@@ -256,26 +298,14 @@ def find_head(be: Backend, known: int = 0) -> int:
             f"{be.url}: log/head says version {hint} exists but the newest commit record is "
             f"version {head}: commit records were deleted; restore the log from a copy"
         )
-    return head
+    return head, rec
 
 
 LOG_NAME = re.compile(r"^\d{20}\.json$")
 
 
-def _probe_head(be: Backend, known: int) -> tuple[int, int]:
-    lo = known
-    hint = 0
-    if lo <= 0:
-        try:
-            hint = int(be.read("log/head", limit=SMALL_BYTES).decode().strip())
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            hint = 0
-        if hint > 0 and be.exists(F.log_key(hint)):
-            lo = hint
-        elif be.exists(F.log_key(1)):
-            lo = 1
-        else:
-            return 0, hint
+def _probe_from(be: Backend, lo: int) -> int:
+    """The last of the dense run of records that starts at existing record ``lo``."""
     step = 1
     while be.exists(F.log_key(lo + step)):
         lo += step
@@ -287,7 +317,7 @@ def _probe_head(be: Backend, known: int) -> tuple[int, int]:
             lo = mid
         else:
             hi = mid
-    return lo, hint
+    return lo
 
 
 # ---------------------------------------------------------------------- tags

@@ -29,7 +29,7 @@ from .records import (
     write_tag,
 )
 from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited
-from .tail import grow, needs_consolidation
+from .tail import entry, grow, plan_delta
 from .view import TreeView
 
 
@@ -155,7 +155,11 @@ class Tree(TreeView):
         now = now or time.time_ns()
         nonce = uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
-        consolidate = consolidate or needs_consolidation(geo, snap, ext)
+        # the chain of ``snap`` (joined by _tail_state) and what this commit's delta covers
+        since, chain, weight = plan_delta(
+            geo, snap, self._tail.chain, ext, checkpoint=consolidate, max_chain=self.tail_chain
+        )
+        consolidate = since is None
         # overrides inherited from a writer that could not fix them: fix now, then drop
         override = settle_inherited(
             be, geo, snap.override, self._bases, self._reader.fixed_overrides
@@ -166,7 +170,7 @@ class Tree(TreeView):
             ext,
             old_tail,
             new_rows,
-            consolidate=consolidate,
+            since=since,
             replaced=replaced,
         )
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
@@ -175,6 +179,8 @@ class Tree(TreeView):
         put_shards(be, geo, growth.shards, version, nonce, override)
         # 2. the tail delta
         delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
+        if delta:
+            chain = [*chain, entry(delta, ext, since, weight)]
         rec = {
             "version": version,
             "parent": snap.version,
@@ -185,6 +191,7 @@ class Tree(TreeView):
             "nheap": ext.nheap,
             "tail_from": version if consolidate else snap.tail_from,
             "delta": delta,
+            "chain": chain,
             "gset": ext.gset,
             "binding": binding if binding is not None else snap.rec.get("binding"),
             "objects": objects,
@@ -198,7 +205,7 @@ class Tree(TreeView):
         # committed: repair canonical shards that were shadowed by an orphan
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
         self._snap = Snapshot(rec)  # segments() decodes only the new segment
-        self._tail.advance(rec, growth.tail, self._log)
+        self._tail.advance(rec, growth.tail)
         write_head_hint(be, version)
         return version
 

@@ -31,7 +31,7 @@ from .nodes import (
 from .objects import Blobs, read_named
 from .reads import ShardReader
 from .records import CommitLog, Expired, LogEntry, Snapshot, find_head, list_tags, read_expired
-from .tail import Tail
+from .tail import MAX_CHAIN, Tail
 from .telemetry import Telemetry
 
 
@@ -56,6 +56,9 @@ class TreeView:
             int(facts["block"]), int(facts["dim"]), str(facts["dtype"]), int(facts["epoch"])
         )
         self.mode = mode
+        # the longest tail chain a commit leaves (see ``tail``); trees from before it was a
+        # fact get the object-store bound
+        self.tail_chain = int(facts.get("tail_chain", MAX_CHAIN["object_store"]))
         self._pinned = pinned
         self._lock = threading.RLock()
         self._snap = Snapshot(rec)

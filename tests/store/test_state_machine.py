@@ -45,6 +45,7 @@ class TreeMachine(RuleBasedStateMachine):
         self.tags: dict[str, int] = {}
         self.objects: dict[int, dict[str, bytes]] = {1: {}}
         self.forks = 0
+        self.expired: set[int] = set()
 
     def teardown(self):
         if getattr(self, "tmp", None):
@@ -70,13 +71,33 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def time_travel(self, data):
         v = data.draw(st.integers(1, self.model.head))
+        if v in self.expired:
+            with pytest.raises(mcstore.VersionNotFound, match="expired"):
+                mcstore.open(self.url, version=v, storage_options=self.so)
+            return
         old = mcstore.open(self.url, version=v, storage_options=self.so)
         check_tree(old, *self.model.versions[v], B)
         assert {n: old.read_object(n) for n in old.objects()} == self.objects[v]
 
+    @rule(keep=st.integers(1, 6))
+    def expire(self, keep):
+        """Snapshot expiry: every kept version and tag still reads exactly; the rest say
+        they were expired."""
+        rep = mcstore.gc(
+            self.url, grace=0, no_live_writers=True, keep_last=keep, storage_options=self.so
+        )
+        assert self.model.head not in rep.expired
+        assert not set(rep.expired) & set(self.tags.values())
+        self.expired |= set(rep.expired)
+        for v in sorted(set(self.model.versions) - self.expired):
+            r = mcstore.open(self.url, version=v, storage_options=self.so)
+            check_tree(r, *self.model.versions[v], B)
+            assert {n: r.read_object(n) for n in r.objects()} == self.objects[v]
+        mcstore.verify(self.url, storage_options=self.so)
+
     @rule(data=st.data())
     def tag(self, data):
-        v = data.draw(st.integers(1, self.model.head))
+        v = data.draw(st.integers(1, self.model.head).filter(lambda v: v not in self.expired))
         name = f"t{len(self.tags)}"
         self.t.tag(name, v)
         self.tags[name] = v
@@ -97,6 +118,7 @@ class TreeMachine(RuleBasedStateMachine):
         self.model.head = 2
         self.objects = {1: {}, 2: self.objects[pv]}
         self.tags = {}
+        self.expired = set()
         self.parent = (parent, pv, toks, segs)
 
     @rule()
