@@ -38,6 +38,17 @@ class Blobs:
         self._cache[key] = v
         return v
 
+    def read_many(self, keys: list[str]) -> None:
+        """Warm the cache with several blobs in one batch (concurrent on object stores)."""
+        need = [k for k in keys if k not in self._cache]
+        for k, raw in self._be.read_many(need).items():
+            if raw is None:
+                raise damaged(self._be.url, k, "is missing but a commit references it")
+            try:
+                self._cache[k] = F.decode_blob(raw)
+            except ValueError as e:
+                raise damaged(self._be.url, k, f"is not intact ({e})") from None
+
     def write(self, prefix: str, obj) -> str:
         raw = F.encode_blob(obj)
         key = f"meta/{prefix}-{hashlib.sha256(raw).hexdigest()[:24]}.json"
@@ -58,12 +69,47 @@ def read_named(be: Backend, name: str, ent: dict) -> bytes:
     return raw
 
 
+MAP_LAYERS = 8  # object-map blobs a reader joins at most (the newest names the rest)
+
+
+def resolve_map(blobs: Blobs, key: str | None) -> tuple[dict, list[str]]:
+    """(the object map at ``key``, every map blob it was joined from).
+
+    A map blob is either a whole map (name -> entry) or a layer: the names it sets and
+    deletes over the layers it lists (oldest first, the first one whole). Committing an
+    object then writes only what changed, not the whole map again: a tree whose index adds
+    one chunk per epoch would otherwise write maps that grow with every chunk (quadratic)."""
+    if not key:
+        return {}, []
+    top = blobs.read(key)
+    if not _is_layer(top):
+        return dict(top), [key]
+    keys = [*top["layers"], key]
+    blobs.read_many(top["layers"])
+    m: dict = {}
+    for k in keys:
+        b = blobs.read(k)
+        if _is_layer(b):
+            m.update(b["set"])
+            for name in b["deleted"]:
+                m.pop(name, None)
+        else:
+            m = dict(b)
+    return m, keys
+
+
+def _is_layer(b) -> bool:
+    return isinstance(b, dict) and b.get("layer") == 1 and isinstance(b.get("layers"), list)
+
+
 def store_named(
-    be: Backend, blobs: Blobs, current: dict, objects: dict[str, bytes | None]
+    be: Backend, blobs: Blobs, current_key: str | None, objects: dict[str, bytes | None]
 ) -> str | None:
-    """Write the new objects and the changed map; -> the map's key (None: no objects left).
+    """Write the new objects and a map layer over the current map (a whole map every
+    ``MAP_LAYERS`` layers); -> the new map's key (None: no objects left).
 
     ``objects`` adds or replaces by name; a value None deletes that name."""
+    current, keys = resolve_map(blobs, current_key)
     m = dict(current)
     for name, data in objects.items():
         if not isinstance(name, str) or not name:
@@ -77,4 +123,14 @@ def store_named(
         if not be.exists(path):
             be.write(path, data)
         m[name] = {"path": path, "size": len(data), "sha256": h}
-    return blobs.write("objects", m) if m else None
+    if not m:
+        return None
+    if not current or len(keys) >= MAP_LAYERS:
+        return blobs.write("objects", m)
+    layer = {
+        "layer": 1,
+        "layers": keys,
+        "set": {n: e for n, e in m.items() if current.get(n) != e},
+        "deleted": sorted(set(current) - set(m)),
+    }
+    return blobs.write("objects", layer)

@@ -135,7 +135,9 @@ def gc(
     for s in kept:
         keep |= s.references()
         if s.rec.get("objects"):
-            keep.update(ent["path"] for ent in t.blob(s.rec["objects"]).values())
+            m, layers = t.object_map_keys(s.rec["objects"])
+            keep.update(ent["path"] for ent in m.values())
+            keep.update(layers)
         for name in s.extent.arrays(geo.block):
             shard_limit[name] = max(shard_limit.get(name, 0), geo.shards(name, s.extent))
     if doomed_versions and not dry_run:
@@ -229,7 +231,7 @@ def verify(url: str, *, storage_options: dict | None = None, version=None) -> di
         raise CorruptTree(f"{t.url}: token count mismatch")
     t.segments()
     for key in {k for s in snaps for k in (s.rec.get("binding"), s.rec.get("objects")) if k}:
-        t.blob(key)
+        t.object_map_keys(key) if key.startswith("meta/objects") else t.blob(key)
     for name in t.objects():
         t.read_object(name)
     tags = t.tags()

@@ -69,7 +69,7 @@ class Tree(TreeView):
     def _store_objects(self, objects: dict[str, bytes | None] | None) -> str | None:
         if not objects:
             return self._snap.rec.get("objects")
-        return store_named(self._be, self._blobs, self.objects_map(), objects)
+        return store_named(self._be, self._blobs, self._snap.rec.get("objects"), objects)
 
     def commit_objects(self, objects: dict[str, bytes | None], message: str | None = None) -> int:
         """A commit that adds no tokens, only (replaces / deletes with None) named objects."""

@@ -28,7 +28,7 @@ from .nodes import (
     segment_index,
     token_created,
 )
-from .objects import Blobs, read_named
+from .objects import Blobs, read_named, resolve_map
 from .reads import ShardReader
 from .records import CommitLog, Expired, LogEntry, Snapshot, find_head, list_tags, read_expired
 from .tail import MAX_CHAIN, Tail
@@ -357,8 +357,11 @@ class TreeView:
     # ------------------------------------------------------------------ objects
     def objects_map(self) -> dict:
         """Committed named objects: name -> {path, size, sha256}."""
-        key = self._snap.rec.get("objects")
-        return dict(self._blobs.read(key)) if key else {}
+        return resolve_map(self._blobs, self._snap.rec.get("objects"))[0]
+
+    def object_map_keys(self, key: str | None) -> tuple[dict, list[str]]:
+        """(the object map a record names, every map blob it is joined from)."""
+        return resolve_map(self._blobs, key)
 
     def objects(self) -> list[str]:
         return sorted(self.objects_map())

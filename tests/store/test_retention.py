@@ -1,0 +1,113 @@
+"""Space and requests over a long life: snapshot expiry, tail checkpoints, object-map layers
+(issue 13)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mcstore
+from mcstore import format as F
+from tests.store.helpers import DIM, gister
+
+B, E = 4, 64
+
+
+def test_expiry_keeps_tags_pins_and_reports_expired_versions(tmp_path):
+    url = str(tmp_path / "r.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    for i in range(20):
+        t.append(np.arange(7) + i, gister=gister, source=f"s{i}")
+    t.tag("keep-me", 5)
+    fork = mcstore.fork(url, str(tmp_path / "f.mc"), version=9)
+    want = {v: mcstore.open(url, version=v).tokens() for v in range(1, t.version + 1)}
+    rep = mcstore.gc(url, grace=0, no_live_writers=True, keep_last=3)
+    kept = set(range(1, t.version + 1)) - set(rep.expired)
+    assert {5, 9, t.version, t.version - 1, t.version - 2} <= kept
+    assert 2 in rep.expired
+    for v in range(1, t.version + 1):
+        if v in kept:
+            assert np.array_equal(mcstore.open(url, version=v).tokens(), want[v])
+        else:
+            with pytest.raises(mcstore.VersionNotFound, match=r"expired by gc.*keep_last=3"):
+                mcstore.open(url, version=v)
+    assert [e.version for e in mcstore.open(url).log()] == sorted(kept, reverse=True)
+    assert np.array_equal(mcstore.open(fork.url).tokens(), want[9])
+    mcstore.verify(url)
+    mcstore.verify(fork.url)
+    # appending after an expiry continues the log; a second expiry adds to the first
+    t = mcstore.open(url, "a")
+    t.append(np.arange(3), gister=gister, source="after")
+    rep2 = mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1)
+    assert set(rep2.expired).isdisjoint(rep.expired)
+    assert mcstore.open(url).expired().count() == len(rep.expired) + len(rep2.expired)
+
+
+def test_keep_since_expires_only_old_snapshots(tmp_path):
+    url = str(tmp_path / "s.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    for i in range(5):
+        t.append(np.arange(5) + i, gister=gister, source="a")
+    assert mcstore.gc(url, grace=0, no_live_writers=True, keep_since=3600).expired == []
+    rep = mcstore.gc(url, grace=0, no_live_writers=True, keep_since=0)
+    assert rep.expired == list(range(1, t.version))
+
+
+def test_object_maps_grow_linearly(tmp_path):
+    url = str(tmp_path / "o.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    for i in range(60):
+        t.commit_objects({f"retrieval/x/chunk-{i:04d}": bytes([i]) * 50})
+    maps = sorted(Path(url, "meta").glob("objects-*.json"))
+    total = sum(p.stat().st_size for p in maps)
+    biggest = max(p.stat().st_size for p in maps)
+    assert total < 12 * biggest, (total, biggest)  # a whole map every few layers only
+    for v in (2, 17, 40, t.version):
+        r = mcstore.open(url, version=v)
+        assert len(r.objects()) == v - 1
+        assert r.read_object(f"retrieval/x/chunk-{v - 2:04d}") == bytes([v - 2]) * 50
+    t.commit_objects({"retrieval/x/chunk-0003": None})
+    assert "retrieval/x/chunk-0003" not in mcstore.open(url).objects()
+    mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1)
+    assert len(mcstore.open(url).objects()) == 59
+    mcstore.verify(url)
+
+
+def test_records_from_before_chains_still_read_and_grow(tmp_path):
+    """A tree whose records carry no chain (written before tail checkpoints) reads as before,
+    and the next commit starts a chain."""
+    url = str(tmp_path / "old.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    for i in range(6):
+        t.append(np.arange(9) + i, gister=gister, source="a")
+    want = t.tokens()
+    for v in range(1, t.version + 1):
+        p = Path(url) / F.log_key(v)
+        rec = F.decode_record(p.read_bytes())
+        rec.pop("chain", None)
+        p.write_bytes(F.encode_record(rec))
+    t = mcstore.open(url, "a")
+    assert np.array_equal(t.tokens(), want)
+    t.append(np.arange(4), gister=gister, source="b")
+    assert "chain" in t.snapshot.rec
+    assert np.array_equal(mcstore.open(url).tokens(), np.concatenate([want, np.arange(4)]))
+
+
+@pytest.mark.s3
+def test_open_and_tail_take_few_requests_on_s3(moto_server):
+    from tests.store.conftest import BUCKET
+
+    so = moto_server["storage_options"]
+    url = f"s3://{BUCKET}/few-requests"
+    t = mcstore.create(url, dim=DIM, block=B, epoch=4096, storage_options=so)
+    assert t.tail_chain == 6
+    worst = 0
+    for i in range(40):
+        t.append(np.arange(9) + i, gister=gister, source="small")
+        r = mcstore.open(url, storage_options=so)
+        r.tokens(r.length - 5, r.length)
+        st = r.io_stats
+        worst = max(worst, st["gets"] + st["heads"] + st["lists"])
+    assert worst <= 10, worst
