@@ -84,6 +84,19 @@ def _access_error_types() -> tuple[type[BaseException], ...]:
 _ACCESS_ERRORS = _access_error_types()
 
 
+def _service_error_types() -> tuple[type[BaseException], ...]:
+    try:
+        import botocore.exceptions as be
+
+        return (be.ClientError, be.BotoCoreError)
+    except ImportError:  # pragma: no cover - s3fs is a dependency
+        return ()
+
+
+_SERVICE_ERRORS = _service_error_types()
+RESUME = "nothing past the tree's last commit changed: run the command again to continue"
+
+
 def normalize_url(url: str) -> str:
     """A tree URL without a trailing slash; plain paths become absolute local paths."""
     url = str(url)
@@ -133,6 +146,10 @@ class Backend:
             raise
         except _ACCESS_ERRORS as e:
             raise self.access_error(e) from e
+        except _SERVICE_ERRORS as e:
+            raise StoreAccessError(
+                f"{self.url}: the storage service failed ({type(e).__name__}: {e}); {RESUME}"
+            ) from e
         except OSError as e:
             # s3fs maps AccessDenied to PermissionError, but some access problems arrive as
             # a bare OSError carrying the service's code.
@@ -633,7 +650,7 @@ def access_error(url: str, e: BaseException) -> StoreAccessError:
         )
     return StoreAccessError(
         f"{url}: cannot reach the storage ({type(e).__name__}: {e}); check credentials, "
-        "permissions and the endpoint (storage options / AWS settings)"
+        f"permissions and the endpoint (storage options / AWS settings); {RESUME}"
     )
 
 

@@ -38,6 +38,8 @@ def read_facts(be: Backend) -> dict:
     try:
         raw = be.read("zarr.json", limit=ROOT_BYTES)
     except FileNotFoundError:
+        if be.exists(F.log_key(1)):
+            raise root_missing(be) from None
         raise TreeNotFound(
             f"{be.url}: no MegaContext tree here; check the path/URL, or create one"
         ) from None
@@ -61,6 +63,13 @@ def read_facts(be: Backend) -> dict:
             f"{be.url}: zarr.json is damaged ({why}); restore it from a copy of the tree"
         )
     return facts
+
+
+def root_missing(be: Backend) -> CorruptTree:
+    return CorruptTree(
+        f"{be.url}: zarr.json is missing but the tree has commits: the tree is damaged; "
+        "restore zarr.json from a copy"
+    )
 
 
 def facts_crc(facts: dict) -> int:
@@ -183,6 +192,8 @@ def create(
     be = backend_for(url, storage_options)
     be.ensure_root()
     if be.exists(F.log_key(1)):
+        if not be.exists("zarr.json"):
+            raise root_missing(be)
         raise TreeExists(f"{be.url}: a tree already exists here; open it, or pick another path/URL")
     facts = {
         "format": F.FORMAT,
