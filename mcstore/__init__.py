@@ -47,7 +47,7 @@ from .errors import (
 from .format import canonical_json, completed, load_npz, num_levels, num_nodes, span
 from .gisting import bf16_to_float32, float32_to_bf16
 from .nodes import Segment
-from .ops import GCReport, fork, gc, verify
+from .ops import GCReport, destroy, fork, gc, verify
 from .records import LogEntry
 from .tree import Tree
 
@@ -72,6 +72,7 @@ __all__ = [
     "canonical_json",
     "completed",
     "create",
+    "destroy",
     "float32_to_bf16",
     "fork",
     "gc",

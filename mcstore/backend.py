@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import threading
 import uuid
@@ -292,6 +293,11 @@ class Backend:
         self.stats.add(deletes=len(rels))
         return len(rels)
 
+    def remove_all(self) -> None:
+        """Delete the root and everything below it."""
+        self._guard(self.fs.rm, self.root, recursive=True)
+        self.stats.add(deletes=1)
+
     def ensure_root(self) -> None:
         """Make sure objects can be created below the root (or say why not)."""
 
@@ -447,6 +453,10 @@ class LocalBackend(Backend):
     def ensure_root(self) -> None:
         os.makedirs(self.root, exist_ok=True)
 
+    def remove_all(self) -> None:
+        shutil.rmtree(self.root)
+        self.stats.add(deletes=1)
+
 
 class MemoryBackend(Backend):
     """fsspec's in-memory filesystem (tests, scratch trees). That filesystem is one store per
@@ -560,15 +570,17 @@ class S3Backend(Backend):
     def probe_conditional_writes(self) -> bool:
         """Ask the server: create a probe object below the root twice with ``If-None-Match:
         *``; the second must be refused. The probe is deleted again."""
-        path = self.path(f".mc-probe-{uuid.uuid4().hex}")
-        self.stats.add(puts=2, put_bytes=2, deletes=1)
+        token = uuid.uuid4().hex
+        path = self.path(f".mc-probe-{token}")
+        self.stats.add(puts=2, put_bytes=2 * len(token), deletes=1)
         try:
-            if not self._create(path, b"1"):
+            # "taken" on a fresh name is our own PUT, retried after a lost response
+            if not self._create(path, token.encode()) and self._cat(path) != token.encode():
                 raise StoreAccessError(
-                    f"{self.url}: the new probe object {path} was reported as existing; the "
-                    "S3 server's conditional writes cannot be trusted"
+                    f"{self.url}: a new probe object {path} held other bytes; the S3 "
+                    "server's conditional writes cannot be trusted"
                 )
-            return not self._create(path, b"2")
+            return not self._create(path, b"second")
         finally:
             with contextlib.suppress(Exception):
                 self._guard(self.fs.rm, path)

@@ -45,6 +45,10 @@ def read_facts(be: Backend) -> dict:
         ) from None
     except IsADirectoryError:
         raise TreeNotFound(f"{be.url}: not a tree") from None
+    except NotADirectoryError:
+        raise TreeNotFound(
+            f"{be.url} is a file, not a MegaContext tree (a tree is a folder)"
+        ) from None
     try:
         facts = json.loads(raw)["attributes"]["megacontext"]
     except (ValueError, KeyError, TypeError):
@@ -190,7 +194,12 @@ def create(
     if epoch < block:
         raise InvalidArgument("epoch must be >= block")
     be = backend_for(url, storage_options)
-    be.ensure_root()
+    try:
+        be.ensure_root()
+    except (FileExistsError, NotADirectoryError):
+        raise TreeExists(
+            f"{be.url} is a file; a tree needs a folder of its own: pick another path"
+        ) from None
     if be.exists(F.log_key(1)):
         if not be.exists("zarr.json"):
             raise root_missing(be)

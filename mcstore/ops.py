@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from . import format as F
 from .backend import open_backend
-from .entry import create
+from .entry import create, read_facts
 from .entry import open as open_tree
 from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists
 from .records import EXPIRED_KEY, LOG_NAME, fork_pins, write_expired, write_head_hint
@@ -210,6 +210,16 @@ def _reachable(path: str, keep: set[str], shard_limit: dict[str, int], geo) -> b
         if parts[2] == "c" and len(parts) >= 4 and parts[3].isdigit():
             return int(parts[3]) < shard_limit[name]
     return False
+
+
+def destroy(url: str, *, storage_options: dict | None = None) -> None:
+    """Delete a whole tree: every object below ``url``, the folder too on local disk.
+
+    Only a tree is deleted (its root must read as one), so a mistyped path never removes a
+    user's files; a tree's forks lose the shards they share with it."""
+    be = open_backend(url, storage_options)
+    read_facts(be)  # TreeNotFound / CorruptTree: nothing is deleted
+    be.remove_all()
 
 
 def verify(url: str, *, storage_options: dict | None = None, version=None) -> dict:

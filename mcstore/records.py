@@ -285,7 +285,7 @@ def locate_head(be: Backend, known: int = 0) -> tuple[int, dict | None]:
         later = [n for n in be.list_after("log", F.log_key(head)[4:]) if LOG_NAME.match(n)]
         if not later:
             break
-        if be.exists(F.log_key(head + 1)):  # newer commits than the hint: find the newest
+        if _appears(be, F.log_key(head + 1)):  # newer commits than known: find the newest
             head, rec = _probe_from(be, head + 1), None
             continue
         raise damaged(
@@ -302,6 +302,18 @@ def locate_head(be: Backend, known: int = 0) -> tuple[int, dict | None]:
 
 
 LOG_NAME = re.compile(r"^\d{20}\.json$")
+
+
+def _appears(be: Backend, key: str, tries: int = 4) -> bool:
+    """Whether ``key`` exists, asking again a few times: a listing can show a record whose
+    PUT is still completing (seen on SeaweedFS) a moment before a HEAD finds it; a record
+    that stays missing while later ones exist is damage."""
+    for i in range(tries):
+        if be.exists(key):
+            return True
+        if i + 1 < tries:
+            time.sleep(0.05 * 2**i)
+    return False
 
 
 def _probe_from(be: Backend, lo: int) -> int:

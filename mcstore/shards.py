@@ -59,6 +59,35 @@ def ensure_array_meta(be: Backend, geo: F.Geometry, name: str, known: set[str]) 
     known.add(name)
 
 
+def write_ahead(be: Backend, geo: F.Geometry, name: str, first: int, rows) -> dict[str, int]:
+    """Write the complete shards of array ``name`` holding ``rows`` from shard ``first`` on,
+    before any commit names them (bulk ingest: each worker writes the shards it computed).
+
+    Put-if-absent at the canonical names, exactly as a commit would write them; a name that
+    already holds these bytes (a rerun) counts as written. -> ``{"<name>/<k>": crc32c}`` of
+    the shards now there with our bytes, for ``Tree.append(written=…)``; a shard whose name
+    holds other bytes (a crashed writer's orphan) is left out, and the commit writes it
+    through its staged-override path."""
+    spec = geo.spec(name)
+    S = spec.shard_rows
+    if len(rows) % S:
+        raise ValueError(f"{name}: {len(rows)} rows is not a whole number of {S}-row shards")
+    out: dict[str, int] = {}
+    for j in range(len(rows) // S):
+        data = F.encode_shard(spec, rows[j * S : (j + 1) * S])
+        key = spec.chunk_key(first + j)
+        if be.put_if_absent(key, data) or _holds(be, key, data):
+            out[f"{name}/{first + j}"] = F.crc32c(data)
+    return out
+
+
+def _holds(be: Backend, key: str, data: bytes) -> bool:
+    try:
+        return be.read(key) == data
+    except FileNotFoundError:
+        return False
+
+
 def put_shards(
     be: Backend,
     geo: F.Geometry,
@@ -66,9 +95,15 @@ def put_shards(
     version: int,
     nonce: str,
     override: dict[str, str],
+    written: dict[str, int] | None = None,
 ) -> None:
     """Write complete shards for ``version``; stage (and add to ``override``) any whose
-    canonical name holds other bytes. CommitConflict if ``version`` is already taken."""
+    canonical name holds other bytes. CommitConflict if ``version`` is already taken.
+
+    ``written``: shards another process wrote ahead (``write_ahead``) by crc32c; one whose
+    checksum equals ours is not written again (no PUT, no read: the writer read it back)."""
+    if written:
+        shards = [(n, k, d) for n, k, d in shards if written.get(f"{n}/{k}") != F.crc32c(d)]
     if not shards:
         return
     keys = [geo.spec(n).chunk_key(k) for n, k, _ in shards]

@@ -82,6 +82,10 @@ class BackendWrapper(Backend):
         self.before("ensure_root", "")
         self.inner.ensure_root()
 
+    def remove_all(self) -> None:
+        self.before("remove_all", "")
+        self.inner.remove_all()
+
 
 @dataclass(frozen=True)
 class Call:

@@ -28,7 +28,7 @@ from .records import (
     write_head_hint,
     write_tag,
 )
-from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited
+from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited, write_ahead
 from .tail import entry, grow, plan_delta
 from .view import TreeView
 
@@ -89,8 +89,14 @@ class Tree(TreeView):
         tags: Iterable[str] = (),
         message: str | None = None,
         objects: dict[str, bytes | None] | None = None,
+        written: dict[str, int] | None = None,
+        now: int | None = None,
     ) -> int:
-        """Append tokens as one segment; gist every node they complete; commit. -> version."""
+        """Append tokens as one segment; gist every node they complete; commit. -> version.
+
+        ``written``: complete shards already written by :meth:`write_ahead` (maybe by other
+        processes), which the commit then checks by checksum instead of writing; ``now``: the
+        nodes' creation time (default: the commit's), so shards written ahead match."""
         self._check_writable()
         toks = np.asarray(tokens)
         if toks.ndim != 1 or (toks.size and not np.issubdtype(toks.dtype, np.integer)):
@@ -105,7 +111,7 @@ class Tree(TreeView):
         with self._lock:
             self._check_head()
             snap = self._snap
-            now = time.time_ns()
+            now = time.time_ns() if now is None else int(now)
             how = Gisting(gister, len(self._gistnets()) - 1, now, snap.gset)
             new_rows: dict[str, np.ndarray] = {"tokens": toks}
             gist_completed(
@@ -129,7 +135,18 @@ class Tree(TreeView):
                 snap.gset,
             )
             okey = self._store_objects(objects)
-            return self._commit(new_rows, ext, message=message, objects=okey, now=now)
+            return self._commit(
+                new_rows, ext, message=message, objects=okey, now=now, written=written
+            )
+
+    def write_ahead(self, name: str, first: int, rows) -> dict[str, int]:
+        """Write complete shards of array ``name`` (shard ``first`` on) before the append
+        that commits them: bulk ingest spreads shard writes over workers, each opening the tree
+        and writing what it computed. Uncommitted shards are invisible until that append and
+        are protected from ``gc`` by its grace. -> checksums for ``append(written=…)``."""
+        self._check_writable()
+        ensure_array_meta(self._be, self.geo, name, self._known_meta)
+        return write_ahead(self._be, self.geo, name, int(first), np.asarray(rows))
 
     # ------------------------------------------------------------------ commit
     def _commit(
@@ -143,6 +160,7 @@ class Tree(TreeView):
         binding: str | None = None,
         consolidate: bool = False,
         replaced: dict[str, np.ndarray] | None = None,
+        written: dict[str, int] | None = None,
     ) -> int:
         """Write shards, the tail delta and the commit record (put-if-absent) for a version
         of extent ``ext`` whose rows beyond the current version are ``new_rows``.
@@ -176,7 +194,7 @@ class Tree(TreeView):
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
         for name in {n for n, _, _ in growth.shards}:
             ensure_array_meta(be, geo, name, self._known_meta)
-        put_shards(be, geo, growth.shards, version, nonce, override)
+        put_shards(be, geo, growth.shards, version, nonce, override, written)
         # 2. the tail delta
         delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         if delta:

@@ -1,4 +1,5 @@
-"""Store test fixtures: backends (memory, local path, file://, S3 on a moto server)."""
+"""Store test fixtures: backends (memory, local path, file://, S3 on a moto server and S3 on a
+SeaweedFS server: two independent S3 implementations)."""
 
 from __future__ import annotations
 
@@ -43,12 +44,40 @@ def moto_server():
     server.stop()
 
 
-@pytest.fixture(params=["memory", "local", "file", "s3"])
+@pytest.fixture(scope="session")
+def seaweed_server(request):
+    """A SeaweedFS server (tests/store/seaweed.py) for the session; skipped, with the reason,
+    where it cannot start."""
+    from tests.store import seaweed
+
+    try:
+        server = seaweed.start(BUCKET)
+    except seaweed.SeaweedUnavailable as e:
+        pytest.skip(f"SeaweedFS S3 server cannot run here: {e}")
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line(
+            f"SeaweedFS {server.version} serving S3 on {server.endpoint} "
+            f"(started in {server.startup_s:.1f} s)"
+        )
+    yield {
+        "endpoint": server.endpoint,
+        "storage_options": server.storage_options,
+        "version": server.version,
+    }
+    server.stop()
+
+
+# backend kind -> the fixture of its S3 server
+S3_SERVERS = {"s3": "moto_server", "seaweed": "seaweed_server"}
+
+
+@pytest.fixture(params=["memory", "local", "file", "s3", "seaweed"])
 def backend(request, tmp_path):
-    """(url factory, storage_options) for each backend."""
+    """(url factory, storage_options) for each backend ("s3" is moto, "seaweed" SeaweedFS)."""
     kind = request.param
-    if kind == "s3":
-        ms = request.getfixturevalue("moto_server")
+    if kind in S3_SERVERS:
+        ms = request.getfixturevalue(S3_SERVERS[kind])
         prefix = f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"
         return (lambda name: f"{prefix}/{name}"), ms["storage_options"]
     if kind == "memory":
@@ -64,8 +93,8 @@ def backend_for(request, tmp_path):
     """backend_for(kind) -> (url, storage_options) for one tree."""
 
     def make(kind: str):
-        if kind == "s3":
-            ms = request.getfixturevalue("moto_server")
+        if kind in S3_SERVERS:
+            ms = request.getfixturevalue(S3_SERVERS[kind])
             return f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}/t", ms["storage_options"]
         if kind == "memory":
             return f"memory://mc-{uuid.uuid4().hex[:10]}/t", None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -16,17 +17,18 @@ from mcstore.testing import LatencyBackend, LoggingBackend
 EXPECTED = {"memory": MemoryBackend, "local": LocalBackend, "file": LocalBackend, "s3": S3Backend}
 
 
-@pytest.fixture(params=["specific", "generic"])
-def be(backend, request) -> Backend:
-    """Each backend class on its storage, and the generic fsspec class on the same storage
-    (what any other fsspec filesystem gets)."""
-    url, so = backend
-    if request.param == "generic":
-        if not url("root").startswith("memory://"):
-            pytest.skip("the generic class is checked on the memory filesystem")
-        b = Backend(url("root"), so)
+@pytest.fixture(params=["memory", "local", "file", "s3", "seaweed", "generic"])
+def be(request, backend_for, tmp_path) -> Backend:
+    """Each backend class on its storage, and the generic fsspec class (what any other fsspec
+    filesystem gets) on the memory filesystem."""
+    kind = request.param
+    if kind == "generic":
+        b = Backend(f"memory://generic-{uuid.uuid4().hex[:8]}/root")
+    elif kind == "file":
+        b = mcstore.open_backend(f"file://{tmp_path / 'root'}")
     else:
-        b = mcstore.open_backend(url("root"), so)
+        url, so = backend_for(kind)
+        b = mcstore.open_backend(url, so)
     b.ensure_root()
     return b
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mcstore
-from mcstore.testing import LoggingBackend
 from mcstore import format as F
+from mcstore.testing import LoggingBackend
 from tests.store.helpers import DIM, gister
 
 

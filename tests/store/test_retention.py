@@ -111,3 +111,38 @@ def test_open_and_tail_take_few_requests_on_s3(moto_server):
         st = r.io_stats
         worst = max(worst, st["gets"] + st["heads"] + st["lists"])
     assert worst <= 10, worst
+
+
+def test_shards_written_ahead_are_committed_without_being_written_again(tmp_path):
+    """Bulk ingest: workers write complete shards ahead; the append that commits them only
+    checks their checksums; an orphan with other bytes at a name goes the staged way."""
+    from mcstore.testing import LoggingBackend
+    from tests.store.helpers import expected_gists
+
+    url = str(tmp_path / "w.mc")
+    mcstore.create(url, dim=DIM, block=B, epoch=E)
+    toks = (np.arange(3 * E + 10) * 7 % 1000).astype(np.int32)
+    worker = mcstore.open(url, "a")  # as a worker process would
+    written = worker.write_ahead("tokens", 0, toks[: 2 * E])
+    g1 = expected_gists(toks, B)[1]
+    written |= worker.write_ahead("gists_1", 0, g1[: 2 * (E // B)])
+    assert set(written) == {"tokens/0", "tokens/1", "gists_1/0", "gists_1/1"}
+    assert worker.write_ahead("tokens", 0, toks[:E]) == {"tokens/0": written["tokens/0"]}
+    log = LoggingBackend(mcstore.backend_for(url))
+    t = mcstore.open(log, "a")
+    t.append(toks, gister=gister, source="bulk", written=written)
+    puts = {c.target for c in log.calls if c.op == "put_if_absent"}
+    assert not puts & {"arrays/tokens/c/0", "arrays/tokens/c/1", "arrays/gists_1/c/0/0"}
+    assert "arrays/tokens/c/2" in puts  # not written ahead: the commit writes it
+    r = mcstore.open(url)
+    assert np.array_equal(r.tokens(), toks) and np.array_equal(r.gists(1), g1)
+    mcstore.verify(url)
+    # an orphan of other bytes where a written-ahead shard should be: it is not reported as
+    # written, and the commit stages its own copy
+    url2 = str(tmp_path / "w2.mc")
+    mcstore.create(url2, dim=DIM, block=B, epoch=E)
+    w2 = mcstore.open(url2, "a")
+    w2.write_ahead("tokens", 0, np.zeros(E, np.int32))  # a crashed run's different tokens
+    assert w2.write_ahead("tokens", 0, toks[:E]) == {}
+    w2.append(toks[:E], gister=gister, source="a")
+    assert np.array_equal(mcstore.open(url2).tokens(), toks[:E])

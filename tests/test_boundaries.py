@@ -1,0 +1,129 @@
+"""The code base's boundaries, checked on its source: no module reads another object's
+underscore members, and imports point down the layers (cli -> mcruntime -> {mcmodels,
+mcstore}; mcstore never imports torch). See docs/architecture.md#layers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("mcstore", "mcmodels", "mcruntime", "cli", "bench", "tests")
+# a package may import only these of ours (itself included)
+ALLOWED = {
+    "mcstore": {"mcstore"},
+    "mcmodels": {"mcmodels"},
+    "mcruntime": {"mcruntime", "mcmodels", "mcstore"},
+    "cli": {"cli", "mcruntime", "mcmodels", "mcstore", "bench"},
+}
+OURS = {"mcstore", "mcmodels", "mcruntime", "cli", "bench"}
+
+
+def sources():
+    for pkg in PACKAGES:
+        yield from sorted((ROOT / pkg).rglob("*.py"))
+
+
+def private_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for every read of another object's ``_member`` and every import of a
+    ``_name`` from another module; ``self``/``cls`` members and dunders are fine."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and _private(n.attr):
+            v = n.value
+            if not (isinstance(v, ast.Name) and v.id in ("self", "cls")):
+                out.append((n.lineno, f"{ast.unparse(v)}.{n.attr}"))
+        elif isinstance(n, ast.ImportFrom):
+            out += [(n.lineno, f"import {a.name}") for a in n.names if _private(a.name)]
+        elif (
+            isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and n.func.id in ("getattr", "setattr", "hasattr")
+            and len(n.args) >= 2
+            and isinstance(n.args[1], ast.Constant)
+            and isinstance(n.args[1].value, str)
+            and _private(n.args[1].value)
+        ):
+            out.append((n.lineno, f"{n.func.id}(…, {n.args[1].value!r})"))
+    return out
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def imported_packages(tree: ast.AST) -> set[str]:
+    mods = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            mods |= {a.name.split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+            mods.add(n.module.split(".")[0])
+    return mods
+
+
+def test_the_checks_catch_what_they_look_for():
+    src = "from m import _x\nobj._y\ngetattr(o, '_z')\nself._ok\nx.__len__\n"
+    assert [w for _, w in private_reads(ast.parse(src))] == [
+        "import _x",
+        "obj._y",
+        "getattr(…, '_z')",
+    ]
+    assert imported_packages(ast.parse("import torch.nn\nfrom mcstore.x import y")) == {
+        "torch",
+        "mcstore",
+    }
+
+
+@pytest.mark.parametrize("path", list(sources()), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_reads_of_other_objects_private_members(path):
+    found = private_reads(ast.parse(path.read_text(), str(path)))
+    assert not found, "\n".join(f"{path.relative_to(ROOT)}:{ln}: {w}" for ln, w in found)
+
+
+@pytest.mark.parametrize("pkg", sorted(ALLOWED))
+def test_imports_point_down(pkg):
+    bad = []
+    for p in sorted((ROOT / pkg).rglob("*.py")):
+        mods = imported_packages(ast.parse(p.read_text()))
+        wrong = (mods & OURS) - ALLOWED[pkg]
+        if pkg == "mcstore" and "torch" in mods:
+            wrong.add("torch")
+        bad += [f"{p.relative_to(ROOT)} imports {m}" for m in sorted(wrong)]
+    assert not bad, "\n".join(bad)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    s = heading.strip().lower()
+    s = "".join(c for c in s if c.isalnum() or c in " -_")
+    return s.replace(" ", "-")
+
+
+def test_docstring_references_to_the_docs_resolve():
+    """Every ``docs/….md#anchor`` or ``mcmodels/README.md#anchor`` cited in the code names a
+    file of this repository and a heading in it (the project's notes live in the repo)."""
+    import re
+
+    ref = re.compile(r"\b((?:docs/[a-z_]+|mcmodels/README)\.md)(#[a-z0-9_-]+)?")
+    bad = []
+    for pkg in ("mcstore", "mcmodels", "mcruntime", "cli", "bench"):
+        for p in sorted((ROOT / pkg).rglob("*.py")):
+            text = p.read_text()
+            assert "DESIGN.md" not in text, f"{p}: cites DESIGN.md, which is not in this repository"
+            for m in ref.finditer(text):
+                doc = ROOT / m.group(1)
+                if not doc.exists():
+                    bad.append(f"{p.relative_to(ROOT)}: {m.group(0)} (no such file)")
+                    continue
+                if m.group(2):
+                    anchors = {
+                        _slug(line.lstrip("#"))
+                        for line in doc.read_text().splitlines()
+                        if line.startswith("#")
+                    }
+                    if m.group(2)[1:] not in anchors:
+                        bad.append(f"{p.relative_to(ROOT)}: {m.group(0)} (no such heading)")
+    assert not bad, "\n".join(bad)
