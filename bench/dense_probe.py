@@ -235,7 +235,7 @@ def chunk_agreement(base, spec, ids: np.ndarray, chunk: int) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=None, help="base model (default: mcmodels.DEFAULT_MODEL)")
     ap.add_argument("--tokens", type=int, default=16384, help="haystack tokens per seed")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -252,7 +252,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    base = mcmodels.load_base(args.model)
+    base = mcmodels.load_base(args.model or mcmodels.DEFAULT_MODEL)
     n = base.n_layers
     layers = (
         [int(x) for x in args.layers.split(",")]

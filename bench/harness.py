@@ -31,6 +31,8 @@ import torch
 from bench import tasks as T
 from bench._common import loadavg, machine_info
 from mcmodels.decoding import trim
+from mcmodels.defaults import DEFAULT_MODEL
+from mcruntime.focus import RAW_RECENT, raw_recent_for
 
 CEILING = "ceiling"  # the model's own score when the whole (short) history fits the window
 SYSTEMS = (
@@ -61,7 +63,7 @@ class HarnessConfig:
     window: int = 2048
     max_new_tokens: int = 32
     systems: tuple[str, ...] = SYSTEMS
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     seed: int = 1234
     ceiling_length: int = 1536  # a history that fits a 2k window raw: the model's own score
     out: str = "bench/results/harness.json"
@@ -98,7 +100,7 @@ class Row:
 class Baselines:
     """Truncation, full context and RAG over raw chunks, for one base model and window."""
 
-    def __init__(self, base, parts, window: int, max_new: int, raw_recent: int = 128):
+    def __init__(self, base, parts, window: int, max_new: int, raw_recent: int = RAW_RECENT):
         self.base, self.parts, self.window, self.max_new = base, parts, window, max_new
         self.raw_recent = raw_recent
         self.end_ids = set(parts.end_ids) | set(base.tokenizer.end_ids)
@@ -129,7 +131,7 @@ class Baselines:
         from bench.memory import RawIndex
 
         budget = self.budget(question)
-        recent = min(self.raw_recent, budget // 4)
+        recent = raw_recent_for(budget, self.raw_recent)  # as the sessions keep it
         index = RawIndex(self.base, ids[: len(ids) - recent], block)
         if index.n <= 0:
             return self.trunc(ids, question)

@@ -51,7 +51,7 @@ def run(
     from mcruntime import Session, SessionConfig
     from mcruntime.dense import DenseSpec, block_keys
 
-    base = base or mcmodels.load_base("smollm2-135m-instruct")
+    base = base or mcmodels.load_base()
     manifest = None
     if texts is None:
         texts, manifest = haystack_texts(split="test")

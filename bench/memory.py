@@ -35,6 +35,8 @@ import numpy as np
 
 from bench import needles as N
 from bench._common import loadavg, machine_info
+from mcmodels.defaults import DEFAULT_MODEL
+from mcruntime.focus import raw_recent_for
 
 SYSTEMS = ("trunc", "rag", "rag-fill", "mc", "mc-window", "mc-timeline", "mc-raw", "oracle")
 TASKS = ("passkey", "facts", "paraphrase", "chat")
@@ -48,7 +50,7 @@ class MemoryConfig:
     window: int = 2048
     max_new_tokens: int = 48
     systems: tuple[str, ...] = ("trunc", "rag", "mc", "oracle")
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     seed: int = 4321
     split: str = "test"
     out: str = "bench/results/memory.json"
@@ -163,7 +165,7 @@ def baseline(system: str, reader: Reader, ids: np.ndarray, index: RawIndex, prob
         rec = recall_ids(reader.base.tokenizer, passages)
         return reader.answer([], rec, q), [(s * b, e * b) for s, e in spans]
     if system == "rag-fill":
-        recent = min(128, budget // 4)
+        recent = raw_recent_for(budget)  # as the sessions keep it
         chosen = index.fill(q, (budget - recent) // b)
         mem = [int(t) for c in chosen for t in ids[c * b : (c + 1) * b]]
         mem += ids[len(ids) - recent :].tolist()
@@ -276,9 +278,9 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
 
 
 def _row(p: N.Probe, n: int, seed: int, system: str, out: str, found, t0: float) -> Row:
-    from bench.tasks import _norm
+    from bench.tasks import norm
 
-    ok = _norm(p.answer) in _norm(out)
+    ok = norm(p.answer) in norm(out)
     return Row(p.task, n, seed, system, ok, found, out, p.answer, time.perf_counter() - t0)
 
 

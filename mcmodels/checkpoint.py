@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +26,8 @@ from mcmodels.errors import CheckpointError
 from mcmodels.gistnet import GistNet, GistNetConfig
 from mcmodels.lensnet import LensNet, LensNetConfig
 from mcmodels.softprompt import SoftPrompt, SoftPromptConfig
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 FORMAT = 1
@@ -220,3 +223,25 @@ def default_lensnet(base, *, device=None) -> LensNet | None:
     """The shipped LensNet marked default for this base model, or None."""
     p = _shipped(base, "lensnet")
     return load_lensnet(p, device=device or base.device) if p else None
+
+
+def pick_gistnet(base, gistnet=None, *, untrained_ok: bool = False, device=None) -> GistNet:
+    """The GistNet to use with ``base``: ``gistnet`` itself (a loaded net) or the checkpoint at
+    that path; by default the shipped one. Where none ships, a fixed untrained network (seed 0,
+    the caller's RNG untouched) if ``untrained_ok`` (a session can still remember text; the
+    tree's binding says "untrained"), else a ``CheckpointError`` (training and evaluation need
+    a trained one)."""
+    if isinstance(gistnet, (str, os.PathLike)):
+        return load_gistnet(gistnet, device=device or base.device).eval()
+    if gistnet is None:
+        gistnet = default_gistnet(base, device=device)
+    if gistnet is None:
+        if not untrained_ok:
+            raise CheckpointError(
+                f"no trained GistNet ships for {base.name}: train one first and give its path"
+            )
+        # not a warning: it holds on every run until a checkpoint ships, and a tree's binding
+        # says so ("gistnet untrained")
+        log.info("no trained GistNet for %s: gists come from an untrained network", base.name)
+        gistnet = GistNet.for_base(base, seed=0)
+    return gistnet.eval()

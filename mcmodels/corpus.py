@@ -99,7 +99,8 @@ def roff_to_text(src: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
-def _read(path: Path) -> str | None:
+def read_text_file(path: Path) -> str | None:
+    """A source file's text (gunzipped if ``.gz``; UTF-8, else Latin-1), None if unreadable."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path) as f:
@@ -243,7 +244,7 @@ def build_corpus(
         for name, kind, path in it:
             if (max_docs and len(files) >= max_docs) or total >= max_mb * 1e6:
                 break
-            text = _read(path)
+            text = read_text_file(path)
             if not text:
                 continue
             if kind == "man":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import platform
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +37,20 @@ from mcmodels.gistnet import GistNet, mean_pool_gist
 
 LEVELS = ("l1", "l2", "mixed")
 METHODS = ("trained", "untrained", "mean", "control")
+
+
+@dataclass
+class EvalConfig:
+    """What the recovered-fraction evaluation reads by default (``eval_windows``, ``recovered``;
+    ``mc eval recovered`` shows these as its flags' defaults)."""
+
+    span: int = 2048  # older tokens shown as gists (the mixed view needs >= 2048)
+    recent: int = 128  # raw tokens between the gists and the scored horizon
+    horizon: int = 128  # scored tokens
+    n_windows: int = 16
+    per_doc: int = 1
+    min_doc_tokens: int = 12000  # prefer long documents: the span is far from a doc's start
+    split: str = "test"
 
 
 def level_plan(level: str, span: int) -> list[tuple[int, int]]:
@@ -69,6 +84,38 @@ def pick_windows(
     return out[:n_windows]
 
 
+def eval_windows(
+    base,
+    corpus,
+    *,
+    split: str = EvalConfig.split,
+    span: int = EvalConfig.span,
+    recent: int = EvalConfig.recent,
+    horizon: int = EvalConfig.horizon,
+    n_windows: int = EvalConfig.n_windows,
+    per_doc: int = EvalConfig.per_doc,
+    min_doc_tokens: int = EvalConfig.min_doc_tokens,
+    seed: int = 0,
+) -> tuple[list, int]:
+    """The windows an evaluation reads from ``corpus``'s ``split``: long documents first (at
+    least ``min_doc_tokens``, so the gisted span is far from a document's start), any document
+    long enough for one window when there are too few of those. Returns the windows and the
+    minimum document length used; ``CorpusError`` when no document is long enough."""
+    from mcmodels.errors import CorpusError
+
+    T = span + recent + horizon
+    min_used = max(T, min_doc_tokens)
+    docs = corpus.tokens(base.tokenizer, split, min_tokens=min_used)
+    if len(docs) < n_windows // max(per_doc, 1):
+        min_used = T
+        docs = corpus.tokens(base.tokenizer, split, min_tokens=T)
+    windows = pick_windows(docs, span=span, recent=recent, horizon=horizon,
+                           n_windows=n_windows, per_doc=per_doc, seed=seed)  # fmt: skip
+    if not windows:
+        raise CorpusError(f"no {split} document has {T} tokens")
+    return windows, min_used
+
+
 class WindowEval:
     """Caches the GistNet-independent parts (full, trunc) for a fixed set of windows."""
 
@@ -93,7 +140,7 @@ class WindowEval:
             yield i, self.tokens[i : i + self.batch].to(self.base.device)
 
     @torch.no_grad()
-    def _run(self, build) -> torch.Tensor:
+    def nll_of(self, build) -> torch.Tensor:
         """Per-token NLL [n_windows, horizon] for sequences built by ``build(i, tokens, emb)``."""
         rows = []
         for i, tok in self._batches():
@@ -105,7 +152,7 @@ class WindowEval:
 
     def full(self) -> torch.Tensor:
         if "full" not in self._cache:
-            self._cache["full"] = self._run(lambda i, t, e: e)
+            self._cache["full"] = self.nll_of(lambda i, t, e: e)
         return self._cache["full"]
 
     def trunc(self, n_neutral: int) -> torch.Tensor:
@@ -120,7 +167,7 @@ class WindowEval:
                     [views.neutral_entries(self.base, e.shape[0], n_neutral).to(e.dtype), tail], 1
                 )
 
-            self._cache[key] = self._run(build)
+            self._cache[key] = self.nll_of(build)
         return self._cache[key]
 
     def gist_nll(self, level: str, gistfn, *, source_perm=None) -> torch.Tensor:
@@ -138,7 +185,7 @@ class WindowEval:
             gists = views.make_gists(gistfn, src, self.span, top)
             return views.assemble(plan, e, gists, self.span)
 
-        return self._run(build)
+        return self.nll_of(build)
 
     def summary(self, nll_gist: torch.Tensor, level: str) -> dict:
         g = len(self.plans[level])
@@ -176,9 +223,9 @@ def recovered(
     gistnet,
     windows,
     *,
-    span: int = 2048,
-    recent: int = 128,
-    horizon: int = 128,
+    span: int = EvalConfig.span,
+    recent: int = EvalConfig.recent,
+    horizon: int = EvalConfig.horizon,
     levels=LEVELS,
     methods=METHODS,
     softprompt=None,
@@ -197,9 +244,9 @@ def recovered(
         gfns["trained"] = gistnet.eval()
     if "untrained" in methods:
         # same architecture and the same centring buffers as the trained net; fresh weights
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # construction's own draws are discarded
             un = GistNet(gistnet.cfg)
+        un.init_weights(torch.Generator().manual_seed(seed))
         un.emb_mean.copy_(gistnet.emb_mean)
         un.emb_dev_rms.copy_(gistnet.emb_dev_rms)
         gfns["untrained"] = un.to(base.device).eval()
@@ -242,7 +289,7 @@ def recovered(
         if m == "control":
             nl = we.gist_nll(lv, gfns["trained"], source_perm=perm)
         elif m == "softprompt":
-            nl = we._run(
+            nl = we.nll_of(
                 lambda i, t, e, g=g: torch.cat(
                     [softprompt.prefix(e.shape[0], g).to(e.dtype), e[:, span:]], 1
                 )

@@ -1,6 +1,6 @@
 """GistNet: 32 vectors → 1 vector in the base model's embedding space.
 
-Architecture (see DESIGN.md §4 and the lessons of the CPU probe):
+Architecture (``mcmodels/README.md#gistnet--lensnet``; shaped by the lessons of the CPU probe):
 
 * inputs are first **centred**: the base model's mean embedding (the corpus-mean direction every
   token shares) is subtracted, and the rest divided by the typical deviation norm, so a block's
@@ -15,6 +15,7 @@ Architecture (see DESIGN.md §4 and the lessons of the CPU probe):
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -70,14 +71,42 @@ class GistNet(EmbeddingSpaceModule):
         self.mix = nn.Parameter(torch.tensor([cfg.mean_init, cfg.learned_init]))
 
     @classmethod
-    def for_base(cls, base, *, token_weights=None, **overrides) -> GistNet:
+    def for_base(cls, base, *, token_weights=None, seed: int | None = None, **overrides) -> GistNet:
         """A fresh GistNet sized and scaled for ``base`` (its embedding statistics as buffers;
-        ``token_weights``: corpus unigram counts, so the removed direction is the corpus mean)."""
-        net = cls(
-            GistNetConfig(d_model=base.d_model, **overrides),
-            **cls.stats_of(base, token_weights),
-        )
+        ``token_weights``: corpus unigram counts, so the removed direction is the corpus mean).
+
+        ``seed``: draw the initial weights from a generator of this seed (the same network on
+        every machine, e.g. the untrained one a session uses when no checkpoint ships) and
+        leave the global RNG as it was; None draws them from the global RNG (training)."""
+        cfg = GistNetConfig(d_model=base.d_model, **overrides)
+        if seed is None:
+            return cls(cfg, **cls.stats_of(base, token_weights))
+        with torch.random.fork_rng(devices=[]):  # construction's own draws are discarded
+            net = cls(cfg, **cls.stats_of(base, token_weights))
+        net.init_weights(torch.Generator().manual_seed(seed))
         return net
+
+    @torch.no_grad()
+    def init_weights(self, gen: torch.Generator) -> None:
+        """Every random initial weight drawn from ``gen``, by PyTorch's default rules for each
+        layer (``nn.Linear``: Kaiming-uniform weight and uniform bias; attention input
+        projections: Xavier-uniform, zero biases) and N(0, 0.02) for the embeddings, positions
+        and pooling token; layer norms and the mix keep their deterministic starts."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=gen)
+                if m.bias is not None:
+                    bound = 1 / math.sqrt(m.weight.shape[1])
+                    nn.init.uniform_(m.bias, -bound, bound, generator=gen)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02, generator=gen)
+        for m in self.modules():
+            if isinstance(m, nn.MultiheadAttention):
+                nn.init.xavier_uniform_(m.in_proj_weight, generator=gen)
+                nn.init.zeros_(m.in_proj_bias)
+                nn.init.zeros_(m.out_proj.bias)
+        nn.init.normal_(self.pos, std=0.02, generator=gen)
+        nn.init.normal_(self.pool, std=0.02, generator=gen)
 
     def forward(self, x: torch.Tensor, level) -> torch.Tensor:
         """``x`` [b, 32, d] (token embeddings for level 1, level-ℓ gists for level ℓ+1);

@@ -32,10 +32,6 @@ class ChatParts:
     after_user: list[int]
     end_ids: list[int] = field(default_factory=list)  # ids that end an assistant turn
 
-    def wrap(self, memory_len_ids: list[int], user_ids: list[int]) -> list[int]:
-        """Convenience for raw-token memories: the full id sequence."""
-        return self.prefix + memory_len_ids + self.before_user + user_ids + self.after_user
-
 
 class _ChatMixin:
     def render_chat(self, messages, add_generation_prompt: bool = True) -> str:  # pragma: no cover
@@ -129,9 +125,7 @@ class HFTokenizer(_ChatMixin):
 
     def binding_hash(self) -> str:
         """sha256 of the vocabulary and merges (canonical JSON), independent of file layout."""
-        backend = getattr(self.hf, "backend_tokenizer", None) or getattr(
-            self.hf, "_tokenizer", None
-        )
+        backend = getattr(self.hf, "backend_tokenizer", None)  # fast (Rust) tokenizers
         if backend is not None:
             model = json.loads(backend.to_str()).get("model", {})
             payload = {"vocab": model.get("vocab"), "merges": model.get("merges")}

@@ -30,7 +30,8 @@ class WindowSampler:
             from mcmodels.errors import CorpusError
 
             raise CorpusError(
-                f"no training document has {T} tokens; lower --span/--recent/--horizon"
+                f"no training document has {T} tokens (span + recent + horizon); train on "
+                "shorter windows or add longer documents"
             )
         self.T, self.seed, self.rank, self.align = T, seed, rank, align
         counts = np.array([(len(a) - T) // align + 1 for _, a in self.docs], dtype=np.float64)

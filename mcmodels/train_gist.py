@@ -1,4 +1,5 @@
-"""GistNet training by substitutability on the frozen base (DESIGN.md §4).
+"""GistNet training by substitutability on the frozen base (``mcmodels/README.md``, section
+"Corpus, training, evaluation").
 
 Each step: a window of ``span + recent + horizon`` tokens of real text. Teacher: the base model on
 all raw tokens. Student: the same window with ``[0, span)`` replaced by gists from a random
@@ -98,7 +99,7 @@ def dev_eval(base, model, we: WindowEval, cfg: GistTrainConfig, perm) -> dict:
     for lv in we.levels:
         plan = we.plans[lv]
         if cfg.softprompt:
-            nl = we._run(lambda i, t, e, plan=plan: _student(model, cfg, plan, e, True))
+            nl = we.nll_of(lambda i, t, e, plan=plan: _student(model, cfg, plan, e, True))
         else:
             nl = we.gist_nll(lv, model)
         s = we.summary(nl, lv)

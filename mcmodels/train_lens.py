@@ -1,4 +1,5 @@
-"""LensNet training on counterfactual targets (DESIGN.md §4).
+"""LensNet training on counterfactual targets (``mcmodels/README.md``, section "Corpus, training,
+evaluation").
 
 Phase 1, **targets** (expensive; frozen base + a GistNet, no grad): for sampled working contexts
 — a random tiling of ``[0, span)`` by mixed-level entries (level 2, level 1, raw blocks), then the

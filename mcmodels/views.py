@@ -1,6 +1,6 @@
 """Building what the base model sees: working contexts made of raw tokens and gists.
 
-This is the training/evaluation twin of how the runtime feeds the model (DESIGN.md §5): a list of
+This is the training/evaluation twin of how the runtime feeds the model (``docs/architecture.md#focus``): a list of
 entries ``(level, start)`` that tiles ``[0, C)`` (``start`` in tokens, aligned to 32**level),
 followed by raw tokens; positions ``0 … len−1`` over the model's own sequence (one per entry).
 

@@ -6,7 +6,7 @@ the KV-cached ``Window``.
 """
 
 from mcruntime.context import ContextError, WorkingContext
-from mcruntime.errors import InputError, SessionError, WindowError
+from mcruntime.errors import InputError, PathTaken, SessionError, StaleGists, WindowError
 from mcruntime.focus import Focus, FocusConfig
 
 _LAZY = ("Answer", "Session", "SessionConfig")  # these import torch: only when first asked for
@@ -26,9 +26,11 @@ __all__ = [
     "Focus",
     "FocusConfig",
     "InputError",
+    "PathTaken",
     "Session",
     "SessionConfig",
     "SessionError",
+    "StaleGists",
     "WindowError",
     "WorkingContext",
 ]

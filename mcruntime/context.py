@@ -155,7 +155,7 @@ class WorkingContext:
     def check(
         self, num_nodes: NodeCount, *, budget: int | None = None, raw_recent: int = 0
     ) -> None:
-        """Raise ``ContextError`` naming the first broken invariant (DESIGN.md §5)."""
+        """Raise ``ContextError`` naming the first broken invariant (``docs/architecture.md#invariants``)."""
         b = self.block
         pos = 0
         for k, (level, index) in enumerate(self.entries):

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 BLOCK = 32
-_VERSION = 1  # bump when the computation changes: it is part of DenseSpec.id
+_VERSION = 2  # bump when the computation or the id changes: it is part of DenseSpec.id
 
 POOLS = ("mean", "rms")
 
@@ -212,15 +212,13 @@ class DenseSpec:
 
     def id(self, base) -> str:
         """A short stable name of the model and settings, e.g.
-        ``dense1.ab12-smollm2-135m-instruct-3f2a9c1b-L15-c128-w512-mean``: the tokenizer hash part
-        tells two models of one name apart; ``ab12`` names the built-in centring text."""
-        cache = _STATS.setdefault(base, {})
-        if "tok" not in cache:  # hashing the vocabulary takes a while: once per model
-            cache["tok"] = base.tokenizer.binding_hash()[:8]
-        tok = cache["tok"]
+        ``dense2.ab12-smollm2-135m-instruct-3f2a9c1b-L15-c128-w512-mean``: keys are kept under
+        it, so it is keyed by content: ``3f2a9c1b`` is the hash of the model's weights
+        (``BaseLM.weights_hash``; two models of one name get different keys) and ``ab12`` names
+        the built-in centring text."""
         return (
-            f"dense{_VERSION}.{neutral_text_hash()[:4]}-{base.name}-{tok}-L{self.resolved_layer(base)}"
-            f"-c{self.context}-w{self.window}-{self.pool}"
+            f"dense{_VERSION}.{neutral_text_hash()[:4]}-{base.name}-{base.weights_hash()[:8]}"
+            f"-L{self.resolved_layer(base)}-c{self.context}-w{self.window}-{self.pool}"
         )
 
 
@@ -392,7 +390,7 @@ def block_stats(pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
-# base -> {"tok": hash, "ids": neutral ids, (layer, context, pool, block, stride): (mean, scale)}
+# base -> {"ids": neutral ids, (layer, context, pool, block, stride): (mean, scale)}
 _STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

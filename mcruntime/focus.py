@@ -18,6 +18,7 @@ It also keeps the budget when the timeline grows (``grow``): new raw tokens push
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,10 +30,19 @@ Scores = np.ndarray
 ScoreFn = Callable[[WorkingContext], Scores]
 
 
+RAW_RECENT = 128  # newest tokens of the history that always stay raw (the default)
+
+
+def raw_recent_for(budget: int, raw_recent: int = RAW_RECENT) -> int:
+    """The raw tail a budget affords: ``raw_recent``, but at most a quarter of the budget (a
+    small window keeps room for gists of the past)."""
+    return min(raw_recent, max(0, budget // 4))
+
+
 @dataclass
 class FocusConfig:
     budget: int = 2048
-    raw_recent: int = 128
+    raw_recent: int = RAW_RECENT
     tau_expand: float = 0.0
     margin: float = 0.05
     # a collapse before the first changed position makes the KV cache recompute from there:
@@ -172,6 +182,12 @@ class Focus:
                 score_of[parent] = gscore
             self.stats.forced_collapses += 1
         return edits
+
+    def rebudget(self, budget: int, raw_recent: int) -> Edits:
+        """Work to a new budget and raw tail from now on (a new ``FocusConfig``: the caller's
+        is never changed), collapsing the cheapest groups until the context fits."""
+        self.config = dataclasses.replace(self.config, budget=budget, raw_recent=raw_recent)
+        return self.make_room()
 
     def on_commit(self, num_nodes: NodeCount) -> None:
         """The store committed more nodes: collapses may now reach further."""

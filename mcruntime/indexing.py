@@ -171,21 +171,32 @@ class NodeIndex:
             for s in range(self.dense.count(1), n1, 8192):
                 self.dense.add(1, _f32(t.gists(1, s, min(n1, s + 8192))) - self.mean)
             return
-        ready = self.ready()
-        for s in range(self.indexed(), ready, 4096):  # bounded memory for huge first builds
-            e = min(ready, s + 4096)
-            ids = t.tokens(s * b, e * b + EXTEND)
-            if self.lex is not None and len(self.lex) == s:
+        if self.lex is not None:
+            ready = self.ready()
+            for s in range(len(self.lex), ready, 4096):  # bounded memory for huge first builds
+                e = min(ready, s + 4096)
+                ids = t.tokens(s * b, e * b + EXTEND)
                 bt = block_terms(self._decode, ids[: (e - s) * b], b, following=ids[(e - s) * b :])
                 self.lex.add(bt)
                 if t.mode != "r":  # persist() stores these; a reader never does
                     self._unstored_parts.append(bt)
-            if self.dense is not None and self.dense.count(1) == s:
-                from mcruntime.dense import block_keys
+        if self.dense is not None:
+            from mcruntime.dense import block_keys
 
+            # Dense keys are a pure function of the committed tokens only if every forward
+            # row covers the same window whatever the history of appends: rows start at
+            # multiples of the window, so only whole windows are keyed (the newest partial
+            # window waits; its words are in the lexical index already).
+            per = self.dense_spec.window // b
+            ready = (self.ready() // per) * per
+            for s in range(self.dense.count(1), ready, 4096 // per * per):
+                e = min(ready, s + 4096 // per * per)
+                ids = t.tokens(s * b, e * b)
                 ctx = t.tokens(max(0, s * b - self.dense_spec.context), s * b)
-                self.dense.add(1, block_keys(self.base, ids[: (e - s) * b], self.dense_spec,
-                                             block=b, start_context=ctx))  # fmt: skip
+                # one window per forward row, one row per call: a batch's shape would change
+                # the float rounding of the matmuls with the number of windows ready
+                self.dense.add(1, block_keys(self.base, ids, self.dense_spec, block=b,
+                                             start_context=ctx, batch=1))  # fmt: skip
 
     # -- use ----------------------------------------------------------------------------------
 

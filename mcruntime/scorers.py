@@ -71,21 +71,9 @@ class AttentionScorer:
         prefix = view.prefix if view.prefix is not None else view.vectors[:0]
         seq = torch.cat([prefix, view.vectors, view.query], dim=0)
         n_pre, n, q = len(prefix), len(view.vectors), len(view.query)
-        model = base.model
-        old = model.config._attn_implementation
-        model.set_attn_implementation("eager")
-        try:
-            out = model(
-                inputs_embeds=seq[None].to(base.device, base.dtype),
-                position_ids=torch.arange(len(seq), device=base.device)[None],
-                output_attentions=True,
-                use_cache=False,
-                logits_to_keep=1,
-            )
-        finally:
-            model.set_attn_implementation(old)
+        attentions = base.attentions(seq[None], torch.arange(len(seq))[None])
         # [layers, heads, q, n] -> mean attention of query rows on entry columns
-        mass = torch.stack([a[0, :, -q:, n_pre : n_pre + n].float() for a in out.attentions])
+        mass = torch.stack([a[0, :, -q:, n_pre : n_pre + n].float() for a in attentions])
         mass = mass.mean(dim=(0, 1, 2))
         # a gist stands for many tokens; compare by log mass so scores are not dominated by
         # the attention sink at the first positions

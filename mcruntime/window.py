@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import torch
 
+from mcruntime.hooks import NO_HOOKS, Hooks
+
 
 class Window:
-    """Owns the input vectors and the KV cache of one base model."""
+    """Owns the input vectors and the KV cache of one base model.
 
-    def __init__(self, base, prefix_ids: list[int]):
+    ``hooks``: every model step runs inside ``hooks.span("logits")`` (``mcruntime.hooks``)."""
+
+    def __init__(self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS):
         self.base = base
+        self.hooks = hooks
         self.prefix_len = len(prefix_ids)
-        self._prefix = base.embed(torch.tensor(prefix_ids, dtype=torch.long)).float()
-        self.vectors = self._prefix.clone()  # [L, d], fp32, what the cache was computed from
+        # [L, d], fp32, what the cache was computed from
+        self.vectors = base.embed(torch.tensor(prefix_ids, dtype=torch.long)).float()
         self.cache = None
         self.cached = 0  # positions held in the cache
         self.recomputed = 0  # telemetry: positions recomputed since creation
@@ -39,23 +44,20 @@ class Window:
     @torch.no_grad()
     def logits(self) -> torch.Tensor:
         """Logits of the last position, computing only what the cache lacks."""
-        if self.cache is not None and self.cached < self.base.cache_length(self.cache):
-            self.base.crop_cache(self.cache, self.cached)
-        n = self.length
-        if self.cached >= n:  # nothing new: recompute the last position for its logits
-            self.base.crop_cache(self.cache, n - 1)
-            self.cached = n - 1
-        todo = self.vectors[self.cached :]
-        pos = torch.arange(self.cached, n, device=self.base.device)[None]
-        out = self.base.forward(
-            todo[None].to(self.base.device, self.base.dtype), pos, cache=self.cache, last_k=1
-        )
-        self.cache = out.cache
-        self.recomputed += n - self.cached
-        self.cached = n
-        return out.logits[0, -1].float()
-
-    def reset(self) -> None:
-        self.vectors = self._prefix.clone()
-        self.cache = None
-        self.cached = 0
+        with self.hooks.span("logits") as rec:
+            if self.cache is not None and self.cached < self.base.cache_length(self.cache):
+                self.base.crop_cache(self.cache, self.cached)
+            n = self.length
+            if self.cached >= n:  # nothing new: recompute the last position for its logits
+                self.base.crop_cache(self.cache, n - 1)
+                self.cached = n - 1
+            todo = self.vectors[self.cached :]
+            pos = torch.arange(self.cached, n, device=self.base.device)[None]
+            out = self.base.forward(
+                todo[None].to(self.base.device, self.base.dtype), pos, cache=self.cache, last_k=1
+            )
+            self.cache = out.cache
+            rec["positions"], rec["len"] = n - self.cached, n
+            self.recomputed += n - self.cached
+            self.cached = n
+            return out.logits[0, -1].float()

@@ -39,8 +39,7 @@ import os
 # before numpy and torch load (where this package is what loads them): one thread everywhere
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # (HF_HUB_OFFLINE: mcmodels.base)
 
 from bench.systems.plan import FULL, QUICK, Plan
 from bench.systems.runner import main, run

@@ -2,9 +2,10 @@
 
 The same ids go through ``Session.append_ids`` (GistNet, the store, the retrieval index) into a
 local and an S3 tree, chunk by chunk alternately, so both see the same machine load. The time is
-split by wrapping what ``append_ids`` calls: the gister (GistNet), ``tree.append`` (the store,
-less the GistNet calls it makes) and the retrieval index's ``update`` and ``persist`` (which
-commits the keys of every completed epoch to the tree: its PUTs and bytes are counted too).
+split by the spans ``append_ids`` reports (``mcruntime.hooks``): ``gist`` (the GistNet calls),
+``store`` (``tree.append``, less the GistNet calls it makes) and ``index`` (the retrieval index's
+update and persist, which commits the keys of every completed epoch to the tree: its PUTs and
+bytes are counted too).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import uuid
 from pathlib import Path
 
 from bench.systems.footprint import tree_bytes
-from bench.systems.probe import time_calls
 from bench.systems.trees import history, session_for
+from mcruntime.hooks import Timings
 
 
 def bench_ingest(base, gistnet, src, n_tokens: int, chunk: int, rundir: Path, s3so, window: int):
@@ -23,18 +24,10 @@ def bench_ingest(base, gistnet, src, n_tokens: int, chunk: int, rundir: Path, s3
     backends = {"local": (str(rundir / f"ingest-{uuid.uuid4().hex[:6]}.mc"), None)}
     if s3so is not None:
         backends["s3"] = (f"s3://bench/{uuid.uuid4().hex[:8]}/ingest.mc", s3so)
-    sess, cells = {}, {}
+    sess, timings = {}, {}
     for b, (url, so) in backends.items():
-        s = session_for(url, base, gistnet, window, storage_options=so)
-        sess[b] = s
-        cells[b] = {
-            "gist": time_calls(s, "gister"),
-            "store": time_calls(s.tree, "append"),
-            "index": [0.0],
-        }
-        if s.index is not None:  # keeping the index current, and storing its complete epochs
-            time_calls(s.index, "update", cells[b]["index"])
-            time_calls(s.index, "persist", cells[b]["index"])
+        timings[b] = Timings()
+        sess[b] = session_for(url, base, gistnet, window, storage_options=so, hooks=timings[b])
     total = dict.fromkeys(backends, 0.0)
     for k, a in enumerate(range(0, n_tokens, chunk)):
         ids = history(src, a, min(n_tokens, a + chunk))
@@ -45,8 +38,8 @@ def bench_ingest(base, gistnet, src, n_tokens: int, chunk: int, rundir: Path, s3
             total[b] += time.perf_counter() - t0
     out = {}
     for b, s in sess.items():
-        c = cells[b]
-        gist, append, index = c["gist"][0], c["store"][0], c["index"][0]
+        t = timings[b]
+        gist, append, index = t.total("gist"), t.total("store"), t.total("index")
         io = s.tree.io_stats
         out[b] = {
             "tokens": n_tokens,

@@ -19,7 +19,7 @@ FORCED_TEXT = (
     "and the command that produced them, so anyone can check every number again. "
 )
 QUESTION = "Summarise what you remember of the documents above, in detail."
-TARGET_RATIO = 1.1  # DESIGN.md §5 / issue 4: decode latency at 1M within 1.1x of 8k
+TARGET_RATIO = 1.1  # docs/architecture.md#focus (constant cost) / issue 4: 1M within 1.1x of 8k
 # issue 11: a whole chat turn per token at 1.56M tokens of history vs 61k, tiny model, window 512
 FLAT_HISTORIES = [61_440, 1_560_576]
 

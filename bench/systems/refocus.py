@@ -32,16 +32,16 @@ def bench_refocus(
         if not k:
             continue
         rows: dict[int, list[dict]] = {n: [] for n in sessions}
-        for n in sessions:
-            probes[n].set_scorer(make_scorer(name))
+        for s in sessions.values():
+            s.scorer = make_scorer(name)
         for _ in range(k):
             frac = float(rng.random())
             for n, s in sessions.items():
                 rows[n].append(_one_step(s, probes[n], frac))
         out[name] = {n: _summarise(rs) for n, rs in rows.items()}
     # back to the session's own scorer
-    for n, s in sessions.items():
-        probes[n].set_scorer(make_scorer(s.config.scorer or "recency"))
+    for s in sessions.values():
+        s.scorer = make_scorer(s.config.scorer or "recency")
     return out
 
 
@@ -49,7 +49,7 @@ def _one_step(s, p: Probe, frac: float) -> dict:
     n_hist = s.tree.length
     at = int(frac * max(1, n_hist - 16))
     q = [int(x) for x in s.tree.tokens(at, at + 16)]
-    s._sync()
+    s.sync()
     s.window.logits()  # a clean cache before the step, as during decoding
     mark = len(p.events)
     c0, t0 = time.thread_time(), time.perf_counter()

@@ -28,7 +28,7 @@ from bench.systems.decode import bench_decode
 from bench.systems.flat import bench_flat
 from bench.systems.ingest import bench_ingest
 from bench.systems.plan import CACHE, FULL, MODELS, QUICK, RESULTS, Plan
-from bench.systems.probe import Probe, timed_index_builds
+from bench.systems.probe import Probe
 from bench.systems.refocus import bench_refocus
 from bench.systems.trees import (
     build_tree,
@@ -39,10 +39,14 @@ from bench.systems.trees import (
     session_for,
     source_ids,
 )
+from mcruntime.hooks import Timings
 
 
-def run(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) -> dict:
-    """Every section for ``models``; the result dict that ``write`` saves."""
+@contextlib.contextmanager
+def _run_dir(plan: Plan, cache: Path):
+    """One run's result dict (machine, plan, models; its duration and the load at its end
+    added on exit) and its scratch folder with the pins its forks leave in cached trees, all
+    removed on exit. -> (res, rundir, pins)."""
     torch.set_num_threads(1)
     t_run = time.perf_counter()
     res: dict = {"machine": machine_info(), "plan": asdict(plan), "models": {}}
@@ -50,17 +54,23 @@ def run(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) -> dict:
     rundir.mkdir(parents=True, exist_ok=True)
     pins: list[Path] = []
     try:
-        s3ctx = moto_s3(own_process=True) if plan.s3 else contextlib.nullcontext(None)
-        with s3ctx as s3so:
-            for model in models:
-                log(f"== {model}")
-                res["models"][model] = run_model(model, plan, cache, rundir, s3so, pins, log)
+        yield res, rundir, pins
     finally:
         for p in pins:
             p.unlink(missing_ok=True)
         shutil.rmtree(rundir, ignore_errors=True)
     res["machine"]["loadavg_end"] = loadavg()
     res["seconds"] = time.perf_counter() - t_run
+
+
+def run(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) -> dict:
+    """Every section for ``models``; the result dict that ``write`` saves."""
+    with _run_dir(plan, cache) as (res, rundir, pins):
+        s3ctx = moto_s3(own_process=True) if plan.s3 else contextlib.nullcontext(None)
+        with s3ctx as s3so:
+            for model in models:
+                log(f"== {model}")
+                res["models"][model] = run_model(model, plan, cache, rundir, s3so, pins, log)
     return res
 
 
@@ -87,11 +97,10 @@ def run_model(model: str, plan: Plan, cache: Path, rundir: Path, s3so, pins, log
     for n in hs:
         tree, pin = fork_tree(trees[n], rundir)
         pins.append(pin)
-        t = time.perf_counter()
-        with timed_index_builds() as cell:
-            s = session_for(tree, base, g, plan.window)
+        t, opening = time.perf_counter(), Timings()
+        s = session_for(tree, base, g, plan.window, hooks=opening)
         opens[n] = time.perf_counter() - t
-        index_s[n] = cell[0]
+        index_s[n] = opening.total("index_open")
         if s.index is not None:  # level-1 keys read from stored chunks / all of them
             keys[n] = {
                 "stored": min(s.index.stored.values(), default=0),
@@ -271,13 +280,7 @@ def build_only(plan: Plan, models: list[str], cache: Path) -> None:
 
 def run_flat_only(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) -> dict:
     """Section 6 alone, for the models that have flat-cost histories in ``plan``."""
-    torch.set_num_threads(1)
-    t_run = time.perf_counter()
-    res: dict = {"machine": machine_info(), "plan": asdict(plan), "models": {}}
-    rundir = cache / f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    rundir.mkdir(parents=True, exist_ok=True)
-    pins: list[Path] = []
-    try:
+    with _run_dir(plan, cache) as (res, rundir, pins):
         for model in models:
             if not plan.flat_histories.get(model):
                 continue
@@ -287,12 +290,6 @@ def run_flat_only(plan: Plan, models=MODELS, *, cache: Path = CACHE, log=print) 
             out = {"base": base.name, "d_model": base.d_model, "history_source": note}
             out["flat"] = run_flat(model, base, g, src, note, plan, cache, rundir, pins, log)
             res["models"][model] = out
-    finally:
-        for p in pins:
-            p.unlink(missing_ok=True)
-        shutil.rmtree(rundir, ignore_errors=True)
-    res["machine"]["loadavg_end"] = loadavg()
-    res["seconds"] = time.perf_counter() - t_run
     return res
 
 

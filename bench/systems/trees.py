@@ -3,7 +3,7 @@ made of, and the cached trees (built once through the runtime, forked for every 
 
 Latency does not depend on what the history says, so histories tile one stretch of held-out
 text; building a 10M-token tree takes minutes, so trees are cached, keyed by what they depend on
-(base model, GistNet weights, source ids), and every run works on a copy-on-write fork.
+(base model and GistNet weights, source ids), and every run works on a copy-on-write fork.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bench.systems.plan import BUILD_CHUNK, FORCED_TEXT, MODELS
-from bench.systems.probe import time_calls
+from mcruntime.hooks import Timings
 
 
 def load_model(name: str):
@@ -29,14 +29,12 @@ def load_model(name: str):
 
     if name == "smollm2":
         base = mcmodels.load_base()
-        torch.manual_seed(0)
-        g = mcmodels.GistNet.for_base(base)
+        g = mcmodels.GistNet.for_base(base, seed=0)
     elif name == "tiny":
         base = mcmodels.tiny_base(0)
-        torch.manual_seed(0)
         # a narrower GistNet than the default: the tiny model exists for speed, and 10M tokens
         # through a 256-wide encoder would take 15 minutes of this CPU
-        g = mcmodels.GistNet.for_base(base, hidden=64, heads=2)
+        g = mcmodels.GistNet.for_base(base, seed=0, hidden=64, heads=2)
     else:
         raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
     return base, g.eval()
@@ -88,10 +86,12 @@ def forced_ids(base) -> list[int]:
     return [i for i in base.tokenizer.encode(FORCED_TEXT * 4) if i not in ends]
 
 
-def session_for(tree, base, gistnet, window: int, *, storage_options=None, **cfg):
-    """A runtime session on ``tree`` (a URL or an open tree); ``cfg``: SessionConfig fields."""
+def session_for(tree, base, gistnet, window: int, *, storage_options=None, hooks=None, **cfg):
+    """A runtime session on ``tree`` (a URL or an open tree); ``cfg``: SessionConfig fields;
+    ``hooks``: where it reports its spans (``mcruntime.hooks``)."""
     from mcmodels.decoding import DecodeConfig
     from mcruntime import Session, SessionConfig
+    from mcruntime.hooks import NO_HOOKS
 
     cfg.setdefault("decoding", DecodeConfig.off())  # the probes force their tokens to the end
     return Session(
@@ -101,6 +101,7 @@ def session_for(tree, base, gistnet, window: int, *, storage_options=None, **cfg
         window=window,
         storage_options=storage_options,
         config=SessionConfig(**cfg),
+        hooks=hooks or NO_HOOKS,
     )
 
 
@@ -123,8 +124,9 @@ def build_tree(
     complete epoch, ``mcruntime.indexing``), so opening a session on it loads the index instead
     of rebuilding it from every token. A cached tree from before the index was stored (no
     ``index_chunks`` in its build record) is built again, so every run measures the same thing."""
-    key = hashlib.sha256(
-        f"{base.name}|{fingerprint(gistnet)}|{hashlib.sha256(src.tobytes()).hexdigest()}".encode()
+    src_hash = hashlib.sha256(src.tobytes()).hexdigest()
+    key = hashlib.sha256(  # by content: two models of one name never share a cached tree
+        f"{base.weights_hash()}|{fingerprint(gistnet)}|{src_hash}".encode()
     ).hexdigest()[:10]
     seg = "" if chunk == BUILD_CHUNK else f"-seg{chunk}"
     path = cache / f"{model}-{n}{seg}-{key}.mc"
@@ -137,10 +139,8 @@ def build_tree(
         print(f"    {path.name} has no stored retrieval index: building it again")
     shutil.rmtree(path, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    s = session_for(str(path), base, gistnet, 2048)
-    gist_s = time_calls(s, "gister")
-    index_s = time_calls(s.index, "update")
-    time_calls(s.index, "persist", index_s)
+    timings = Timings()
+    s = session_for(str(path), base, gistnet, 2048, hooks=timings)
     t0 = time.perf_counter()
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
@@ -154,8 +154,8 @@ def build_tree(
         "tokens": n,
         "build_s": dt,
         "build_tokens_per_s": n / dt,
-        "gist_s": gist_s[0],
-        "index_s": index_s[0],  # retrieval index: update + persist
+        "gist_s": timings.total("gist"),
+        "index_s": timings.total("index"),  # retrieval index: update + persist
         "index_chunks": chunks,
         "segments": -(-n // chunk),
         "history": src_note,

@@ -12,7 +12,7 @@ def encode(text: str) -> list[int]:  # a byte tokenizer is enough to measure siz
 
 
 def _paragraph(rng: random.Random) -> str:
-    return " ".join(rng.choice(tasks._WORDS) for _ in range(30))
+    return " ".join(rng.choice(tasks.WORDS) for _ in range(30))
 
 
 _rng = random.Random(0)

@@ -115,3 +115,22 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         mcmodels.load_base(str(tmp_path / "nope"))
     with pytest.raises(mcmodels.ModelNotFoundError):
         mcmodels.load_base(str(tmp_path))  # a folder without config.json
+
+
+def test_attentions_from_the_eager_kernel_and_back(tiny):
+    x = tiny.embed(torch.randint(0, 255, (1, 12))).float()
+    pos = torch.arange(12)[None]
+    before = tiny.forward(x, pos, use_cache=False).logits
+    att = tiny.attentions(x, pos)
+    assert len(att) == tiny.n_layers and att[0].shape[-2:] == (12, 12)
+    rows = att[0][0].sum(-1)
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)  # each query's weights
+    assert torch.all(att[0][0].triu(1) == 0)  # causal
+    assert tiny.attention == "sdpa"
+    assert torch.allclose(tiny.forward(x, pos, use_cache=False).logits, before, atol=1e-5)
+
+
+def test_weights_hash_tells_models_of_one_name_apart():
+    a, b = mcmodels.tiny_base(0), mcmodels.tiny_base(1)
+    assert a.weights_hash() == mcmodels.tiny_base(0).weights_hash()
+    assert a.weights_hash() != b.weights_hash() and len(a.weights_hash()) == 64

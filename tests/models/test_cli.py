@@ -112,3 +112,65 @@ def test_missing_checkpoint_is_one_line_error(mc, toy_corpus, tmp_path):
             ]
         )
     assert e.value.code == 23
+
+
+def test_training_flags_take_the_configs_defaults(mc):
+    """Each training and evaluation flag's default is its config dataclass's (read, not
+    restated); ``--model`` names the base model and ``--base`` is still accepted for it."""
+    import dataclasses
+
+    import click
+
+    from cli.model_cmds import base_alias_option, model_option
+    from mcmodels.defaults import DEFAULT_MODEL
+    from mcmodels.evaluate import EvalConfig
+    from mcmodels.train_gist import GistTrainConfig
+    from mcmodels.train_lens import LensTrainConfig
+
+    for (group, name), cfg in (
+        (("train", "gistnet"), GistTrainConfig),
+        (("train", "lensnet"), LensTrainConfig),
+        (("eval", "recovered"), EvalConfig),
+    ):
+        cmd = mc.commands[group].commands[name]
+        ctx = click.Context(cmd)
+        fields = {f.name: f.default for f in dataclasses.fields(cfg)}
+        opts = {p.name: p for p in cmd.params if p.name in fields and p.name != "seed"}
+        assert len(opts) >= 7
+        for pname, p in opts.items():
+            assert p.get_default(ctx) == fields[pname], pname
+        assert (
+            next(p for p in cmd.params if p.name == "base_name").get_default(ctx) == DEFAULT_MODEL
+        )
+
+    @click.command()
+    @model_option
+    @base_alias_option
+    def show(base_name):
+        click.echo(base_name)
+
+    r = CliRunner()
+    assert r.invoke(show, []).output.strip() == DEFAULT_MODEL
+    assert r.invoke(show, ["--base", "tiny"]).output.strip() == "tiny"
+    assert r.invoke(show, ["--model", "tiny"]).output.strip() == "tiny"
+    assert r.invoke(show, ["--base", "a", "--model", "b"]).output.strip() == "b"
+    assert "--base" not in r.invoke(show, ["--help"]).output
+
+
+def test_window_flag_leaves_the_default_to_the_session():
+    """``--window`` not given is None (the session keeps its config's window, and parsing
+    imports no torch); its help still shows the session's default."""
+    import click
+
+    from cli.run_cmds import window_option
+    from mcruntime import SessionConfig
+
+    @click.command()
+    @window_option
+    def show(window):
+        click.echo(repr(window))
+
+    r = CliRunner()
+    assert r.invoke(show, []).output.strip() == "None"
+    assert r.invoke(show, ["--window", "300"]).output.strip() == "300"
+    assert f"default: ({SessionConfig.window})" in r.invoke(show, ["--help"]).output

@@ -31,7 +31,7 @@ def test_read_gz_and_roff(tmp_path):
     p = tmp_path / "changelog.gz"
     with gzip.open(p, "wt") as f:
         f.write("pkg (1.0) unstable; urgency=low\n")
-    assert C._read(p).startswith("pkg (1.0)")
+    assert C.read_text_file(p).startswith("pkg (1.0)")
     man = '.TH LS 1\n.SH NAME\nls \\- list directory contents\n.\\" comment\n.B ls\n[\\fIOPTION\\fR]\n'
     text = C.roff_to_text(man)
     assert "list directory contents" in text and "comment" not in text and "\\f" not in text

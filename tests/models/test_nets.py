@@ -80,3 +80,20 @@ def test_views_plans_tile_the_span():
             pos += 32**lv
         assert pos == 2048 + 96
     assert len(views.plan_coarse_old(2048, 1)) == 33
+
+
+def test_seeded_gistnet_is_fixed_and_leaves_the_global_rng_alone(tiny):
+    state = torch.random.get_rng_state()
+    a = mcmodels.GistNet.for_base(tiny, seed=0)
+    assert torch.equal(state, torch.random.get_rng_state())
+    b = mcmodels.GistNet.for_base(tiny, seed=0)
+    c = mcmodels.GistNet.for_base(tiny, seed=1)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["inp.weight"], sc["inp.weight"])
+    # every layer of the encoder drawn on its own (not copies of one), at PyTorch's scales
+    enc = a.encoder.layers
+    assert not torch.equal(enc[0].linear1.weight, enc[1].linear1.weight)
+    assert a.inp.weight.abs().max() <= 1 / tiny.d_model**0.5 + 1e-6
+    x = tiny.embed(torch.randint(0, 255, (2, 32))).float()
+    assert torch.isfinite(a(x, 1)).all()

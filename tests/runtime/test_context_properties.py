@@ -1,7 +1,8 @@
 """Invariants of the working context and the focus allocator, as hypothesis properties.
 
-The six invariants of DESIGN.md §5 are checked after every operation of a state machine that
-grows the timeline, commits, assembles, expands, collapses and refocuses with random scores.
+The six invariants of ``docs/architecture.md#invariants`` are checked after every operation of a
+state machine that grows the timeline, commits, assembles, expands, collapses and refocuses with
+random scores.
 A small block size (4) reaches deep trees with few tokens; 32 checks the real geometry.
 """
 

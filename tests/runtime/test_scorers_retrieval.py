@@ -9,9 +9,9 @@ import torch
 import mcmodels
 from mcruntime import Session, SessionConfig
 from mcruntime.context import WorkingContext
+from mcruntime.inherit import Inherited
 from mcruntime.retrieval import Hit
 from mcruntime.scorers import SCORERS, FocusView, LensScorer
-from mcruntime.session import Inherited
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,52 @@ def test_hybrid_keys_are_recorded_stored_and_picked_again(base, tmp_path):
     assert kinds == {"bm25", s.index.dense_name}
     again = Session(url, model=base, gistnet=g, window=512, mode="r")  # "auto": the tree's kind
     assert again.index.kind == "hybrid" and again.index.stored == s.index.stored
-    assert again.index.dense.count(1) == s.index.dense.count(1) == s.index.ready()
+    per = s.index.dense_spec.window // s.tree.block  # dense keys cover whole windows
+    assert again.index.dense.count(1) == s.index.dense.count(1) == s.index.ready() // per * per
     q = base.tokenizer.encode("golf hotel echo?")
     assert [h.index for h in again.index.search(q, None, 4)] == [
         h.index for h in s.index.search(q, None, 4)
     ]
+
+
+def test_inherited_scores_reach_every_level_the_tree_has():
+    """A child inherits from an ancestor any number of levels up (the store allows 12), not
+    only 7: score inheritance follows the tree's own depth."""
+    b, top = 2, 11
+    inh = Inherited([(10, 0), (0, 2**10)], np.array([0.7, -0.3]), b, top=top)
+    assert inh([(0, 5)])[0] == pytest.approx(0.7)  # ten levels below its scored ancestor
+    assert inh([(top, 0)])[0] == pytest.approx(0.2)  # the mean of its scored descendants
+    assert inh([(0, 3 * 2**10)])[0] == 0.0  # nothing scored above or below it
+
+
+def test_index_keys_are_a_function_of_the_committed_tokens(base, tmp_path):
+    """However the same tokens were appended (one append, many small ones, a resume after a
+    crash between a commit and its index commit), the stored keys are bit for bit the same."""
+    rng = np.random.default_rng(9)
+    words = ["kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo"]
+    ids = base.tokenizer.encode(" ".join(rng.choice(words, size=3000)))
+    cfg = SessionConfig(retrieval="hybrid")
+
+    def stored(url):
+        t = mcmodels_free_open(url)
+        return {n: t.read_object(n) for n in t.objects() if n.startswith("retrieval/")}
+
+    def build(url, cuts):
+        g = mcmodels.GistNet.for_base(base, seed=0)
+        s = Session(url, model=base, gistnet=g, window=512, config=cfg)
+        for a, b in zip([0, *cuts], [*cuts, len(ids)], strict=True):
+            s.append_ids(ids[a:b], source="x")
+        return s
+
+    one = build(str(tmp_path / "one.mc"), [])
+    many = build(str(tmp_path / "many.mc"), [100, 333, 1000, 1017, 2048, 2500])
+    assert stored(one.tree.url) and stored(one.tree.url) == stored(many.tree.url)
+    n = one.index.dense.count(1)
+    assert n == many.index.dense.count(1)
+    assert np.array_equal(one.index.dense.keys(1, 0, n), many.index.dense.keys(1, 0, n))
+
+
+def mcmodels_free_open(url):
+    import mcstore
+
+    return mcstore.open(url)

