@@ -21,7 +21,7 @@ Exit codes:
   1  other error                      8  no access to the storage
   2  bad argument                     9  tree opened read-only
   3  no tree at that path/URL        10  no such version or tag
-  4  tree already exists             11  bad input (empty, binary, …)
+  4  a tree or files already there   11  bad input (empty, binary, …)
   5  commit conflict                 12  window too small
   6  corrupt or truncated object     21  no such model or weights
  22  position beyond the model       23  bad checkpoint
@@ -41,12 +41,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     come from the usual AWS/fsspec settings or --storage-option KEY=VALUE.
     """
     ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug or os.environ.get("MC_DEBUG") == "1"
+    # main() passes what it saw anywhere on the line (`mc chat T … --debug` too)
+    ctx.obj["debug"] = ctx.obj.get("debug") or debug or os.environ.get("MC_DEBUG") == "1"
 
 
 def _register() -> None:
     # Each command module adds itself to `cli`; the imports are here so `mc --help` lists them.
-    from cli import model_cmds, run_cmds, show, store_cmds  # noqa: F401
+    from cli import model_cmds, run_cmds, serve_cmd, show, store_cmds  # noqa: F401
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -106,6 +107,39 @@ def _library_logging(debug: bool):
             lg.propagate = propagate
 
 
+WINDOW_MAX = 8192  # the largest --window the commands accept
+
+
+def cli_hint(e: BaseException) -> str:
+    """What to type about a library error: the library says what is wrong in its own terms
+    (its messages name no command or option), the CLI adds the command or option that fixes it."""
+
+    def kind(module: str, name: str) -> bool:
+        cls = getattr(sys.modules.get(module), name, None)
+        return cls is not None and isinstance(e, cls)
+
+    if kind("mcruntime.errors", "WindowError"):
+        need = getattr(e, "window_needed", None)
+        shorter = getattr(e, "question", None) is not None
+        if need is None:
+            return "; use a larger --window"
+        if need > WINDOW_MAX:
+            return f" (a window of {need} would do, but --window goes up to {WINDOW_MAX}" + (
+                "; ask a shorter question or lower --max-new-tokens)" if shorter else ")"
+            )
+        ask = "ask a shorter question, lower --max-new-tokens, or " if shorter else ""
+        return f"; {ask}pass --window {need} or more"
+    if kind("mcruntime.errors", "StaleGists"):
+        return f": run `mc regist {e.url}`, or pass that GistNet with --gistnet PATH"
+    if kind("mcstore.errors", "TreeNotFound"):
+        return " (`mc ingest TREE FILES` makes one)"
+    if kind("mcstore.errors", "VersionNotFound"):
+        return "; `mc log TREE` lists the versions, `mc info TREE` the tags"
+    if kind("mcstore.errors", "BindingMismatch"):
+        return "; `mc info TREE` names it, --model picks it"
+    return ""
+
+
 def _fail(line: str, code: int) -> None:
     line = " ".join(line.split())  # one line, whatever the message held
     click.echo(f"mc: {line}", err=True)
@@ -121,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # make_context + invoke rather than cli.main: click's main turns Ctrl-C into an Abort
         # (losing the command's message) and prints a blank line first.
-        with _library_logging(debug), cli.make_context("mc", args) as ctx:
+        with _library_logging(debug), cli.make_context("mc", args, obj={"debug": debug}) as ctx:
             cli.invoke(ctx)
     except click.exceptions.Exit as e:  # --help, --version, ctx.exit(n)
         sys.exit(e.exit_code)
@@ -142,11 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     except _known_errors() as e:
         if debug:
             traceback.print_exc()
-        _fail(str(e), getattr(e, "exit_code", 1))
+        _fail(str(e) + cli_hint(e), getattr(e, "exit_code", 1))
     except Exception as e:  # an unexpected bug: still one line unless --debug
         if debug:
             traceback.print_exc()
-        _fail(f"unexpected error: {type(e).__name__}: {e} (rerun with --debug)", 1)
+        again = "" if debug else " (rerun with --debug)"
+        _fail(f"unexpected error: {type(e).__name__}: {e}{again}", 1)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from pathlib import Path
 
 import click
 
-from cli.main import cli
-from cli.options import progress_bar, storage_options_option, tree_url
+from cli import options
+from cli.main import WINDOW_MAX, cli
+from cli.options import progress_bar, storage_options_option, tree_argument
 
 
 def _session(
@@ -18,7 +18,7 @@ def _session(
     storage_options: dict,
     *,
     model: str,
-    window: int,
+    window: int | None,
     mode: str = "a",
     gistnet: str | None = None,
     **kw,
@@ -27,7 +27,7 @@ def _session(
 
     cfg = SessionConfig(**{k: v for k, v in kw.items() if v is not None})
     return Session(
-        tree_url(tree),
+        tree,
         model=model,
         gistnet=gistnet,
         window=window,
@@ -37,12 +37,7 @@ def _session(
     )
 
 
-model_option = click.option(
-    "--model",
-    default="smollm2-135m-instruct",
-    show_default=True,
-    help="Base model: a name, a folder or a .gguf file.",
-)
+model_option = options.model_option("model")
 gistnet_option = click.option(
     "--gistnet",
     "gistnet",
@@ -50,11 +45,11 @@ gistnet_option = click.option(
     metavar="PATH",
     help="GistNet checkpoint (default: the shipped one); the one the tree was gisted with.",
 )
-window_option = click.option(
+window_option = options.library_option(
     "--window",
-    default=2048,
-    show_default=True,
-    type=click.IntRange(256, 8192),
+    default_from="mcruntime.session:SessionConfig.window",
+    apply=False,  # None: the session's own default (parsing stays free of torch)
+    type=click.IntRange(256, WINDOW_MAX),
     help="Model positions per step.",
 )
 
@@ -87,6 +82,19 @@ keys_option = click.option(
     default=None,
     help="Progress bar on stderr (default: when stderr is a terminal).",
 )
+@click.option(
+    "--allow-nonempty",
+    is_flag=True,
+    help="Create the tree in a folder that already holds other files (refused otherwise).",
+)
+@click.option(
+    "--dask",
+    "dask",
+    default=None,
+    metavar="ADDRESS|local:N",
+    help="Spread tokenising, gisting and keys over a Dask cluster (a scheduler address, or "
+    "local:N worker processes on this machine); this process commits. Same tree as without.",
+)
 @keys_option
 @model_option
 @gistnet_option
@@ -100,6 +108,8 @@ def ingest(
     source,
     chunk_tokens,
     progress,
+    allow_nonempty,
+    dask,
     keys,
     model,
     gistnet,
@@ -115,17 +125,22 @@ def ingest(
     import mcstore
     from mcruntime.ingest import CHUNK_TOKENS, IngestReport, ingest_inputs, scan
 
+    _check_target(tree, allow_nonempty)
     if "-" in paths and sys.stdin.isatty():
         click.echo("mc: reading stdin; end with Ctrl-D", err=True)
     found = scan(paths, include, exclude, stdin=sys.stdin.buffer, stdin_name=source or "stdin")
     if not found.inputs:
-        raise found.nothing_to_ingest(paths, filtered=bool(include or exclude))
-    for e in found.skipped:
-        click.echo(f"mc: warning: {e}; skipped", err=True)
+        raise found.nothing_to_ingest(
+            paths, filtered=bool(include or exclude), filters="--include/--exclude"
+        )
+    _warn_skipped(found.skipped)
+    if dask:
+        return _ingest_dask(tree, found, dask, chunk_tokens, progress, keys, model, gistnet,
+                            storage_options)  # fmt: skip
     try:  # before loading the model: a bad URL, corrupt tree or no credentials fail fast
-        target = mcstore.open(tree_url(tree), "a", storage_options=storage_options or None)
+        target = mcstore.open(tree, "a", storage_options=storage_options or None)
     except mcstore.TreeNotFound:
-        target = tree_url(tree)  # the session creates it, bound to the model
+        target = tree  # the session creates it, bound to the model
     s = _session(
         target, storage_options, model=model, window=window, gistnet=gistnet, retrieval=keys
     )
@@ -146,28 +161,15 @@ def ingest(
         bar.set_postfix_str(f"{report.tokens} tokens, {rate:.0f} tok/s", refresh=False)
         bar.update(done_bytes - bar.n)
 
-    try:
-        with bar:
-            ingest_inputs(
-                s,
-                found.inputs,
-                chunk_tokens=chunk_tokens or CHUNK_TOKENS,
-                report=report,
-                on_progress=advance,
-                on_skip=lambda e: bar.write(f"mc: warning: {e}; skipped", file=sys.stderr),
-            )
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(
-            f"interrupted after {report.inputs_done} of {len(found.inputs)} input(s) and "
-            f"{report.commits} commit(s); {tree} is at its last commit: run the same command "
-            "again to continue"
-        ) from None
-    except mcstore.CommitConflict as e:
-        raise mcstore.CommitConflict(
-            f"{tree}: another writer committed while this ingest was running; "
-            f"{report.commits} chunk(s) were committed before that: run the same command again "
-            "to continue"
-        ) from e
+    with _resumable(tree, report, len(found.inputs)), bar:
+        ingest_inputs(
+            s,
+            found.inputs,
+            chunk_tokens=chunk_tokens or CHUNK_TOKENS,
+            report=report,
+            on_progress=advance,
+            on_skip=lambda e: bar.write(f"mc: warning: {e}; skipped", file=sys.stderr),
+        )
     s.close()
     dt = time.perf_counter() - t0
     click.echo(
@@ -178,6 +180,95 @@ def ingest(
     )
 
 
+def _ingest_dask(tree, found, address, chunk_tokens, progress, keys, model, gistnet, so):
+    """`mc ingest --dask`: the same ingest, its work on a Dask cluster (mcruntime.bulk)."""
+    from mcruntime.bulk import BulkConfig, BulkReport, ModelSpec, bulk_ingest, dask_client
+    from mcruntime.ingest import CHUNK_TOKENS
+
+    report = BulkReport(skipped=[str(e) for e in found.skipped])
+    cfg = BulkConfig(chunk_tokens=chunk_tokens or CHUNK_TOKENS, retrieval=keys or "auto")
+    bar = progress_bar(enabled=progress, total=sum(i.size for i in found.inputs), unit="B",
+                       unit_scale=True, desc="ingest")  # fmt: skip
+    with _resumable(tree, report, len(found.inputs)), dask_client(address) as client, bar:
+        t0 = time.perf_counter()  # the rate without the cluster's start
+        bulk_ingest(
+            tree,
+            found.inputs,
+            client,
+            model=ModelSpec(model=model, gistnet=gistnet),
+            config=cfg,
+            storage_options=so or None,
+            report=report,
+            on_progress=lambda n: bar.update(n - bar.n),
+            on_skip=lambda e: bar.write(f"mc: warning: {e}; skipped", file=sys.stderr),
+        )
+    dt = time.perf_counter() - t0
+    if report.created:
+        click.echo(f"created {tree} for {report.model_name} (GistNet {report.gistnet_id})")
+    click.echo(
+        f"ingested {report.files} file(s), {report.tokens} tokens in {report.commits} commit(s) "
+        f"({report.tokens / max(dt, 1e-9):.0f} tokens/s on {report.workers} worker(s)); "
+        f"{report.skipped_done} already present"
+        + (f", {len(report.skipped)} skipped" if report.skipped else "")
+        + f"; {tree} is at version {report.version} with {report.length} tokens"
+    )
+
+
+@contextlib.contextmanager
+def _resumable(tree: str, report, n_inputs: int):
+    """An interrupted or conflicting ingest says how far it got and that a re-run continues."""
+    import mcstore
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted after {report.inputs_done} of {n_inputs} input(s) and "
+            f"{report.commits} commit(s); {tree} is at its last commit: run the same command "
+            "again to continue"
+        ) from None
+    except mcstore.CommitConflict as e:
+        raise mcstore.CommitConflict(
+            f"{tree}: another writer committed while this ingest was running; "
+            f"{report.commits} chunk(s) were committed before that: run the same command again "
+            "to continue"
+        ) from e
+
+
+SKIPPED_SHOWN = 10  # skipped inputs named one by one; the rest are counted (all with --debug)
+
+
+def _warn_skipped(skipped: list) -> None:
+    """One warning per input that is not text, the first ten of them; then one line counting
+    the rest by kind, so a folder of many binaries does not bury the summary."""
+    ctx = click.get_current_context(silent=True)
+    debug = bool(ctx and (ctx.find_root().obj or {}).get("debug"))
+    shown = skipped if debug else skipped[:SKIPPED_SHOWN]
+    for e in shown:
+        click.echo(f"mc: warning: {e}; skipped", err=True)
+    rest = skipped[len(shown) :]
+    if rest:
+        kinds: dict[str, int] = {}
+        for e in rest:
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        click.echo(f"mc: warning: {len(rest)} more inputs skipped ({counts}); --debug names them",
+                   err=True)  # fmt: skip
+
+
+def _check_target(tree: str, allow_nonempty: bool) -> None:
+    """A tree is created only where nothing else is (see mcruntime.location)."""
+    from mcruntime.errors import PathTaken
+    from mcruntime.location import check_new
+
+    try:
+        check_new(tree, allow_nonempty=allow_nonempty)
+    except PathTaken as e:
+        if e.entries:
+            raise PathTaken(f"{e} (or pass --allow-nonempty)", entries=e.entries) from None
+        raise
+
+
 def _gistnet_note(s) -> str:
     gid = s.binding()["gistnet"]["id"]
     if gid == "untrained":
@@ -186,7 +277,7 @@ def _gistnet_note(s) -> str:
 
 
 @cli.command()
-@click.argument("tree")
+@tree_argument()
 @click.option("--once", "once", default=None, help="Ask one question, print the answer, exit.")
 @click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1, 4096))
 @click.option(
@@ -222,7 +313,7 @@ def chat(
     if once is not None and not once.strip():
         raise InputError("the question given to --once is empty", kind="empty")
     # open the tree before loading the model: a missing, corrupt or unreachable tree fails fast
-    t = mcstore.open(tree_url(tree), "a", storage_options=storage_options or None)
+    t = mcstore.open(tree, "a", storage_options=storage_options or None)
     s = _session(t, storage_options, model=model, window=window, scorer=scorer, gistnet=gistnet)
     try:
         if once is not None:
@@ -254,9 +345,16 @@ PRIVATE = "/private"  # an interactive line starting with this is answered but n
 def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: bool = True) -> None:
     import mcstore
 
+    waiting = Waiting(sys.stderr)
+    held = ""  # trailing blanks are printed only once more text follows them
     try:
-        for piece in s.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
-            click.echo(piece, nl=False)
+        with waiting:
+            for piece in s.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
+                waiting.stop()
+                text = held + piece
+                shown = text.rstrip()
+                held = text[len(shown) :]
+                click.echo(shown, nl=False)
     except mcstore.CommitConflict as e:
         click.echo()
         raise mcstore.CommitConflict(
@@ -275,6 +373,50 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: b
         )
 
 
+class Waiting:
+    """ "mc: reading the memory… 3s" on a terminal's stderr while the answer has not started
+    (the window is refocused and its positions computed: seconds on a CPU), erased when the
+    first piece of the answer arrives. Silent where stderr is not a terminal."""
+
+    def __init__(self, stream, *, enabled: bool | None = None, after: float = 1.0, every=1.0):
+        import threading
+
+        self.stream = stream
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.after, self.every = after, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.shown = 0  # status lines drawn (for tests)
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        if self._stop.wait(self.after):
+            return
+        while not self._stop.is_set():
+            self.stream.write(f"\rmc: reading the memory… {time.perf_counter() - t0:.0f}s")
+            self.stream.flush()
+            self.shown += 1
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self.enabled:
+            self._thread.join()
+            if self.shown:
+                self.stream.write("\r\033[K")  # erase the status line
+                self.stream.flush()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def format_recall(passages: list[dict]) -> str:
     if not passages:
         return "recall: no passage matched the question"
@@ -287,15 +429,20 @@ def format_recall(passages: list[dict]) -> str:
 
 
 def format_focus(spans: list[dict]) -> str:
-    if not spans:
-        return "focus: only the recent tail is raw; everything older is gists"
-    lines = ["focus: spans read in full detail:"]
-    for sp in spans:
-        lines.append(f"  tokens {sp['start']:>9}-{sp['stop']:<9} {sp['source'] or '?'}")
+    """The raw spans of a focus (``Answer.focus``, one per segment): expanded ones, then the
+    recent tail."""
+    detail = [sp for sp in spans if sp.get("kind", "detail") == "detail"]
+    tail = [sp for sp in spans if sp.get("kind") == "tail"]
+    lines = (
+        ["focus: spans read in full detail:"]
+        if detail
+        else ["focus: no span expanded; everything older than the recent tail is gists"]
+    )
+    lines += [f"  tokens {sp['start']:>9}-{sp['stop']:<9} {sp['source'] or '?'}" for sp in detail]
+    if tail:
+        lines.append("recent tail, always raw:")
+        lines += [f"  tokens {sp['start']:>9}-{sp['stop']:<9} {sp['source'] or '?'}" for sp in tail]
     return "\n".join(lines)
-
-
-DEMO_SOURCES = {"station-journal.txt", "chat:user", "chat:assistant"}  # what a demo tree holds
 
 
 @cli.command()
@@ -307,31 +454,17 @@ DEMO_SOURCES = {"station-journal.txt", "chat:user", "chat:assistant"}  # what a 
 @window_option
 def demo(tree, words, model, window):
     """Ingest a long generated journal, then ask about a fact far from its end."""
-    import shutil
-
-    import mcstore
-    from mcruntime.demo import journal
+    from mcruntime.demo import JOURNAL_SOURCE, clear_demo_tree, journal
+    from mcruntime.errors import PathTaken
 
     text, facts = journal(words)
-    path = Path(tree)
-    if path.exists():  # rebuilt on every run, but never at the expense of something else
-        try:
-            sources = {seg.source for seg in mcstore.open(str(path)).segments()}
-        except mcstore.StoreError:
-            raise mcstore.TreeExists(
-                f"{tree} exists and is not a MegaContext tree; the demo will not replace it: "
-                "pass --tree with another path"
-            ) from None
-        if not sources <= DEMO_SOURCES:
-            raise mcstore.TreeExists(
-                f"{tree} is a MegaContext tree with more than the demo in it "
-                f"({sorted(sources - DEMO_SOURCES)[0]!r}, …); the demo will not replace it: "
-                "pass --tree with another path"
-            )
-        shutil.rmtree(path)
+    try:
+        clear_demo_tree(tree)
+    except PathTaken as e:
+        raise PathTaken(f"{e} (--tree picks another path)", entries=e.entries) from None
     t0 = time.perf_counter()
-    s = _session(str(path), {}, model=model, window=window)
-    s.ingest(text, source="station-journal.txt")
+    s = _session(tree, {}, model=model, window=window)
+    s.ingest(text, source=JOURNAL_SOURCE)
     n = s.tree.length
     click.echo(
         f"ingested a {n}-token journal into {tree} in {time.perf_counter() - t0:.1f}s "
@@ -339,7 +472,9 @@ def demo(tree, words, model, window):
     )
     fact = facts[0]
     depth = text.index(fact.text) / len(text)
-    click.echo(f"the fact sits {int((1 - depth) * n)} tokens before the end; window {window}")
+    click.echo(
+        f"the fact sits {int((1 - depth) * n)} tokens before the end; window {s.config.window}"
+    )
     click.echo(f"you> {fact.question}")
     answer = s.ask(fact.question, max_new_tokens=48)
     click.echo(f"mc> {answer.strip()}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import ClassVar
 
 import click
 
 import mcstore
 from cli.main import cli
-from cli.options import storage_options_option
+from cli.options import storage_options_option, tree_argument
 
 
 def _version_arg(v: str | None):
@@ -31,8 +32,31 @@ def _when(ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
 
 
+class Duration(click.ParamType):
+    """Seconds, or a number with a unit: 30s, 15m, 12h, 7d, 2w."""
+
+    name = "duration"
+    UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = self.UNITS.get(text[-1:]) if text else None
+        try:
+            n = float(text[:-1] if unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 7d, 12h, 30m, 3600)", param, ctx)
+        if n < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return n * (unit or 1)
+
+
+DURATION = Duration()
+
+
 @cli.command()
-@click.argument("tree")
+@tree_argument()
 @click.option("--version", "version", default=None, help="A version number or tag name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @storage_options_option
@@ -70,7 +94,7 @@ def info(tree: str, version: str | None, as_json: bool, storage_options) -> None
 
 
 @cli.command()
-@click.argument("tree")
+@tree_argument()
 @click.option("-n", "--limit", type=int, default=None, help="Show only the newest N commits.")
 @storage_options_option
 def log(tree: str, limit: int | None, storage_options) -> None:
@@ -81,25 +105,43 @@ def log(tree: str, limit: int | None, storage_options) -> None:
 
 
 @cli.command()
-@click.argument("tree")
+@tree_argument()
 @click.argument("name")
-@click.option("--version", type=int, default=None, help="Version to tag (default: newest).")
+@click.option(
+    "--version", default=None, help="Version number or tag name to tag (default: newest)."
+)
 @click.option("--force", is_flag=True, help="Move an existing tag.")
 @storage_options_option
-def tag(tree: str, name: str, version: int | None, force: bool, storage_options) -> None:
+def tag(tree: str, name: str, version: str | None, force: bool, storage_options) -> None:
     """Name a version of TREE (a snapshot that time travel and gc respect)."""
-    t = mcstore.open(tree, "a", storage_options=storage_options or None)
-    v = t.tag(name, version, force=force)
+    so = storage_options or None
+    t = mcstore.open(tree, "a", storage_options=so)
+    v = _version_arg(version)
+    if isinstance(v, str):  # another tag's name: the version it names
+        v = mcstore.open(tree, version=v, storage_options=so).version
+    try:
+        v = t.tag(name, v, force=force)
+    except mcstore.TreeExists as e:
+        old = t.tags().get(name)
+        if old is None:
+            raise
+        raise mcstore.TreeExists(
+            f"{tree}: tag {name!r} already names version {old}; pick another name, or pass "
+            "--force to move it"
+        ) from e
     click.echo(f"tagged version {v} of {t.url} as {name!r}")
 
 
 @cli.command()
-@click.argument("src")
+@tree_argument("src")
 @click.argument("dst")
 @click.option("--version", default=None, help="Version number or tag to fork (default: newest).")
 @storage_options_option
 def fork(src: str, dst: str, version: str | None, storage_options) -> None:
     """Start a new tree DST from SRC, sharing SRC's immutable shards (copy-on-write)."""
+    from mcruntime.location import check_new
+
+    check_new(dst)  # a file or a folder of other files at DST: refused, one line
     t = mcstore.fork(
         src, dst, version=_version_arg(version), storage_options=storage_options or None
     )
@@ -109,29 +151,73 @@ def fork(src: str, dst: str, version: str | None, storage_options) -> None:
 
 
 @cli.command()
-@click.argument("tree")
+@tree_argument()
 @click.option(
     "--grace",
     type=float,
     default=3600.0,
     show_default=True,
-    help="Keep unreferenced objects younger than this many seconds.",
+    help="Keep unreferenced objects younger than this many seconds (at least 900 while a "
+    "writer may be live: a shorter grace can delete the data of a commit in progress).",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(1),
+    default=None,
+    help="Expire snapshots older than the newest N (with --keep-since: only those older "
+    "than both). Tagged and fork-pinned versions are never expired.",
+)
+@click.option(
+    "--keep-since",
+    type=DURATION,
+    default=None,
+    help="Expire snapshots older than this (e.g. 7d, 12h, 30m, 3600 seconds).",
+)
+@click.option(
+    "--no-live-writers",
+    is_flag=True,
+    help="Promise that nobody writes TREE now, which allows a --grace below 900 s.",
 )
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @storage_options_option
-def gc(tree: str, grace: float, dry_run: bool, storage_options) -> None:
-    """Remove objects no commit, tag or pin reaches (debris of crashed or losing writers)."""
-    rep = mcstore.gc(tree, storage_options=storage_options or None, grace=grace, dry_run=dry_run)
+def gc(
+    tree: str,
+    grace: float,
+    keep_last: int | None,
+    keep_since: float | None,
+    no_live_writers: bool,
+    dry_run: bool,
+    storage_options,
+) -> None:
+    """Reclaim space: remove objects no kept commit, tag or pin reaches.
+
+    By default every snapshot is kept and only debris goes (crashed or losing writers,
+    unfinished regists). --keep-last / --keep-since also expire old snapshots: their data is
+    removed and they can no longer be opened; every kept version still reads bit for bit."""
+    rep = mcstore.gc(
+        tree,
+        storage_options=storage_options or None,
+        grace=grace,
+        dry_run=dry_run,
+        keep_last=keep_last,
+        keep_since=keep_since,
+        no_live_writers=no_live_writers,
+    )
     verb = "would remove" if dry_run else "removed"
+    expired = (
+        f"expired {len(rep.expired)} snapshots, kept {rep.kept_versions}; "
+        if (keep_last or keep_since)
+        else ""
+    )
     click.echo(
         f"{verb} {len(rep.removed)} objects ({_human(rep.bytes_freed)}) from {rep.url}; "
-        f"kept {rep.reachable} reachable, {len(rep.kept_young)} too young; "
+        f"{expired}kept {rep.reachable} reachable, {len(rep.kept_young)} too young; "
         f"merged {rep.telemetry_merged} telemetry files"
     )
 
 
 @cli.command()
-@click.argument("tree")
+@tree_argument()
 @click.option("--version", default=None, help="Version number or tag (default: newest).")
 @storage_options_option
 def verify(tree: str, version: str | None, storage_options) -> None:

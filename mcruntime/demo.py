@@ -92,3 +92,33 @@ def journal(n_words: int = 24000, seed: int = 7, fact_day: int = 6) -> tuple[str
         words += len(e.split())
         day += 1
     return "\n\n".join(entries) + "\n", facts
+
+
+JOURNAL_SOURCE = "station-journal.txt"
+DEMO_SOURCES = frozenset({JOURNAL_SOURCE, "chat:user", "chat:assistant"})  # what a demo tree holds
+
+
+def clear_demo_tree(url: str, storage_options: dict | None = None) -> bool:
+    """Make room for a fresh demo tree at ``url``: delete the tree there if it holds only what
+    a demo writes, refuse (``PathTaken``) if anything else is there; True if one was deleted.
+    The demo is rebuilt on every run, but never at the expense of something else."""
+    import mcstore
+    from mcruntime.errors import PathTaken
+    from mcruntime.location import check_new
+
+    check_new(url)  # a file, or a folder of other files: refused
+    try:
+        t = mcstore.open(url, storage_options=storage_options)
+    except mcstore.TreeNotFound:
+        return False
+    except mcstore.StoreError:
+        raise PathTaken(f"{url} holds something that is not a MegaContext tree") from None
+    other = sorted({seg.source for seg in t.segments()} - DEMO_SOURCES)
+    if other:
+        raise PathTaken(
+            f"{url} is a MegaContext tree with more than the demo in it ({other[0]!r}, …); "
+            "the demo will not replace it"
+        )
+    t.close()
+    mcstore.destroy(url, storage_options=storage_options)
+    return True

@@ -11,15 +11,18 @@ same text is recognised as already present.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mcruntime.errors import InputError
+from mcruntime.render import render_document
 
 if TYPE_CHECKING:  # the session imports torch; walking and decoding files does not need it
     from mcruntime.session import Session
@@ -57,11 +60,23 @@ def walk(
                     f = Path(root) / name
                     if _wanted(f, f.relative_to(path), include, exclude):
                         yield f
-        elif path.is_file():
+        elif path.is_file() or _special(path):  # a pipe named on purpose (<(cmd)) is read
             if _wanted(path, Path(path.name), (), exclude):
                 yield path
         else:
+            try:
+                os.stat(path)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise InputError(f"{p}: a loop of symbolic links", kind="missing") from None
             raise InputError(f"{p}: no such file or directory", kind="missing")
+
+
+def _special(path: Path) -> bool:
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _wanted(f: Path, rel: Path, include, exclude) -> bool:
@@ -126,8 +141,6 @@ def ingest_text(
     ``done`` (from :func:`done_chunks`) is updated as chunks are committed, so one dict serves
     a whole run. ``on_progress(tokens_done, tokens_total)`` is called after every chunk.
     """
-    from mcruntime.render import render_document
-
     report = report or IngestReport()
     if not text.strip():
         raise InputError(f"nothing to ingest from {source}: it is empty", kind="empty")
@@ -147,14 +160,13 @@ def ingest_text(
     if not todo:  # this text is in the tree already, maybe under another name
         report.skipped_done += 1
         return report
-    parts = -(-n // chunk_tokens)
     for a, b in todo:
-        part = f" (tokens {a}-{b} of {n})" if parts > 1 or a > 0 else ""
+        name = part_name(source, a, b, n, chunk_tokens)
         session.append_ids(
             ids[a:b],
-            source=source,
+            source=name,
             tags=(f"sha256={sha}", f"tokens={a}-{b}/{n}"),
-            message=f"ingest {source}{part}",
+            message=f"ingest {name}",
         )
         have.append((a, b))
         report.commits += 1
@@ -164,6 +176,13 @@ def ingest_text(
             on_progress(n - left, n)
     report.files += 1
     return report
+
+
+def part_name(source: str, a: int, b: int, n: int, chunk_tokens: int) -> str:
+    """The segment name of tokens ``[a, b)`` of an input of ``n`` tokens: the input's own name
+    when it fits in one chunk, else the name and the range (one input is one segment unless
+    it is longer than a chunk, and then each part says which part it is)."""
+    return source if n <= chunk_tokens and a == 0 else f"{source} (tokens {a}-{b} of {n})"
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -206,11 +225,17 @@ class Scan:
     inputs: list[Input] = field(default_factory=list)
     skipped: list[InputError] = field(default_factory=list)  # not text: binary, empty, …
 
-    def nothing_to_ingest(self, paths: Iterable[str], filtered: bool = False) -> InputError:
-        """The error to raise when ``inputs`` is empty: one line saying why."""
+    def nothing_to_ingest(
+        self,
+        paths: Iterable[str],
+        filtered: bool = False,
+        filters: str = "the include/exclude globs",
+    ) -> InputError:
+        """The error to raise when ``inputs`` is empty: one line saying why (``filters``: what
+        the caller calls its filters, when ``filtered``)."""
         where = ", ".join("stdin" if p == "-" else str(p) for p in paths)
         if not self.skipped:
-            hint = " matching --include/--exclude" if filtered else ""
+            hint = f" matching {filters}" if filtered else ""
             return InputError(f"no files{hint} to ingest in {where}", kind="no files")
         if len(self.skipped) == 1:
             e = self.skipped[0]
@@ -252,6 +277,14 @@ def scan(
             consider(Input(stdin_name, len(data), data))
             continue
         for f in walk([p], include, exclude):
+            if f != Path(p) and not f.is_file() and _special(f):
+                # found in a folder: reading a FIFO would wait for a writer for ever
+                out.skipped.append(
+                    InputError(
+                        f"{f}: not a regular file (a pipe, socket or device)", kind="special"
+                    )
+                )
+                continue
             try:
                 size = f.stat().st_size
             except OSError:  # a dangling link: text() says it cannot be read

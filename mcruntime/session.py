@@ -18,14 +18,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+import mcmodels
 import mcstore
 from mcmodels.decoding import DecodeConfig, Guard, trim, visible
+from mcruntime.binding import (
+    check_binding,
+    gister_id,
+    gistnet_binding,
+    retrieval_kind,
+    session_binding,
+)
 from mcruntime.context import Entry, min_cost
-from mcruntime.binding import check_binding, gister_id, gistnet_binding
-from mcruntime.errors import ContextError, InputError, SessionError, WindowError
-from mcruntime.focus import Focus, FocusConfig
+from mcruntime.errors import ContextError, InputError, SessionError, StaleGists, WindowError
+from mcruntime.focus import RAW_RECENT, Focus, FocusConfig, raw_recent_for
+from mcruntime.hooks import NO_HOOKS, Hooks
 from mcruntime.indexing import NodeIndex
+from mcruntime.inherit import Inherited
 from mcruntime.layout import chat_layout
+from mcruntime.picture import FocusPicture
 from mcruntime.recall import Recaller
 from mcruntime.render import render_document, render_turn
 from mcruntime.scorers import FocusView, make_scorer
@@ -38,7 +48,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SessionConfig:
     window: int = 2048  # model positions: template + working context + current turn
-    raw_recent: int = 128  # newest tokens of the history that always stay raw
+    raw_recent: int = RAW_RECENT  # newest tokens of the history that always stay raw
     refocus_every: int = 32  # tokens decoded between refocus steps
     max_expands: int = 4  # expands per refocus step
     focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
@@ -69,6 +79,7 @@ class Answer:
     timings: dict = field(default_factory=dict)
     first_logits: torch.Tensor | None = None  # the distribution the answer started from
     recall: list[dict] = field(default_factory=list)  # passages read back before the question
+    picture: FocusPicture | None = None  # the focus the answer was written from (focus = its spans)
 
 
 class Session:
@@ -76,13 +87,16 @@ class Session:
 
     ``tree``: an open ``mcstore`` tree or a URL (created on first use, bound to the model).
     ``model``: a name or path for ``mcmodels.load_base``, or a loaded base model.
+    ``window``: positions of the model's window; None keeps ``config.window`` (the caller's
+    config is copied, never changed). ``hooks``: where the session and its window report the
+    spans of their work (``mcruntime.hooks``; ``Timings`` records them); see ``set_hooks``.
     """
 
     def __init__(
         self,
         tree,
         *,
-        model="smollm2-135m-instruct",
+        model=mcmodels.DEFAULT_MODEL,
         gistnet=None,
         lensnet=None,
         window: int | None = None,
@@ -90,75 +104,56 @@ class Session:
         config: SessionConfig | None = None,
         mode: str = "a",
         create: bool = True,
+        hooks: Hooks = NO_HOOKS,
     ):
-        import mcmodels
-
-        self.config = dataclasses.replace(config or SessionConfig())
-        if window is not None:
-            self.config.window = window
+        config = config or SessionConfig()
+        self.config = dataclasses.replace(
+            config, window=window if window is not None else config.window
+        )
+        self.hooks = hooks
         self.last: Answer | None = None
         self.last_hits: list = []
         self.last_recall: list[dict] = []
         self.base = mcmodels.load_base(model) if isinstance(model, str) else model
-        self.gistnet = self._pick_gistnet(gistnet, mcmodels)
+        self.gistnet = mcmodels.pick_gistnet(self.base, gistnet, untrained_ok=True)
         self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
-        self.tree = self._open_tree(tree, storage_options, mode, create)
+        self.tree, self.created = self._open_tree(tree, storage_options, mode, create)
         self.gister = Gister.for_tree(self.base, self.gistnet, self.tree)
         self.entry_vectors = EntryVectors(self.tree, self.base)
         scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
-        self.window = Window(self.base, self.parts.prefix)
+        self.window = Window(self.base, self.parts.prefix, hooks=hooks)
         kind = self.retrieval_kind(self.tree)
-        self.index = (
-            NodeIndex(self.tree, self.base, kind=kind, min_coverage=self.config.hit_coverage)
-            if kind
-            else None
-        )
+        with hooks.span("index_open"):
+            self.index = (
+                NodeIndex(self.tree, self.base, kind=kind, min_coverage=self.config.hit_coverage)
+                if kind
+                else None
+            )
         self.recaller = Recaller(self.tree, self.index, self.base.tokenizer, self.config)
         self.focus = self._assemble(self._idle_budget())
-        self._sync()
+        self.sync()
 
     # -- setup --------------------------------------------------------------------------------
 
-    def _pick_gistnet(self, gistnet, mcmodels):
-        if gistnet is None:
-            gistnet = mcmodels.default_gistnet(self.base)
-        if gistnet is None:
-            # not a warning: it holds on every run until a checkpoint ships, and `mc info`
-            # shows it in the tree's binding ("gistnet untrained")
-            log.info(
-                "no trained GistNet for %s: gists come from an untrained network", self.base.name
-            )
-            with torch.random.fork_rng():  # a fixed untrained net without touching the caller's RNG
-                torch.manual_seed(0)
-                gistnet = mcmodels.GistNet.for_base(self.base)
-        elif isinstance(gistnet, str):
-            gistnet = mcmodels.load_gistnet(gistnet)
-        return gistnet.eval()
+    def set_hooks(self, hooks: Hooks) -> None:
+        """Report the spans of this session's work (and its window's) to ``hooks`` from now on."""
+        self.hooks = self.window.hooks = hooks
 
     def binding(self) -> dict:
         """What the tree records (and checks) about the models writing it, and the kind of
-        retrieval keys it keeps (recorded, not checked: any kind can be built from tokens)."""
-        tree = getattr(self, "tree", None)
-        out = gistnet_binding(self.base, self.gistnet, getattr(tree, "dtype", "float16"))
-        kind = self.retrieval_kind(tree) or "bm25"  # the kind later sessions pick by default
-        out["retrieval"] = {"kind": kind}
-        if kind == "hybrid":
-            from mcruntime.dense import DenseSpec
-
-            out["retrieval"]["dense"] = DenseSpec().id(self.base)
-        return out
+        retrieval keys it keeps (``mcruntime.binding``)."""
+        return session_binding(
+            self.base, self.gistnet, self.tree.dtype, self.retrieval_kind(self.tree)
+        )
 
     def retrieval_kind(self, tree) -> str | None:
-        kind = self.config.retrieval
-        if kind != "auto":
-            return kind
-        recorded = ((getattr(tree, "binding", None) or {}).get("retrieval") or {}).get("kind")
-        return recorded or "bm25"
+        """The kind of retrieval keys this session uses on ``tree`` (None: no retrieval)."""
+        return retrieval_kind(self.config.retrieval, tree.binding if tree is not None else None)
 
     def _open_tree(self, tree, storage_options, mode, create):
-        self.created = False
+        """-> (the open tree, whether this call created it)."""
         if not isinstance(tree, str):
             t = tree
         else:
@@ -167,29 +162,35 @@ class Session:
             except mcstore.TreeNotFound:
                 if not create or mode == "r":
                     raise
-                self.created = True
-                binding = self.binding()
-                return mcstore.create(
-                    tree,
-                    dim=self.base.d_model,
-                    binding=binding,
-                    gister_id=gister_id(binding),
-                    storage_options=storage_options,
+                binding = session_binding(
+                    self.base, self.gistnet, "float16", self.retrieval_kind(None)
                 )
+                try:
+                    created = mcstore.create(
+                        tree,
+                        dim=self.base.d_model,
+                        binding=binding,
+                        gister_id=gister_id(binding),
+                        storage_options=storage_options,
+                    )
+                    return created, True
+                except mcstore.TreeExists:
+                    # another process created it between our open and our create: use it
+                    t = mcstore.open(tree, mode, storage_options=storage_options)
         if t.dim != self.base.d_model:
             raise mcstore.BindingMismatch(
                 f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is "
-                f"{self.base.d_model}-wide; use the model it was built with (see `mc info`)"
+                f"{self.base.d_model}-wide; use the model it was built with"
             )
         current = check_binding(t, gistnet_binding(self.base, self.gistnet, t.dtype))
         if not current and t.mode != "r":
-            raise SessionError(
+            raise StaleGists(
                 f"tree {t.url} was gisted by another GistNet "
                 f"({((t.binding or {}).get('gistnet') or {}).get('id', 'unknown')}); "
-                f"run `mc regist {t.url}` to bring it up to date, or pass that GistNet "
-                "(--gistnet PATH)"
+                "recompute its gists with this one, or use that GistNet",
+                url=t.url,
             )
-        return t
+        return t, False
 
     # -- budget & focus -----------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class Session:
         return self._budget(min(self.config.reserve, self.config.window // 3))
 
     def _raw_recent(self, budget: int) -> int:
-        return min(self.config.raw_recent, max(0, budget // 4))
+        return raw_recent_for(budget, self.config.raw_recent)
 
     def _assemble(self, budget: int) -> Focus:
         cfg = FocusConfig(
@@ -217,27 +218,39 @@ class Session:
         need = min_cost(n, n, cfg.raw_recent, self.tree.num_nodes, self.tree.block)
         if need > budget:
             raise WindowError(
-                f"a window of {self.config.window} leaves {budget} positions for memory, but "
-                f"{n} tokens need at least {need}; use a larger --window"
+                f"a window of {self.config.window} leaves {budget} positions for the memory, "
+                f"but its {n} tokens need at least {need}",
+                window_needed=self.config.window + need - budget,
             )
         return Focus.assemble(n, self.tree.num_nodes, cfg, block=self.tree.block)
 
-    def _set_budget(self, budget: int) -> None:
-        cfg = self.focus.config
-        if budget < min_cost(
+    def _set_budget(self, budget: int, question: int | None = None, answer: int = 0) -> None:
+        need = min_cost(
             self.focus.wc.length,
             self.tree.length,
             self._raw_recent(budget),
             self.tree.num_nodes,
             self.tree.block,
-        ):
-            raise WindowError(
-                f"the question and answer leave only {budget} of {self.config.window} positions "
-                "for memory; ask a shorter question, lower max_new_tokens or use a larger --window"
+        )
+        if budget < need:
+            w = self.config.window
+            what = (
+                f"the question ({question} tokens), its recalled passages and room for a "
+                f"{answer}-token answer"
+                if question is not None
+                else "the prompt and the turn"
             )
-        cfg.budget = budget
-        cfg.raw_recent = self._raw_recent(budget)
-        self.focus.make_room()
+            left = (
+                f"take {w - budget} of the window's {w} positions, leaving {budget} positions"
+                if budget > 0
+                else f"need {w - budget} positions, more than the window's {w}, leaving no room"
+            )
+            raise WindowError(
+                f"{what} {left} for the memory, which needs at least {need}",
+                window_needed=w - budget + need,
+                question=question,
+            )
+        self.focus.rebudget(budget, self._raw_recent(budget))
 
     def _grow_to_tree(self) -> None:
         """The tree grew (our own appends): extend the working context to cover it."""
@@ -250,8 +263,9 @@ class Session:
         else:
             self.focus.grow(n_new)
 
-    def _sync(self, tail: torch.Tensor | None = None) -> None:
-        """Bring the window's vectors in line with the working context (+ current turn)."""
+    def sync(self, tail: torch.Tensor | None = None) -> None:
+        """Bring the window's vectors in line with the working context (+ current turn ``tail``):
+        after editing ``focus`` directly, before reading ``window``."""
         wc = self.focus.wc
         start = wc.dirty_from if wc.dirty_from is not None else wc.cost
         vecs = self.entry_vectors(wc.entries[start:])
@@ -271,9 +285,11 @@ class Session:
             base=self.base,
             prefix=self.window.vectors[: self.window.prefix_len],
         )
+        with self.hooks.span("score"):
+            raw = self.scorer(view)
         # squash into (-1, 1): a retrieval hit (boost >= 1) then always outranks the scorer's
         # preferences, whose z-scores can reach -10 for old entries
-        return np.tanh(np.asarray(self.scorer(view), dtype=np.float64) / 2)
+        return np.tanh(np.asarray(raw, dtype=np.float64) / 2)
 
     def search(self, query_ids: list[int], query_vecs: torch.Tensor | None = None) -> list:
         """The retrieval assist's hits for a query, best first (``mcruntime.recall``)."""
@@ -281,7 +297,8 @@ class Session:
             return []
         if query_vecs is None and self.index.kind == "gist":
             query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
-        return self.recaller.search(query_ids, query_vecs)
+        with self.hooks.span("retrieval"):
+            return self.recaller.search(query_ids, query_vecs)
 
     def recall(
         self, hits: list, room: int | None = None, query: str | None = None
@@ -303,7 +320,12 @@ class Session:
         The retrieval assist searches once per call (or uses ``hits`` given). A scorer that is
         expensive to run (``per_round = False``, e.g. attention mass) scores once too; later
         rounds give the entries it never saw the score of their nearest scored ancestor (or the
-        mean of their scored descendants)."""
+        mean of their scored descendants, ``mcruntime.inherit``)."""
+        with self.hooks.span("refocus", rounds=rounds, tau_expand=tau_expand) as rec:
+            rec["edits"] = made = self._refocus(query_ids, tail, rounds, tau_expand, hits)
+        return made
+
+    def _refocus(self, query_ids, tail, rounds, tau_expand, hits) -> int:
         made = 0
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         self.last_hits = hits = self.search(query_ids, qv) if hits is None else hits
@@ -314,23 +336,24 @@ class Session:
             wc = self.focus.wc
             if scored is None or getattr(self.scorer, "per_round", True):
                 scores = self._scorer_scores(qv)
-                scored = Inherited(wc.entries, scores, wc.block)
+                scored = Inherited(wc.entries, scores, wc.block, top=self.tree.num_levels - 1)
             else:
                 scores = scored(wc.entries)
             if hits:
                 scores = scores + self.index.boosts(wc, hits)
             before = list(wc.entries)
             edits = self.focus.refocus(scores, tau_expand=tau_expand)
-            self._prefetch(scores, before)
+            self.prefetch_likely(scores, before)
             if not edits:
                 break
             made += len(edits.ops)
             self._record(edits.expanded)
-            self._sync(tail)
+            self.sync(tail)
         return made
 
-    def _prefetch(self, scores: np.ndarray, before: list[Entry]) -> None:
-        """The best-scored entries still coarse after this step are the likely next expansions."""
+    def prefetch_likely(self, scores: np.ndarray, before: list[Entry]) -> None:
+        """Start reading the vectors of the likely next expansions: the best-scored entries
+        (``scores`` of the entries ``before`` a refocus step) still coarse after it."""
         present = set(self.focus.wc.entries)
         ranked = np.argsort(-scores)[: 4 * self.config.max_expands]
         likely = [before[i] for i in ranked if scores[i] > 0 and before[i] in present]
@@ -347,7 +370,8 @@ class Session:
     # -- public API ---------------------------------------------------------------------------
 
     def ingest(self, text: str, source: str = "text", tags=()) -> int:
-        """Append a document to the tree (gists for every completed node) and commit."""
+        """Append a document to the tree as one segment named ``source`` (gists for every
+        completed node) in one commit; returns that commit's version number."""
         if not text.strip():
             raise InputError(f"nothing to ingest from {source}: the text is empty", kind="empty")
         ids = self.base.tokenizer.encode(render_document(text, source))
@@ -356,18 +380,22 @@ class Session:
     def append_ids(
         self, ids: list[int], *, source: str, tags=(), message: str | None = None
     ) -> int:
-        version = self.tree.append(
-            np.asarray(ids, dtype=np.int32),
-            gister=self.gister,
-            source=source,
-            tags=tuple(tags),
-            message=message,
-        )
+        """Append token ids as one segment (gists for every completed node), commit, and keep
+        the retrieval index and the working context current. Returns the new version."""
+        with self.hooks.span("store"):
+            version = self.tree.append(
+                np.asarray(ids, dtype=np.int32),
+                gister=self.hooks.wrap("gist", self.gister),
+                source=source,
+                tags=tuple(tags),
+                message=message,
+            )
         if self.index is not None:
-            self.index.update()
-            self.index.persist()
+            with self.hooks.span("index"):
+                self.index.update()
+                self.index.persist()
         self._grow_to_tree()
-        self._sync()
+        self.sync()
         return version
 
     def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> str:
@@ -389,11 +417,11 @@ class Session:
         room = self.config.window - len(self.parts.prefix) - len(question) - max_new_tokens
         recall, self.last_recall = self.recall(hits, room - self._min_budget(), message)
         turn_ids = recall + question
-        self._set_budget(self._budget(len(turn_ids) + max_new_tokens))
-        self._sync()
+        self._set_budget(self._budget(len(turn_ids) + max_new_tokens), len(q_ids), max_new_tokens)
+        self.sync()
         turn = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
         made = self.refocus(q_ids, rounds=self.config.focus_rounds, hits=hits)
-        self._sync(turn)
+        self.sync(turn)
         t_focus = time.perf_counter()
         guard = Guard(self.config.decoding)
         out = guard.out
@@ -402,7 +430,7 @@ class Session:
         first = None
         t_first = None
         for step in range(max_new_tokens):
-            logits = self.window.logits()
+            logits = self.hooks.on_logits(self.window.logits())
             if first is None:
                 first, t_first = logits, time.perf_counter()
             nxt = guard.pick(logits)
@@ -429,13 +457,15 @@ class Session:
                     hits=hits,
                 )
         final = trim(tok.decode(out, skip_special=True), self.config.decoding.stop_lines)
-        if len(final) > len(text) and final.startswith(text):
-            yield final[len(text) :]
+        shown = text.lstrip()  # leading blank lines were streamed as they came; final has none
+        if len(final) > len(shown) and final.startswith(shown):
+            yield final[len(shown) :]
         t_dec = time.perf_counter()
-        self.last = Answer(final, list(out), self.focus_report(), {
+        picture = self.focus_picture(message)
+        self.last = Answer(final, list(out), picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
             "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
-        }, first, self.last_recall)  # fmt: skip
+        }, first, self.last_recall, picture)  # fmt: skip
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
         self._set_budget(self._idle_budget())
         if remember:
@@ -464,22 +494,22 @@ class Session:
         }
 
     def focus_report(self) -> list[dict]:
-        """Spans shown in more detail than the coarsest view, merged, with their sources."""
-        wc, b = self.focus.wc, self.focus.wc.block
-        raw_from = wc.raw_floor(self.focus.config.raw_recent)
-        spans: list[list[int]] = []
-        for level, index in wc.entries:
-            s, e = index * b**level, (index + 1) * b**level
-            if level == 0 and s < raw_from:
-                if spans and spans[-1][1] == s:
-                    spans[-1][1] = e
-                else:
-                    spans.append([s, e])
-        out = []
-        for s, e in spans:
-            seg = self.tree.segment_at(s)
-            out.append({"start": s, "stop": e, "source": getattr(seg, "source", None)})
-        return out
+        """Raw spans of the focus (expanded ones, then the recent tail), one per segment."""
+        return self.focus_picture().report()
+
+    def focus_picture(self, query: str | None = None) -> FocusPicture:
+        """The current focus as data (``mcruntime.picture``): runs, spans, segments, recall."""
+        wc = self.focus.wc
+        return FocusPicture.of(
+            wc.entries,
+            wc.length,
+            raw_from=wc.raw_floor(self.focus.config.raw_recent),
+            segments=self.tree.segments(),
+            block=wc.block,
+            budget=self.focus.config.budget,
+            recall=self.last_recall if query is not None else (),
+            query=query,
+        )
 
     def close(self) -> None:
         if hasattr(self.tree, "flush_telemetry") and self.tree.mode != "r":
@@ -490,35 +520,6 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class Inherited:
-    """Scores of one working context, extended to the entries of later ones by ancestry."""
-
-    def __init__(self, entries: list[Entry], scores: np.ndarray, block: int):
-        self.block = block
-        self.exact = dict(zip(entries, scores.tolist(), strict=True))
-        self.below: dict[Entry, list[float]] = {}  # ancestor -> [sum, count] of scored entries
-        for (level, index), v in self.exact.items():
-            for up in range(1, 8):
-                acc = self.below.setdefault((level + up, index // block**up), [0.0, 0])
-                acc[0] += v
-                acc[1] += 1
-
-    def __call__(self, entries: list[Entry]) -> np.ndarray:
-        out = np.zeros(len(entries))
-        b = self.block
-        for k, (level, index) in enumerate(entries):
-            v = self.exact.get((level, index))
-            up = 1
-            while v is None and up < 8:
-                v = self.exact.get((level + up, index // b**up))
-                up += 1
-            if v is None:
-                acc = self.below.get((level, index))
-                v = acc[0] / acc[1] if acc else 0.0
-            out[k] = v
-        return out
 
 
 __all__ = [

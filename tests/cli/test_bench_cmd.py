@@ -6,11 +6,11 @@ from click.testing import CliRunner
 
 from bench import COMMANDS
 from cli.main import cli
-from cli.show import _BENCHES
+from cli.show import BENCHES
 
 
 def test_mc_bench_names_match_python_m_bench():
-    assert set(_BENCHES) == set(COMMANDS)
+    assert set(BENCHES) == set(COMMANDS)
 
 
 def test_mc_bench_passes_arguments_through():

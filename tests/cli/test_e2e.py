@@ -94,7 +94,7 @@ def test_ingest_chat_info_log_show_in_process(docs, tmp_path, monkeypatch):
         assert s in info.out, (s, info.out)
 
     png = tmp_path / "timeline.png"
-    r = run_mc(["show", url, "--png", png])
+    r = run_mc(["show", url, "--png", png, *TINY])
     assert r.code == 0, r.err
     assert f"{url}: {n} tokens, version {v}" in r.out
     assert "docs/sub/deep/d.md" in r.out and "chat:assistant" in r.out
@@ -183,7 +183,7 @@ def test_as_processes(docs, tmp_path, tree):
         assert "focus:" in p.stderr and "Traceback" not in p.stderr
         assert _sources(str(url))[-2:] == ["chat:user", "chat:assistant"]
         png = tmp_path / "p.png"
-        p = run_proc(["show", url, "--png", png])
+        p = run_proc(["show", url, "--png", png, *TINY])
         assert p.returncode == 0, p.stderr
         _check_png(png)
         p = run_proc(["info", url])

@@ -134,7 +134,9 @@ def test_ctrl_c_in_process_then_resume_with_another_chunk_size(tmp_path, monkeyp
     assert r.code == 0, r.err
     assert "ingested 3 file(s)" in r.out
     assert np.array_equal(tree_tokens(url), expected_tokens(files))
-    assert sources(url)[:6] == [str(files[0])] * 6
+    # a file longer than a chunk: each part is a segment whose name says which tokens it holds
+    assert [x.split(" (tokens ")[0] for x in sources(url)[:6]] == [str(files[0])] * 6
+    assert sources(url)[0].endswith(f" (tokens 0-256 of {len(expected_tokens(files[:1]))})")
     r = run_mc(["ingest", url, files_dir, *TINY])
     assert r.code == 0 and "0 commit(s)" in r.out and "3 already present" in r.out
 

@@ -33,7 +33,7 @@ def test_ingest_chat_info_on_s3(moto_server, docs, tmp_path):
     r = run_mc(["log", url, *o, "-n", "2"])
     assert r.code == 0 and "chat: assistant" in r.out.splitlines()[0]
     png = tmp_path / "s3.png"
-    r = run_mc(["show", url, *o, "--png", png])
+    r = run_mc(["show", url, *o, "--png", png, *TINY])
     assert r.code == 0 and png.stat().st_size > 5000
     r = run_mc(["ingest", url, docs, *o, *TINY])  # resumable on S3 too
     assert r.code == 0 and "0 commit(s)" in r.out and "5 already present" in r.out

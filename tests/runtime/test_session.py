@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import mcmodels
 import mcstore
 from mcruntime import Session, SessionConfig, SessionError
+from mcruntime.errors import StaleGists
 
 WORDS = "river stone cloud amber quiet ledger violet harbor copper lantern meadow tundra".split()
 
@@ -67,7 +69,7 @@ def test_kv_reuse_equals_full_recompute(base, gistnet):
     rng = np.random.default_rng(0)
     for _ in range(6):  # refocus edits, then decode steps on the reused cache
         s.focus.refocus(rng.normal(size=s.focus.wc.cost))
-        s._sync()
+        s.sync()
         assert torch.allclose(s.window.logits(), full_logits(s), atol=1e-4)
         for tok in rng.integers(0, 255, size=3):
             s.window.append(base.embed(torch.tensor([int(tok)])).float())
@@ -144,8 +146,10 @@ def test_gistnet_mismatch_asks_for_regist(base, gistnet, tmp_path):
     torch.manual_seed(1)
     other = mcmodels.GistNet.for_base(base)
     other.checkpoint_id, other.checkpoint_hash = "other", "f" * 64
-    with pytest.raises(SessionError, match="mc regist"):
+    # the library says what is stale and what to do; the CLI names the command (`mc regist`)
+    with pytest.raises(StaleGists, match="recompute its gists") as e:
         Session(url, model=base, gistnet=other, window=512)
+    assert isinstance(e.value, SessionError) and e.value.url == url
 
 
 def test_bfloat16_tree_opens_and_grows(base, gistnet, tmp_path):
@@ -204,7 +208,7 @@ class SessionMachine(RuleBasedStateMachine):
     def refocus(self):
         s = self.s
         s.focus.refocus(self.rng.normal(size=s.focus.wc.cost))
-        s._sync()
+        s.sync()
 
     @rule()
     def ask(self):
@@ -258,7 +262,7 @@ def test_refocus_prefetches_the_next_likely_expansions(base, gistnet, tmp_path):
     s2.focus.config.max_expands = 1
     before = list(wc.entries)
     s2.focus.refocus(scores)
-    s2._prefetch(scores, before)
+    s2.prefetch_likely(scores, before)
     assert calls, "nothing was prefetched"
     for level, idx in calls:
         assert level >= 0 and idx
@@ -312,3 +316,87 @@ def test_a_chat_hit_recalls_its_own_turn_not_its_neighbours(base, gistnet):
     text = base.tokenizer.decode(s.tree.tokens(p["start"], p["stop"]))
     assert "4182" in text and "BLUEHERON" not in text and p["source"] == "chat:user"
     assert "The user said: My locker is 4182." in base.tokenizer.decode(ids)  # roles in words
+
+
+def test_hooks_report_every_span_of_a_turn(base, gistnet):
+    """The spans a session reports (``mcruntime.hooks``) are where the work is: a benchmark
+    reading them measures the methods that exist, not the ones it patched."""
+    from mcruntime.hooks import KINDS, Timings
+
+    t = Timings()
+    s = Session(
+        "memory://hooks.mc",
+        model=base,
+        gistnet=gistnet,
+        window=512,
+        config=SessionConfig(scorer="recency"),
+        hooks=t,
+    )
+    assert [e["kind"] for e in t.events] == ["index_open"]
+    s.ingest(prose(900, 8), source="doc")
+    kinds = {e["kind"] for e in t.events}
+    assert {"store", "gist", "index"} <= kinds
+    assert t.total("gist") <= t.total("store")  # the gister runs inside tree.append
+    mark = t.mark()
+    s.ask("what is it?", max_new_tokens=4, remember=False)
+    ev = t.since(mark)
+    logits = [e for e in ev if e["kind"] == "logits"]
+    assert len(s.last.tokens) <= len(logits) <= 4
+    assert logits[0]["positions"] > 1 and all(e["positions"] == 1 for e in logits[1:])
+    assert [e["len"] for e in logits] == list(range(logits[0]["len"], logits[-1]["len"] + 1))
+    (rf,) = [e for e in ev if e["kind"] == "refocus"]
+    assert rf["rounds"] == s.config.focus_rounds and rf["edits"] == s.last.timings["focus_edits"]
+    assert {e["kind"] for e in ev} <= set(KINDS) and any(e["kind"] == "score" for e in ev)
+    assert all(e["s"] >= 0 for e in t.events)
+    s.set_hooks(Timings())  # detached: the old record stops growing
+    n = len(t.events)
+    s.window.logits()
+    assert len(t.events) == n and s.hooks.events[0]["kind"] == "logits"
+
+
+def test_on_logits_steers_the_answer(base, gistnet):
+    from mcruntime.hooks import Hooks
+
+    class Force(Hooks):
+        def on_logits(self, logits):
+            out = logits.clone()
+            out[ord("z")] = out.max() + 10  # the byte tokenizer: id = byte
+            return out
+
+    s = session(base, gistnet, "memory://force.mc")
+    s.set_hooks(Force())
+    s.ask("hi", max_new_tokens=3, remember=False)
+    assert s.last.tokens == [ord("z")] * 3
+
+
+def test_rebudget_leaves_the_callers_focus_config_alone(base, gistnet):
+    s = session(base, gistnet, "memory://rebudget.mc")
+    s.ingest(prose(900, 9), source="doc")
+    cfg = s.focus.config
+    before = dataclasses.asdict(cfg)
+    s.ask("and then?", max_new_tokens=2, remember=False)
+    assert dataclasses.asdict(cfg) == before
+    assert s.focus.config is not cfg  # the question's budget came as a new config
+
+
+def test_streaming_after_leading_blank_lines_sends_the_whole_answer(base, gistnet):
+    """Blank lines streamed before the answer are stripped from the final text; the rest of
+    the answer must still be streamed (it once stopped at the blank lines)."""
+    from mcruntime.hooks import Hooks
+
+    script = [ord(c) for c in "\n\nok\nUs"]  # "Us" is held back: it may become "User:"
+
+    class Script(Hooks):
+        def __init__(self):
+            self.i = 0
+
+        def on_logits(self, logits):
+            out = logits.clone()
+            out[script[min(self.i, len(script) - 1)]] = out.max() + 10
+            self.i += 1
+            return out
+
+    s = session(base, gistnet, "memory://stream-blank.mc")
+    s.set_hooks(Script())
+    pieces = list(s.chat_stream("hi", max_new_tokens=len(script), remember=False))
+    assert "".join(pieces).strip() == s.last.text == "ok\nUs"
