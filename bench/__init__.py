@@ -7,4 +7,6 @@ COMMANDS = {  # name -> module with a main(argv)
     "index": "bench.index_cost",
     "systems": "bench.systems",
     "footprint": "bench.systems.footprint",  # storage by kind only, without the latency runs
+    "serve": "bench.serve",  # `mc serve`: requests/s and latency over HTTP
+    "bulk": "bench.bulk",  # `mc ingest --dask`: tokens/s serial vs 1 and 2 workers, scaling model
 }

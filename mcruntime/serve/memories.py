@@ -1,0 +1,445 @@
+"""The server's memories: one ``Session`` per tree under the root, one writer per tree.
+
+Requests on one memory are serialised (an ``asyncio.Lock`` per name, held from the moment the
+work is queued until it finished, even if the client went away); model work runs on a thread
+pool of ``ServeConfig.concurrency`` threads, so different memories answer in parallel up to that
+many. A 200 is only sent after every turn of the request is committed: a commit that loses the
+race against another process (``CommitConflict``) reopens the tree at its newest commit and
+retries once, then answers 409.
+
+Which of a request's messages are new: OpenAI clients send the whole conversation each time.
+The tree already holds the turns this server remembered, so the request's earlier user and
+assistant messages are matched against the newest chat turns of the tree (``unseen``); only
+those after the longest overlap are appended, before the answer is written from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import mcstore
+from mcruntime.errors import InputError, SessionError, WindowError
+from mcruntime.hooks import Hooks
+from mcruntime.location import check_new
+from mcruntime.render import ASSISTANT, USER, render_turn
+from mcruntime.serve.config import ServeConfig, ServeError
+from mcruntime.serve.wire import APIError
+
+log = logging.getLogger(__name__)
+
+# a memory name is one path component of the root: no separators, no "..", nothing a URL
+# would read as a scheme, query or fragment; "@" is allowed so an e-mail address in the
+# request's `user` field names a memory as it is
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+SUFFIX = ".mc"  # memory NAME is the tree ROOT/NAME.mc (what `mc ingest ROOT/NAME.mc` creates)
+CHAT_SOURCES = {"chat:user": "user", "chat:assistant": "assistant"}
+PREFIXES = {"user": USER, "assistant": ASSISTANT}
+
+
+def check_name(name: str | None) -> str:
+    if name is None or not NAME_RE.fullmatch(name) or ".." in name or name.endswith("."):
+        shown = repr(name[:80]) if isinstance(name, str) else "(none)"
+        raise APIError(
+            400,
+            f"invalid memory name {shown}: use 1-64 letters, digits, '.', '_', '-' or '@', "
+            "starting with a letter or digit (no '..')",
+            param="memory",
+            code="invalid_memory_name",
+        )
+    return name
+
+
+def unseen(history: list[tuple[str, str]], tail: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The turns of ``history`` the tree has not seen, given its newest chat turns ``tail``
+    (both oldest first, texts compared without surrounding whitespace).
+
+    The seen part is the longest prefix of ``history`` whose end lines up with the end of the
+    tree's chat: ``history[:k]`` and ``tail`` agree on their last ``min(k, len(tail))`` turns."""
+    hist = [(r, t.strip()) for r, t in history]
+    tail = [(r, t.strip()) for r, t in tail]
+    for k in range(len(hist), 0, -1):
+        m = min(k, len(tail))
+        if m and hist[k - m : k] == tail[len(tail) - m :]:
+            return history[k:]
+    return list(history)
+
+
+def missing_tail(sent: str, final: str) -> str:
+    """What a stream still owes so that what the client got is, but for surrounding blank
+    space, the answer remembered: the runtime may have streamed leading blank lines that the
+    final answer drops, after which it stops streaming."""
+    shown = sent.lstrip()
+    return final[len(shown) :] if final.startswith(shown) else ""
+
+
+@dataclass
+class TurnResult:
+    text: str
+    completion_tokens: int
+    prompt_tokens: int  # positions of the window the answer was decoded from
+    finish_reason: str  # "stop", or "length" when max_tokens ran out
+    memory: dict  # name, version and length of the tree after the turn
+
+
+class _PromptMeter(Hooks):
+    """Session hooks that read the window's length at the first model step of an answer: the
+    positions the model was prompted with (template, working context, recall, question)."""
+
+    def __init__(self) -> None:
+        self.window = None
+        self.prompt: int | None = None
+
+    def on_logits(self, logits):
+        if self.prompt is None and self.window is not None:
+            self.prompt = self.window.length
+        return logits
+
+
+@dataclass
+class _Open:
+    session: object
+    meter: _PromptMeter
+
+
+class Memories:
+    """Sessions over the trees under ``config.root``, the base model they share, and the
+    scheduling of work on them (see the module docstring)."""
+
+    def __init__(self, config: ServeConfig, base=None):
+        from mcruntime.session import SessionConfig
+
+        self.config = config
+        try:
+            self.session_config = SessionConfig(**config.session)
+        except TypeError as e:
+            raise ServeError(f"unknown session option: {e}") from None
+        self.base = base
+        self._gistnet = config.gistnet  # a path at first; the loaded net once a session has it
+        self._lensnet = None
+        self._open: OrderedDict[str, _Open] = OrderedDict()
+        self._guard = threading.Lock()  # _open is touched by worker threads and the loop
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="mc-serve")
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the base model (once; a server does it before it listens)."""
+        if self.base is None:
+            import mcmodels
+
+            self.base = mcmodels.load_base(self.config.model)
+
+    @property
+    def model_ids(self) -> list[str]:
+        """The names a request's ``model`` may use: the model's own name, then the one asked for."""
+        self.load()
+        return list(dict.fromkeys([self.base.name, self.config.model]))
+
+    @property
+    def opened(self) -> list[str]:
+        """The memories with an open session, least recently used first."""
+        with self._guard:
+            return list(self._open)
+
+    def url(self, name: str) -> str:
+        return f"{self.config.root}/{check_name(name)}{SUFFIX}"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._guard:
+            opened, self._open = list(self._open.values()), OrderedDict()
+        for o in opened:
+            with contextlib.suppress(Exception):
+                o.session.close()
+
+    # -- scheduling (event loop side) ----------------------------------------------------------
+
+    async def submit(self, name: str, fn: Callable, *args) -> asyncio.Future:
+        """Run ``fn(*args)`` on the pool once no other work on ``name`` runs; the memory stays
+        locked until ``fn`` returns, whatever happens to the request that asked for it."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        await lock.acquire()
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except BaseException:
+            lock.release()
+            raise
+
+        def done(_):
+            lock.release()
+            self._close_idle()
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def read(self, fn: Callable, *args):
+        """Run read-only work (no lock: mcstore readers see whole commits only)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _close_idle(self) -> None:
+        """Close the least recently used sessions beyond ``max_open`` (only idle ones: the
+        event loop holds the locks, so an unlocked memory has no work running)."""
+        with self._guard:
+            extra = len(self._open) - self.config.max_open
+            idle = [n for n in self._open if not self._locks.get(n, asyncio.Lock()).locked()]
+            closing = [self._open.pop(n) for n in idle[: max(0, extra)]]
+        for o in closing:
+            with contextlib.suppress(RuntimeError):  # the pool is shutting down: close() will
+                self._pool.submit(o.session.close)
+
+    # -- sessions (worker side) ----------------------------------------------------------------
+
+    def _get(self, name: str, *, create: bool) -> _Open:
+        with self._guard:
+            o = self._open.get(name)
+            if o is not None:
+                self._open.move_to_end(name)
+                return o
+        o = self._start(name, create)
+        with self._guard:
+            self._open[name] = o
+        return o
+
+    def _start(self, name: str, create: bool) -> _Open:
+        from mcruntime.session import Session
+
+        self.load()
+        if create:  # never a tree among someone's files at ROOT/NAME.mc (PathTaken: 409)
+            check_new(self.url(name))
+        meter = _PromptMeter()
+        try:
+            s = Session(
+                self.url(name),
+                model=self.base,
+                gistnet=self._gistnet,
+                lensnet=self._lensnet,
+                window=self.config.window,
+                storage_options=self.config.storage_options or None,
+                config=self.session_config,
+                create=create,
+                hooks=meter,
+            )
+        except mcstore.TreeNotFound:
+            raise APIError(
+                404, f"no memory named {name!r}", param="memory", code="memory_not_found"
+            ) from None
+        meter.window = s.window
+        with self._guard:  # later sessions share the nets the first one settled on
+            self._gistnet, self._lensnet = s.gistnet, s.lensnet
+        if getattr(s, "created", False):
+            log.info("created memory %s", name)
+        return _Open(s, meter)
+
+    def _restart(self, name: str) -> _Open:
+        """Drop the session (its view of the tree is stale) and open the newest commit."""
+        self._discard(name)
+        return self._get(name, create=True)
+
+    def _discard(self, name: str) -> None:
+        with self._guard:
+            o = self._open.pop(name, None)
+        if o is not None:
+            with contextlib.suppress(Exception):
+                o.session.close()
+
+    def _retrying(self, name: str, o: _Open, op: Callable[[object], None]) -> _Open:
+        """``op(session)``; on a commit conflict reopen at the newest commit and run it once
+        more. ``op`` keeps its own progress: it must not redo what was committed."""
+        for attempt in range(2):
+            try:
+                op(o.session)
+                return o
+            except mcstore.CommitConflict:
+                log.info("memory %s: another writer committed; retrying at its commit", name)
+                if attempt:
+                    raise APIError(
+                        409,
+                        f"memory {name!r} is being written by another process; this request's "
+                        "turns could not all be committed: send it again",
+                        type="conflict_error",
+                        code="conflict",
+                    ) from None
+                o = self._restart(name)
+        raise AssertionError("unreachable")
+
+    def _append_turns(self, turns: list[tuple[str, str]]) -> Callable[[object], None]:
+        """An op that appends ``turns`` as the segments ``Session.remember_turn`` writes,
+        dropping each from ``turns`` once it is committed."""
+
+        def op(s) -> None:
+            tok = s.base.tokenizer
+            while turns:
+                role, text = turns[0]
+                n = s.tree.length
+                try:
+                    s.append_ids(
+                        tok.encode(render_turn(role, text)),
+                        source=f"chat:{role}",
+                        message=f"chat: {role}",
+                    )
+                except mcstore.CommitConflict:
+                    if s.tree.length > n:  # the turn is in; only an index chunk was not
+                        turns.pop(0)
+                    raise
+                turns.pop(0)
+
+        return op
+
+    @staticmethod
+    def chat_tail(s, n: int) -> list[tuple[str, str]]:
+        """The newest ``n`` chat turns of the session's tree, oldest first."""
+        out: list[tuple[str, str]] = []
+        if n <= 0:
+            return out
+        tok = s.base.tokenizer
+        for seg in reversed(s.tree.segments()):
+            role = CHAT_SOURCES.get(seg.source)
+            if role is None:
+                continue
+            text = tok.decode(s.tree.tokens(seg.start, seg.stop).tolist())
+            out.append((role, text.strip().removeprefix(PREFIXES[role].strip()).strip()))
+            if len(out) == n:
+                break
+        return out[::-1]
+
+    # -- the work ------------------------------------------------------------------------------
+
+    def chat(
+        self,
+        name: str,
+        history: list[tuple[str, str]],
+        question: str,
+        max_tokens: int,
+        emit: Callable[[str], None] | None = None,
+    ) -> TurnResult:
+        """Append the unseen ``history``, answer ``question`` from memory (``emit`` gets the
+        text as it is decoded), remember both turns; returns when all of it is committed."""
+        with self._errors(name):
+            o = self._get(name, create=self.config.create)
+
+            def add_unseen(s) -> None:
+                self._append_turns(unseen(history, self.chat_tail(s, len(history))))(s)
+
+            o = self._retrying(name, o, add_unseen)
+            s, o.meter.prompt = o.session, None
+            sent = []
+            try:
+                for piece in s.chat_stream(question, max_new_tokens=max_tokens, remember=False):
+                    sent.append(piece)
+                    if emit is not None:
+                        emit(piece)
+            except BaseException:
+                self._discard(name)  # the window may hold half a turn
+                raise
+            ans = s.last
+            rest = missing_tail("".join(sent), ans.text)
+            if rest and emit is not None:
+                emit(rest)
+            o = self._retrying(
+                name, o, self._append_turns([("user", question), ("assistant", ans.text)])
+            )
+            t = o.session.tree
+            return TurnResult(
+                text=ans.text,
+                completion_tokens=len(ans.tokens),
+                prompt_tokens=o.meter.prompt or 0,
+                finish_reason="length" if len(ans.tokens) >= max_tokens else "stop",
+                memory={"name": name, "version": t.version, "length": t.length},
+            )
+
+    def ingest(self, name: str, text: str, source: str, tags: list[str]) -> dict:
+        """Append a document (one commit); returns where the memory stands."""
+        with self._errors(name):
+            o = self._get(name, create=self.config.create)
+            done = []
+
+            def op(s) -> None:
+                n = s.tree.length
+                try:
+                    s.ingest(text, source=source, tags=tags)
+                except mcstore.CommitConflict:
+                    if s.tree.length == n:
+                        raise
+                done.append(s.tree.length - n)
+
+            o = self._retrying(name, o, op)
+            t = o.session.tree
+            return {
+                "object": "memory.document",
+                "memory": name,
+                "source": source,
+                "tags": list(tags),
+                "tokens": done[0] if done else 0,
+                "version": t.version,
+                "length": t.length,
+            }
+
+    def info(self, name: str) -> dict:
+        """Length, levels, segments and the newest commits of a memory, read from storage."""
+        with self._errors(name):
+            url = self.url(name)
+            try:
+                t = mcstore.open(url, "r", storage_options=self.config.storage_options or None)
+            except mcstore.TreeNotFound:
+                raise APIError(
+                    404, f"no memory named {name!r}", param="memory", code="memory_not_found"
+                ) from None
+            info = t.info(storage_bytes=False)
+            return {
+                "object": "memory",
+                "id": name,
+                "version": t.version,
+                "length": t.length,
+                "levels": info["levels"],
+                "segments": info["segments"],
+                "tags": info["tags"],
+                "log": [
+                    {"version": e.version, "time": e.time, "message": e.message, "length": e.length}
+                    for e in t.log(limit=10)
+                ],
+            }
+
+    @contextlib.contextmanager
+    def _errors(self, name: str):
+        """Library errors as API errors; the tree's URL (the server's storage) stays private."""
+        try:
+            yield
+        except APIError:
+            raise
+        except Exception as e:
+            raise api_error(e, name, self.config.root) from e
+
+
+def api_error(e: Exception, name: str, root: str) -> APIError:
+    msg = str(e).replace(f"{root}/{name}{SUFFIX}", f"memory {name!r}").replace(root, "ROOT")
+    if isinstance(e, mcstore.TreeNotFound):
+        return APIError(404, msg, param="memory", code="memory_not_found")
+    if isinstance(e, mcstore.CommitConflict):
+        return APIError(409, msg, type="conflict_error", code="conflict")
+    if isinstance(e, mcstore.BindingMismatch):
+        return APIError(409, msg, type="conflict_error", code="binding_mismatch")
+    if isinstance(e, mcstore.StoreAccessError):
+        return APIError(503, msg, type="server_error", code="storage_unavailable")
+    if isinstance(e, mcstore.CorruptTree):
+        return APIError(500, msg, type="server_error", code="corrupt_memory")
+    if isinstance(e, WindowError):
+        return APIError(400, msg, code="context_length_exceeded")
+    if isinstance(e, InputError):
+        return APIError(400, msg, code="invalid_input")
+    if isinstance(e, SessionError):
+        return APIError(409, msg, type="conflict_error", code="memory_unusable")
+    from mcmodels.errors import PositionError
+
+    if isinstance(e, PositionError):
+        return APIError(400, msg, code="context_length_exceeded")
+    log.error("memory %s: unexpected error", name, exc_info=e)
+    return APIError(500, f"internal error ({type(e).__name__})", type="server_error")

@@ -1,0 +1,81 @@
+"""Fixtures of the server tests: live `mc serve` apps on 127.0.0.1 over the tiny model.
+
+Every server listens on 127.0.0.1 on a free port, is driven by the real ``openai`` client or
+httpx, and is stopped when its test ends (``start``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import openai
+import pytest
+import torch
+
+import mcmodels
+import mcstore
+from mcruntime.serve import Memories, ServeConfig, create_app, running
+
+# the moto S3 server of the store tests (importing it also sets dummy AWS variables)
+from tests.store.conftest import moto_server  # noqa: F401
+
+MODEL = "tiny-llama-s0"  # the tiny model's own name, what /v1/models lists
+
+
+@dataclass
+class Live:
+    url: str  # http://127.0.0.1:PORT
+    config: ServeConfig
+    memories: Memories
+
+    def client(self, api_key: str = "unused", **kw) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60, **kw
+        )
+
+    def tree(self, name: str):
+        return mcstore.open(
+            f"{self.config.root}/{name}.mc", storage_options=self.config.storage_options or None
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    torch.set_num_threads(1)
+    return mcmodels.tiny_base(0)
+
+
+@pytest.fixture
+def start(tiny, tmp_path):
+    """start(root=None, **ServeConfig fields) -> Live: a server on 127.0.0.1 until the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def make(root: str | None = None, **kw) -> Live:
+            kw.setdefault("model", "tiny")
+            kw.setdefault("window", 512)
+            cfg = ServeConfig(root=root or str(tmp_path / "memories"), **kw)
+            mem = Memories(cfg, base=tiny)
+            url = stack.enter_context(running(create_app(cfg, mem)))
+            return Live(url, cfg, mem)
+
+        yield make
+
+
+def chat_turns(tree, tokenizer=None) -> list[tuple[str, str]]:
+    """(role, text) of every chat segment of a tree, oldest first (tiny model's tokenizer
+    unless another is given)."""
+    from mcmodels.tokenizer import ByteTokenizer
+
+    tok = tokenizer or ByteTokenizer()
+    out = []
+    for seg in tree.segments():
+        if seg.source in ("chat:user", "chat:assistant"):
+            text = tok.decode(tree.tokens(seg.start, seg.stop).tolist()).strip()
+            role = seg.source.split(":")[1]
+            out.append((role, text.split(":", 1)[1].strip()))
+    return out
+
+
+def sources(tree) -> list[str]:
+    return [seg.source for seg in tree.segments()]
