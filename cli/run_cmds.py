@@ -325,9 +325,8 @@ def chat(
                 import readline  # noqa: F401  (line editing and history for input())
             click.echo(f"memory: {s.tree.length} tokens in {tree}. Ctrl-D to leave.", err=True)
         while True:
-            try:
-                q = input("you> " if tty else "").strip()
-            except EOFError:
+            q = read_line("you> " if tty else "")
+            if q is None:
                 if tty:
                     click.echo("", err=True)
                 return
@@ -340,6 +339,22 @@ def chat(
 
 
 PRIVATE = "/private"  # an interactive line starting with this is answered but not remembered
+
+
+def read_line(prompt: str) -> str | None:
+    """One line of the conversation (None at the end of input); InputError if its bytes are
+    not UTF-8, whether stdin decodes strictly or escapes them as lone surrogates."""
+    from mcruntime.errors import InputError
+
+    bad = InputError("a line of input is not valid UTF-8; convert it first", kind="not UTF-8")
+    try:
+        line = input(prompt).strip()
+        line.encode("utf-8")
+    except EOFError:
+        return None
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        raise bad from None
+    return line
 
 
 def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: bool = True) -> None:

@@ -223,4 +223,8 @@ def gc(
 def verify(tree: str, version: str | None, storage_options) -> None:
     """Read every committed row of TREE and check every checksum."""
     r = mcstore.verify(tree, version=_version_arg(version), storage_options=storage_options or None)
-    click.echo(f"ok: {r['url']} version {r['version']}, {r['rows']} rows verified")
+    expired = f" ({r['expired']} expired)" if r["expired"] else ""
+    click.echo(
+        f"ok: {r['url']} version {r['version']}: {r['rows']} rows, {r['records']} commit "
+        f"records{expired}, {r['objects']} objects, {r['tags']} tags verified"
+    )

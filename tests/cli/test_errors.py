@@ -332,3 +332,10 @@ def test_errors_as_real_processes(tmp_path, tree):
     assert p.returncode == 3 and "Traceback" in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("mc: ")
     assert state(tree) == before
+
+
+def test_chat_with_invalid_utf8_on_stdin_is_one_line(tmp_path):
+    url = str(tmp_path / "u.mc")
+    (tmp_path / "a.txt").write_text("some text to remember " * 20)
+    assert run_mc(["ingest", url, tmp_path / "a.txt", *TINY]).code == 0
+    fails(["chat", url, *TINY], 11, "not valid UTF-8", tree=url, input=b"hello \xff\xfe there\n")
