@@ -146,3 +146,24 @@ def test_shards_written_ahead_are_committed_without_being_written_again(tmp_path
     assert w2.write_ahead("tokens", 0, toks[:E]) == {}
     w2.append(toks[:E], gister=gister, source="a")
     assert np.array_equal(mcstore.open(url2).tokens(), toks[:E])
+
+
+def test_expiry_reclaims_staged_copies_only_expired_commits_used(tmp_path):
+    url = str(tmp_path / "st.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    t.append(np.arange(50), gister=gister, source="a")
+    spec = t.geo.spec("tokens")
+    t.backend.write(spec.chunk_key(0), F.encode_shard(spec, np.full(E, 7, np.int32)))  # orphan
+    v = t.append(np.arange(50, 90), gister=gister, source="b")
+    staged = t.snapshot.rec["override"]["tokens/0"]
+    assert (Path(url) / staged).exists()
+    for i in range(3):
+        t.append(np.arange(5) + i, gister=gister, source="c")
+    want = mcstore.open(url).tokens()
+    mcstore.gc(url, grace=0, no_live_writers=True)
+    assert (Path(url) / staged).exists()  # every snapshot is kept: so is what version v uses
+    mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1)
+    assert not (Path(url) / staged).exists()
+    assert v in mcstore.open(url).expired()
+    assert np.array_equal(mcstore.open(url).tokens(), want)
+    mcstore.verify(url)
