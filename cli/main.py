@@ -110,7 +110,7 @@ def _library_logging(debug: bool):
 WINDOW_MAX = 8192  # the largest --window the commands accept
 
 
-def cli_hint(e: BaseException) -> str:
+def cli_hint(e: BaseException, tree: str = "TREE") -> str:
     """What to type about a library error: the library says what is wrong in its own terms
     (its messages name no command or option), the CLI adds the command or option that fixes it."""
 
@@ -132,11 +132,11 @@ def cli_hint(e: BaseException) -> str:
     if kind("mcruntime.errors", "StaleGists"):
         return f": run `mc regist {e.url}`, or pass that GistNet with --gistnet PATH"
     if kind("mcstore.errors", "TreeNotFound"):
-        return " (`mc ingest TREE FILES` makes one)"
+        return f" (`mc ingest {tree} FILES` makes one)"
     if kind("mcstore.errors", "VersionNotFound"):
-        return "; `mc log TREE` lists the versions, `mc info TREE` the tags"
+        return f"; `mc log {tree}` lists the versions, `mc info {tree}` the tags"
     if kind("mcstore.errors", "BindingMismatch"):
-        return "; `mc info TREE` names it, --model picks it"
+        return f"; `mc info {tree}` names it, --model picks it"
     return ""
 
 
@@ -150,12 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     _register()
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or os.environ.get("MC_DEBUG") == "1"
+    obj = {"debug": debug}  # commands add "tree" (the TREE argument) for the error hints
     if "--debug" in args[1:]:  # `mc chat T … --debug`, as the error lines suggest: accept it
         args = [args[0], *(a for a in args[1:] if a != "--debug")]
     try:
         # make_context + invoke rather than cli.main: click's main turns Ctrl-C into an Abort
         # (losing the command's message) and prints a blank line first.
-        with _library_logging(debug), cli.make_context("mc", args, obj={"debug": debug}) as ctx:
+        with _library_logging(debug), cli.make_context("mc", args, obj=obj) as ctx:
             cli.invoke(ctx)
     except click.exceptions.Exit as e:  # --help, --version, ctx.exit(n)
         sys.exit(e.exit_code)
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     except _known_errors() as e:
         if debug:
             traceback.print_exc()
-        _fail(str(e) + cli_hint(e), getattr(e, "exit_code", 1))
+        _fail(str(e) + cli_hint(e, obj.get("tree", "TREE")), getattr(e, "exit_code", 1))
     except Exception as e:  # an unexpected bug: still one line unless --debug
         if debug:
             traceback.print_exc()

@@ -50,6 +50,7 @@ def tree_url(tree: str) -> str:
 def _existing_tree(ctx, param, value: str) -> str:
     from mcruntime.location import check_existing
 
+    ctx.ensure_object(dict)["tree"] = value  # error hints name the user's tree
     check_existing(value)  # a file where a tree should be: one line, exit 3
     return value
 
