@@ -1,0 +1,431 @@
+"""Bulk ingest on a Dask LocalCluster (2 worker processes, tiny model): the tree equals a serial
+ingest of the same inputs (tokens, segments, index chunks and log bit for bit, gists within
+fp16 rounding and in practice exactly), on local disk and on S3 (moto); every complete shard is
+written by a worker and none by the committer; a worker killed mid-run is recomputed; a client
+killed mid-run resumes; `mc ingest --dask` drives it."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+import mcmodels
+import mcstore
+from mcruntime import Session, SessionConfig
+from mcruntime.bulk import BulkConfig, ModelSpec, bulk_ingest, serial_calls
+from mcruntime.ingest import ingest_inputs, scan
+from tests.cli.helpers import ROOT, TINY, mc_cmd, mc_env, run_mc
+from tests.store.conftest import BUCKET, moto_server  # noqa: F401
+
+CHUNK = 3000  # tokens per commit: files of several chunks, chunks across epochs (8192)
+SPEC = ModelSpec(model="tiny", threads=1)
+WORDS = "river stone cloud amber quiet ledger violet harbor copper lantern meadow tundra".split()
+
+
+def prose(n_words: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) + ("." if rng.random() < 0.1 else "") for _ in range(n_words))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """~43 KB of text (five epochs of the tiny model's byte tokens): small files, files of
+    several chunks, the same text twice under two names, a binary file."""
+    root = tmp_path_factory.mktemp("corpus")
+    sizes = [300, 2000, 40, 900, 700, 2400, 150]
+    for i, n in enumerate(sizes):
+        (root / f"f{i}.txt").write_text(prose(n, i))
+    (root / "g_copy.txt").write_text(prose(700, 4))  # f4's text under another name
+    (root / "image.bin").write_bytes(b"\x00\x01" * 64)
+    found = scan([str(root)])
+    assert len(found.inputs) == 8 and len(found.skipped) == 1
+    return found.inputs
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as lc,
+        Client(lc) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def serial(corpus, tmp_path_factory):
+    """The reference: the serial ingest of the corpus on the tiny model."""
+    torch.set_num_threads(1)
+    base = mcmodels.load_base("tiny")
+    gistnet = mcmodels.pick_gistnet(base, untrained_ok=True)  # what a worker picks
+    url = str(tmp_path_factory.mktemp("serial") / "s.mc")
+    with Session(url, model=base, gistnet=gistnet, window=512, config=SessionConfig()) as s:
+        ingest_inputs(s, corpus, chunk_tokens=CHUNK)
+    return state(url)
+
+
+def state(url, storage_options=None) -> dict:
+    t = mcstore.open(url, storage_options=storage_options)
+    gists = {lv: t.gists(lv) for lv in range(1, t.num_levels) if t.num_nodes(lv)}
+    objects = {n: t.read_object(n) for n in t.objects()}
+    return {
+        "tokens": t.tokens(),
+        "segments": [(s.start, s.stop, s.source, s.tags) for s in t.segments()],
+        "gists": gists,
+        "objects": objects,
+        "log": [e.message for e in t.log()][::-1],
+        "binding": t.binding,
+    }
+
+
+def assert_same(got: dict, want: dict, *, log: bool = True) -> None:
+    assert np.array_equal(got["tokens"], want["tokens"])
+    assert got["segments"] == want["segments"]
+    assert got["binding"] == want["binding"]
+    assert sorted(got["objects"]) == sorted(want["objects"])
+    for name, data in want["objects"].items():
+        assert got["objects"][name] == data, name  # BM25 chunks bit for bit
+    assert sorted(got["gists"]) == sorted(want["gists"])
+    for lv, g in want["gists"].items():
+        np.testing.assert_allclose(got["gists"][lv].astype(np.float32), g.astype(np.float32),
+                                   atol=2e-3, rtol=2e-3)  # fmt: skip
+        # deterministic batches: on this machine every gist is the serial one bit for bit
+        assert np.array_equal(got["gists"][lv].view(np.uint16), g.view(np.uint16)), lv
+    if log:
+        assert got["log"] == want["log"]
+
+
+def test_serial_calls_are_the_serial_gisters_batches():
+    assert serial_calls(0, 300 * 32, 32) == [(0, 256), (256, 300)]
+    assert serial_calls(31, 33, 32) == [(0, 1)]
+    assert serial_calls(40, 60, 32) == []
+
+
+def test_bulk_equals_serial_on_local_disk(cluster, corpus, serial, tmp_path):
+    url = str(tmp_path / "b.mc")
+    seen: list[int] = []
+    rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK),
+                      on_progress=seen.append)  # fmt: skip
+    assert rep.created and rep.workers == 2
+    assert rep.files == 7 and rep.skipped_done == 1 and rep.inputs_done == 8
+    assert rep.epoch_tasks >= 5 and rep.index_commits >= 4 and rep.upper_tasks >= 10
+    assert rep.upper_calls == rep.fallback_calls == 0  # every gist was computed ahead
+    assert seen == sorted(seen) and seen[-1] == sum(i.size for i in corpus)
+    assert_same(state(url), serial)
+    again = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    assert again.commits == 0 and again.skipped_done == 8 and not again.created
+    assert again.version == rep.version
+
+
+def shard_objects(url, storage_options=None) -> list[str]:
+    """The complete shards a tree holds (``arrays/<name>/c/<k>...``)."""
+    be = mcstore.backend_for(url, storage_options)
+    return [p for p, _, _ in be.walk("arrays") if "/c/" in p]
+
+
+def expected_shards(url, storage_options=None) -> int:
+    """How many complete shards a tree of this length has: tokens, and per level gists,
+    gist versions, creation times and flags."""
+    t = mcstore.open(url, storage_options=storage_options)
+    n = t.length // t.epoch
+    for lv in range(1, t.num_levels):
+        n += 4 * (t.num_nodes(lv) // t.geo.level_shard_rows(lv))
+    return n
+
+
+def logged_bulk_ingest(url, inputs, client, storage_options=None):
+    """A bulk ingest into a new tree whose committer's every request is logged."""
+    from mcstore.testing import LoggingBackend
+
+    # creates the tree, bound to the model (no inputs: no commit)
+    bulk_ingest(url, [], client, model=SPEC, storage_options=storage_options)
+    log = LoggingBackend(mcstore.backend_for(url, storage_options))
+    tree = mcstore.open(log, "a")
+    t0 = time.time_ns()
+    rep = bulk_ingest(tree, inputs, client, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    return rep, log, (t0, time.time_ns())
+
+
+def assert_workers_wrote_the_shards(url, rep, log, clock, storage_options=None) -> None:
+    """Each complete shard was written once, by a worker; the committer wrote none (its
+    commits only checked their checksums) and its PUTs are tail deltas, records, head hints
+    and key chunks; creation times are the run's, in commit order."""
+    n = expected_shards(url, storage_options)
+    assert n >= 5 * 9  # five epochs: tokens, two levels of four arrays, and level 3's first
+    assert len(shard_objects(url, storage_options)) == n
+    assert rep.shards_written == n and rep.shard_errors == 0 and rep.shard_tasks == 5
+    writes = [c.target for c in log.calls if c.op in ("put_if_absent", "write")]
+    assert writes and not [w for w in writes if "/c/" in w], "the committer wrote a shard"
+    assert rep.io["puts"] == len(writes)  # every committer PUT is in the log
+    assert rep.worker_io["puts"] >= n  # the shards' PUTs are the workers'
+    t = mcstore.open(url, storage_options=storage_options)
+    for lv in range(1, t.num_levels):
+        created = t.node_meta(lv)["created_at"]
+        assert np.all(np.diff(created) >= 0) and clock[0] <= created.min() <= created.max()
+        assert created.max() <= clock[1]
+    mcstore.verify(url, storage_options=storage_options)
+
+
+def test_workers_write_every_shard_and_the_committer_none(cluster, corpus, serial, tmp_path):
+    url = str(tmp_path / "l.mc")
+    rep, log, clock = logged_bulk_ingest(url, corpus, cluster)
+    assert_workers_wrote_the_shards(url, rep, log, clock)
+    assert_same(state(url), serial)
+
+
+def test_workers_refused_by_the_store_leave_the_shards_to_the_commits(
+    cluster, corpus, serial, tmp_path
+):
+    """A worker whose store writes fail: its shard tasks fail, and the commits write those
+    shards themselves (nothing lost, the same tree)."""
+
+    def refuse_writes(on: bool) -> None:  # runs in each worker process
+        import mcstore as ms
+
+        if on:
+            ms.Tree.unrefused_write_ahead = ms.Tree.write_ahead
+
+            def refuse(self, name, first, rows):
+                raise ms.StoreAccessError(f"{self.url}: refused (test)")
+
+            ms.Tree.write_ahead = refuse
+        elif hasattr(ms.Tree, "unrefused_write_ahead"):
+            ms.Tree.write_ahead = ms.Tree.unrefused_write_ahead
+
+    url = str(tmp_path / "r.mc")
+    cluster.run(refuse_writes, True)
+    try:
+        rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    finally:
+        cluster.run(refuse_writes, False)
+    assert rep.shard_tasks == 5 and rep.shard_errors == 5 and rep.shards_written == 0
+    assert len(shard_objects(url)) == expected_shards(url)  # the committer wrote them
+    assert_same(state(url), serial)
+    mcstore.verify(url)
+
+
+def test_bulk_on_s3(cluster, corpus, serial, moto_server):  # noqa: F811
+    so = moto_server["storage_options"]
+    url = f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}/b.mc"
+    rep, log, clock = logged_bulk_ingest(url, corpus, cluster, so)
+    assert_workers_wrote_the_shards(url, rep, log, clock, so)
+    assert_same(state(url, so), serial)
+
+
+def test_client_process_killed_then_rerun(cluster, corpus, tmp_path):
+    """A real `mc ingest --dask` process killed (SIGKILL) after a few commits: the tree stays
+    at its last commit and a re-run ends with the serial ingest's tree."""
+    small = 1000  # tokens per commit: ~45 commits, so the kill lands mid-run
+    base = mcmodels.load_base("tiny")
+    gistnet = mcmodels.pick_gistnet(base, untrained_ok=True)
+    ref = str(tmp_path / "ref.mc")
+    with Session(ref, model=base, gistnet=gistnet, window=512, config=SessionConfig()) as s:
+        ingest_inputs(s, corpus, chunk_tokens=small)
+    want = state(ref)
+    url = tmp_path / "p.mc"
+    folder = os.path.dirname(corpus[0].name)
+    args = ["ingest", url, folder, "--dask", cluster.scheduler.address,
+            "--chunk-tokens", small, *TINY]  # fmt: skip
+    p = subprocess.Popen(mc_cmd(*args), cwd=ROOT, env=mc_env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                if mcstore.open(str(url)).version >= 6:
+                    break
+            except mcstore.StoreError:
+                pass  # not created yet
+            time.sleep(0.05)
+        p.kill()
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    mid = state(str(url))
+    n = len(mid["tokens"])
+    assert p.returncode == -signal.SIGKILL and 0 < n < len(want["tokens"])
+    assert np.array_equal(mid["tokens"], want["tokens"][:n])
+    r = run_mc(args)
+    assert r.code == 0, r.err
+    assert_same(state(str(url)), want, log=False)
+    mcstore.verify(str(url))  # shards the dead run wrote ahead were reused or staged over
+
+
+def test_hybrid_keys_equal_serial(cluster, corpus, tmp_path):
+    """Dense keys (``--keys hybrid``) are made per epoch on the workers, as the serial index
+    makes them (whole windows from block 0): equal up to fp16 rounding. Here the committer
+    writes the shards (``worker_shards=False``)."""
+    few = corpus[:4]
+    base = mcmodels.load_base("tiny")
+    gistnet = mcmodels.pick_gistnet(base, untrained_ok=True)
+    url = str(tmp_path / "hs.mc")
+    cfg = SessionConfig(retrieval="hybrid")
+    with Session(url, model=base, gistnet=gistnet, window=512, config=cfg) as s:
+        ingest_inputs(s, few, chunk_tokens=CHUNK)
+    want = state(url)
+    url = str(tmp_path / "hb.mc")
+    # and the committer writes the shards (as for workers that cannot reach the tree)
+    rep = bulk_ingest(url, few, cluster, model=SPEC,
+                      config=BulkConfig(chunk_tokens=CHUNK, retrieval="hybrid",
+                                        worker_shards=False))  # fmt: skip
+    assert rep.shard_tasks == rep.shards_written == 0 and not rep.worker_io
+    assert len(shard_objects(url)) == expected_shards(url) > 0
+    got = state(url)
+    dense = [n for n in want["objects"] if "/dense-" in n]
+    assert len(dense) >= 2 and sorted(got["objects"]) == sorted(want["objects"])
+    for name in dense:
+        a = np.load(io.BytesIO(got["objects"].pop(name)))["keys"].astype(np.float32)
+        b = np.load(io.BytesIO(want["objects"].pop(name)))["keys"].astype(np.float32)
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    assert_same(got, want)  # the rest bit for bit
+
+
+def test_client_killed_mid_run_then_rerun(cluster, corpus, serial, tmp_path):
+    url = str(tmp_path / "k.mc")
+    commits = []
+
+    def die(done_bytes: int) -> None:
+        commits.append(done_bytes)
+        if len(commits) == 6:
+            raise KeyboardInterrupt  # the client dies between two commits
+
+    with pytest.raises(KeyboardInterrupt):
+        bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK),
+                    on_progress=die)  # fmt: skip
+    mid = state(url)
+    n = len(mid["tokens"])
+    assert 0 < n < len(serial["tokens"])
+    assert np.array_equal(mid["tokens"], serial["tokens"][:n])  # what was committed stays
+    rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    assert rep.tokens == len(serial["tokens"]) - n
+    assert rep.fallback_calls == 0  # upper levels read the committed children from the tree
+    # the first shard task reads the part of its shard committed before; a shard the dead
+    # run wrote ahead holds the same tokens and gists (written) but other creation times
+    # (the commit stages its own copy): the tree is whole either way
+    assert rep.shard_errors == 0 and rep.shard_tasks == len(serial["tokens"]) // 8192 - n // 8192
+    assert len(shard_objects(url)) == expected_shards(url)
+    mcstore.verify(url)
+    # the re-run may commit a key chunk at another point than one uninterrupted run
+    assert_same(state(url), serial, log=False)
+
+
+def test_concurrent_writer_gets_commit_conflict(cluster, corpus, serial, tmp_path):
+    url = str(tmp_path / "c.mc")
+    calls = []
+
+    def other_writer(_done: int) -> None:
+        calls.append(_done)
+        if len(calls) == 3:  # another process commits between two of ours
+            mcstore.open(url, "a").commit_objects({"note": b"someone else"})
+
+    with pytest.raises(mcstore.CommitConflict):
+        bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK),
+                    on_progress=other_writer)  # fmt: skip
+    bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    got = state(url)
+    assert got["objects"].pop("note") == b"someone else"
+    assert_same(got, serial, log=False)
+
+
+def test_worker_killed_mid_run(cluster, corpus, serial, tmp_path):
+    url = str(tmp_path / "w.mc")
+    pids = cluster.run(os.getpid)  # worker address -> pid
+    killed: list[str] = []
+
+    def kill_busy(_done: int) -> None:
+        if killed:
+            return
+        busy = [w for w, tasks in cluster.processing().items() if tasks]  # running or queued
+        busy = busy or [w for w, keys in cluster.has_what().items() if keys]  # results held
+        if not busy:
+            return
+        os.kill(pids[busy[0]], signal.SIGKILL)  # the nanny starts a new worker
+        killed.append(busy[0])
+
+    # small epochs of work in flight so that one is on the worker when it dies
+    rep = bulk_ingest(url, corpus, cluster, model=SPEC,
+                      config=BulkConfig(chunk_tokens=CHUNK, jobs_ahead=128, tokenize_bytes=2000),
+                      on_progress=kill_busy)  # fmt: skip
+    assert killed, "no worker was busy to kill"
+    assert killed[0] not in cluster.scheduler_info()["workers"]  # it died; its work was redone
+    assert_same(state(url), serial)
+    # a shard task redone finds what its first try wrote: the same bytes, written
+    assert rep.shards_written == expected_shards(url) and rep.shard_errors == 0
+    mcstore.verify(url)
+    assert rep.workers == 2
+    deadline = time.time() + 60  # the cluster recovers its two workers for the other tests
+    while len(cluster.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+
+
+def test_worker_killed_mid_shard_write(cluster, corpus, serial, tmp_path):
+    """A worker dies (SIGKILL) right after writing the first shard of a shard task: Dask
+    runs the task again elsewhere, which finds that shard holding its bytes (written), and the
+    commits check every shard instead of writing it."""
+    marker = str(tmp_path / "killed")
+
+    def die_once(on: bool, marker: str) -> None:  # runs in each worker process
+        import os as os_
+        import signal as signal_
+
+        import mcstore as ms
+
+        if not on:
+            if hasattr(ms.Tree, "unkilled_write_ahead"):
+                ms.Tree.write_ahead = ms.Tree.unkilled_write_ahead
+            return
+        ms.Tree.unkilled_write_ahead = ms.Tree.write_ahead
+
+        def write_then_die(self, name, first, rows):
+            got = ms.Tree.unkilled_write_ahead(self, name, first, rows)
+            try:  # the first write in any process, once
+                os_.close(os_.open(marker, os_.O_CREAT | os_.O_EXCL))
+            except FileExistsError:
+                return got
+            os_.kill(os_.getpid(), signal_.SIGKILL)
+
+        ms.Tree.write_ahead = write_then_die
+
+    url = str(tmp_path / "m.mc")
+    before = set(cluster.scheduler_info()["workers"])
+    cluster.run(die_once, True, marker)
+    try:
+        rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    finally:
+        cluster.run(die_once, False, marker)
+    assert os.path.exists(marker) and set(cluster.scheduler_info()["workers"]) != before
+    assert rep.shards_written == expected_shards(url) and rep.shard_errors == 0
+    assert_same(state(url), serial)
+    mcstore.verify(url)
+    deadline = time.time() + 60  # the cluster recovers its two workers for the other tests
+    while len(cluster.scheduler_info()["workers"]) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+
+
+def test_cli_dask_option(cluster, corpus, serial, tmp_path):
+    url = tmp_path / "c.mc"
+    folder = os.path.dirname(corpus[0].name)
+    r = run_mc(["ingest", url, folder, "--dask", cluster.scheduler.address,
+                "--chunk-tokens", CHUNK, *TINY])  # fmt: skip
+    assert r.code == 0, r.err
+    assert "ingested 7 file(s)" in r.out and "1 already present" in r.out and "on 2 worker" in r.out
+    assert_same(state(str(url)), serial)
+    r = run_mc(["ingest", url, corpus[0].name, "--dask", "local:x", *TINY])
+    assert r.code != 0 and len(r.err_lines) == 1 and "local:N" in r.err
