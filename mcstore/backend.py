@@ -1,9 +1,9 @@
 """Object access for one tree root on any fsspec URL.
 
-Everything the store reads or writes goes through :class:`Backend`, which gives
+Everything the store reads or writes goes through a :class:`Backend`.
 
-One class per kind of storage (``LocalBackend``, ``MemoryBackend``, ``S3Backend``, and the
-generic fsspec ``Backend``), chosen by :func:`open_backend`; each gives
+One class per kind of storage, chosen by :func:`open_backend`: the generic fsspec ``Backend``
+and ``MemoryBackend`` here, ``LocalBackend`` in ``local``, ``S3Backend`` in ``s3``; each gives
 
 * ``write`` — an atomic whole-object write (local: temp file + fsync + rename; object
   stores: one PUT, which is atomic; memory: one assignment);
@@ -20,13 +20,8 @@ Errors of access (no credentials, permission denied, endpoint down) become
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import shutil
-import stat
 import threading
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -302,162 +297,6 @@ class Backend:
         """Make sure objects can be created below the root (or say why not)."""
 
 
-class LocalBackend(Backend):
-    """A local folder: plain file I/O. Writes go to a temp file, are fsynced and renamed
-    (``write``) or hard-linked, which fails if the name exists (``put_if_absent``)."""
-
-    atomic_create = True
-
-    def __init__(self, url: str, storage_options: dict | None = None, *, fs=None, root=None):
-        super().__init__(url, storage_options, fs=fs, root=root)
-        self._safe_dirs: set[str] = set()
-
-    def _inside(self, full: str, rel: str) -> None:
-        """CorruptTree if the folder holding ``full`` resolves outside the tree (a symlinked
-        store folder would let a tree redirect writes anywhere)."""
-        d = os.path.dirname(full)
-        if d in self._safe_dirs:
-            return
-        root = os.path.realpath(self.root)
-        real = os.path.realpath(d)
-        if real != root and not real.startswith(root + os.sep):
-            raise CorruptTree(
-                f"{self.url}: the folder of object {rel} resolves to {real}, outside the tree "
-                "(a symbolic link?); trees must not link elsewhere: replace the link by the "
-                "folder it points to"
-            )
-        self._safe_dirs.add(d)
-
-    def _open(self, rel: str) -> int:
-        """A file descriptor of a regular file inside the tree (never a device, a FIFO or a
-        link: opening one must neither hang nor read without end)."""
-        full = self.path(rel)
-        self._inside(full, rel)
-        try:
-            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.EMLINK):
-                raise CorruptTree(
-                    f"{self.url}: object {rel} is a symbolic link; a tree holds regular files "
-                    "only: replace it by the file (or restore the tree from a copy)"
-                ) from None
-            raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            if stat.S_ISDIR(os.lstat(full).st_mode):
-                raise IsADirectoryError(full)
-            raise CorruptTree(
-                f"{self.url}: object {rel} is not a regular file (a device or a pipe?); a tree "
-                "holds regular files only: restore it from a copy"
-            )
-        return fd
-
-    def read(self, rel: str, *, limit: int | None = None) -> bytes:
-        fd = self._open(rel)
-        try:
-            size = os.fstat(fd).st_size
-            if limit is not None and size > limit:
-                raise too_large(self.url, rel, limit)
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                data = f.read()
-        finally:
-            os.close(fd)
-        self.stats.add(gets=1, get_bytes=len(data))
-        return data
-
-    def read_range(self, rel: str, start: int, end: int) -> bytes:
-        fd = self._open(rel)
-        try:
-            data = os.pread(fd, end - start, start)
-        finally:
-            os.close(fd)
-        self.stats.add(gets=1, get_bytes=len(data))
-        return data
-
-    def exists(self, rel: str) -> bool:
-        self.stats.add(heads=1)
-        return os.path.exists(self.path(rel))
-
-    def listdir(self, rel: str) -> list[str]:
-        self.stats.add(lists=1)
-        try:
-            return sorted(os.listdir(self.path(rel)))
-        except FileNotFoundError:
-            return []
-
-    def walk(self, rel: str = "") -> list[tuple[str, int, float | None]]:
-        self.stats.add(lists=1)
-        out: list[tuple[str, int, float | None]] = []
-        for dirpath, _dirs, files in os.walk(self.path(rel)):
-            for f in files:
-                full = os.path.join(dirpath, f)
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:
-                    continue
-                out.append((os.path.relpath(full, self.root), st.st_size, st.st_mtime))
-        return sorted(out)
-
-    def _tmp(self, final: str, data: bytes, durable: bool = True) -> str:
-        d = os.path.dirname(final)
-        os.makedirs(d, exist_ok=True)
-        tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        return tmp
-
-    def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
-        data = bytes(data)
-        final = self.path(rel)
-        self._inside(final, rel)
-        tmp = self._tmp(final, data, durable)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        self.stats.add(puts=1, put_bytes=len(data))
-
-    def put_if_absent(self, rel: str, data: bytes) -> bool:
-        data = bytes(data)
-        self.stats.add(puts=1, put_bytes=len(data))
-        final = self.path(rel)
-        self._inside(final, rel)
-        tmp = self._tmp(final, data)
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            return False
-        finally:
-            _unlink(tmp)
-        _fsync_dir(os.path.dirname(final))
-        return True
-
-    def delete(self, rels: Iterable[str]) -> int:
-        rels = list(rels)
-        for r in rels:
-            full = self.path(r)
-            self._inside(full, r)
-            _unlink(full)
-        self.stats.add(deletes=len(rels))
-        return len(rels)
-
-    def ensure_root(self) -> None:
-        os.makedirs(self.root, exist_ok=True)
-
-    def remove_all(self) -> None:
-        shutil.rmtree(self.root)
-        self.stats.add(deletes=1)
-
-
 class MemoryBackend(Backend):
     """fsspec's in-memory filesystem (tests, scratch trees). That filesystem is one store per
     process, so the lock that makes ``put_if_absent`` atomic is one per process too."""
@@ -485,157 +324,8 @@ class MemoryBackend(Backend):
             return True
 
 
-class S3Backend(Backend):
-    """An S3 bucket prefix through s3fs. ``put_if_absent`` is a conditional PUT
-    (``If-None-Match: *``), checked once against the server (``conditional_writes``: a server
-    that ignores the header is refused, never written to unsafely); batched requests run
-    concurrently on s3fs' event loop. Storage option ``unsafe_single_writer=True`` (read here,
-    not passed to s3fs) allows writing through a server without conditional writes."""
-
-    atomic_create = True
-    concurrent_io = True
-
-    def _whole_get(self) -> dict:
-        # s3fs asks for the size (a HEAD) before a whole-object GET unless told not to split it
-        return {"max_concurrency": 1}
-
-    def _cat(self, path: str) -> bytes:
-        return self._guard(self.fs.cat_file, path, **self._whole_get())
-
-    def exists(self, rel: str) -> bool:
-        self.fs.invalidate_cache(self.path(rel))
-        return super().exists(rel)
-
-    def list_after(self, rel: str, after: str) -> list[str]:
-        self.stats.add(lists=1)
-        bucket, _, key = self.path(rel).partition("/")
-        prefix = key.rstrip("/") + "/"
-        res = self._guard(
-            self.fs.call_s3,
-            "list_objects_v2",
-            Bucket=bucket,
-            Prefix=prefix,
-            StartAfter=prefix + after,
-            MaxKeys=1000,
-        )
-        names = {c["Key"][len(prefix) :].split("/", 1)[0] for c in res.get("Contents", [])}
-        return sorted(n for n in names if n > after)
-
-    def put_if_absent(self, rel: str, data: bytes) -> bool:
-        if not self.conditional_writes():  # the user said: one writer only
-            self.fs.invalidate_cache(self.path(rel))
-            return super().put_if_absent(rel, data)
-        data = bytes(data)
-        self.stats.add(puts=1, put_bytes=len(data))
-        return self._create(self.path(rel), data)
-
-    def _create(self, path: str, data: bytes) -> bool:
-        """One PUT with ``If-None-Match: *``; False if the server says the name is taken."""
-        try:
-            self._guard(self.fs.pipe_file, path, data, mode="create")
-        except FileExistsError:
-            return False
-        except OSError as e:
-            # s3fs maps a 412 to FileExistsError only when the reply names the failed
-            # condition (AWS and moto do; SeaweedFS does not). If-None-Match is the only
-            # precondition this PUT carries, so any 412 means the name is taken.
-            if _precondition_failed(e):
-                return False
-            raise
-        return True
-
-    def conditional_writes(self) -> bool:
-        """True if ``put_if_absent`` may rely on the server's conditional PUT.
-
-        A server that ignores ``If-None-Match`` would let two writers both "win" version n
-        and one commit would be lost without a word, so before the first put-if-absent the
-        server is asked (:func:`_conditional_writes_honoured`, once per endpoint and bucket
-        per process). If it ignores the header: StoreAccessError, unless the storage option
-        ``unsafe_single_writer=True`` says only one writer ever writes this tree; then False
-        (put-if-absent becomes a check then a write: crash-safe, not race-safe, and
-        ``atomic_create`` says so)."""
-        if _conditional_writes_honoured(self):
-            return True
-        if self.storage_options.get("unsafe_single_writer") is True:
-            self.atomic_create = False
-            return False
-        raise StoreAccessError(
-            f"{self.url}: the S3 server at {s3_endpoint(self.storage_options)} does not honour "
-            "conditional writes (a PUT with If-None-Match: * replaced an existing object), so "
-            "two writers could both commit one version and a commit would be lost; refusing "
-            "to write. Use a server that supports conditional writes, or, if only one writer "
-            "ever writes this tree, pass the storage option unsafe_single_writer=True"
-        )
-
-    def probe_conditional_writes(self) -> bool:
-        """Ask the server: create a probe object below the root twice with ``If-None-Match:
-        *``; the second must be refused. The probe is deleted again."""
-        token = uuid.uuid4().hex
-        path = self.path(f".mc-probe-{token}")
-        self.stats.add(puts=2, put_bytes=2 * len(token), deletes=1)
-        try:
-            # "taken" on a fresh name is our own PUT, retried after a lost response
-            if not self._create(path, token.encode()) and self._cat(path) != token.encode():
-                raise StoreAccessError(
-                    f"{self.url}: a new probe object {path} held other bytes; the S3 "
-                    "server's conditional writes cannot be trusted"
-                )
-            return not self._create(path, b"second")
-        finally:
-            with contextlib.suppress(Exception):
-                self._guard(self.fs.rm, path)
-
-    def ensure_root(self) -> None:
-        bucket = self.root.split("/", 1)[0]
-        if not self._guard(self.fs.exists, bucket):
-            raise StoreAccessError(
-                f"{self.url}: bucket {bucket!r} does not exist or is not accessible; create "
-                "it first or check the endpoint and credentials"
-            )
-
-
 # Storage options the store reads itself; never passed to the fsspec filesystem.
 BACKEND_OPTIONS = frozenset({"unsafe_single_writer"})
-
-# (endpoint, bucket) -> whether the server honours If-None-Match: * (probed once per process)
-_CONDITIONAL_WRITES: dict[tuple[str, str], bool] = {}
-_CONDITIONAL_WRITES_LOCK = threading.Lock()
-
-
-def s3_endpoint(storage_options: dict) -> str:
-    """The S3 endpoint a backend's storage options (or the AWS environment) point at."""
-    so = storage_options or {}
-    return (
-        so.get("endpoint_url")
-        or (so.get("client_kwargs") or {}).get("endpoint_url")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or "the default AWS S3 endpoint"
-    )
-
-
-def _conditional_writes_honoured(be: S3Backend) -> bool:
-    key = (s3_endpoint(be.storage_options), be.root.split("/", 1)[0])
-    with _CONDITIONAL_WRITES_LOCK:
-        if key not in _CONDITIONAL_WRITES:
-            _CONDITIONAL_WRITES[key] = be.probe_conditional_writes()
-        return _CONDITIONAL_WRITES[key]
-
-
-def _precondition_failed(e: BaseException) -> bool:
-    """Whether an s3fs error is the service's 412 Precondition Failed."""
-    resp = getattr(e.__cause__, "response", None) or {}
-    status = (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return status == 412 or (resp.get("Error") or {}).get("Code") == "PreconditionFailed"
-
-
-_BY_PROTOCOL: dict[str, type[Backend]] = {
-    "file": LocalBackend,
-    "local": LocalBackend,
-    "memory": MemoryBackend,
-    "s3": S3Backend,
-    "s3a": S3Backend,
-}
 
 
 def check_key(url: str, rel: str) -> None:
@@ -693,30 +383,25 @@ def open_backend(url: str, storage_options: dict | None = None) -> Backend:
     opts = dict(storage_options or {})
     fs, root = filesystem(url, opts)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    cls = _BY_PROTOCOL.get(protocol, Backend)
-    return cls(url, opts, fs=fs, root=root)
+    return backend_class(protocol)(url, opts, fs=fs, root=root)
+
+
+def backend_class(protocol: str) -> type[Backend]:
+    """The class for an fsspec protocol (the generic ``Backend`` for any other)."""
+    from .local import LocalBackend  # they subclass Backend: imported when first needed
+    from .s3 import S3Backend
+
+    return {
+        "file": LocalBackend,
+        "local": LocalBackend,
+        "memory": MemoryBackend,
+        "s3": S3Backend,
+        "s3a": S3Backend,
+    }.get(protocol, Backend)
 
 
 def _raise(e: BaseException):
     raise e
-
-
-def _unlink(p: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(p)
-
-
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _mtime(info: dict) -> float | None:

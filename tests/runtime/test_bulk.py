@@ -21,7 +21,7 @@ import torch
 import mcmodels
 import mcstore
 from mcruntime import Session, SessionConfig
-from mcruntime.bulk import BulkConfig, ModelSpec, bulk_ingest, serial_calls
+from mcruntime.bulk import BulkConfig, ModelSpec, bulk_ingest, dask_client, serial_calls
 from mcruntime.ingest import ingest_inputs, scan
 from tests.cli.helpers import ROOT, TINY, mc_cmd, mc_env, run_mc
 from tests.store.conftest import BUCKET, moto_server  # noqa: F401
@@ -53,18 +53,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as lc,
-        Client(lc) as client,
-    ):
+    with dask_client("local:2") as client:  # 2 single-threaded worker processes on 127.0.0.1
         yield client
 
 

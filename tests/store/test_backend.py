@@ -11,7 +11,9 @@ import uuid
 import pytest
 
 import mcstore
-from mcstore.backend import Backend, LocalBackend, MemoryBackend, S3Backend
+from mcstore.backend import Backend, MemoryBackend
+from mcstore.local import LocalBackend
+from mcstore.s3 import S3Backend
 from mcstore.testing import LatencyBackend, LoggingBackend
 
 EXPECTED = {"memory": MemoryBackend, "local": LocalBackend, "file": LocalBackend, "s3": S3Backend}

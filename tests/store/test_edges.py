@@ -12,7 +12,7 @@ import pytest
 import mcstore
 from mcruntime.errors import InputError
 from mcruntime.ingest import scan
-from mcstore.backend import S3Backend
+from mcstore.s3 import S3Backend
 from tests.store.helpers import DIM, gister
 
 

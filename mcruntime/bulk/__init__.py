@@ -1,0 +1,80 @@
+"""Bulk ingest on a Dask cluster: workers tokenise, gist, key and write the shards; one
+client commits.
+
+A serial ingest (``mcruntime.ingest``) spends its time in three places: tokenising files,
+gisting every completed node with GistNet, and computing retrieval keys (BM25 terms, dense keys)
+for every complete epoch. All three are pure functions of the token timeline, so here they run
+on Dask workers: tokenise tasks (inputs in groups of about a megabyte), then one task per epoch
+of the timeline (``tree.epoch`` tokens, one complete shard of the token array) holding its
+level-1 gists and its retrieval-key chunks.
+
+The client stays the single committer and replays the serial ingest exactly: the same inputs in
+the same order, the same chunking and segment names (``part_name``, ``sha256=`` / ``tokens=``
+tags, messages), one append per chunk and the key-chunk commits at the same points. Gists reach
+the store through the ``gister`` callable ``Tree.append`` calls once per level with the nodes
+that level gains (``mcstore.completed(old, new, level)``). Level 1 (all but 1/B of the work)
+comes from the epoch tasks; levels 2 and up from one "upper" task per append, submitted as soon
+as the epoch tasks it reads from are (Dask passes their results from worker to worker; nodes
+committed before this run are read from the tree). The lookup checks that the children the
+store passes are the ones gisted (tokens; a digest above) and otherwise asks a worker to gist
+exactly what the store passed, while it waits; the tests assert that never happens.
+
+Shards from the workers: most bytes of a commit are its complete shards (every epoch of
+tokens completes one shard of ``tokens`` and of the ``gists``/``gistver``/``created``/
+``flags`` of each level whose shard ends there), and the committer would write them all.
+Instead one "shard" task per epoch opens the tree on a worker and writes the shards that epoch
+completes with ``Tree.write_ahead`` (put-if-absent at their canonical names, encoded as the
+commit would); the append that completes them gets their checksums (``append(written=…)``)
+and writes no shard itself, only its tail delta and record. A shard is a task of its own
+because no compute task holds one whole: the serial batches (below) and the appends cross
+epoch boundaries, so a shard's gists come from two epoch tasks and from the upper tasks of
+several appends (Dask moves them). Creation times are fixed per append when the client plans
+it (``append(now=…)``), so the ``created_<l>`` shards written ahead are the ones the commit
+would write; a commit's time is thus when it was planned, shortly before it is made. A shard
+task that fails with a store error costs nothing but the committer's own write of those
+shards; ``BulkConfig.worker_shards=False`` leaves every shard to the committer (workers that
+cannot reach the tree's URL).
+
+Bit for bit: a matrix kernel's result for one row can depend on the batch the row is in (a
+batch of one takes another kernel), so the tasks gist in the serial gister's batches (one
+append's nodes, 256 at a time: ``serial_calls``; each upper level in one call, as
+``gist_completed`` calls the gister). The tree then equals a serial ingest's: tokens, segments,
+gists, key chunks and log messages (the tests compare them; creation times are times).
+
+Faults: tasks are pure, so a worker lost mid-task is recomputed by Dask (a shard it wrote
+before dying is found holding the same bytes: written). Every append is a commit, so a client
+killed mid-run loses nothing committed and a re-run resumes from the segments' tags
+(``done_chunks``), as a serial re-run would; the shards the dead run wrote ahead are reused
+(tokens and gists are the same bytes; creation times differ, and the commit stages its own
+copy of those, as for any orphan). A concurrent writer makes the next append raise
+``CommitConflict``.
+
+Workers load the models once per process (``worker_models``) and open the tree once per
+process (``worker_tree``) from a name or path and the tree's URL and storage options: nothing
+large travels through the scheduler. Input files are read by the workers, and the tree written
+by them, so a remote cluster needs the inputs at the same paths and the tree's URL reachable
+(an object store, or a shared file system; stdin travels in the task).
+
+The package: ``config`` (what a run is given and reports), ``cluster`` (the Dask client),
+``tasks`` (what the workers run), ``plan`` (the client's plan and job submission) and
+``driver`` (the committer and ``bulk_ingest``).
+"""
+
+from mcruntime.bulk.cluster import ClusterError, dask_client
+from mcruntime.bulk.config import BulkConfig, BulkReport, ModelSpec
+from mcruntime.bulk.driver import BulkIngest, bulk_ingest
+from mcruntime.bulk.plan import serial_calls
+from mcruntime.bulk.tasks import WRITE_THREADS, worker_binding
+
+__all__ = [
+    "WRITE_THREADS",
+    "BulkConfig",
+    "BulkIngest",
+    "BulkReport",
+    "ClusterError",
+    "ModelSpec",
+    "bulk_ingest",
+    "dask_client",
+    "serial_calls",
+    "worker_binding",
+]

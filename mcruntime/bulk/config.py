@@ -1,0 +1,65 @@
+"""What a bulk ingest is given and what it reports: the models a worker loads, the run's
+settings and its counters (plain dataclasses), and the constants both sides of the run share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mcmodels.defaults import DEFAULT_MODEL  # torch-free: the one definition
+from mcruntime.ingest import CHUNK_TOKENS, IngestReport
+
+CHUNK_KINDS = {"bm25": ("bm25",), "hybrid": ("bm25", "dense")}  # retrieval kind -> stored chunks
+GISTER_BATCH = 256  # streaming.Gister's default batch: the serial path's batches
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker loads (once per process): a base model name or path, a GistNet
+    checkpoint path (None: the shipped default, else the fixed untrained one), and the torch
+    threads of each worker process (None: torch's default)."""
+
+    model: str = DEFAULT_MODEL
+    gistnet: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class BulkConfig:
+    chunk_tokens: int = CHUNK_TOKENS  # tokens per commit, as the serial ingest
+    retrieval: str | None = "auto"  # key kind; "auto": the tree's own (bm25 for a new tree)
+    tokenize_bytes: int = 1 << 20  # input bytes per tokenise task (small files go together)
+    tokenize_ahead: int = 16  # tokenise tasks submitted beyond the one being committed
+    jobs_ahead: int = 128  # epoch and upper jobs in flight or held: bounds the client's memory
+    # workers write each epoch's complete shards ahead of its commit (False: the committer
+    # writes them, for workers that cannot reach the tree's URL)
+    worker_shards: bool = True
+
+
+@dataclass
+class BulkReport(IngestReport):
+    created: bool = False
+    gistnet_id: str = ""
+    model_name: str = ""
+    workers: int = 0
+    epoch_tasks: int = 0
+    tokenize_tasks: int = 0
+    upper_tasks: int = 0  # jobs gisting the levels >= 2 of one append
+    upper_calls: int = 0  # gister calls sent to a worker while the committer waits
+    upper_nodes: int = 0
+    fallback_calls: int = 0  # level-1 calls not found precomputed (0 unless the plan is wrong)
+    index_commits: int = 0
+    wait_s: float = 0.0  # client time spent waiting for tokenise and epoch results
+    upper_s: float = 0.0  # client time spent in worker calls for levels >= 2
+    commit_s: float = 0.0  # client time spent in the store's append / commit (gister included)
+    gister_s: float = 0.0  # of which in the gister (lookups and worker calls)
+    tokenize_task_s: float = 0.0  # worker time in tokenise tasks
+    epoch_task_s: float = 0.0  # worker time in epoch tasks
+    upper_task_s: float = 0.0  # worker time in upper-level tasks
+    shard_tasks: int = 0  # jobs writing the complete shards of one epoch ahead of its commit
+    shards_written: int = 0  # shards the workers wrote (the commits only checked them)
+    shard_errors: int = 0  # shard tasks that failed with a store error (the commit wrote them)
+    shard_task_s: float = 0.0  # worker time in shard tasks
+    version: int = 0
+    length: int = 0
+    io: dict = field(default_factory=dict)  # the committer's store requests and bytes
+    worker_io: dict = field(default_factory=dict)  # the shard tasks' requests and bytes
