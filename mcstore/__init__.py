@@ -21,8 +21,8 @@ rows, at least 1), ``gistver_l`` (uint16), ``created_l`` (int64 ns), ``flags_l``
 segments ``seg_start``/``seg_time``/``seg_end`` (int64) and ``seg_heap`` (uint8 JSON text).
 A regist writes new gist arrays ``gists_l.<hash>``/``gistver_l.<hash>``.
 
-Modules, from the bottom: ``format`` (encodings, no I/O), ``backend`` (object access),
-``errors``, ``cache``; ``records`` (commit log, head, tags), ``objects`` (meta blobs, named
+Modules, from the bottom: ``format`` (encodings, no I/O), ``backend`` (object access;
+``local`` and ``s3`` hold its classes for local disk and S3), ``errors``, ``cache``; ``records`` (commit log, head, tags), ``objects`` (meta blobs, named
 objects), ``nodes`` (segments, flags), ``telemetry``, ``tail`` (deltas), ``shards`` (shard
 writes, staged overrides), ``reads`` (shard reads through the cache), ``gisting``; then
 ``view`` (``TreeView``: a handle's state and reads), ``tree`` (``Tree``: writes and the commit
