@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import uuid
 
 from .backend import Backend
@@ -57,19 +58,28 @@ class S3Backend(Backend):
         return self._create(self.path(rel), data)
 
     def _create(self, path: str, data: bytes) -> bool:
-        """One PUT with ``If-None-Match: *``; False if the server says the name is taken."""
-        try:
-            self._guard(self.fs.pipe_file, path, data, mode="create")
-        except FileExistsError:
-            return False
-        except OSError as e:
-            # s3fs maps a 412 to FileExistsError only when the reply names the failed
-            # condition (AWS and moto do; SeaweedFS does not). If-None-Match is the only
-            # precondition this PUT carries, so any 412 means the name is taken.
-            if _precondition_failed(e):
+        """A PUT with ``If-None-Match: *``; False if the server says the name is taken.
+
+        AWS answers 409 ``ConditionalRequestConflict`` while another conditional write to
+        the same name is in flight; neither s3fs nor botocore retries it, so this does, a few
+        times with backoff: the retry then wins or finds the name taken (412)."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                self._guard(self.fs.pipe_file, path, data, mode="create")
+            except FileExistsError:
                 return False
-            raise
-        return True
+            except (OSError, StoreAccessError) as e:
+                # s3fs maps a 412 to FileExistsError only when the reply names the failed
+                # condition (AWS and moto do; SeaweedFS does not). If-None-Match is the only
+                # precondition this PUT carries, so any 412 means the name is taken.
+                if _precondition_failed(e):
+                    return False
+                if _in_flight_conflict(e) and attempt < CONFLICT_RETRIES:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                raise
+            return True
+        raise AssertionError("unreachable")
 
     def conditional_writes(self) -> bool:
         """True if ``put_if_absent`` may rely on the server's conditional PUT.
@@ -144,6 +154,20 @@ def _conditional_writes_honoured(be: S3Backend) -> bool:
         if key not in _CONDITIONAL_WRITES:
             _CONDITIONAL_WRITES[key] = be.probe_conditional_writes()
         return _CONDITIONAL_WRITES[key]
+
+
+CONFLICT_RETRIES = 5  # 409s from a racing conditional write: 50 ms .. 1.6 s of backoff
+
+
+def _in_flight_conflict(e: BaseException) -> bool:
+    """Whether an error is S3's 409 ConditionalRequestConflict (a racing conditional write)."""
+    for x in (e, e.__cause__):
+        resp = getattr(x, "response", None) or {}
+        if (resp.get("Error") or {}).get("Code") == "ConditionalRequestConflict":
+            return True
+        if (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode") == 409:
+            return True
+    return False
 
 
 def _precondition_failed(e: BaseException) -> bool:

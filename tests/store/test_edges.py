@@ -101,3 +101,54 @@ def test_destroy_removes_a_tree_and_nothing_else(tmp_path):
     mcstore.destroy(mem)
     with pytest.raises(mcstore.TreeNotFound):
         mcstore.open(mem)
+
+
+class RacingFS:
+    """An S3 stand-in that answers 409 ConditionalRequestConflict to the first ``conflicts``
+    conditional PUTs of a log record (another conditional write to it is in flight), as AWS
+    does; then the name is taken by the other writer (412) or free, as set."""
+
+    protocol = "s3"
+
+    def __init__(self, conflicts: int, taken: bool):
+        self.objects: dict[str, bytes] = {}
+        self.conflicts, self.taken, self.attempts = conflicts, taken, 0
+
+    def pipe_file(self, path, data, mode="overwrite"):
+        import botocore.exceptions
+
+        if "/log/" in path:
+            self.attempts += 1
+            if self.attempts <= self.conflicts:
+                raise botocore.exceptions.ClientError(
+                    {
+                        "Error": {"Code": "ConditionalRequestConflict", "Message": "in flight"},
+                        "ResponseMetadata": {"HTTPStatusCode": 409},
+                    },
+                    "PutObject",
+                )
+            if self.taken:
+                self.objects.setdefault(path, b"theirs")
+        if mode == "create" and path in self.objects:
+            raise FileExistsError(path)
+        self.objects[path] = bytes(data)
+
+    def cat_file(self, path, **kw):
+        return self.objects[path]
+
+    def rm(self, path, **kw):
+        self.objects.pop(path, None)
+
+    def invalidate_cache(self, *a):
+        pass
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_a_racing_conditional_write_409_is_retried(taken):
+    fs = RacingFS(conflicts=2, taken=taken)
+    be = S3Backend("s3://bucket/r.mc", {"endpoint_url": "http://racing"}, fs=fs, root="bucket/r.mc")
+    won = be.put_if_absent("log/00000000000000000002.json", b"ours")
+    assert fs.attempts == 3 and won is (not taken)
+    assert fs.objects["bucket/r.mc/log/00000000000000000002.json"] == (
+        b"theirs" if taken else b"ours"
+    )
