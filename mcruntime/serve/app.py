@@ -226,6 +226,11 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
         fut = await memories.submit(name, memories.ingest, name, body.text, body.source, body.tags)
         return await asyncio.shield(fut)
 
+    @app.get("/v1/memories")
+    async def list_memories():
+        names = await memories.read(memories.names)
+        return {"object": "list", "data": [{"object": "memory", "id": n} for n in names]}
+
     @app.get("/v1/memories/{name}")
     async def memory_info(name: str):
         check_name(name)

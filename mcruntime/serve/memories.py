@@ -383,6 +383,13 @@ class Memories:
                 "length": t.length,
             }
 
+    def names(self) -> list[str]:
+        """The memories under ROOT (every ``NAME.mc`` with a valid name), from one listing."""
+        with self._errors("*"):
+            be = mcstore.open_backend(self.config.root, self.config.storage_options or None)
+            found = (n.removesuffix(SUFFIX) for n in be.listdir("") if n.endswith(SUFFIX))
+            return sorted(n for n in found if NAME_RE.fullmatch(n) and ".." not in n)
+
     def info(self, name: str) -> dict:
         """Length, levels, segments and the newest commits of a memory, read from storage."""
         with self._errors(name):

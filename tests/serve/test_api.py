@@ -183,6 +183,8 @@ def test_models_health_documents_and_memory_info(start):
     assert sources(t) == ["notes.txt", "chat:user", "chat:assistant"]
     assert str(live.config.root) not in json.dumps(info)  # the server's storage stays private
 
+    listed = httpx.get(f"{live.url}/v1/memories").json()
+    assert listed == {"object": "list", "data": [{"object": "memory", "id": "dave"}]}
     err = error_of(httpx.get(f"{live.url}/v1/memories/nobody"), 404)
     assert err["code"] == "memory_not_found"
     err = error_of(httpx.post(f"{live.url}/v1/memories/dave/documents", json={"text": ""}), 400)
