@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -97,23 +97,39 @@ class Tree(TreeView):
         ``written``: complete shards already written by :meth:`write_ahead` (maybe by other
         processes), which the commit then checks by checksum instead of writing; ``now``: the
         nodes' creation time (default: the commit's), so shards written ahead match."""
+        return self.append_many(
+            [(tokens, source, tags)],
+            gister=gister,
+            message=message,
+            objects=objects,
+            written=written,
+            now=now,
+        )
+
+    def append_many(
+        self,
+        parts: Sequence[tuple[object, str, Iterable[str]]],
+        *,
+        gister: GistFn,
+        message: str | None = None,
+        objects: dict[str, bytes | None] | None = None,
+        written: dict[str, int] | None = None,
+        now: int | None = None,
+    ) -> int:
+        """Append several segments ``(tokens, source, tags)``, in order, in one commit (bulk
+        ingest: one commit for many files). The tree reads exactly as if each had been
+        appended on its own; only the log has one commit instead of ``len(parts)``.
+        The gister sees every node the parts complete together, level by level."""
         self._check_writable()
-        toks = np.asarray(tokens)
-        if toks.ndim != 1 or (toks.size and not np.issubdtype(toks.dtype, np.integer)):
-            raise InvalidArgument(f"{self.url}: tokens must be a 1-D array of integers")
-        if toks.size and (toks.min() < 0 or toks.max() > np.iinfo(np.int32).max):
-            raise InvalidArgument(f"{self.url}: token ids must be in [0, 2**31)")
-        if toks.size == 0:
-            raise InvalidArgument(f"{self.url}: nothing to append (use commit_objects)")
-        toks = toks.astype(np.int32)
-        if not isinstance(source, str):
-            raise InvalidArgument(f"{self.url}: source must be a string")
+        if not parts:
+            raise InvalidArgument(f"{self.url}: nothing to append")
+        checked = [(self._checked_tokens(t), self._checked_source(s), tags) for t, s, tags in parts]
         with self._lock:
             self._check_head()
             snap = self._snap
             now = time.time_ns() if now is None else int(now)
             how = Gisting(gister, len(self._gistnets()) - 1, now, snap.gset)
-            new_rows: dict[str, np.ndarray] = {"tokens": toks}
+            new_rows: dict[str, np.ndarray] = {"tokens": np.concatenate([t for t, _, _ in checked])}
             gist_completed(
                 self.url,
                 self.geo,
@@ -122,22 +138,38 @@ class Tree(TreeView):
                 new_rows,
                 how,
             )
-            new_rows.update(segment_rows(snap.length, snap.nheap, source, tags, now))
-            if len(new_rows["seg_heap"]) > MAX_SEGMENT_TEXT:
-                raise InvalidArgument(
-                    f"{self.url}: source name and tags take {len(new_rows['seg_heap'])} bytes; "
-                    f"at most {MAX_SEGMENT_TEXT} fit one segment"
-                )
-            ext = F.Extent(
-                snap.length + len(toks),
-                snap.nseg + 1,
-                snap.nheap + len(new_rows["seg_heap"]),
-                snap.gset,
-            )
+            start, heap, segs = snap.length, snap.nheap, []
+            for toks, source, tags in checked:
+                rows = segment_rows(start, heap, source, tags, now)
+                if len(rows["seg_heap"]) > MAX_SEGMENT_TEXT:
+                    raise InvalidArgument(
+                        f"{self.url}: source name and tags take {len(rows['seg_heap'])} bytes; "
+                        f"at most {MAX_SEGMENT_TEXT} fit one segment"
+                    )
+                segs.append(rows)
+                start, heap = start + len(toks), heap + len(rows["seg_heap"])
+            for name in segs[0]:
+                new_rows[name] = np.concatenate([r[name] for r in segs])
+            ext = F.Extent(start, snap.nseg + len(checked), heap, snap.gset)
             okey = self._store_objects(objects)
             return self._commit(
                 new_rows, ext, message=message, objects=okey, now=now, written=written
             )
+
+    def _checked_tokens(self, tokens) -> np.ndarray:
+        toks = np.asarray(tokens)
+        if toks.ndim != 1 or (toks.size and not np.issubdtype(toks.dtype, np.integer)):
+            raise InvalidArgument(f"{self.url}: tokens must be a 1-D array of integers")
+        if toks.size and (toks.min() < 0 or toks.max() > np.iinfo(np.int32).max):
+            raise InvalidArgument(f"{self.url}: token ids must be in [0, 2**31)")
+        if toks.size == 0:
+            raise InvalidArgument(f"{self.url}: nothing to append (use commit_objects)")
+        return toks.astype(np.int32)
+
+    def _checked_source(self, source) -> str:
+        if not isinstance(source, str):
+            raise InvalidArgument(f"{self.url}: source must be a string")
+        return source
 
     def write_ahead(self, name: str, first: int, rows) -> dict[str, int]:
         """Write complete shards of array ``name`` (shard ``first`` on) before the append

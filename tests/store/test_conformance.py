@@ -348,3 +348,26 @@ def test_cache_and_prefetch(backend):
     assert np.array_equal(g, expected_gists(np.arange(E * 4, dtype=np.int32), B)[1][:40])
     r.prefetch(0, [0, 1, 2], wait=True)
     assert np.array_equal(r.tokens(0, 12), np.arange(12))
+
+
+def test_append_many_reads_as_separate_appends(backend):
+    """One commit of several segments: the same tokens, gists and segments as one append
+    each; only the log is shorter."""
+    rng = np.random.default_rng(11)
+    parts = [
+        (rng.integers(0, 900, n), f"doc{i}", (f"t{i}",)) for i, n in enumerate([5, 70, 1, 140])
+    ]
+    one, so = _mk(backend, "one")
+    for toks, src, tags in parts:
+        one.append(toks, gister=gister, source=src, tags=tags)
+    many, _ = _mk(backend, "many")
+    v = many.append_many(parts, gister=gister, message="bulk")
+    assert v == 2 and one.version == 5
+    a, b = mcstore.open(one.url, storage_options=so), mcstore.open(many.url, storage_options=so)
+    assert np.array_equal(a.tokens(), b.tokens())
+    for lv in range(1, a.num_levels):
+        assert np.array_equal(a.gists(lv), b.gists(lv))
+    strip = [(s.start, s.stop, s.source, tuple(s.tags)) for s in a.segments()]
+    assert strip == [(s.start, s.stop, s.source, tuple(s.tags)) for s in b.segments()]
+    with pytest.raises(mcstore.InvalidArgument):
+        many.append_many([], gister=gister)
