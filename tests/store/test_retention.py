@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,34 +13,41 @@ from tests.store.helpers import DIM, gister
 B, E = 4, 64
 
 
-def test_expiry_keeps_tags_pins_and_reports_expired_versions(tmp_path):
-    url = str(tmp_path / "r.mc")
-    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+def test_expiry_keeps_tags_pins_and_reports_expired_versions(backend):
+    mk, so = backend
+    url = mk("r.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E, storage_options=so)
     for i in range(20):
         t.append(np.arange(7) + i, gister=gister, source=f"s{i}")
     t.tag("keep-me", 5)
-    fork = mcstore.fork(url, str(tmp_path / "f.mc"), version=9)
-    want = {v: mcstore.open(url, version=v).tokens() for v in range(1, t.version + 1)}
-    rep = mcstore.gc(url, grace=0, no_live_writers=True, keep_last=3)
+    fork = mcstore.fork(url, mk("f.mc"), version=9, storage_options=so)
+    want = {
+        v: mcstore.open(url, version=v, storage_options=so).tokens()
+        for v in range(1, t.version + 1)
+    }
+    rep = mcstore.gc(url, grace=0, no_live_writers=True, keep_last=3, storage_options=so)
     kept = set(range(1, t.version + 1)) - set(rep.expired)
     assert {5, 9, t.version, t.version - 1, t.version - 2} <= kept
     assert 2 in rep.expired
     for v in range(1, t.version + 1):
         if v in kept:
-            assert np.array_equal(mcstore.open(url, version=v).tokens(), want[v])
+            r = mcstore.open(url, version=v, storage_options=so)
+            assert np.array_equal(r.tokens(), want[v])
         else:
             with pytest.raises(mcstore.VersionNotFound, match=r"expired by gc.*keep_last=3"):
-                mcstore.open(url, version=v)
-    assert [e.version for e in mcstore.open(url).log()] == sorted(kept, reverse=True)
-    assert np.array_equal(mcstore.open(fork.url).tokens(), want[9])
-    mcstore.verify(url)
-    mcstore.verify(fork.url)
+                mcstore.open(url, version=v, storage_options=so)
+    log = mcstore.open(url, storage_options=so).log()
+    assert [e.version for e in log] == sorted(kept, reverse=True)
+    assert np.array_equal(mcstore.open(fork.url, storage_options=so).tokens(), want[9])
+    mcstore.verify(url, storage_options=so)
+    mcstore.verify(fork.url, storage_options=so)
     # appending after an expiry continues the log; a second expiry adds to the first
-    t = mcstore.open(url, "a")
+    t = mcstore.open(url, "a", storage_options=so)
     t.append(np.arange(3), gister=gister, source="after")
-    rep2 = mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1)
+    rep2 = mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1, storage_options=so)
     assert set(rep2.expired).isdisjoint(rep.expired)
-    assert mcstore.open(url).expired().count() == len(rep.expired) + len(rep2.expired)
+    expired = mcstore.open(url, storage_options=so).expired()
+    assert expired.count() == len(rep.expired) + len(rep2.expired)
 
 
 def test_keep_since_expires_only_old_snapshots(tmp_path):
@@ -55,44 +60,45 @@ def test_keep_since_expires_only_old_snapshots(tmp_path):
     assert rep.expired == list(range(1, t.version))
 
 
-def test_object_maps_grow_linearly(tmp_path):
-    url = str(tmp_path / "o.mc")
-    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+def test_object_maps_grow_linearly(backend):
+    mk, so = backend
+    url = mk("o.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E, storage_options=so)
     for i in range(60):
         t.commit_objects({f"retrieval/x/chunk-{i:04d}": bytes([i]) * 50})
-    maps = sorted(Path(url, "meta").glob("objects-*.json"))
-    total = sum(p.stat().st_size for p in maps)
-    biggest = max(p.stat().st_size for p in maps)
+    sizes = [size for p, size, _ in t.backend.walk("meta") if "/objects-" in p]
+    total, biggest = sum(sizes), max(sizes)
     assert total < 12 * biggest, (total, biggest)  # a whole map every few layers only
     for v in (2, 17, 40, t.version):
-        r = mcstore.open(url, version=v)
+        r = mcstore.open(url, version=v, storage_options=so)
         assert len(r.objects()) == v - 1
         assert r.read_object(f"retrieval/x/chunk-{v - 2:04d}") == bytes([v - 2]) * 50
     t.commit_objects({"retrieval/x/chunk-0003": None})
-    assert "retrieval/x/chunk-0003" not in mcstore.open(url).objects()
-    mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1)
-    assert len(mcstore.open(url).objects()) == 59
-    mcstore.verify(url)
+    assert "retrieval/x/chunk-0003" not in mcstore.open(url, storage_options=so).objects()
+    mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1, storage_options=so)
+    assert len(mcstore.open(url, storage_options=so).objects()) == 59
+    mcstore.verify(url, storage_options=so)
 
 
-def test_records_from_before_chains_still_read_and_grow(tmp_path):
+def test_records_from_before_chains_still_read_and_grow(backend):
     """A tree whose records carry no chain (written before tail checkpoints) reads as before,
     and the next commit starts a chain."""
-    url = str(tmp_path / "old.mc")
-    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    mk, so = backend
+    url = mk("old.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E, storage_options=so)
     for i in range(6):
         t.append(np.arange(9) + i, gister=gister, source="a")
     want = t.tokens()
     for v in range(1, t.version + 1):
-        p = Path(url) / F.log_key(v)
-        rec = F.decode_record(p.read_bytes())
+        rec = F.decode_record(t.backend.read(F.log_key(v)))
         rec.pop("chain", None)
-        p.write_bytes(F.encode_record(rec))
-    t = mcstore.open(url, "a")
+        t.backend.write(F.log_key(v), F.encode_record(rec))
+    t = mcstore.open(url, "a", storage_options=so)
     assert np.array_equal(t.tokens(), want)
     t.append(np.arange(4), gister=gister, source="b")
     assert "chain" in t.snapshot.rec
-    assert np.array_equal(mcstore.open(url).tokens(), np.concatenate([want, np.arange(4)]))
+    again = mcstore.open(url, storage_options=so).tokens()
+    assert np.array_equal(again, np.concatenate([want, np.arange(4)]))
 
 
 @pytest.mark.s3
@@ -148,22 +154,23 @@ def test_shards_written_ahead_are_committed_without_being_written_again(tmp_path
     assert np.array_equal(mcstore.open(url2).tokens(), toks[:E])
 
 
-def test_expiry_reclaims_staged_copies_only_expired_commits_used(tmp_path):
-    url = str(tmp_path / "st.mc")
-    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+def test_expiry_reclaims_staged_copies_only_expired_commits_used(backend):
+    mk, so = backend
+    url = mk("st.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E, storage_options=so)
     t.append(np.arange(50), gister=gister, source="a")
     spec = t.geo.spec("tokens")
     t.backend.write(spec.chunk_key(0), F.encode_shard(spec, np.full(E, 7, np.int32)))  # orphan
     v = t.append(np.arange(50, 90), gister=gister, source="b")
     staged = t.snapshot.rec["override"]["tokens/0"]
-    assert (Path(url) / staged).exists()
+    assert t.backend.exists(staged)
     for i in range(3):
         t.append(np.arange(5) + i, gister=gister, source="c")
-    want = mcstore.open(url).tokens()
-    mcstore.gc(url, grace=0, no_live_writers=True)
-    assert (Path(url) / staged).exists()  # every snapshot is kept: so is what version v uses
-    mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1)
-    assert not (Path(url) / staged).exists()
-    assert v in mcstore.open(url).expired()
-    assert np.array_equal(mcstore.open(url).tokens(), want)
-    mcstore.verify(url)
+    want = mcstore.open(url, storage_options=so).tokens()
+    mcstore.gc(url, grace=0, no_live_writers=True, storage_options=so)
+    assert t.backend.exists(staged)  # every snapshot is kept: so is what version v uses
+    mcstore.gc(url, grace=0, no_live_writers=True, keep_last=1, storage_options=so)
+    assert not t.backend.exists(staged)
+    r = mcstore.open(url, storage_options=so)
+    assert v in r.expired() and np.array_equal(r.tokens(), want)
+    mcstore.verify(url, storage_options=so)
