@@ -230,7 +230,7 @@ def _resumable(tree: str, report, n_inputs: int):
     except mcstore.CommitConflict as e:
         raise mcstore.CommitConflict(
             f"{tree}: another writer committed while this ingest was running; "
-            f"{report.commits} chunk(s) were committed before that: run the same command again "
+            f"{report.commits} commit(s) landed before that: run the same command again "
             "to continue"
         ) from e
 

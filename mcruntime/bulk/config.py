@@ -10,6 +10,9 @@ from mcruntime.ingest import CHUNK_TOKENS, IngestReport
 
 CHUNK_KINDS = {"bm25": ("bm25",), "hybrid": ("bm25", "dense")}  # retrieval kind -> stored chunks
 GISTER_BATCH = 256  # streaming.Gister's default batch: the serial path's batches
+# epochs of tokens per commit: the committer's requests per epoch fall as 1/N (bench/bulk.py)
+# while a client killed mid-run redoes at most N epochs of work
+COMMIT_EVERY_EPOCHS = 16
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,13 @@ class BulkConfig:
     retrieval: str | None = "auto"  # key kind; "auto": the tree's own (bm25 for a new tree)
     tokenize_bytes: int = 1 << 20  # input bytes per tokenise task (small files go together)
     tokenize_ahead: int = 16  # tokenise tasks submitted beyond the one being committed
-    jobs_ahead: int = 128  # epoch and upper jobs in flight or held: bounds the client's memory
+    # epoch and upper jobs in flight or held: bounds the client's memory (a batch's jobs are
+    # held until its commit, whatever this says)
+    jobs_ahead: int = 128
+    # one commit (``Tree.append_many``, the key chunks in it) per batch of chunks ending at the
+    # first chunk that reaches a multiple of this many epochs of tokens; 0 or 1: one commit
+    # per file or chunk and one per epoch of key chunks, as the serial ingest commits
+    commit_every_epochs: int = COMMIT_EVERY_EPOCHS
     # workers write each epoch's complete shards ahead of its commit (False: the committer
     # writes them, for workers that cannot reach the tree's URL)
     worker_shards: bool = True
@@ -43,11 +52,14 @@ class BulkReport(IngestReport):
     workers: int = 0
     epoch_tasks: int = 0
     tokenize_tasks: int = 0
-    upper_tasks: int = 0  # jobs gisting the levels >= 2 of one append
+    segments: int = 0  # segments appended (one per file or chunk; ``commits`` counts commits)
+    upper_tasks: int = 0  # jobs gisting the levels >= 2 of one chunk
     upper_calls: int = 0  # gister calls sent to a worker while the committer waits
     upper_nodes: int = 0
     fallback_calls: int = 0  # level-1 calls not found precomputed (0 unless the plan is wrong)
-    index_commits: int = 0
+    index_commits: int = 0  # commits of key chunks alone (per-chunk commits only)
+    index_chunks: int = 0  # key-chunk objects committed
+    run_s: float = 0.0  # client time from the first tokenise task to the last commit
     wait_s: float = 0.0  # client time spent waiting for tokenise and epoch results
     upper_s: float = 0.0  # client time spent in worker calls for levels >= 2
     commit_s: float = 0.0  # client time spent in the store's append / commit (gister included)

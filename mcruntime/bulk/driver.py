@@ -1,6 +1,7 @@
-"""The client side of a bulk ingest: the single committer, which replays the serial ingest's
-appends and key-chunk commits in order as the workers' results come in (see
-``mcruntime.bulk``), and ``bulk_ingest``, which opens or creates the tree and runs it."""
+"""The client side of a bulk ingest: the single committer, which commits the serial ingest's
+chunks in order, a batch at a time (``append_many`` with the batch's key chunks; or per chunk,
+as the serial ingest), as the workers' results come in (see ``mcruntime.bulk``), and
+``bulk_ingest``, which opens or creates the tree and runs it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from mcruntime.ingest import Input
 
 class BulkIngest(Planner):
     """One bulk ingest run into one open tree: the plan (``Planner``) and its single
-    committer, which commits the planned chunks in order once their jobs' results are in."""
+    committer, which commits the planned batches in order once their jobs' results are in."""
 
     def __init__(
         self, client, tree, spec: ModelSpec, config: BulkConfig, kind, report, dense_id=None
@@ -43,28 +44,37 @@ class BulkIngest(Planner):
 
     # -- committing -------------------------------------------------------------------------
 
-    def _shard_epochs(self, ap: Append) -> range:
-        """The epochs whose shards this append completes (and a worker writes)."""
+    def _shard_epochs(self, batch: list[Append]) -> range:
+        """The epochs whose shards this batch completes (and a worker writes)."""
         if not self.cfg.worker_shards:
             return range(0)
-        return range(ap.old // self.E, ap.new // self.E)
+        return range(batch[0].old // self.E, batch[-1].new // self.E)
 
-    def _needs(self, ap: Append) -> list[tuple] | None:
-        """The jobs holding this append's gists and writing the shards it completes; None
-        while one is not submitted yet."""
+    def _key_epochs(self, length: int) -> range:
+        """The epochs whose key chunks a tree of this length gets (``NodeIndex.update``
+        indexes the ready blocks), beyond those stored."""
+        if not self.chunk_kinds:
+            return range(0)
+        first = self.stored // self.per
+        return range(first, max(first, self.ready_blocks(length) // self.per))
+
+    def _needs(self, batch: list[Append]) -> list[tuple] | None:
+        """The jobs holding this batch's gists and key chunks and writing the shards it
+        completes; None while one is not submitted yet."""
         need = set()
-        for e in self._shard_epochs(ap):
-            if ("s", e) not in self.futures:
-                return None
+        for e in self._shard_epochs(batch):
             need.add(("s", e))
-        for a, _ in serial_calls(ap.old, ap.new, self.B):
-            if a not in self.call_epochs:
-                return None
-            need.add(("e", self.call_epochs[a]))
-        if serial_calls(ap.old, ap.new, self.B, level=2):
-            if ("u", ap.seq) not in self.futures:
-                return None
-            need.add(("u", ap.seq))
+        for e in self._key_epochs(batch[-1].new):
+            need.add(("e", e))
+        for ap in batch:
+            for a, _ in serial_calls(ap.old, ap.new, self.B):
+                if a not in self.call_epochs:
+                    return None
+                need.add(("e", self.call_epochs[a]))
+            if serial_calls(ap.old, ap.new, self.B, level=2):
+                need.add(("u", ap.seq))
+        if any(k not in self.futures for k in need):
+            return None
         return sorted(need)
 
     def _result(self, key: tuple) -> EpochResult | UpperResult | ShardResult | None:
@@ -94,57 +104,95 @@ class BulkIngest(Planner):
                     self.report.worker_io[k] = self.report.worker_io.get(k, 0) + v
         return self.results[key]
 
+    def _batch(self) -> list | None:
+        """The items up to the end of the first batch (Marks of the inputs between its chunks
+        included); None while its last chunk is not planned."""
+        if not self.closed:
+            return None
+        out = []
+        for item in self.pending:
+            out.append(item)
+            if isinstance(item, Append) and item.closes:
+                return out
+        raise RuntimeError("bulk ingest: a closed batch without its last chunk")  # a plan bug
+
     def commit_ready(self, block: bool) -> None:
-        """Commit queued chunks in order while their gists are at hand; ``block``: wait for
+        """Commit queued batches in order while their gists are at hand; ``block``: wait for
         workers (when enough work is in flight, and at the end)."""
         while self.pending:
-            item = self.pending[0]
-            if isinstance(item, Append):
-                need = self._needs(item)
+            if isinstance(self.pending[0], Mark):
+                items = [self.pending[0]]
+            else:
+                items = self._batch()
+                if items is None:
+                    return  # its last chunk is not planned yet
+                batch = [x for x in items if isinstance(x, Append)]
+                need = self._needs(batch)
                 if need is None:
                     return  # its jobs are not planned to the end yet
                 waiting = [self.futures[k] for k in need if k not in self.results]
                 if waiting and not block and not all(f.done() for f in waiting):
                     return
-                self._append(item)
-            self.pending.popleft()
-            self.report.inputs_done += item.ends_input
-            self._progress(item)
+                self._commit(batch, need)
+                self.closed -= 1
+            for item in items:
+                self.pending.popleft()
+                self.report.inputs_done += item.ends_input
+                self._progress(item)
 
-    def _append(self, ap: Append) -> None:
-        for key in self._needs(ap) or ():
+    def _commit(self, batch: list[Append], need: list[tuple]) -> None:
+        """One batch: one ``append`` per chunk and the key chunks' own commits, as the serial
+        ingest makes them (batches off); else one ``append_many`` holding the key chunks."""
+        for key in need:
             self._result(key)
         written: dict[str, int] = {}
-        for e in self._shard_epochs(ap):
+        for e in self._shard_epochs(batch):
             written.update(self.results[("s", e)].written)
-        gister = _Lookup(self, ap)
+        gister = _Lookup(self, batch)
+        parts = [(ap.ids, ap.source, ap.tags) for ap in batch]
         t0 = time.perf_counter()
-        self.tree.append(ap.ids, gister=gister, source=ap.source, tags=ap.tags,
-                         message=ap.message, written=written, now=ap.now)  # fmt: skip
+        if not self.batched:
+            ap = batch[0]
+            self.tree.append(ap.ids, gister=gister, source=ap.source, tags=ap.tags,
+                             message=ap.message, written=written, now=ap.now)  # fmt: skip
+        else:
+            have, objects = self._key_chunks(batch[-1].new)
+            message = batch[0].message
+            if len(batch) > 1:
+                message = f"ingest {len(batch)} parts: {batch[0].source} .. {batch[-1].source}"
+            if objects:
+                message += f"; retrieval index up to block {have}"
+            self.tree.append_many(parts, gister=gister, message=message, objects=objects or None,
+                                  written=written, now=batch[0].now)  # fmt: skip
         self.report.commit_s += time.perf_counter() - t0
-        for e in self._shard_epochs(ap):
+        for e in self._shard_epochs(batch):
             self.futures.pop(("s", e), None)
             self.results.pop(("s", e), None)
         self.report.commits += 1
-        self.report.tokens += len(ap.ids)
-        self.committed = ap.new
-        self._persist_index()
+        self.report.segments += len(batch)
+        self.report.tokens += sum(len(ap.ids) for ap in batch)
+        self.committed = batch[-1].new
+        if not self.batched:
+            self._persist_index()
         self._release()
 
-    def _persist_index(self) -> None:
-        """Commit the key chunks of the epochs this length makes ready (``NodeIndex.persist``
-        after ``update``: same objects, same message)."""
-        if not self.chunk_kinds:
-            return
-        have = self.ready_blocks(self.committed)
+    def _key_chunks(self, length: int) -> tuple[int, dict[str, bytes]]:
+        """The key chunks of the epochs a tree of this length makes ready and that are not
+        stored (``NodeIndex.update``): (ready blocks, object name -> bytes)."""
         objects: dict[str, bytes] = {}
-        while (self.stored // self.per + 1) * self.per <= have:
-            e = self.stored // self.per
+        for e in self._key_epochs(length):
             res = self._result(("e", e))
             if res is None or not res.chunks:
                 raise RuntimeError(f"bulk ingest: no key chunks for epoch {e}")  # a plan bug
             objects.update(res.chunks)
             self.stored = (e + 1) * self.per
+        self.report.index_chunks += len(objects)
+        return self.ready_blocks(length), objects
+
+    def _persist_index(self) -> None:
+        """Commit the key chunks of the epochs this length makes ready (``NodeIndex.persist``
+        after ``update``: same objects, same message)."""
+        have, objects = self._key_chunks(self.committed)
         if objects:
             t0 = time.perf_counter()
             self.tree.commit_objects(objects, message=f"retrieval index up to block {have}")
@@ -209,6 +257,7 @@ class BulkIngest(Planner):
                 self.plan(res, base_bytes, inp.size)
             self.submit_epochs(final=False)
             self.commit_ready(block=len(self.futures) >= self.cfg.jobs_ahead)
+        self.close_batch()
         self.submit_epochs(final=True)
         self.commit_ready(block=True)
         if self.pending:  # every epoch is submitted: nothing may be left waiting
@@ -216,40 +265,60 @@ class BulkIngest(Planner):
 
 
 class _Lookup:
-    """The ``gister`` of one append. Level 1: the rows the epoch jobs computed, once the
-    tokens the store passes are checked to be the ones gisted. Levels above (1/B of the work
-    per level, children made by earlier appends or read back from the tree): one worker call
-    with exactly what the store passed, as the serial gister is called."""
+    """The ``gister`` of one commit (one chunk, or a batch of them: the store then calls it
+    once per level with the nodes of every chunk). Level 1: the rows the epoch jobs
+    computed, once the tokens the store passes are checked to be the ones gisted. Levels above
+    (1/B of the work per level): per chunk, the rows its upper job computed, once the children
+    the store passes are checked to be the ones it gisted (a digest). Whatever is not found
+    (a bug, or a changed plan) is gisted on a worker, chunk by chunk, with exactly what the
+    store passed, as the serial gister is called."""
 
-    def __init__(self, run: BulkIngest, ap: Append):
-        self.run, self.ap = run, ap
+    def __init__(self, run: BulkIngest, batch: list[Append]):
+        self.run, self.batch = run, batch
+        self.old, self.new = batch[0].old, batch[-1].new
 
     def __call__(self, level: int, kids: np.ndarray) -> np.ndarray:
         run = self.run
         kids = np.asarray(kids)
         t0 = time.perf_counter()
         try:
-            got = self._level1(kids) if level == 1 else self._upper(level, kids)
-            if got is not None:
-                return got
+            a, b = mcstore.completed(self.old, self.new, level, run.B)
+            if len(kids) != b - a:  # not the nodes this batch completes: gist what was passed
+                return self._on_worker(level, kids, fallback=level == 1)
             if level == 1:
-                run.report.fallback_calls += 1  # not what was planned (a bug, or a changed plan)
-            run.report.upper_calls += 1
-            run.report.upper_nodes += len(kids)
-            # ahead of the queued epoch jobs: the committer waits for this one
-            fut = run.client.submit(
-                gist_call, run.spec, run.tree.dtype, level, kids, pure=False, priority=100
-            )
-            got = fut.result()
-            run.report.upper_s += time.perf_counter() - t0
-            return got
+                got = self._level1(kids, a, b)
+                if got is not None:
+                    return got
+            parts = []
+            for ap in self.batch:  # chunk by chunk, as the serial ingest calls the gister
+                x, y = mcstore.completed(ap.old, ap.new, level, run.B)
+                if x == y:
+                    continue
+                sub = kids[x - a : y - a]
+                got = self._upper(ap, level, sub, x, y) if level > 1 else None
+                if got is None:
+                    got = self._on_worker(level, sub, fallback=level == 1)
+                parts.append(got)
+            return np.concatenate(parts)
         finally:
             run.report.gister_s += time.perf_counter() - t0
 
-    def _upper(self, level: int, kids: np.ndarray) -> np.ndarray | None:
+    def _on_worker(self, level: int, kids: np.ndarray, *, fallback: bool) -> np.ndarray:
         run = self.run
-        a, b = mcstore.completed(self.ap.old, self.ap.new, level, run.B)
-        res = run.results.get(("u", self.ap.seq))
+        t0 = time.perf_counter()
+        run.report.fallback_calls += fallback  # level 1 not as planned (a bug, a changed plan)
+        run.report.upper_calls += 1
+        run.report.upper_nodes += len(kids)
+        # ahead of the queued epoch jobs: the committer waits for this one
+        fut = run.client.submit(
+            gist_call, run.spec, run.tree.dtype, level, kids, pure=False, priority=100
+        )
+        got = fut.result()
+        run.report.upper_s += time.perf_counter() - t0
+        return got
+
+    def _upper(self, ap: Append, level: int, kids: np.ndarray, a: int, b: int):
+        res = self.run.results.get(("u", ap.seq))
         if res is None or level not in res.levels:
             return None
         first, g = res.levels[level]
@@ -257,9 +326,8 @@ class _Lookup:
             return None  # other children than the job gisted: gist what the store passes
         return g
 
-    def _level1(self, kids: np.ndarray) -> np.ndarray | None:
+    def _level1(self, kids: np.ndarray, a: int, b: int) -> np.ndarray | None:
         run, B = self.run, self.run.B
-        a, b = mcstore.completed(self.ap.old, self.ap.new, 1, B)
         if kids.shape != (b - a, B):
             return None
         want = run.timeline.take(a * B, b * B)
@@ -295,11 +363,16 @@ def bulk_ingest(
 ) -> BulkReport:
     """Ingest ``inputs`` (from ``mcruntime.ingest.scan``) into a tree (created on first use,
     bound to the model) with the work spread over ``client``'s workers; the same tree as
-    ``ingest_inputs`` on one machine. ``on_progress(bytes)`` after every commit."""
+    ``ingest_inputs`` on one machine (one commit per batch of ``commit_every_epochs`` epochs).
+    ``on_progress(bytes)`` for each input or chunk, once its commit is made."""
     spec, cfg = model or ModelSpec(), config or BulkConfig()
     report = report or BulkReport()
     if cfg.chunk_tokens < 1:
         raise InputError(f"chunk_tokens must be >= 1, not {cfg.chunk_tokens}", kind="argument")
+    if cfg.commit_every_epochs < 0:
+        raise InputError(
+            f"commit_every_epochs must be >= 0, not {cfg.commit_every_epochs}", kind="argument"
+        )
     report.workers = wait_for_workers(client)
     tree = url_or_tree
     if isinstance(url_or_tree, str):
@@ -326,7 +399,9 @@ def bulk_ingest(
     dense_id = (info["binding"].get("retrieval") or {}).get("dense")
     run = BulkIngest(client, tree, spec, cfg, kind, report, dense_id)
     run.on_progress, run.on_skip = on_progress, on_skip
+    t0 = time.perf_counter()
     run.run(inputs)
+    report.run_s = time.perf_counter() - t0
     report.version, report.length, report.io = tree.version, tree.length, tree.io_stats
     return report
 

@@ -1,7 +1,8 @@
 """The client's plan of a bulk ingest: which chunks to commit in which order (by input, by
-chunk, as the serial ingest), and the worker jobs that make what each commit needs (by epoch:
-level-1 gists and key chunks; by append: the upper levels; by epoch again: the complete shards),
-each submitted as soon as everything it reads is planned. ``driver.BulkIngest`` commits them."""
+chunk, as the serial ingest) and in which batches (one commit each), and the worker jobs that
+make what each commit needs (by epoch: level-1 gists and key chunks; by chunk: the upper levels;
+by epoch again: the complete shards), each submitted as soon as everything it reads is planned.
+``driver.BulkIngest`` commits them."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class _Timeline:
 
 @dataclass
 class Append:
-    """One planned commit: a chunk of an input, appended as the serial ingest appends it."""
+    """One planned chunk of an input: a segment, as the serial ingest appends it (alone, or in
+    its batch's commit)."""
 
     old: int
     new: int
@@ -65,7 +67,8 @@ class Append:
     progress: int  # input bytes done once this is committed
     ends_input: bool = False
     seq: int = 0  # its number in this run (the key of its upper job)
-    now: int = 0  # its nodes' creation time (and its commit's), fixed when planned
+    now: int = 0  # its nodes' creation time (and its commit's): its batch's, fixed when planned
+    closes: bool = False  # the last chunk of its batch (one commit)
 
 
 @dataclass
@@ -152,6 +155,11 @@ class Planner:
             lv += 1
         self.ends: deque[tuple[int, int]] = deque()
         self.last_now = 0
+        # batches (one commit each): the open one's first position and time, closed ones queued
+        self.batched = config.commit_every_epochs > 1
+        self.batch_old: int | None = None  # None: no batch open
+        self.batch_now = 0
+        self.closed = 0  # batches planned to their last chunk and not committed
         self.done = done_chunks(SimpleNamespace(tree=tree))
 
     # -- what is stored ---------------------------------------------------------------------
@@ -198,7 +206,9 @@ class Planner:
         for a, b in todo:
             name = part_name(source, a, b, n, self.cfg.chunk_tokens)
             old = self.planned_end
-            self.last_now = max(time.time_ns(), self.last_now + 1)
+            if self.batch_old is None:  # a batch opens: the time of its commit and nodes
+                self.last_now = max(time.time_ns(), self.last_now + 1)
+                self.batch_old, self.batch_now = old, self.last_now
             ap = Append(
                 old,
                 old + b - a,
@@ -207,7 +217,7 @@ class Planner:
                 (f"sha256={sha}", f"tokens={a}-{b}/{n}"),
                 f"ingest {name}",
                 base_bytes + round(size * b / max(1, n)),
-                now=self.last_now,
+                now=self.batch_now,
             )
             if self.cfg.worker_shards:
                 self.ends.append((ap.new, ap.now))
@@ -219,9 +229,29 @@ class Planner:
             ap.seq, self.seq = self.seq, self.seq + 1
             if serial_calls(ap.old, ap.new, self.B, level=2):
                 self.uppers.append(ap)
+            if self._closes(self.batch_old, ap.new):
+                self.close_batch()
         self.report.files += 1
         self.pending[-1].progress = base_bytes + size
         self.pending[-1].ends_input = True
+
+    def _closes(self, old: int, new: int) -> bool:
+        """Whether a batch from ``old`` ends with a chunk ending at ``new``: at the first chunk
+        that reaches a multiple of ``commit_every_epochs`` epochs (a batch holds about that many
+        epochs); every chunk when batches are off."""
+        if not self.batched:
+            return True
+        span = self.cfg.commit_every_epochs * self.E
+        return new // span > old // span
+
+    def close_batch(self) -> None:
+        """The last planned chunk ends the open batch (at a boundary, and at the end)."""
+        if self.batch_old is None:
+            return
+        last = next(x for x in reversed(self.pending) if isinstance(x, Append))
+        last.closes = True
+        self.closed += 1
+        self.batch_old = None
 
     def submit_epochs(self, final: bool) -> None:
         """Submit every epoch whose tokens (and EXTEND after it) are planned; all of them

@@ -155,7 +155,7 @@ def test_commit_conflict_mid_ingest_then_resume(tmp_path, monkeypatch):
     )
     r = run_mc(["ingest", url, files, "--chunk-tokens", "256", *TINY])
     assert r.code == mcstore.CommitConflict.exit_code
-    one_error_line(r.err, url, "another writer", "2 chunk(s) were committed", "run the same")
+    one_error_line(r.err, url, "another writer", "2 commit(s) landed", "run the same")
     segs = state(url)[2]
     assert [s[2].split(" (tokens ")[0] for s in segs[-3:]] == [f"{files}/doc01.txt"] * 2 + [
         "other.txt"

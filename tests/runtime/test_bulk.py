@@ -1,16 +1,20 @@
 """Bulk ingest on a Dask LocalCluster (2 worker processes, tiny model): the tree equals a serial
-ingest of the same inputs (tokens, segments, index chunks and log bit for bit, gists within
-fp16 rounding and in practice exactly), on local disk and on S3 (moto); every complete shard is
-written by a worker and none by the committer; a worker killed mid-run is recomputed; a client
-killed mid-run resumes; `mc ingest --dask` drives it."""
+ingest of the same inputs (tokens, segments, index chunks bit for bit, gists within fp16
+rounding and in practice exactly), on local disk and on S3 (moto), with one commit per batch
+of chunks (``commit_every_epochs``; the log then differs) or one per chunk (the serial log bit
+for bit); every complete shard is written by a worker and none by the committer; a worker
+killed mid-run is recomputed; a client killed mid-run keeps its committed batches and a re-run
+finishes; `mc ingest --dask` drives it."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -22,11 +26,16 @@ import mcmodels
 import mcstore
 from mcruntime import Session, SessionConfig
 from mcruntime.bulk import BulkConfig, ModelSpec, bulk_ingest, dask_client, serial_calls
+from mcruntime.errors import InputError
 from mcruntime.ingest import ingest_inputs, scan
-from tests.cli.helpers import ROOT, TINY, mc_cmd, mc_env, run_mc
+from tests.cli.helpers import ROOT, TINY, mc_env, run_mc
 from tests.store.conftest import BUCKET, moto_server  # noqa: F401
 
-CHUNK = 3000  # tokens per commit: files of several chunks, chunks across epochs (8192)
+CHUNK = 3000  # tokens per chunk: files of several chunks, chunks across epochs (8192)
+EPOCH = 8192  # the tiny model's trees: tokens per epoch (one shard of tokens)
+# batches of two epochs: three commits over the corpus's five epochs
+BATCHED = BulkConfig(chunk_tokens=CHUNK, commit_every_epochs=2)
+PER_CHUNK = BulkConfig(chunk_tokens=CHUNK, commit_every_epochs=1)  # the serial ingest's commits
 SPEC = ModelSpec(model="tiny", threads=1)
 WORDS = "river stone cloud amber quiet ledger violet harbor copper lantern meadow tundra".split()
 
@@ -69,6 +78,19 @@ def serial(corpus, tmp_path_factory):
     return state(url)
 
 
+def batch_ends(segments: list, every: int) -> list[int]:
+    """Where a fresh run's batches of ``every`` epochs end: at the first segment reaching the
+    next multiple of ``every`` epochs after the batch's start, and at the end."""
+    ends, old, span = [], 0, every * EPOCH
+    for _, stop, _, _ in segments:
+        if stop // span > old // span:
+            ends.append(stop)
+            old = stop
+    if not ends or ends[-1] != segments[-1][1]:
+        ends.append(segments[-1][1])
+    return ends
+
+
 def state(url, storage_options=None) -> dict:
     t = mcstore.open(url, storage_options=storage_options)
     gists = {lv: t.gists(lv) for lv in range(1, t.num_levels) if t.num_nodes(lv)}
@@ -79,6 +101,7 @@ def state(url, storage_options=None) -> dict:
         "gists": gists,
         "objects": objects,
         "log": [e.message for e in t.log()][::-1],
+        "lengths": [e.length for e in t.log()][::-1],
         "binding": t.binding,
     }
 
@@ -106,20 +129,74 @@ def test_serial_calls_are_the_serial_gisters_batches():
     assert serial_calls(40, 60, 32) == []
 
 
+def test_batches_end_at_the_first_chunk_reaching_a_multiple_of_the_epochs(tmp_path):
+    """The plan alone (no cluster): a batch of two epochs ends at the first chunk reaching the
+    next multiple of 16384 tokens (a chunk may cross several), and at the end; its chunks share
+    one time (the commit's and its nodes'), later batches later ones."""
+    from mcruntime.bulk.config import BulkReport
+    from mcruntime.bulk.plan import Append, Planner
+
+    tree = mcstore.create(str(tmp_path / "t.mc"), dim=8, epoch=EPOCH)
+
+    def planned(every: int) -> list[Append]:
+        cfg = BulkConfig(chunk_tokens=6000, commit_every_epochs=every, worker_shards=False)
+        plan = Planner(None, tree, SPEC, cfg, None, BulkReport())
+        for i, n in enumerate([40000, 5000, 5000, 100]):  # 7 chunks + 1 + 1 + 1
+            ids = np.full(n, i, np.int32)
+            plan.plan({"ids": ids, "sha": f"{i:064x}", "name": f"f{i}"}, 0, n)
+        plan.close_batch()
+        return [x for x in plan.pending if isinstance(x, Append)]
+
+    aps = planned(2)
+    ends = [ap.new for ap in aps if ap.closes]
+    # chunks end at 6000, 12000, 18000 (closes), ..., 36000 (closes), 40000, 45000, 50000
+    # (closes: 49152 = 6 epochs), 50100 (the end)
+    assert ends == [18000, 36000, 50000, 50100]
+    nows = [ap.now for ap in aps]
+    assert nows == sorted(nows) and len(set(nows)) == 4
+    for ap, nxt in itertools.pairwise(aps):
+        assert (nxt.now == ap.now) == (not ap.closes)
+    aps = planned(1)  # per chunk: each its own commit and time
+    assert all(ap.closes for ap in aps) and len({ap.now for ap in aps}) == len(aps) == 10
+
+
+def test_a_negative_batch_is_refused():
+    with pytest.raises(InputError, match="commit_every_epochs"):
+        bulk_ingest("x.mc", [], None, config=BulkConfig(commit_every_epochs=-1))
+
+
 def test_bulk_equals_serial_on_local_disk(cluster, corpus, serial, tmp_path):
+    """The default: the whole corpus (five epochs, fewer than ``commit_every_epochs``) in one
+    commit of all its segments and key chunks."""
     url = str(tmp_path / "b.mc")
     seen: list[int] = []
     rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK),
                       on_progress=seen.append)  # fmt: skip
     assert rep.created and rep.workers == 2
     assert rep.files == 7 and rep.skipped_done == 1 and rep.inputs_done == 8
-    assert rep.epoch_tasks >= 5 and rep.index_commits >= 4 and rep.upper_tasks >= 10
+    assert rep.epoch_tasks >= 5 and rep.upper_tasks >= 10
+    assert rep.commits == 1 and rep.segments == len(serial["segments"]) and rep.index_commits == 0
+    assert rep.index_chunks == len(serial["objects"]) >= 4  # in that one commit
     assert rep.upper_calls == rep.fallback_calls == 0  # every gist was computed ahead
     assert seen == sorted(seen) and seen[-1] == sum(i.size for i in corpus)
-    assert_same(state(url), serial)
+    got = state(url)
+    assert_same(got, serial, log=False)
+    segs = serial["segments"]
+    msg = f"ingest {len(segs)} parts: {segs[0][2]} .. {segs[-1][2]}; retrieval index up to block "
+    assert len(got["log"]) == 2 and got["log"][1].startswith(msg)
     again = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
     assert again.commits == 0 and again.skipped_done == 8 and not again.created
     assert again.version == rep.version
+
+
+def test_per_chunk_commits_replay_the_serial_log(cluster, corpus, serial, tmp_path):
+    """``commit_every_epochs=1``: one commit per chunk and one per epoch of key chunks, the
+    serial ingest's log message for message."""
+    url = str(tmp_path / "p.mc")
+    rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=PER_CHUNK)
+    assert rep.commits == rep.segments == len(serial["segments"]) and rep.index_commits >= 4
+    assert rep.upper_calls == rep.fallback_calls == 0
+    assert_same(state(url), serial)  # the log included
 
 
 def shard_objects(url, storage_options=None) -> list[str]:
@@ -139,7 +216,7 @@ def expected_shards(url, storage_options=None) -> int:
 
 
 def logged_bulk_ingest(url, inputs, client, storage_options=None):
-    """A bulk ingest into a new tree whose committer's every request is logged."""
+    """A batched bulk ingest into a new tree whose committer's every request is logged."""
     from mcstore.testing import LoggingBackend
 
     # creates the tree, bound to the model (no inputs: no commit)
@@ -147,14 +224,14 @@ def logged_bulk_ingest(url, inputs, client, storage_options=None):
     log = LoggingBackend(mcstore.backend_for(url, storage_options))
     tree = mcstore.open(log, "a")
     t0 = time.time_ns()
-    rep = bulk_ingest(tree, inputs, client, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+    rep = bulk_ingest(tree, inputs, client, model=SPEC, config=BATCHED)
     return rep, log, (t0, time.time_ns())
 
 
 def assert_workers_wrote_the_shards(url, rep, log, clock, storage_options=None) -> None:
     """Each complete shard was written once, by a worker; the committer wrote none (its
     commits only checked their checksums) and its PUTs are tail deltas, records, head hints
-    and key chunks; creation times are the run's, in commit order."""
+    and key chunks; creation times are the run's, in commit order, one per batch."""
     n = expected_shards(url, storage_options)
     assert n >= 5 * 9  # five epochs: tokens, two levels of four arrays, and level 3's first
     assert len(shard_objects(url, storage_options)) == n
@@ -163,11 +240,15 @@ def assert_workers_wrote_the_shards(url, rep, log, clock, storage_options=None) 
     assert writes and not [w for w in writes if "/c/" in w], "the committer wrote a shard"
     assert rep.io["puts"] == len(writes)  # every committer PUT is in the log
     assert rep.worker_io["puts"] >= n  # the shards' PUTs are the workers'
+    # per batch commit: a tail delta, a record, a head hint, an object map; and the key chunks
+    assert rep.commits == 3 and rep.index_commits == 0
+    assert len(writes) <= 4 * rep.commits + rep.index_chunks
     t = mcstore.open(url, storage_options=storage_options)
     for lv in range(1, t.num_levels):
         created = t.node_meta(lv)["created_at"]
         assert np.all(np.diff(created) >= 0) and clock[0] <= created.min() <= created.max()
         assert created.max() <= clock[1]
+        assert len(np.unique(created)) <= rep.commits  # a batch's nodes share its time
     mcstore.verify(url, storage_options=storage_options)
 
 
@@ -175,7 +256,11 @@ def test_workers_write_every_shard_and_the_committer_none(cluster, corpus, seria
     url = str(tmp_path / "l.mc")
     rep, log, clock = logged_bulk_ingest(url, corpus, cluster)
     assert_workers_wrote_the_shards(url, rep, log, clock)
-    assert_same(state(url), serial)
+    got = state(url)
+    assert_same(got, serial, log=False)
+    # three commits (and the creation), each ending where its batch of two epochs does
+    assert got["lengths"][1:] == batch_ends(serial["segments"], 2)
+    assert rep.upper_calls == rep.fallback_calls == 0
 
 
 def test_workers_refused_by_the_store_leave_the_shards_to_the_commits(
@@ -200,12 +285,12 @@ def test_workers_refused_by_the_store_leave_the_shards_to_the_commits(
     url = str(tmp_path / "r.mc")
     cluster.run(refuse_writes, True)
     try:
-        rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+        rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BATCHED)
     finally:
         cluster.run(refuse_writes, False)
     assert rep.shard_tasks == 5 and rep.shard_errors == 5 and rep.shards_written == 0
     assert len(shard_objects(url)) == expected_shards(url)  # the committer wrote them
-    assert_same(state(url), serial)
+    assert_same(state(url), serial, log=False)
     mcstore.verify(url)
 
 
@@ -214,47 +299,53 @@ def test_bulk_on_s3(cluster, corpus, serial, moto_server):  # noqa: F811
     url = f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}/b.mc"
     rep, log, clock = logged_bulk_ingest(url, corpus, cluster, so)
     assert_workers_wrote_the_shards(url, rep, log, clock, so)
-    assert_same(state(url, so), serial)
+    got = state(url, so)
+    assert_same(got, serial, log=False)
+    assert got["lengths"][1:] == batch_ends(serial["segments"], 2)
 
 
-def test_client_process_killed_then_rerun(cluster, corpus, tmp_path):
-    """A real `mc ingest --dask` process killed (SIGKILL) after a few commits: the tree stays
-    at its last commit and a re-run ends with the serial ingest's tree."""
-    small = 1000  # tokens per commit: ~45 commits, so the kill lands mid-run
-    base = mcmodels.load_base("tiny")
-    gistnet = mcmodels.pick_gistnet(base, untrained_ok=True)
-    ref = str(tmp_path / "ref.mc")
-    with Session(ref, model=base, gistnet=gistnet, window=512, config=SessionConfig()) as s:
-        ingest_inputs(s, corpus, chunk_tokens=small)
-    want = state(ref)
-    url = tmp_path / "p.mc"
+KILLED_CLIENT = """
+import os, signal, sys
+from mcruntime.bulk import BulkConfig, ModelSpec, bulk_ingest, dask_client
+from mcruntime.ingest import scan
+
+url, folder, address, chunk = sys.argv[1:]
+
+
+def die(_done):  # right after the first batch's commit, with the next batches' jobs in flight
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+with dask_client(address) as client:
+    bulk_ingest(url, scan([folder]).inputs, client, model=ModelSpec(model="tiny", threads=1),
+                config=BulkConfig(chunk_tokens=int(chunk), commit_every_epochs=2),
+                on_progress=die)
+"""
+
+
+def test_client_process_killed_then_rerun(cluster, corpus, serial, tmp_path):
+    """A real client process killed (SIGKILL) after its first batch's commit: the tree stays at
+    that commit, with every segment of the batch; `mc ingest --dask` run again (one batch for
+    the rest) ends with the serial ingest's tree."""
+    url = str(tmp_path / "p.mc")
     folder = os.path.dirname(corpus[0].name)
-    args = ["ingest", url, folder, "--dask", cluster.scheduler.address,
-            "--chunk-tokens", small, *TINY]  # fmt: skip
-    p = subprocess.Popen(mc_cmd(*args), cwd=ROOT, env=mc_env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                if mcstore.open(str(url)).version >= 6:
-                    break
-            except mcstore.StoreError:
-                pass  # not created yet
-            time.sleep(0.05)
-        p.kill()
-        p.wait(30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    mid = state(str(url))
-    n = len(mid["tokens"])
-    assert p.returncode == -signal.SIGKILL and 0 < n < len(want["tokens"])
-    assert np.array_equal(mid["tokens"], want["tokens"][:n])
-    r = run_mc(args)
+    p = subprocess.run([sys.executable, "-c", KILLED_CLIENT, url, folder,
+                        cluster.scheduler.address, str(CHUNK)],
+                       cwd=ROOT, env=mc_env(), capture_output=True, timeout=180)  # fmt: skip
+    assert p.returncode == -signal.SIGKILL, p.stderr.decode()[-2000:]
+    mid = state(url)
+    first = batch_ends(serial["segments"], 2)[0]
+    assert mid["lengths"] == [0, first] and 0 < first < len(serial["tokens"])
+    assert mid["segments"] == [s for s in serial["segments"] if s[1] <= first]  # all of them
+    assert np.array_equal(mid["tokens"], serial["tokens"][:first])
+    r = run_mc(["ingest", url, folder, "--dask", cluster.scheduler.address,
+                "--chunk-tokens", CHUNK, *TINY])  # fmt: skip
     assert r.code == 0, r.err
-    assert_same(state(str(url)), want, log=False)
-    mcstore.verify(str(url))  # shards the dead run wrote ahead were reused or staged over
+    assert "in 1 commit(s)" in r.out
+    got = state(url)
+    assert_same(got, serial, log=False)
+    assert got["lengths"] == [0, first, len(serial["tokens"])]
+    mcstore.verify(url)  # shards the dead run wrote ahead were reused or staged over
 
 
 def test_hybrid_keys_equal_serial(cluster, corpus, tmp_path):
@@ -273,7 +364,7 @@ def test_hybrid_keys_equal_serial(cluster, corpus, tmp_path):
     # and the committer writes the shards (as for workers that cannot reach the tree)
     rep = bulk_ingest(url, few, cluster, model=SPEC,
                       config=BulkConfig(chunk_tokens=CHUNK, retrieval="hybrid",
-                                        worker_shards=False))  # fmt: skip
+                                        commit_every_epochs=2, worker_shards=False))  # fmt: skip
     assert rep.shard_tasks == rep.shards_written == 0 and not rep.worker_io
     assert len(shard_objects(url)) == expected_shards(url) > 0
     got = state(url)
@@ -283,35 +374,35 @@ def test_hybrid_keys_equal_serial(cluster, corpus, tmp_path):
         a = np.load(io.BytesIO(got["objects"].pop(name)))["keys"].astype(np.float32)
         b = np.load(io.BytesIO(want["objects"].pop(name)))["keys"].astype(np.float32)
         np.testing.assert_allclose(a, b, atol=2e-3)
-    assert_same(got, want)  # the rest bit for bit
+    assert_same(got, want, log=False)  # the rest bit for bit
 
 
 def test_client_killed_mid_run_then_rerun(cluster, corpus, serial, tmp_path):
+    """The client dies after its second batch's commit: both batches stay, whole; a re-run
+    commits the rest and reuses what was written."""
     url = str(tmp_path / "k.mc")
-    commits = []
 
-    def die(done_bytes: int) -> None:
-        commits.append(done_bytes)
-        if len(commits) == 6:
-            raise KeyboardInterrupt  # the client dies between two commits
+    def die(_done: int) -> None:
+        if mcstore.open(url).version == 3:
+            raise KeyboardInterrupt  # the client dies after the second commit
 
     with pytest.raises(KeyboardInterrupt):
-        bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK),
-                    on_progress=die)  # fmt: skip
+        bulk_ingest(url, corpus, cluster, model=SPEC, config=BATCHED, on_progress=die)
     mid = state(url)
     n = len(mid["tokens"])
+    assert mid["lengths"] == [0, *batch_ends(serial["segments"], 2)[:2]]
     assert 0 < n < len(serial["tokens"])
     assert np.array_equal(mid["tokens"], serial["tokens"][:n])  # what was committed stays
-    rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
-    assert rep.tokens == len(serial["tokens"]) - n
+    assert mid["segments"] == [s for s in serial["segments"] if s[1] <= n]
+    rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BATCHED)
+    assert rep.tokens == len(serial["tokens"]) - n and rep.commits == 1
     assert rep.fallback_calls == 0  # upper levels read the committed children from the tree
     # the first shard task reads the part of its shard committed before; a shard the dead
     # run wrote ahead holds the same tokens and gists (written) but other creation times
     # (the commit stages its own copy): the tree is whole either way
-    assert rep.shard_errors == 0 and rep.shard_tasks == len(serial["tokens"]) // 8192 - n // 8192
+    assert rep.shard_errors == 0 and rep.shard_tasks == len(serial["tokens"]) // EPOCH - n // EPOCH
     assert len(shard_objects(url)) == expected_shards(url)
     mcstore.verify(url)
-    # the re-run may commit a key chunk at another point than one uninterrupted run
     assert_same(state(url), serial, log=False)
 
 
@@ -325,9 +416,8 @@ def test_concurrent_writer_gets_commit_conflict(cluster, corpus, serial, tmp_pat
             mcstore.open(url, "a").commit_objects({"note": b"someone else"})
 
     with pytest.raises(mcstore.CommitConflict):
-        bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK),
-                    on_progress=other_writer)  # fmt: skip
-    bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+        bulk_ingest(url, corpus, cluster, model=SPEC, config=BATCHED, on_progress=other_writer)
+    bulk_ingest(url, corpus, cluster, model=SPEC, config=BATCHED)
     got = state(url)
     assert got["objects"].pop("note") == b"someone else"
     assert_same(got, serial, log=False)
@@ -350,11 +440,12 @@ def test_worker_killed_mid_run(cluster, corpus, serial, tmp_path):
 
     # small epochs of work in flight so that one is on the worker when it dies
     rep = bulk_ingest(url, corpus, cluster, model=SPEC,
-                      config=BulkConfig(chunk_tokens=CHUNK, jobs_ahead=128, tokenize_bytes=2000),
+                      config=BulkConfig(chunk_tokens=CHUNK, commit_every_epochs=2,
+                                        jobs_ahead=128, tokenize_bytes=2000),
                       on_progress=kill_busy)  # fmt: skip
     assert killed, "no worker was busy to kill"
     assert killed[0] not in cluster.scheduler_info()["workers"]  # it died; its work was redone
-    assert_same(state(url), serial)
+    assert_same(state(url), serial, log=False)
     # a shard task redone finds what its first try wrote: the same bytes, written
     assert rep.shards_written == expected_shards(url) and rep.shard_errors == 0
     mcstore.verify(url)
@@ -396,12 +487,12 @@ def test_worker_killed_mid_shard_write(cluster, corpus, serial, tmp_path):
     before = set(cluster.scheduler_info()["workers"])
     cluster.run(die_once, True, marker)
     try:
-        rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
+        rep = bulk_ingest(url, corpus, cluster, model=SPEC, config=BATCHED)
     finally:
         cluster.run(die_once, False, marker)
     assert os.path.exists(marker) and set(cluster.scheduler_info()["workers"]) != before
     assert rep.shards_written == expected_shards(url) and rep.shard_errors == 0
-    assert_same(state(url), serial)
+    assert_same(state(url), serial, log=False)
     mcstore.verify(url)
     deadline = time.time() + 60  # the cluster recovers its two workers for the other tests
     while len(cluster.scheduler_info()["workers"]) < 2 and time.time() < deadline:
@@ -415,6 +506,7 @@ def test_cli_dask_option(cluster, corpus, serial, tmp_path):
                 "--chunk-tokens", CHUNK, *TINY])  # fmt: skip
     assert r.code == 0, r.err
     assert "ingested 7 file(s)" in r.out and "1 already present" in r.out and "on 2 worker" in r.out
-    assert_same(state(str(url)), serial)
+    assert "in 1 commit(s)" in r.out  # the default batch holds the whole corpus
+    assert_same(state(str(url)), serial, log=False)
     r = run_mc(["ingest", url, corpus[0].name, "--dask", "local:x", *TINY])
     assert r.code != 0 and len(r.err_lines) == 1 and "local:N" in r.err
