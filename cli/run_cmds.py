@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 
@@ -95,6 +96,16 @@ keys_option = click.option(
     help="Spread tokenising, gisting and keys over a Dask cluster (a scheduler address, or "
     "local:N worker processes on this machine); this process commits. Same tree as without.",
 )
+@click.option(
+    "--commit-every",
+    "commit_every",
+    type=click.IntRange(0),
+    default=None,
+    metavar="EPOCHS",
+    help="With --dask: one commit per this many epochs of text (8,192 tokens each; 0: one "
+    "per file or chunk, as without --dask). Fewer commits go faster on object stores; an "
+    "interrupted run redoes at most one batch. Default: mcruntime.bulk's.",
+)
 @keys_option
 @model_option
 @gistnet_option
@@ -110,6 +121,7 @@ def ingest(
     progress,
     allow_nonempty,
     dask,
+    commit_every,
     keys,
     model,
     gistnet,
@@ -122,6 +134,8 @@ def ingest(
     a warning. Resumable: re-running skips every file (and every chunk of a large file) already
     committed, so after Ctrl-C just run the same command again.
     """
+    if commit_every is not None and not dask:
+        raise click.UsageError("--commit-every needs --dask (a serial ingest commits per chunk)")
     import mcstore
     from mcruntime.ingest import CHUNK_TOKENS, IngestReport, ingest_inputs, scan
 
@@ -136,7 +150,7 @@ def ingest(
     _warn_skipped(found.skipped)
     if dask:
         return _ingest_dask(tree, found, dask, chunk_tokens, progress, keys, model, gistnet,
-                            storage_options)  # fmt: skip
+                            storage_options, commit_every)  # fmt: skip
     try:  # before loading the model: a bad URL, corrupt tree or no credentials fail fast
         target = mcstore.open(tree, "a", storage_options=storage_options or None)
     except mcstore.TreeNotFound:
@@ -180,13 +194,17 @@ def ingest(
     )
 
 
-def _ingest_dask(tree, found, address, chunk_tokens, progress, keys, model, gistnet, so):
+def _ingest_dask(
+    tree, found, address, chunk_tokens, progress, keys, model, gistnet, so, commit_every=None
+):
     """`mc ingest --dask`: the same ingest, its work on a Dask cluster (mcruntime.bulk)."""
     from mcruntime.bulk import BulkConfig, BulkReport, ModelSpec, bulk_ingest, dask_client
     from mcruntime.ingest import CHUNK_TOKENS
 
     report = BulkReport(skipped=[str(e) for e in found.skipped])
     cfg = BulkConfig(chunk_tokens=chunk_tokens or CHUNK_TOKENS, retrieval=keys or "auto")
+    if commit_every is not None:
+        cfg = dataclasses.replace(cfg, commit_every_epochs=commit_every)
     bar = progress_bar(enabled=progress, total=sum(i.size for i in found.inputs), unit="B",
                        unit_scale=True, desc="ingest")  # fmt: skip
     with _resumable(tree, report, len(found.inputs)), dask_client(address) as client, bar:

@@ -510,3 +510,11 @@ def test_cli_dask_option(cluster, corpus, serial, tmp_path):
     assert_same(state(str(url)), serial, log=False)
     r = run_mc(["ingest", url, corpus[0].name, "--dask", "local:x", *TINY])
     assert r.code != 0 and len(r.err_lines) == 1 and "local:N" in r.err
+    # --commit-every 0: one commit per file or chunk, the serial log exactly
+    url0 = tmp_path / "c0.mc"
+    r = run_mc(["ingest", url0, folder, "--dask", cluster.scheduler.address, "--commit-every",
+                "0", "--chunk-tokens", CHUNK, *TINY])  # fmt: skip
+    assert r.code == 0, r.err
+    assert_same(state(str(url0)), serial)
+    r = run_mc(["ingest", url0, folder, "--commit-every", "2", *TINY])
+    assert r.code == 2 and "needs --dask" in r.err
