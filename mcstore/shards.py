@@ -101,17 +101,18 @@ def put_shards(
     canonical name holds other bytes. CommitConflict if ``version`` is already taken.
 
     ``written``: shards another process wrote ahead (``write_ahead``) by crc32c; one whose
-    checksum equals ours is not written again (no PUT, no read: the writer read it back)."""
+    checksum equals ours is not written again, only checked to be there (a HEAD, no body): a
+    gc that ran between the write-ahead and this commit may have removed it, and then it is
+    written here like any other."""
     if written:
-        shards = [(n, k, d) for n, k, d in shards if written.get(f"{n}/{k}") != F.crc32c(d)]
+        ahead = [(n, k) for n, k, d in shards if written.get(f"{n}/{k}") == F.crc32c(d)]
+        there = _each(be, be.exists, [geo.spec(n).chunk_key(k) for n, k in ahead])
+        skip = {nk for nk, ok in zip(ahead, there, strict=True) if ok}
+        shards = [(n, k, d) for n, k, d in shards if (n, k) not in skip]
     if not shards:
         return
     keys = [geo.spec(n).chunk_key(k) for n, k, _ in shards]
-    if be.concurrent_io and len(shards) > 1:
-        with ThreadPoolExecutor(min(8, len(shards))) as ex:
-            results = list(ex.map(be.put_if_absent, keys, [d for _, _, d in shards]))
-    else:
-        results = [be.put_if_absent(key, d) for key, (_, _, d) in zip(keys, shards, strict=True)]
+    results = _each(be, be.put_if_absent, keys, [d for _, _, d in shards])
     for (name, k, data), key, ok in zip(shards, keys, results, strict=True):
         if ok:
             continue
@@ -129,6 +130,15 @@ def put_shards(
         stage = f"stage/{version:020d}-{nonce}/{name}/{k}"
         be.write(stage, data)
         override[f"{name}/{k}"] = stage
+
+
+def _each(be: Backend, fn, *args: list) -> list:
+    """``fn`` over the argument lists: concurrently on an object store, one by one else."""
+    n = len(args[0])
+    if be.concurrent_io and n > 1:
+        with ThreadPoolExecutor(min(8, n)) as ex:
+            return list(ex.map(fn, *args))
+    return [fn(*a) for a in zip(*args, strict=True)]
 
 
 def repair_staged(

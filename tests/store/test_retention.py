@@ -174,3 +174,19 @@ def test_expiry_reclaims_staged_copies_only_expired_commits_used(backend):
     r = mcstore.open(url, storage_options=so)
     assert v in r.expired() and np.array_equal(r.tokens(), want)
     mcstore.verify(url, storage_options=so)
+
+
+def test_a_written_ahead_shard_removed_before_its_commit_is_written_by_the_commit(tmp_path):
+    """A gc between a worker's write-ahead and the commit (a grace shorter than the batch)
+    removes the uncommitted shard; the commit notices (HEAD) and writes it, so no commit ever
+    names a shard that is not there."""
+    url = str(tmp_path / "gone.mc")
+    mcstore.create(url, dim=DIM, block=B, epoch=E)
+    toks = (np.arange(2 * E + 5) * 3 % 1000).astype(np.int32)
+    written = mcstore.open(url, "a").write_ahead("tokens", 0, toks[: 2 * E])
+    mcstore.gc(url, grace=0, no_live_writers=True)  # debris to gc: no commit names them yet
+    assert not mcstore.open_backend(url).exists("arrays/tokens/c/0")
+    t = mcstore.open(url, "a")
+    t.append(toks, gister=gister, source="a", written=written)
+    assert np.array_equal(mcstore.open(url).tokens(), toks)
+    mcstore.verify(url)
