@@ -9,6 +9,7 @@ handle lives here; :class:`mcstore.tree.Tree` adds the writes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterable
@@ -338,8 +339,8 @@ class TreeView:
     def log(self, limit: int | None = None) -> list[LogEntry]:
         """Commits, newest first (all of them unless ``limit``); expired ones are left out."""
         expired = self.expired()
-        kept = [v for v in range(self.version, 0, -1) if v not in expired]
-        kept = kept if limit is None else kept[:limit]
+        newest_first = (v for v in range(self.version, 0, -1) if v not in expired)
+        kept = list(itertools.islice(newest_first, limit))  # limit None: all of them
         recs = list(reversed(self._log.records(sorted(kept))))
         return [
             LogEntry(r["version"], r["time"], r.get("message"), r["length"], r["parent"])
