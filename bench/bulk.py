@@ -42,6 +42,7 @@ S3_LATENCY_S = 0.025
 S3_PUTS_PER_S = 3500
 S3_EVERY = (1, 4, None)  # the S3 runs' commit_every_epochs (None: the default)
 REQUESTS = ("puts", "gets", "heads", "lists", "deletes")
+SHARD_CHECKS_AT_A_TIME = 8  # the store checks shards written ahead concurrently (mcstore.shards)
 TARGET_TOKENS = 10**9
 
 
@@ -199,19 +200,23 @@ def per_epoch(run: dict, epoch: int) -> dict:
     return out
 
 
-def fit_committer(batched: list[dict], epoch: int) -> dict:
+def fit_committer(batched: list[dict], epoch: int, checks_per_epoch: float) -> dict:
     """The committer's requests as ``per_commit * commits + per_key_chunk * key chunks + run``,
     fitted from two batched runs of the same corpus with different numbers of commits: what a
     commit costs (record, head hint, tail delta, object map, head check), what a key chunk
     costs (the store writes named objects one at a time: an existence check and a PUT, counted
     from its PUTs), and what a run costs once (opening the tree, checking the arrays' metadata,
-    reading the segments) -- reported, and left out of the per-epoch cost of a long run."""
+    reading the segments) -- reported, and left out of the per-epoch cost of a long run.
+    Before that, the existence checks of the shards the workers wrote (one HEAD per shard,
+    ``checks_per_epoch``, issued concurrently by the store) are taken out: they scale with the
+    epochs, not with the commits or the run."""
     a, b = sorted(batched, key=lambda r: -r["commits"])[:2]
     if a["commits"] == b["commits"]:
         raise SystemExit("bench bulk: the batched S3 runs made as many commits; use more --kb")
 
     def req(r):
-        return sum(r["io"].get(k, 0) for k in REQUESTS)
+        checks = checks_per_epoch * r["tokens"] / epoch
+        return sum(r["io"].get(k, 0) for k in REQUESTS) - checks
 
     per_commit = (req(a) - req(b)) / (a["commits"] - b["commits"])
     chunks = b["committer_puts_by_kind"].get("index", {}).get("puts", 0)
@@ -242,15 +247,16 @@ def scaling(runs: list[dict], s3_runs: list[dict], epoch: int) -> dict:
 
     chunk = next(r for r in s3_runs if r["commit_every_epochs"] <= 1)
     batched = [r for r in s3_runs if r["commit_every_epochs"] > 1]
-    fit = fit_committer(batched, epoch)
     per = {r["path"]: per_epoch(r, epoch) for r in s3_runs}
     w = per_epoch(batched[-1], epoch)["workers"]  # the shard tasks: the same in every run
+    checks = w["puts"]  # a commit checks each shard written ahead: a HEAD, 8 at a time
+    fit = fit_committer(batched, epoch, checks)
 
     def model(cpu_s: float, committer_req: float, committer_puts: float) -> dict:
         """``committer_req``: the committer's requests per epoch, one at a time; the shard
         tasks' requests WRITE_THREADS at a time; S3's PUT rate on the tree's prefix shared."""
         w_s = worker_cpu_s + w["requests"] / WRITE_THREADS * S3_LATENCY_S
-        c_s = cpu_s + committer_req * S3_LATENCY_S
+        c_s = cpu_s + (committer_req + checks / SHARD_CHECKS_AT_A_TIME) * S3_LATENCY_S
         store_s = (committer_puts + w["puts"]) / S3_PUTS_PER_S
         rows = []
         for n in (1, 2, 4, 8, 16, 32, 64, 128, 256):
@@ -275,7 +281,7 @@ def scaling(runs: list[dict], s3_runs: list[dict], epoch: int) -> dict:
                    for r in batched[-1:]) / max(1.0, batched[-1]["tokens"] / epoch)  # fmt: skip
     # per chunk: its measured requests, less what a run makes once (as fitted)
     n_chunk = max(1.0, chunk["tokens"] / epoch)
-    c1_req = max(0.0, c1["requests"] - fit["per_run"] / n_chunk)
+    c1_req = max(0.0, c1["requests"] - checks - fit["per_run"] / n_chunk)
     models = {"per chunk (measured)": model(cpu(True), c1_req, c1["puts"])}
     for n in (16, 64):
         req = fit["per_commit"] / n + fit["per_key_chunk"] * fit["key_chunks_per_epoch"]
@@ -296,6 +302,7 @@ def scaling(runs: list[dict], s3_runs: list[dict], epoch: int) -> dict:
             "shard_puts_at_a_time": WRITE_THREADS,
             "workers_scale_linearly": True,
             "committer_requests_one_at_a_time": True,
+            "shard_checks_at_a_time": SHARD_CHECKS_AT_A_TIME,
         },
         "models": models,
     }
@@ -355,8 +362,10 @@ def markdown(r: dict) -> str:
         f"{fit['per_commit']:.1f} per commit, {fit['per_key_chunk']:.0f} per key chunk "
         f"({fit['key_chunks_per_epoch']:.2f} key chunks per epoch) and {fit['per_run']:.0f} "
         "once per run (fitted from the two batched S3 runs; the per-chunk column is its "
-        f"measured requests per epoch less those once per run). Modelled on S3 ({S3_LATENCY_S * 1000:.0f} ms per request, "
-        f"the committer's requests one at a time, shard PUTs "
+        "measured requests per epoch less those once per run), besides one existence check "
+        "(HEAD) per shard the workers wrote, "
+        f"{m['assumptions']['shard_checks_at_a_time']} at a time. Modelled on S3 "
+        f"({S3_LATENCY_S * 1000:.0f} ms per request, the committer's requests one at a time, shard PUTs "
         f"{m['assumptions']['shard_puts_at_a_time']} at a time, {S3_PUTS_PER_S} PUT/s per "
         "prefix):",
         "",
