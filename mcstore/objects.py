@@ -24,6 +24,10 @@ class Blobs:
         self._be = be
         self._cache: dict[str, object] = {}
 
+    @property
+    def url(self) -> str:
+        return self._be.url
+
     def read(self, key: str):
         if key in self._cache:
             return self._cache[key]
@@ -81,14 +85,14 @@ def resolve_map(blobs: Blobs, key: str | None) -> tuple[dict, list[str]]:
     one chunk per epoch would otherwise write maps that grow with every chunk (quadratic)."""
     if not key:
         return {}, []
-    top = blobs.read(key)
+    top = _checked_map(blobs, key)
     if not _is_layer(top):
         return dict(top), [key]
     keys = [*top["layers"], key]
     blobs.read_many(top["layers"])
     m: dict = {}
     for k in keys:
-        b = blobs.read(k)
+        b = _checked_map(blobs, k)
         if _is_layer(b):
             m.update(b["set"])
             for name in b["deleted"]:
@@ -100,6 +104,40 @@ def resolve_map(blobs: Blobs, key: str | None) -> tuple[dict, list[str]]:
 
 def _is_layer(b) -> bool:
     return isinstance(b, dict) and b.get("layer") == 1 and isinstance(b.get("layers"), list)
+
+
+def _checked_map(blobs: Blobs, key: str):
+    """The map blob at ``key``, refused as damage unless it has the shape ``store_named``
+    writes: a signed blob can still hold anything its writer put there."""
+    b = blobs.read(key)
+    why = _map_problem(b)
+    if why:
+        raise damaged(blobs.url, key, f"is not an object map ({why})")
+    return b
+
+
+def _map_problem(b) -> str | None:
+    if not isinstance(b, dict):
+        return f"a {type(b).__name__}, not an object"
+    if _is_layer(b):
+        if not all(isinstance(k, str) and k.startswith("meta/objects") for k in b["layers"]):
+            return "a layer names something other than a map blob"
+        if not isinstance(b.get("set"), dict) or not isinstance(b.get("deleted"), list):
+            return "a layer without its set and deleted names"
+        if not all(isinstance(n, str) for n in b["deleted"]):
+            return "a deleted name is not a string"
+        b = b["set"]
+    for name, ent in b.items():
+        if not (
+            isinstance(ent, dict)
+            and isinstance(ent.get("path"), str)
+            and isinstance(ent.get("sha256"), str)
+            and isinstance(ent.get("size"), int)
+            and not isinstance(ent.get("size"), bool)
+            and ent["size"] >= 0
+        ):
+            return f"entry {str(name)[:80]!r} lacks a path, size or sha256"
+    return None
 
 
 def store_named(

@@ -274,6 +274,10 @@ def locate_head(be: Backend, known: int = 0) -> tuple[int, dict | None]:
             hint = int(be.read("log/head", limit=SMALL_BYTES).decode().strip())
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             hint = 0
+        except IsADirectoryError:  # never written by a store: the hint's place is taken
+            raise damaged(
+                be.url, "log/head", "is a folder, not the head hint (removing it is safe)"
+            ) from None
         if hint > 0:
             try:
                 rec, head = read_record(be, hint), hint
