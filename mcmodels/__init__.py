@@ -52,6 +52,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("LensNet", "LensNetConfig", "entry_features"), "lensnet"),
     **dict.fromkeys(("ByteTokenizer", "ChatParts", "HFTokenizer"), "tokenizer"),
+    **dict.fromkeys(("KEEPER", "ReaderNotInstalled", "load_reader", "reader_available"), "readers"),
 }
 
 
@@ -67,6 +68,7 @@ def __getattr__(name: str):
 __all__ = [
     "BLOCK",
     "DEFAULT_MODEL",
+    "KEEPER",
     "BaseLM",
     "ByteTokenizer",
     "ChatParts",
@@ -81,6 +83,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "PositionError",
+    "ReaderNotInstalled",
     "cache_root",
     "default_gistnet",
     "default_lensnet",
@@ -89,10 +92,12 @@ __all__ = [
     "load_base",
     "load_gistnet",
     "load_lensnet",
+    "load_reader",
     "load_softprompt",
     "mean_pool_gist",
     "pick_gistnet",
     "read_record",
+    "reader_available",
     "save_checkpoint",
     "shipped_checkpoints",
     "tiny_base",

@@ -35,6 +35,10 @@ class Recaller:
             hits = [h for h in hits if h.score >= self.config.hit_ratio * hits[0].score]
         return hits
 
+    def terms(self, query: str):
+        """The question's content words, as the index hashes them."""
+        return query_terms(query)
+
     def said_by_assistant(self, block: int) -> bool:
         b, t = self.tree.block, self.tree
         first = t.segment_at(block * b)

@@ -36,6 +36,7 @@ from mcruntime.indexing import NodeIndex
 from mcruntime.inherit import Inherited
 from mcruntime.layout import chat_layout
 from mcruntime.picture import FocusPicture
+from mcruntime.reading import Passage, choose, messages, turn_text
 from mcruntime.recall import Recaller
 from mcruntime.render import render_document, render_turn
 from mcruntime.scorers import FocusView, make_scorer
@@ -69,6 +70,9 @@ class SessionConfig:
     instruction: str | None = None  # text before the memory (None: mcruntime.layout's default)
     reserve: int = 640  # positions kept for the turn (recall + question + answer), <= window/3
     decoding: DecodeConfig = field(default_factory=DecodeConfig)  # stop and repetition guards
+    # text readers (mcruntime.reading): candidate passages kept when their best sentence
+    # window matches the question at least this fraction of the best one's
+    keep_ratio: float = 0.75
 
 
 @dataclass
@@ -88,7 +92,10 @@ class Session:
     ``tree``: an open ``mcstore`` tree or a URL (created on first use, bound to the model).
     ``model``: a name or path for ``mcmodels.load_base``, or a loaded base model.
     ``window``: positions of the model's window; None keeps ``config.window`` (the caller's
-    config is copied, never changed). ``hooks``: where the session and its window report the
+    config is copied, never changed). ``reader``: who writes the answers: ``"keeper"`` (the
+    tree's own model reading its token/gist window), a reader name or ``.gguf`` path for
+    ``mcmodels.load_reader`` (a text reader shown the recalled passages, the recent tail and
+    the question; ``mcruntime.reading``), or a loaded reader. ``hooks``: where the session and its window report the
     spans of their work (``mcruntime.hooks``; ``Timings`` records them); see ``set_hooks``.
     """
 
@@ -105,6 +112,7 @@ class Session:
         mode: str = "a",
         create: bool = True,
         hooks: Hooks = NO_HOOKS,
+        reader=mcmodels.KEEPER,
     ):
         config = config or SessionConfig()
         self.config = dataclasses.replace(
@@ -114,7 +122,9 @@ class Session:
         self.last: Answer | None = None
         self.last_hits: list = []
         self.last_recall: list[dict] = []
+        self.last_prompt: list[dict] = []  # what a text reader was last shown
         self.base = mcmodels.load_base(model) if isinstance(model, str) else model
+        self.reader = mcmodels.load_reader(reader) if isinstance(reader, str) else reader
         self.gistnet = mcmodels.pick_gistnet(self.base, gistnet, untrained_ok=True)
         self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
         self.tree, self.created = self._open_tree(tree, storage_options, mode, create)
@@ -409,6 +419,9 @@ class Session:
     ) -> Iterator[str]:
         """Answer ``message`` from memory, yielding text as it is decoded; then remember both
         turns in the tree (``remember=False`` leaves the tree untouched, for evaluation)."""
+        if self.reader is not None:
+            yield from self._read_stream(message, max_new_tokens, remember)
+            return
         tok = self.base.tokenizer
         t0 = time.perf_counter()
         q_ids = tok.encode(message)
@@ -468,6 +481,75 @@ class Session:
         }, first, self.last_recall, picture)  # fmt: skip
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
         self._set_budget(self._idle_budget())
+        if remember:
+            self.remember_turn(message, final)
+
+    def passages(self, hits: list, query: str) -> list[Passage]:
+        """Every hit's passage as text (merged where they meet, inside its segment, outside the
+        raw tail), chosen for a text reader by ``mcruntime.reading.choose``."""
+        if not hits or self.index is None or not self.config.recall_k:
+            return []
+        terms = self.recaller.terms(query)
+        raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
+        spans: list[list] = []
+        for h in hits:
+            s, e = self.recaller.passage(h.index, raw_from, terms)
+            if e <= s:
+                continue
+            for sp in spans:
+                if s <= sp[1] and e >= sp[0]:
+                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
+                    break
+            else:
+                spans.append([s, e, h.score])
+        out = []
+        for s, e, score in spans:
+            source = self.tree.segment_at(s).source
+            kind = {"chat:user": "user", "chat:assistant": "assistant"}.get(source, "document")
+            text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
+            out.append(Passage(s, e, float(score), source, text, kind))
+        return choose(
+            out,
+            lambda text: self.index.match_weight(text, terms),
+            self.config.recall_k,
+            self.config.keep_ratio,
+        )
+
+    def recent_text(self) -> str:
+        """The raw recent tail of the tree as text, chat turns with the speaker in words."""
+        n = self.tree.length
+        if not n:
+            return ""
+        start = self.focus.wc.raw_floor(self.focus.config.raw_recent)
+        ids = self.tree.tokens(start, n).tolist()
+        return turn_text(self.base.tokenizer.decode(ids, skip_special=True))
+
+    def _read_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
+        """A text reader's answer: passages chosen sentence-aware, the recent tail, the
+        question, streamed from the reader."""
+        t0 = time.perf_counter()
+        hits = self.search(self.base.tokenizer.encode(message))
+        chosen = self.passages(hits, message)
+        self.last_recall = [p.report() for p in chosen]
+        prompt = messages(message, chosen, self.recent_text())
+        t_focus = time.perf_counter()
+        t_first, pieces = None, []
+        with self.hooks.span("read", reader=self.reader.name):
+            for piece in self.reader.stream(prompt, max_new_tokens):
+                if t_first is None:
+                    t_first = time.perf_counter()
+                pieces.append(piece)
+                yield piece
+        t_dec = time.perf_counter()
+        final = trim("".join(pieces).strip(), self.config.decoding.stop_lines)
+        picture = self.focus_picture(message)
+        ids = self.base.tokenizer.encode(final)
+        self.last = Answer(final, ids, picture.report(), {
+            "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
+            "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0,
+            "reader": self.reader.name, "reader_timings": dict(self.reader.last_timings),
+        }, None, self.last_recall, picture)  # fmt: skip
+        self.last_prompt = prompt
         if remember:
             self.remember_turn(message, final)
 

@@ -1,0 +1,127 @@
+"""The reader stage: what a text reader is shown, and how recalled passages are chosen for it.
+
+A text reader (``mcmodels.readers``) never sees the keeper's working context (gists mean nothing
+to another model); it gets the recalled passages, the raw recent tail and the question as text
+in its own chat template. So what it is shown must be precise:
+
+* **Whole sentences are scored.** A hit is a 32-token block, and a fact's sentence often
+  straddles two blocks, so the block's BM25 score undersells it. Each candidate passage (the hit
+  block with its neighbours, within its segment) is cut into sentences and scored by its best
+  window of up to two sentences against the question's words (idf-weighted, as the index does).
+* **Near-duplicates that lack what is asked go.** Facts of one form ("the code of the red door is
+  …", "the code of the blue door is …") all match most of a question; only the one holding the
+  question's distinguishing (rarest) words answers it. A passage whose best window scores below
+  ``keep_ratio`` of the best passage's is dropped rather than shown as a plausible distractor.
+* **Evidence, not echoes.** The model's own earlier answers are labelled as such and placed
+  first (farthest from the question); the instruction says they are not evidence.
+* **Nothing found is said.** With no passage, the prompt says the memory holds nothing that
+  matches, and the instruction asks the reader to say so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mcruntime.recall import ASSISTANT_SAID, USER_SAID
+from mcruntime.render import ASSISTANT, USER
+
+SYSTEM = (
+    "You answer questions from your memory. Your memory recalled the notes below for this "
+    "question: passages of documents the user gave you and of your earlier conversations "
+    "with the user. Answer in one or two sentences, using only the notes. Quote names, "
+    "numbers, versions and other exact words from the notes exactly as they are written. "
+    "Your own earlier answers are not evidence: rely on what the documents and the user "
+    "said. If the notes do not contain the answer, say that your memory holds nothing about "
+    "it; do not guess."
+)
+NOTHING = "(nothing in memory matches this question)"
+_SENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass
+class Passage:
+    """A recalled span of the tree as text, with who said it."""
+
+    start: int
+    stop: int
+    score: float  # retrieval score of its best hit
+    source: str
+    text: str
+    kind: str = "document"  # document, user, assistant
+    weight: float = 0.0  # best sentence window's match with the question
+
+    def report(self) -> dict:
+        return {
+            "start": self.start,
+            "stop": self.stop,
+            "score": round(float(self.score), 3),
+            "source": self.source,
+            "match": round(float(self.weight), 3),
+        }
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in (p.strip() for p in _SENT.split(text)) if s]
+
+
+def best_window(text: str, weigh, width: int = 2) -> float:
+    """The best match weight over windows of up to ``width`` consecutive sentences."""
+    ss = sentences(text) or [text]
+    best = 0.0
+    for i in range(len(ss)):
+        for w in range(1, width + 1):
+            if i + w <= len(ss):
+                best = max(best, weigh(" ".join(ss[i : i + w])))
+    return best
+
+
+def choose(passages: list[Passage], weigh, k: int, keep_ratio: float) -> list[Passage]:
+    """The ``k`` passages whose best sentence window matches the question best, dropping
+    those below ``keep_ratio`` of the best; returned weakest first (best right before the
+    question), the model's own earlier answers before everything else."""
+    for p in passages:
+        p.weight = best_window(p.text, weigh)
+    ranked = sorted(passages, key=lambda p: (-p.weight, -p.score))
+    if ranked and ranked[0].weight > 0:
+        top = ranked[0].weight
+        ranked = [p for p in ranked if p.weight >= keep_ratio * top]
+    if any(p.kind != "assistant" for p in ranked):  # own answers only when nothing else
+        ranked = [p for p in ranked if p.kind != "assistant"] + [
+            p for p in ranked if p.kind == "assistant"
+        ]
+    chosen = ranked[:k]
+    return sorted(chosen, key=lambda p: (p.kind != "assistant", p.weight, p.score))
+
+
+def turn_text(text: str) -> str:
+    """Stored chat turns ("User: …") read with the speaker in words."""
+    lines = text.split("\n")
+    for role, said in ((USER, USER_SAID), (ASSISTANT, ASSISTANT_SAID)):
+        lines = [said + ln[len(role) :] if ln.startswith(role) else ln for ln in lines]
+    return "\n".join(lines)
+
+
+def _label(p: Passage, i: int) -> str:
+    if p.kind == "assistant":
+        return f"[{i}] your own earlier answer (not evidence)"
+    if p.kind == "user":
+        return f"[{i}] the user said earlier"
+    return f"[{i}] from {p.source}"
+
+
+def messages(question: str, passages: list[Passage], recent: str = "") -> list[dict]:
+    """The reader's chat: a fixed system instruction (cached by the reader across turns), then
+    the notes (weakest first), the recent conversation and the question."""
+    if passages:
+        notes = "\n\n".join(f"{_label(p, i)}:\n{p.text.strip()}" for i, p in enumerate(passages, 1))
+    else:
+        notes = NOTHING
+    parts = [f"Notes from memory:\n\n{notes}"]
+    if recent.strip():
+        parts.append(f"Most recent part of the memory:\n{recent.strip()}")
+    parts.append(f"Question: {question.strip()}")
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
