@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import sys
 import traceback
 
@@ -132,12 +133,31 @@ def cli_hint(e: BaseException, tree: str = "TREE") -> str:
     if kind("mcruntime.errors", "StaleGists"):
         return f": run `mc regist {e.url}`, or pass that GistNet with --gistnet PATH"
     if kind("mcstore.errors", "TreeNotFound"):
+        new = _tree_path_for_file(tree)
+        if new is not None:  # `mc ingest FILE …` would refuse the file's path: name another
+            return (
+                f"; name a new path (`mc ingest {shlex.quote(new)} {shlex.quote(tree)}` "
+                "makes a tree of the file)"
+            )
         return f" (`mc ingest {tree} FILES` makes one)"
     if kind("mcstore.errors", "VersionNotFound"):
         return f"; `mc log {tree}` lists the versions, `mc info {tree}` the tags"
     if kind("mcstore.errors", "BindingMismatch"):
         return f"; `mc info {tree}` names it, --model picks it"
     return ""
+
+
+def _tree_path_for_file(tree: str) -> str | None:
+    """When TREE is a local regular file: a path next to it where a tree of it could go
+    (``notes.txt`` -> ``notes.mc``, or ``notes-2.mc`` … if taken); else None."""
+    if "://" in tree or tree.startswith("memory:") or not os.path.isfile(tree):
+        return None
+    stem = os.path.splitext(tree)[0]
+    for n in range(1, 100):
+        new = f"{stem}.mc" if n == 1 else f"{stem}-{n}.mc"
+        if not os.path.lexists(new):
+            return new
+    return None
 
 
 def _fail(line: str, code: int) -> None:

@@ -438,6 +438,8 @@ def api_error(e: Exception, name: str, root: str) -> APIError:
         return APIError(503, msg, type="server_error", code="storage_unavailable")
     if isinstance(e, mcstore.CorruptTree):
         return APIError(500, msg, type="server_error", code="corrupt_memory")
+    if isinstance(e, mcstore.InvalidArgument):  # what the request asked the store to write
+        return APIError(400, msg, code="invalid_input")
     if isinstance(e, WindowError):
         return APIError(400, msg, code="context_length_exceeded")
     if isinstance(e, InputError):

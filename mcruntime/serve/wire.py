@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 REMEMBERED = ("user", "assistant")  # the roles kept in memory; system prompts are not
+TAG_CHARS = 256  # a document's tag; all tags and the source fit one segment (the store says)
 
 
 class APIError(Exception):
@@ -63,6 +64,24 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
+    def check_unicode(self, index: int) -> None:
+        """Refuse text that is not Unicode: JSON can spell a lone surrogate (``\\ud800``),
+        which no UTF-8 holds, so no tokenizer can read it."""
+        parts = [self.content] if isinstance(self.content, str) else self.content or []
+        for j, part in enumerate(parts):
+            text = part if isinstance(part, str) else part.text
+            try:
+                (text or "").encode("utf-8")
+            except UnicodeEncodeError as e:
+                where = f"messages.{index}.content" + ("" if isinstance(part, str) else f".{j}")
+                raise APIError(
+                    400,
+                    f"{where}: a lone surrogate ({text[e.start]!r} at character {e.start}) is "
+                    "not Unicode text; send the text as valid UTF-8",
+                    param=where,
+                    code="invalid_text",
+                ) from None
+
     def text(self, index: int) -> str:
         """The message's text; parts other than text are refused, not silently dropped."""
         if self.content is None:
@@ -102,6 +121,8 @@ class ChatRequest(BaseModel):
     def turns(self) -> tuple[list[tuple[str, str]], str]:
         """(the earlier user/assistant turns, the question). The last message must be the
         user's: the answer is to it."""
+        for i, m in enumerate(self.messages):
+            m.check_unicode(i)
         *history, last = self.messages
         if last.role != "user":
             raise APIError(
@@ -124,7 +145,9 @@ class DocumentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1)
     source: str = Field(default="api", min_length=1, max_length=512, pattern=r"^[^\x00-\x1f]+$")
-    tags: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[
+        Annotated[str, StringConstraints(max_length=TAG_CHARS, pattern=r"^[^\x00-\x1f]*$")]
+    ] = Field(default_factory=list, max_length=64)
 
 
 # -- responses ---------------------------------------------------------------------------------
