@@ -159,6 +159,19 @@ def model_option(dest: str = "model"):
     )
 
 
+def reader_option():
+    """``--reader NAME``: who writes the answers (``mcmodels.DEFAULT_READER`` by default)."""
+    return library_option(
+        "--reader",
+        "reader",
+        default_from="mcmodels.defaults:DEFAULT_READER",
+        metavar="NAME",
+        help="Who answers: 'keeper' (the tree's own model reading its window), "
+        "'qwen2.5-coder-1.5b-instruct' (./install --reader), 'smollm2-135m-instruct' "
+        "(the keeper's weights as a text reader through llama.cpp) or a .gguf file.",
+    )
+
+
 # ``--base``: the older spelling of ``--model`` (the training commands), still accepted
 base_alias_option = click.option(
     "--base", default=None, hidden=True, expose_value=False, is_eager=True, callback=_remember_alias

