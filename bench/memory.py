@@ -39,13 +39,14 @@ from mcmodels.defaults import DEFAULT_MODEL
 from mcruntime.focus import raw_recent_for
 
 SYSTEMS = ("trunc", "rag", "rag-fill", "mc", "mc-window", "mc-timeline", "mc-raw", "oracle")
-TASKS = ("passkey", "facts", "paraphrase", "chat")
+TASKS = ("passkey", "facts", "paraphrase", "oneform", "chat")
 
 
 @dataclass
 class MemoryConfig:
     lengths: tuple[int, ...] = (4096, 16384, 65536, 262144, 1048576)
     chat_lengths: tuple[int, ...] = (16384, 65536, 262144)
+    oneform_lengths: tuple[int, ...] = (16384, 262144, 1048576)  # k facts of one form
     seeds: int = 10
     window: int = 2048
     max_new_tokens: int = 48
@@ -56,6 +57,9 @@ class MemoryConfig:
     out: str = "bench/results/memory.json"
     workdir: str | None = None
     session: dict = field(default_factory=dict)  # SessionConfig overrides for the mc systems
+    # who answers, for every system: "keeper" (the base model on its window) or a text reader
+    # (mcmodels.readers) shown passages as text in its own template (mcruntime.reading)
+    reader: str = "keeper"
 
 
 @dataclass
@@ -128,6 +132,60 @@ class RawIndex:
         return sorted(chosen)
 
 
+class TextReader:
+    """The baselines through a text reader: the same passages a keeper would read, as text in
+    the reader's own prompt (``mcruntime.reading.messages``), so rag, oracle and mc differ only
+    in what they choose to show."""
+
+    def __init__(self, reader, base, max_new: int):
+        self.reader, self.base, self.max_new = reader, base, max_new
+
+    def text(self, ids) -> str:
+        from mcruntime.reading import turn_text
+
+        return turn_text(self.base.tokenizer.decode([int(t) for t in ids], skip_special=True))
+
+    def answer(self, passages: list[list[int]], question: str, recent=()) -> str:
+        from mcruntime.reading import Passage, messages
+
+        ps = [Passage(0, 0, 0.0, "history", self.text(p)) for p in passages]
+        prompt = messages(question, ps, self.text(recent) if len(recent) else "")
+        return "".join(self.reader.stream(prompt, self.max_new)).strip()
+
+
+def text_baseline(system: str, reader: TextReader, ids, index: RawIndex, probe: N.Probe, budget):
+    """(answer, spans shown) of one baseline for one probe, read by a text reader."""
+    b, q = index.block, probe.question
+    if system == "trunc":
+        mem = ids[-budget:]
+        return reader.answer([], q, mem.tolist()), [(len(ids) - len(mem), len(ids))]
+    if system == "oracle":
+        s = max(0, probe.span[0] // b - 1) * b
+        e = min(len(ids), (-(-probe.span[1] // b) + 1) * b)
+        return reader.answer([ids[s:e].tolist()], q), [(s, e)]
+    if system == "rag":
+        spans = _rag_spans(index, q)
+        return reader.answer([ids[s * b : e * b].tolist() for s, e in spans], q), [
+            (s * b, e * b) for s, e in spans
+        ]
+    raise ValueError(f"{system} has no text-reader form")
+
+
+def _rag_spans(index: RawIndex, q: str) -> list[list[int]]:
+    """BM25's top 3 chunks with one neighbour each side, merged, weakest first."""
+    spans: list[list[int]] = []
+    for h in index.ranked(q, 3):
+        s, e = max(0, h - 1), min(index.n, h + 2)
+        for sp in spans:
+            if s <= sp[1] and e >= sp[0]:
+                sp[0], sp[1] = min(sp[0], s), max(sp[1], e)
+                break
+        else:
+            spans.append([s, e])
+    spans.reverse()  # ranked best first; the best goes last, right before the question
+    return spans
+
+
 def _covered(span, spans) -> bool:
     s, e = span
     need = set(range(s, e))
@@ -151,16 +209,7 @@ def baseline(system: str, reader: Reader, ids: np.ndarray, index: RawIndex, prob
         rec = recall_ids(reader.base.tokenizer, [ids[s:e].tolist()])
         return reader.answer([], rec, q), [(s, e)]
     if system == "rag":
-        spans: list[list[int]] = []
-        for h in index.ranked(q, 3):
-            s, e = max(0, h - 1), min(index.n, h + 2)
-            for sp in spans:
-                if s <= sp[1] and e >= sp[0]:
-                    sp[0], sp[1] = min(sp[0], s), max(sp[1], e)
-                    break
-            else:
-                spans.append([s, e])
-        spans.reverse()  # ranked best first; the best goes last, right before the question
+        spans = _rag_spans(index, q)
         passages = [ids[s * b : e * b].tolist() for s, e in spans]
         rec = recall_ids(reader.base.tokenizer, passages)
         return reader.answer([], rec, q), [(s * b, e * b) for s, e in spans]
@@ -189,7 +238,8 @@ def _mc_config(system: str, cfg: MemoryConfig):
 
 def _mc_shown(sess) -> list[tuple[int, int]]:
     spans = [(r["start"], r["stop"]) for r in sess.last.recall]
-    spans += [(f["start"], f["stop"]) for f in sess.last.focus]
+    if sess.reader is None:  # a text reader never sees the keeper's expanded spans
+        spans += [(f["start"], f["stop"]) for f in sess.last.focus]
     wc = sess.focus.wc
     spans.append((wc.raw_floor(sess.focus.config.raw_recent), wc.length))
     return spans
@@ -235,6 +285,8 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
         texts, manifest = haystack_texts(split=cfg.split)
     hay = Haystack(texts, base.tokenizer.encode)
     reader = Reader(base, cfg.window, cfg.max_new_tokens)
+    loaded = None if cfg.reader == mcmodels.KEEPER else mcmodels.load_reader(cfg.reader)
+    text = TextReader(loaded, base, cfg.max_new_tokens) if loaded is not None else None
     gistnet = mcmodels.default_gistnet(base)
     work = Path(cfg.workdir or tempfile.mkdtemp(prefix="mc-memory-"))
     machine = machine_info()
@@ -242,6 +294,7 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
     rows: list[Row] = []
     plan = [(s, "documents", n) for s in range(cfg.seeds) for n in cfg.lengths]
     plan += [(s, "conversation", n) for s in range(cfg.seeds) for n in cfg.chat_lengths]
+    plan += [(s, "oneform", n) for s in range(cfg.seeds) for n in cfg.oneform_lengths]
     plan.sort(key=lambda p: (p[0], p[2]))  # seeds outermost: a cut-short run covers every length
     for s, kind, n in plan:
         seed = cfg.seed + 1000 * s + n % 997
@@ -251,7 +304,11 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
         for system in [x for x in cfg.systems if not x.startswith("mc")]:
             for p in inst.probes:
                 t0 = time.perf_counter()
-                out, shown = baseline(system, reader, ids, index, p)
+                if text is None:
+                    out, shown = baseline(system, reader, ids, index, p)
+                else:
+                    budget = reader.budget(p.question)
+                    out, shown = text_baseline(system, text, ids, index, p, budget)
                 rows.append(_row(p, n, seed, system, out, _covered(p.span, shown), t0))
         mcs = [x for x in cfg.systems if x.startswith("mc")]
         if mcs:
@@ -259,7 +316,7 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
             ingest_s = build_tree(tree, base, gistnet, inst)
             for system in mcs:
                 with Session(str(tree), model=base, gistnet=gistnet, config=_mc_config(system, cfg),
-                             mode="r") as sess:  # fmt: skip
+                             mode="r", reader=loaded or mcmodels.KEEPER) as sess:  # fmt: skip
                     for p in inst.probes:
                         t0 = time.perf_counter()
                         out = sess.ask(
@@ -288,6 +345,7 @@ def _result(cfg, base, manifest, machine, rows, t_start) -> dict:
     result = {
         "config": asdict(cfg),
         "model": base.name,
+        "reader": cfg.reader,
         "corpus_manifest": manifest,
         "machine": {**machine, "loadavg_end": loadavg()},
         "seconds": time.perf_counter() - t_start,
@@ -363,7 +421,8 @@ def save(result: dict, out: str) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(result, indent=1))
     p.with_suffix(".md").write_text(
-        f"{result['model']}, window {result['config']['window']}, split "
+        f"{result['model']}, reader {result.get('reader', 'keeper')}, "
+        f"window {result['config']['window']}, split "
         f"{result['config']['split']}, {result['seconds'] / 60:.0f} min\n\n{table(result)}\n"
     )
 
@@ -379,19 +438,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chat-lengths", default=None, help="comma-separated chat lengths ('' none)")
     ap.add_argument("--systems", default=None, help=f"comma-separated, from {','.join(SYSTEMS)}")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--reader", default=None, help="who answers: keeper (default) or a reader name")
+    ap.add_argument("--oneform-lengths", default=None, help="comma-separated ('' none)")
     ap.add_argument("--split", default="test", choices=["test", "dev"], help="dev: for tuning only")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="SessionConfig override for the mc systems, e.g. recall_k=2")  # fmt: skip
     args = ap.parse_args(argv)
     kw: dict = {"split": args.split}
     if args.quick:
-        kw.update(seeds=2, lengths=(4096, 16384), chat_lengths=(16384,))
+        kw.update(seeds=2, lengths=(4096, 16384), chat_lengths=(16384,), oneform_lengths=(16384,))
     if args.seeds is not None:
         kw["seeds"] = args.seeds
     if args.lengths is not None:
         kw["lengths"] = tuple(int(x) for x in args.lengths.split(",") if x)
     if args.chat_lengths is not None:
         kw["chat_lengths"] = tuple(int(x) for x in args.chat_lengths.split(",") if x)
+    if args.oneform_lengths is not None:
+        kw["oneform_lengths"] = tuple(int(x) for x in args.oneform_lengths.split(",") if x)
+    if args.reader:
+        kw["reader"] = args.reader
     if args.systems:
         kw["systems"] = tuple(args.systems.split(","))
     if args.model:

@@ -9,6 +9,8 @@ be checked) and probes asked at its end:
   fact's own words, so the reader must pick the right one of four similar sentences;
 * ``paraphrase``: another of those facts asked in words it does not share with the fact except
   the key (the person's name);
+* ``oneform``: k (3 or 5) facts of one form that differ in one word ("the code of the *blue*
+  locker is …"), one asked: the reader must be shown, and pick, the one with that word;
 * ``chat``: facts a user states in the first turns of a long conversation, asked many turns and
   thousands of tokens later, after one of the assistant's own answers has stated a wrong value.
 """
@@ -164,3 +166,25 @@ def conversation(hay: Haystack, n_tokens: int, seed: int) -> Instance:
         for k in asked
     ]
     return Instance(ids, probes, segs)
+
+
+ONE_FORM = [
+    ("The code of the {w} locker is {v}.", "What is the code of the {w} locker?"),
+    ("The {w} door opens with the combination {v}.", "Which combination opens the {w} door?"),
+    ("The safe in the {w} room has the number {v}.", "What number does the safe in the {w} room have?"),
+]  # fmt: skip
+ONE_FORM_WORDS = "red blue green yellow orange purple silver golden black white".split()
+
+
+def oneform(hay: Haystack, n_tokens: int, seed: int) -> Instance:
+    """k facts of one form differing in one word (k = 3 for even seeds, 5 for odd), woven at
+    random depths; one of them is asked."""
+    rng = random.Random(seed)
+    k = 3 if seed % 2 == 0 else 5
+    fact, question = ONE_FORM[seed % len(ONE_FORM)]
+    ws = rng.sample(ONE_FORM_WORDS, k)
+    vals = [digits(rng, 4) for _ in range(k)]
+    facts = [fact.format(w=w, v=v) for w, v in zip(ws, vals, strict=True)]
+    ids, spans = _weave(hay, n_tokens, facts, rng)
+    i = rng.randrange(k)
+    return Instance(ids, [Probe("oneform", question.format(w=ws[i]), vals[i], spans[i], facts[i])])

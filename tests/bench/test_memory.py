@@ -26,6 +26,7 @@ def result(tmp_path_factory, texts):
     cfg = MemoryConfig(
         lengths=(1500,),
         chat_lengths=(1500,),
+        oneform_lengths=(1500,),
         seeds=1,
         window=512,
         max_new_tokens=4,
@@ -55,11 +56,46 @@ def test_every_system_answers_every_probe(result):
     assert {r["system"] for r in rows} == set(memory.SYSTEMS)
     for system in memory.SYSTEMS:
         got = sorted(r["task"] for r in rows if r["system"] == system)
-        assert got == sorted(["passkey", "facts", "paraphrase", "chat", "chat"])
+        assert got == sorted(["passkey", "facts", "paraphrase", "chat", "chat", "oneform"])
     # the oracle is shown the answer by construction; the RAG baseline's BM25 finds the
     # passkey sentence in a 1.5k history of ten filler words
     assert all(r["found"] for r in rows if r["system"] == "oracle")
     assert all(r["found"] for r in rows if r["system"] in ("rag", "mc") and r["task"] == "passkey")
+
+
+def test_a_text_reader_answers_for_every_system_that_has_a_text_form(tmp_path, texts):
+    """rag, oracle, trunc and mc through one text reader (the tiny model stands in)."""
+    cfg = MemoryConfig(
+        lengths=(1500,),
+        chat_lengths=(1500,),
+        oneform_lengths=(),
+        seeds=1,
+        window=512,
+        max_new_tokens=4,
+        systems=("trunc", "rag", "mc", "oracle"),
+        workdir=str(tmp_path),
+        reader="tiny",
+    )
+    res = memory.run(cfg, base=mcmodels.tiny_base(0), texts=texts, progress=lambda s: None)
+    assert res["reader"] == "tiny"
+    rows = res["rows"]
+    assert {r["system"] for r in rows} == {"trunc", "rag", "mc", "oracle"}
+    assert all(r["found"] for r in rows if r["system"] == "oracle")
+    assert all(r["found"] for r in rows if r["system"] in ("rag", "mc") and r["task"] == "passkey")
+
+
+def test_oneform_facts_differ_in_one_word(texts):
+    base = mcmodels.tiny_base(0)
+    hay = Haystack(texts, base.tokenizer.encode)
+    for seed in (4, 5):
+        inst = needles.oneform(hay, 4000, seed)
+        (p,) = inst.probes
+        assert p.task == "oneform" and p.answer in base.tokenizer.decode(
+            inst.ids[p.span[0] : p.span[1]]
+        )
+        text = base.tokenizer.decode(inst.ids)
+        form = needles.ONE_FORM[seed % len(needles.ONE_FORM)][0].split("{w}")[0]
+        assert text.count(form) == (3 if seed % 2 == 0 else 5)
 
 
 def test_summary_and_table(result, tmp_path):
