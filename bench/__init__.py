@@ -8,5 +8,6 @@ COMMANDS = {  # name -> module with a main(argv)
     "systems": "bench.systems",
     "footprint": "bench.systems.footprint",  # storage by kind only, without the latency runs
     "serve": "bench.serve",  # `mc serve`: requests/s and latency over HTTP
-    "bulk": "bench.bulk",  # `mc ingest --dask`: tokens/s serial vs 1 and 2 workers, scaling model
+    "bulk": "bench.bulk",
+    "speed": "bench.speed",  # answers against llama.cpp on the same GGUF and threads  # `mc ingest --dask`: tokens/s serial vs 1 and 2 workers, scaling model
 }

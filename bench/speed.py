@@ -1,0 +1,204 @@
+"""How fast an answer comes, against llama.cpp on the same GGUF and thread count, in one run.
+
+Engines, side by side (interleaved per repetition, so load from neighbours hits all alike):
+
+* ``llama.cpp``: the ``xllamacpp`` server on the GGUF alone: prefill of 1,024 tokens of
+  held-out text, then greedy decoding (its own timings);
+* ``mc keeper``: a MegaContext session over a tree of ``tree_tokens`` (the tree's own model
+  reading its token/gist window in fp32 torch): time to the first token of an answer, decode
+  ms/token;
+* ``mc text reader``: the same session answering through a text reader (llama.cpp on the
+  same GGUF, or the 1.5B reader where installed): recall + tail + question as text.
+
+Ratios are what the issue's targets name: decode ms/token of an answer over llama.cpp's, and
+time to an answer's first token over llama.cpp's time to prefill 1,024 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench._common import loadavg, machine_info
+
+
+@dataclass
+class SpeedConfig:
+    tree_tokens: int = 73728
+    threads: int = 1
+    reps: int = 3
+    decode_tokens: int = 48
+    prefill_tokens: int = 1024
+    readers: tuple[str, ...] = ("smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct")
+    split: str = "test"
+    out: str = "bench/results/speed.json"
+    workdir: str = "bench/results/tmp/speed"
+
+
+def _llama_raw(server, text: str, n_decode: int) -> dict:
+    """llama.cpp's own prefill and decode timings for one completion (prompt cache off)."""
+    got: dict = {}
+
+    def on(chunk):
+        if isinstance(chunk, str):
+            chunk = json.loads(chunk)
+        if chunk.get("timings"):
+            got.update(chunk["timings"])
+
+    server.handle_completions(
+        {
+            "prompt": text,
+            "n_predict": n_decode,
+            "temperature": 0.0,
+            "stream": True,
+            "cache_prompt": False,
+            "ignore_eos": True,
+        },
+        on,
+    )
+    return {
+        "prefill_s": got["prompt_ms"] / 1000,
+        "prompt_n": got["prompt_n"],
+        "decode_ms": got["predicted_per_token_ms"],
+    }
+
+
+def run(cfg: SpeedConfig, progress=print) -> dict:
+    import numpy as np
+    import xllamacpp
+
+    import mcmodels
+    from bench import needles as N
+    from bench.harness import haystack_texts
+    from bench.memory import build_tree
+    from bench.tasks import Haystack
+    from mcmodels import readers as R
+    from mcruntime import Session
+
+    base = mcmodels.load_base(mcmodels.DEFAULT_MODEL)
+    gguf = R.locate(R.SMOLLM2_TEXT)
+    texts, _ = haystack_texts(split=cfg.split)
+    hay = Haystack(texts, base.tokenizer.encode)
+    work = Path(cfg.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    tree = work / f"speed-{cfg.tree_tokens}.mc"
+    inst = N.documents(hay, cfg.tree_tokens, 11)
+    if not tree.exists():
+        build_tree(tree, base, mcmodels.default_gistnet(base), inst)
+    # 1,024 tokens of the same kind of text for llama.cpp's prefill
+    ids = np.asarray(inst.ids[: cfg.prefill_tokens * 2])
+    prefill_text = base.tokenizer.decode(ids[: cfg.prefill_tokens].tolist(), skip_special=True)
+
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    p = xllamacpp.CommonParams()
+    p.model.path = str(gguf)
+    p.n_ctx = 4096
+    p.cpuparams.n_threads = cfg.threads
+    p.cpuparams_batch.n_threads = cfg.threads
+    p.warmup = False
+    p.verbosity = -1
+    raw = xllamacpp.Server(p)
+    readers = {"keeper": None}
+    for name in cfg.readers:
+        if R.reader_available(name):
+            readers[name] = mcmodels.load_reader(name, threads=cfg.threads)
+    questions = [pr.question for pr in inst.probes]
+    rows: list[dict] = []
+    for rep in range(cfg.reps):
+        r = _llama_raw(raw, prefill_text, cfg.decode_tokens)
+        rows.append({"engine": "llama.cpp", "rep": rep, **r})
+        progress(f"rep {rep} llama.cpp: prefill {r['prefill_s']:.2f}s decode {r['decode_ms']:.1f}")
+        for name, reader in readers.items():
+            with Session(str(tree), model=base, mode="r", reader=reader or "keeper") as s:
+                q = questions[rep % len(questions)]
+                s.ask(q, max_new_tokens=cfg.decode_tokens, remember=False)
+                t = s.last.timings
+                dec = 1000 * t["decode_s"] / max(1, t["tokens"]) if reader is None else None
+                if reader is not None:
+                    dec = t["reader_timings"].get("predicted_per_token_ms")
+                row = {
+                    "engine": f"mc {name}",
+                    "rep": rep,
+                    "first_token_s": t["first_token_s"],
+                    "decode_ms": dec,
+                    "tokens": t["tokens"],
+                }
+                rows.append(row)
+                progress(f"rep {rep} mc {name}: first {t['first_token_s']:.2f}s decode {dec}")
+    return {
+        "config": asdict(cfg),
+        "machine": {**machine_info(), "loadavg_end": loadavg()},
+        "rows": rows,
+        "summary": summarise(rows),
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    raw = [r for r in rows if r["engine"] == "llama.cpp"]
+    pre, dec = med([r["prefill_s"] for r in raw]), med([r["decode_ms"] for r in raw])
+    out = {"llama.cpp": {"prefill_1024_s": pre, "decode_ms": dec}}
+    for eng in sorted({r["engine"] for r in rows} - {"llama.cpp"}):
+        rs = [r for r in rows if r["engine"] == eng]
+        first = med([r["first_token_s"] for r in rs])
+        d = med([r["decode_ms"] for r in rs if r["decode_ms"]])
+        out[eng] = {
+            "first_token_s": first,
+            "decode_ms": d,
+            "first_vs_prefill": first / pre if first and pre else None,
+            "decode_vs_llama": d / dec if d and dec else None,
+        }
+    return out
+
+
+def table(result: dict) -> str:
+    s = result["summary"]
+    ll = s["llama.cpp"]
+    lines = [
+        f"threads {result['config']['threads']}, tree {result['config']['tree_tokens']} tokens, "
+        f"{result['config']['reps']} reps (medians)",
+        "",
+        "| engine | first token s | decode ms/token | first / llama.cpp prefill 1024 | "
+        "decode / llama.cpp |",
+        "|---|---|---|---|---|",
+        f"| llama.cpp (raw GGUF) | prefill 1024: {ll['prefill_1024_s']:.2f} | "
+        f"{ll['decode_ms']:.1f} | 1 | 1 |",
+    ]
+    for eng, v in s.items():
+        if eng == "llama.cpp":
+            continue
+        f = lambda x, fmt: "–" if x is None else format(x, fmt)  # noqa: E731
+        lines.append(
+            f"| {eng} | {f(v['first_token_s'], '.2f')} | {f(v['decode_ms'], '.1f')} | "
+            f"{f(v['first_vs_prefill'], '.2f')} | {f(v['decode_vs_llama'], '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tree-tokens", type=int, default=73728)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    cfg = SpeedConfig(threads=args.threads, reps=args.reps, tree_tokens=args.tree_tokens)
+    if args.out:
+        cfg.out = args.out
+    result = run(cfg)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(table(result) + "\n")
+    print(table(result))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
