@@ -15,6 +15,8 @@ in its own chat template. So what it is shown must be precise:
 * **Evidence, not echoes.** The model's own earlier answers are shown only when nothing the
   user or a document said matches (then labelled as its own words): a 1.5B reader shown both
   its earlier wrong answer and the user's statement copied the wrong one.
+* **Other words, found.** When the question's words find nothing, the reader rewords it as the
+  statement a document would make and the index is asked again (``expansion_messages``).
 * **Nothing found is said.** With no passage, the prompt says the memory holds nothing that
   matches, and the instruction asks the reader to say so instead of guessing.
 """
@@ -36,6 +38,12 @@ SYSTEM = (
     'answer, say: "My memory holds nothing about that."'
 )
 NOTHING = "(nothing in memory matches this question)"
+EXPAND = (
+    "A user asks a question about their notes. List ten other words a note that answers it "
+    "would likely use instead of the question's words: synonyms and related words for what "
+    "is asked (for example, for 'Where does Ann reside?': lives, home, address, house, "
+    "town). Reply with the words only, separated by commas."
+)
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -122,4 +130,16 @@ def messages(question: str, passages: list[Passage], recent: str = "") -> list[d
     return [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": "\n\n".join(parts)},
+    ]
+
+
+def expansion_messages(question: str) -> list[dict]:
+    """Ask a reader for the words a passage answering ``question`` would use: BM25 finds no
+    passage for a question that shares no word with the fact ("Which animal lives with X?"
+    against "X keeps a pet ferret at home"); the reader's own rewording often does. Run only
+    when the question's own words find nothing, so it costs a short generation at question
+    time, never anything at ingest."""
+    return [
+        {"role": "system", "content": EXPAND},
+        {"role": "user", "content": question.strip()},
     ]

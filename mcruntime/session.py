@@ -36,7 +36,7 @@ from mcruntime.indexing import NodeIndex
 from mcruntime.inherit import Inherited
 from mcruntime.layout import chat_layout
 from mcruntime.picture import FocusPicture
-from mcruntime.reading import Passage, choose, messages, turn_text
+from mcruntime.reading import Passage, choose, expansion_messages, messages, turn_text
 from mcruntime.recall import Recaller
 from mcruntime.render import render_document, render_turn
 from mcruntime.scorers import FocusView, make_scorer
@@ -73,6 +73,7 @@ class SessionConfig:
     # text readers (mcruntime.reading): candidate passages kept when their best sentence
     # window matches the question at least this fraction of the best one's
     keep_ratio: float = 0.75
+    reword: bool = True  # a text reader rewords a question whose own words find nothing
 
 
 @dataclass
@@ -529,7 +530,14 @@ class Session:
         question, streamed from the reader."""
         t0 = time.perf_counter()
         hits = self.search(self.base.tokenizer.encode(message))
-        chosen = self.passages(hits, message)
+        query, reworded = message, None
+        if not hits and self.index is not None and self.config.reword:
+            with self.hooks.span("reword"):
+                reworded = "".join(self.reader.stream(expansion_messages(message), 32)).strip()
+            if reworded:
+                query = f"{message} {reworded}"
+                hits = self.search(self.base.tokenizer.encode(query))
+        chosen = self.passages(hits, query)
         self.last_recall = [p.report() for p in chosen]
         prompt = messages(message, chosen, self.recent_text())
         t_focus = time.perf_counter()
@@ -546,24 +554,46 @@ class Session:
         ids = self.base.tokenizer.encode(final)
         self.last = Answer(final, ids, picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
-            "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0,
+            "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0, "reworded": reworded,
             "reader": self.reader.name, "reader_timings": dict(self.reader.last_timings),
         }, None, self.last_recall, picture)  # fmt: skip
         self.last_prompt = prompt
         if remember:
             self.remember_turn(message, final)
 
-    def remember_turn(self, message: str, answer: str) -> None:
-        """Append a user turn and the answer given to it, as two segments."""
+    def remember_turn(self, message: str, answer: str) -> int:
+        """Append a user turn and the answer given to it, as two segments in one commit (a
+        question is never stored without its answer). Returns the new version."""
+        return self.remember_turns([("user", message), ("assistant", answer)])
+
+    def remember_turns(self, turns, *, message: str | None = None) -> int:
+        """Append chat turns ``(role, text)`` (role ``user`` or ``assistant``), one segment
+        each (``chat:ROLE``), all in ONE commit: all of them are stored or none is. Keeps the
+        retrieval index and the working context current as ``append_ids`` does. Returns the
+        new version."""
+        turns = [(role, text) for role, text in turns]
+        if not turns:
+            raise InputError("no turns to remember", kind="empty")
+        if any(role not in ("user", "assistant") for role, _ in turns):
+            raise InputError("a remembered turn is the user's or the assistant's", kind="role")
         tok = self.base.tokenizer
-        self.append_ids(
-            tok.encode(render_turn("user", message)), source="chat:user", message="chat: user"
-        )
-        self.append_ids(
-            tok.encode(render_turn("assistant", answer)),
-            source="chat:assistant",
-            message="chat: assistant",
-        )
+        parts = [
+            (np.asarray(tok.encode(render_turn(role, text)), dtype=np.int32), f"chat:{role}", ())
+            for role, text in turns
+        ]
+        with self.hooks.span("store"):
+            version = self.tree.append_many(
+                parts,
+                gister=self.hooks.wrap("gist", self.gister),
+                message=message or "chat: " + " + ".join(role for role, _ in turns),
+            )
+        if self.index is not None:
+            with self.hooks.span("index"):
+                self.index.update()
+                self.index.persist()
+        self._grow_to_tree()
+        self.sync()
+        return version
 
     @property
     def working_context(self) -> dict:

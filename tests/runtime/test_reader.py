@@ -239,3 +239,13 @@ def test_qwen_quotes_the_fact_and_says_when_memory_holds_nothing(base, gistnet, 
     with session(base, gistnet, str(tmp_path / "empty.mc"), qwen) as s:
         a = s.ask("What is the name of my dentist?", 32, remember=False).lower()
         assert "memory holds nothing" in a, a
+
+
+def test_a_question_whose_words_find_nothing_is_reworded_once(base, gistnet, reader, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ingest(filler(300, 7) + " Ann keeps a pet ferret at home. " + filler(300, 8))
+        s.ask("Which creature shares a flat with Bob?", 4, remember=False)
+        assert s.last.timings["reworded"] is not None  # nothing matched: the reader reworded
+        s.ask("What pet does Ann keep at home?", 4, remember=False)
+        assert s.last.timings["reworded"] is None  # its own words found the passage
+        assert "ferret" in reader.last_prompt[1]["content"]
