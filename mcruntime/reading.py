@@ -112,7 +112,7 @@ def _label(p: Passage, i: int) -> str:
     if p.kind == "assistant":
         return f"[{i}] your own earlier answer (not evidence)"
     if p.kind == "user":
-        return f"[{i}] the user said earlier"
+        return f"[{i}] the user (who is asking you now) said earlier"
     return f"[{i}] from {p.source}"
 
 

@@ -147,7 +147,7 @@ def test_messages_label_who_said_what():
     ]
     user = RD.messages("Q?", ps, "recent text")[1]["content"]
     assert "[1] your own earlier answer (not evidence)" in user
-    assert "[2] the user said earlier" in user
+    assert "[2] the user (who is asking you now) said earlier" in user
     assert "[3] from notes.md" in user
     assert user.index("recent text") < user.index("Question: Q?")
 
