@@ -22,13 +22,21 @@ def _session(
     window: int | None,
     mode: str = "a",
     gistnet: str | None = None,
-    reader: str | None = None,
+    reader: str = "keeper",
     **kw,
 ):
-    import mcmodels
+    """A session; ``reader`` (chat, demo: the --reader option) says who answers, and ingest
+    keeps the keeper (nothing is answered, nothing else is loaded)."""
+    from mcmodels.readers import falls_back
     from mcruntime import Session, SessionConfig
 
     cfg = SessionConfig(**{k: v for k, v in kw.items() if v is not None})
+    if falls_back(reader):
+        click.echo(
+            "mc: answering with the tree's own 135M model; `./install --reader` adds a reader "
+            "that answers right far more often",
+            err=True,
+        )
     return Session(
         tree,
         model=model,
@@ -37,7 +45,7 @@ def _session(
         storage_options=storage_options,
         config=cfg,
         mode=mode,
-        reader=reader or mcmodels.DEFAULT_READER,
+        reader=reader,
     )
 
 

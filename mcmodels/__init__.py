@@ -52,7 +52,10 @@ _LAZY = {
     ),
     **dict.fromkeys(("LensNet", "LensNetConfig", "entry_features"), "lensnet"),
     **dict.fromkeys(("ByteTokenizer", "ChatParts", "HFTokenizer"), "tokenizer"),
-    **dict.fromkeys(("KEEPER", "ReaderNotInstalled", "load_reader", "reader_available"), "readers"),
+    **dict.fromkeys(
+        ("KEEPER", "ReaderNotInstalled", "load_reader", "reader_available", "resolve_reader"),
+        "readers",
+    ),
 }
 
 
@@ -99,6 +102,7 @@ __all__ = [
     "pick_gistnet",
     "read_record",
     "reader_available",
+    "resolve_reader",
     "save_checkpoint",
     "shipped_checkpoints",
     "tiny_base",

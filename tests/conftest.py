@@ -8,3 +8,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the CLI's and server's default reader is the 1.5B one where installed; tests pin the keeper
+# so they read the same on every machine (reader tests name their reader)
+os.environ.setdefault("MC_READER", "keeper")
