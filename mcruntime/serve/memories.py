@@ -3,14 +3,20 @@
 Requests on one memory are serialised (an ``asyncio.Lock`` per name, held from the moment the
 work is queued until it finished, even if the client went away); model work runs on a thread
 pool of ``ServeConfig.concurrency`` threads, so different memories answer in parallel up to that
-many. A 200 is only sent after every turn of the request is committed: a commit that loses the
-race against another process (``CommitConflict``) reopens the tree at its newest commit and
-retries once, then answers 409.
+many. A request is all or nothing: the question and its answer are ONE commit
+(``Session.remember_turns``), and a 200 is only sent once it is in. A commit that loses the race
+against another process (``CommitConflict``) reopens the tree at its newest commit and commits
+the same turns on top (the answer is not written again), up to ``COMMIT_TRIES`` times; then 409
+with neither stored, so sending it again never stores a question twice. (Earlier turns the
+request carries are one commit before the answer is written, so it is written from them; if
+they are in, the request sent again finds them there and does not add them again.)
 
 Which of a request's messages are new: OpenAI clients send the whole conversation each time.
 The tree already holds the turns this server remembered, so the request's earlier user and
 assistant messages are matched against the newest chat turns of the tree (``unseen``); only
-those after the longest overlap are appended, before the answer is written from memory.
+those after the longest overlap are appended (one commit), before the answer is written from
+memory. A request whose question and answer the tree already holds right after that history
+(sent again after its response was lost) gets the stored answer and stores nothing (``answered``).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +37,7 @@ import mcstore
 from mcruntime.errors import InputError, SessionError, WindowError
 from mcruntime.hooks import Hooks
 from mcruntime.location import check_new
-from mcruntime.render import ASSISTANT, USER, render_turn
+from mcruntime.render import ASSISTANT, USER
 from mcruntime.serve.config import ServeConfig, ServeError
 from mcruntime.serve.wire import APIError
 
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 SUFFIX = ".mc"  # memory NAME is the tree ROOT/NAME.mc (what `mc ingest ROOT/NAME.mc` creates)
 CHAT_SOURCES = {"chat:user": "user", "chat:assistant": "assistant"}
+COMMIT_TRIES = 4  # a request's commit, tried on the newest tree after a conflict, then 409
 PREFIXES = {"user": USER, "assistant": ASSISTANT}
 
 
@@ -72,6 +81,21 @@ def unseen(history: list[tuple[str, str]], tail: list[tuple[str, str]]) -> list[
     return list(history)
 
 
+def answered(
+    history: list[tuple[str, str]], question: str, tail: list[tuple[str, str]]
+) -> str | None:
+    """The answer the tree holds to this very request, or None: its chat (``tail``, oldest
+    first) ends with ``question`` and an answer, and ``history`` lines up with what comes
+    before them, as when a client sends a request again after its response was lost. A
+    request without history is always a new question (asking the same again is allowed)."""
+    if not history or len(tail) < 3:
+        return None
+    (r1, q), (r2, a) = tail[-2:]
+    if (r1, r2) != ("user", "assistant") or q.strip() != question.strip():
+        return None
+    return None if unseen(history, tail[:-2]) else a
+
+
 def missing_tail(sent: str, final: str) -> str:
     """What a stream still owes so that what the client got is, but for surrounding blank
     space, the answer remembered: the runtime may have streamed leading blank lines that the
@@ -87,6 +111,11 @@ class TurnResult:
     prompt_tokens: int  # positions of the window the answer was decoded from
     finish_reason: str  # "stop", or "length" when max_tokens ran out
     memory: dict  # name, version and length of the tree after the turn
+
+
+class _Landed(Exception):
+    """A commit is in, but a later commit of the same step (the retrieval index's) met another
+    writer: the step is done, the session's view is stale."""
 
 
 class _PromptMeter(Hooks):
@@ -252,45 +281,50 @@ class Memories:
                 o.session.close()
 
     def _retrying(self, name: str, o: _Open, op: Callable[[object], None]) -> _Open:
-        """``op(session)``; on a commit conflict reopen at the newest commit and run it once
-        more. ``op`` keeps its own progress: it must not redo what was committed."""
-        for attempt in range(2):
+        """``op(session)``, which makes at most one commit; when it loses the race against
+        another writer (``CommitConflict``, nothing of it stored), reopen the tree at its
+        newest commit and run it again, up to ``COMMIT_TRIES`` times, then 409 (nothing of the
+        step stored). ``_Landed`` from ``op``: its commit is in but the session is stale."""
+        for attempt in range(COMMIT_TRIES):
             try:
                 op(o.session)
                 return o
+            except _Landed:
+                return self._restart(name)
             except mcstore.CommitConflict:
                 log.info("memory %s: another writer committed; retrying at its commit", name)
-                if attempt:
+                if attempt == COMMIT_TRIES - 1:
                     raise APIError(
                         409,
                         f"memory {name!r} is being written by another process; this request's "
-                        "turns could not all be committed: send it again",
+                        "question was not stored: send it again",
                         type="conflict_error",
                         code="conflict",
                     ) from None
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # writers that met, apart
                 o = self._restart(name)
         raise AssertionError("unreachable")
 
-    def _append_turns(self, turns: list[tuple[str, str]]) -> Callable[[object], None]:
-        """An op that appends ``turns`` as the segments ``Session.remember_turn`` writes,
-        dropping each from ``turns`` once it is committed."""
+    @staticmethod
+    def _commit(s, fn: Callable[[], object]) -> None:
+        """``fn()``: one commit of the session's (then its retrieval index's). A conflict
+        after the first landed (the index chunk met another writer) is ``_Landed``."""
+        version = s.tree.version
+        try:
+            fn()
+        except mcstore.CommitConflict:
+            if s.tree.version == version:
+                raise
+            raise _Landed() from None
+
+    def _remember(self, turns_of: Callable[[object], list[tuple[str, str]]]) -> Callable:
+        """An op that commits the turns ``turns_of(session)`` (asked again after each reopen)
+        in ONE commit, as the segments ``Session.remember_turns`` writes: all or none."""
 
         def op(s) -> None:
-            tok = s.base.tokenizer
-            while turns:
-                role, text = turns[0]
-                n = s.tree.length
-                try:
-                    s.append_ids(
-                        tok.encode(render_turn(role, text)),
-                        source=f"chat:{role}",
-                        message=f"chat: {role}",
-                    )
-                except mcstore.CommitConflict:
-                    if s.tree.length > n:  # the turn is in; only an index chunk was not
-                        turns.pop(0)
-                    raise
-                turns.pop(0)
+            turns = turns_of(s)
+            if turns:
+                self._commit(s, lambda: s.remember_turns(turns))
 
         return op
 
@@ -322,14 +356,21 @@ class Memories:
         emit: Callable[[str], None] | None = None,
     ) -> TurnResult:
         """Append the unseen ``history``, answer ``question`` from memory (``emit`` gets the
-        text as it is decoded), remember both turns; returns when all of it is committed."""
+        text as it is decoded), remember the question and its answer in one commit; returns
+        when it is committed. A request the tree holds the answer to already (sent again after
+        its response was lost) gets that answer and stores nothing."""
         with self._errors(name):
             o = self._get(name, create=self.config.create)
-
-            def add_unseen(s) -> None:
-                self._append_turns(unseen(history, self.chat_tail(s, len(history))))(s)
-
-            o = self._retrying(name, o, add_unseen)
+            if history:
+                before = answered(history, question, self.chat_tail(o.session, len(history) + 2))
+                if before is not None:
+                    log.info("memory %s: the request was answered before; not stored again", name)
+                    if before and emit is not None:
+                        emit(before)
+                    return self._result(name, o, before, None, max_tokens)
+            o = self._retrying(
+                name, o, self._remember(lambda s: unseen(history, self.chat_tail(s, len(history))))
+            )
             s, o.meter.prompt = o.session, None
             sent = []
             try:
@@ -344,17 +385,28 @@ class Memories:
             rest = missing_tail("".join(sent), ans.text)
             if rest and emit is not None:
                 emit(rest)
-            o = self._retrying(
-                name, o, self._append_turns([("user", question), ("assistant", ans.text)])
-            )
-            t = o.session.tree
-            return TurnResult(
-                text=ans.text,
-                completion_tokens=len(ans.tokens),
-                prompt_tokens=o.meter.prompt or 0,
-                finish_reason="length" if len(ans.tokens) >= max_tokens else "stop",
-                memory={"name": name, "version": t.version, "length": t.length},
-            )
+            length = s.tree.length  # what the answer was written from
+            pair = [("user", question), ("assistant", ans.text)]
+
+            def pair_of(s) -> list[tuple[str, str]]:
+                if s.tree.length < length:  # reopened on a tree that shrank: not ours to add to
+                    raise mcstore.CommitConflict(f"memory {name!r} was rewritten meanwhile")
+                return pair
+
+            prompt = o.meter.prompt
+            o = self._retrying(name, o, self._remember(pair_of))
+            return self._result(name, o, ans.text, ans.tokens, max_tokens, prompt)
+
+    def _result(self, name, o, text, tokens, max_tokens, prompt=None) -> TurnResult:
+        t = o.session.tree
+        n = len(tokens) if tokens is not None else len(o.session.base.tokenizer.encode(text))
+        return TurnResult(
+            text=text,
+            completion_tokens=n,
+            prompt_tokens=prompt or 0,
+            finish_reason="length" if tokens is not None and n >= max_tokens else "stop",
+            memory={"name": name, "version": t.version, "length": t.length},
+        )
 
     def ingest(self, name: str, text: str, source: str, tags: list[str]) -> dict:
         """Append a document (one commit); returns where the memory stands."""
@@ -365,11 +417,10 @@ class Memories:
             def op(s) -> None:
                 n = s.tree.length
                 try:
-                    s.ingest(text, source=source, tags=tags)
-                except mcstore.CommitConflict:
-                    if s.tree.length == n:
-                        raise
-                done.append(s.tree.length - n)
+                    self._commit(s, lambda: s.ingest(text, source=source, tags=tags))
+                finally:
+                    if s.tree.length > n:
+                        done.append(s.tree.length - n)
 
             o = self._retrying(name, o, op)
             t = o.session.tree

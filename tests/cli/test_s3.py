@@ -31,7 +31,7 @@ def test_ingest_chat_info_on_s3(moto_server, docs, tmp_path):
     r = run_mc(["info", url, *o])
     assert r.code == 0 and f"version   {v}" in r.out and f"length    {n} tokens" in r.out
     r = run_mc(["log", url, *o, "-n", "2"])
-    assert r.code == 0 and "chat: assistant" in r.out.splitlines()[0]
+    assert r.code == 0 and "chat: user + assistant" in r.out.splitlines()[0]
     png = tmp_path / "s3.png"
     r = run_mc(["show", url, *o, "--png", png, *TINY])
     assert r.code == 0 and png.stat().st_size > 5000

@@ -62,6 +62,39 @@ def start(tiny, tmp_path):
         yield make
 
 
+@pytest.fixture
+def foreign_writer(monkeypatch, tiny):
+    """arm(name, times, skip=0): the server's commits of segments on memory ``name``, after
+    the first ``skip``, each meet a commit another writer (a second handle) made first,
+    ``times`` times: a document ``foreign-K``."""
+    from mcruntime import Session
+
+    state = {"url": None, "skip": 0, "left": 0, "busy": False, "n": 0}
+    real = mcstore.Tree.append_many  # Tree.append commits through it too
+
+    def append_many(self, parts, **kw):
+        if state["left"] and not state["busy"] and self.url.endswith(state["url"]):
+            if state["skip"]:
+                state["skip"] -= 1
+            else:
+                state["busy"], state["left"] = True, state["left"] - 1
+                try:
+                    state["n"] += 1
+                    other = Session(self.url, model=tiny, window=512, create=False)
+                    other.ingest(f"written elsewhere {state['n']}", source=f"foreign-{state['n']}")
+                    other.close()
+                finally:
+                    state["busy"] = False
+        return real(self, parts, **kw)
+
+    monkeypatch.setattr(mcstore.Tree, "append_many", append_many)
+
+    def arm(name: str, times: int, skip: int = 0) -> None:
+        state.update(url=f"/{name}.mc", skip=skip, left=times)
+
+    return arm
+
+
 def chat_turns(tree, tokenizer=None) -> list[tuple[str, str]]:
     """(role, text) of every chat segment of a tree, oldest first (tiny model's tokenizer
     unless another is given)."""

@@ -1,6 +1,7 @@
 """One writer per tree inside a server; another writer (a second server, another process) makes
-its commit conflict: the server reopens the tree at the newest commit and retries once, else
-answers 409. A turn that got a 200 is always in the tree."""
+its commit conflict: the server reopens the tree at the newest commit and retries (up to
+COMMIT_TRIES commits), else answers 409 with nothing of the request stored. A turn that got a
+200 is always in the tree, its question and answer committed together."""
 
 from __future__ import annotations
 
@@ -10,35 +11,8 @@ import openai
 import pytest
 
 import mcstore
-from mcruntime import Session
+from mcruntime.serve.memories import COMMIT_TRIES
 from tests.serve.conftest import MODEL, chat_turns, sources
-
-
-@pytest.fixture
-def foreign_writer(monkeypatch, tiny):
-    """arm(url, times): before each of the next ``times`` appends the server makes on ``url``,
-    another handle (a second writer) commits a document there first."""
-    state = {"url": None, "left": 0, "busy": False, "n": 0}
-    real = mcstore.Tree.append
-
-    def append(self, tokens, **kw):
-        if state["left"] and not state["busy"] and self.url.endswith(state["url"]):
-            state["busy"], state["left"] = True, state["left"] - 1
-            try:
-                state["n"] += 1
-                other = Session(self.url, model=tiny, window=512, create=False)
-                other.ingest(f"written elsewhere {state['n']}", source=f"foreign-{state['n']}")
-                other.close()
-            finally:
-                state["busy"] = False
-        return real(self, tokens, **kw)
-
-    monkeypatch.setattr(mcstore.Tree, "append", append)
-
-    def arm(name: str, times: int) -> None:
-        state["url"], state["left"] = f"/{name}.mc", times
-
-    return arm
 
 
 def ask(client, user, text, **kw):
@@ -64,17 +38,21 @@ def test_a_conflict_is_retried_at_the_newest_commit(start, foreign_writer):
     mcstore.verify(t.url)
 
 
-def test_a_second_conflict_is_409_and_nothing_half_done(start, foreign_writer):
+def test_conflicts_on_every_try_are_409_and_nothing_half_done(start, foreign_writer):
     live = start()
     c = live.client()
     ask(c, "finn", "first")
-    foreign_writer("finn", 2)
+    foreign_writer("finn", COMMIT_TRIES)
     with pytest.raises(openai.ConflictError) as e:
         ask(c, "finn", "lost in the race")
     assert e.value.code == "conflict" and "send it again" in e.value.message
+    assert "question was not stored" in e.value.message
     t = live.tree("finn")
-    assert sources(t)[2:] == ["foreign-1", "foreign-2"]  # no half turn of the failed request
-    foreign_writer("finn", 2)  # streamed: the error arrives as an event the client raises
+    foreign = [f"foreign-{k + 1}" for k in range(COMMIT_TRIES)]
+    assert sources(t)[2:] == foreign  # no half turn of the failed request
+    foreign_writer(
+        "finn", COMMIT_TRIES
+    )  # streamed: the error arrives as an event the client raises
     with pytest.raises(openai.APIError) as e:
         for _ in ask(c, "finn", "lost again", stream=True):
             pass
@@ -99,7 +77,7 @@ def test_two_servers_on_one_root_lose_nothing(start):
     ]
 
     # and both at once, from threads: every 200 is in the tree once, with its answer after it
-    # (two servers' turns may interleave: each commit is one segment)
+    # (a question and its answer are one commit: they never interleave with another's)
     ok, errors = {}, []
 
     def burst(k: int) -> None:
@@ -119,9 +97,12 @@ def test_two_servers_on_one_root_lose_nothing(start):
     turns = chat_turns(one.tree("gina"))
     users = [x for r, x in turns if r == "user"]
     assert len(users) == len(set(users))  # no duplicates
+    assert [r for r, _ in turns] == ["user", "assistant"] * (len(turns) // 2)
     for q, a in ok.items():
         i = turns.index(("user", q))
-        assert ("assistant", a) in turns[i + 1 :]
+        assert turns[i + 1] == ("assistant", a)
+    stored = {x for x in users if x.startswith("burst ")}
+    assert stored == set(ok)  # a 409 stored nothing
     for k in (0, 1):  # each client's turns in the order it sent them
         mine = [x for x in users if x.startswith(f"burst {k}-")]
         assert mine == sorted(mine)

@@ -88,3 +88,16 @@ def test_config_limits(tmp_path):
     for bad in ({"root": " "}, {"concurrency": 0}, {"max_request_bytes": 10}, {"port": -1}):
         with pytest.raises(ServeError):
             ServeConfig(**{"root": "x", **bad})
+
+
+def test_answered_requests():
+    from mcruntime.serve.memories import answered
+
+    tail = [U1, A1, ("user", "q"), ("assistant", "the answer")]
+    assert answered([U1, A1], "q", tail) == "the answer"  # the same request again
+    assert answered([U1, A1], " q\n", tail) == "the answer"
+    assert answered([], "q", tail) is None  # no history: a question may be asked again
+    assert answered([U1, A1], "other", tail) is None
+    assert answered([U2, A2], "q", tail) is None  # another conversation
+    assert answered([U1, A1, ("user", "q"), ("assistant", "the answer")], "q", tail) is None
+    assert answered([U1, A1], "q", [U1, A1, ("user", "q")]) is None  # no answer stored
