@@ -149,6 +149,8 @@ BENCHES = (
     "footprint",
     "serve",
     "bulk",
+    "speed",
+    "locomo",
 )  # bench.COMMANDS; bench is not imported
 # until a benchmark runs, so `mc --help` works where bench/ is not on the path
 

@@ -1,0 +1,686 @@
+"""LoCoMo: the memory on the benchmark its peers publish (long multi-session conversations).
+
+LoCoMo-10 (snap-research/locomo) holds ten conversations between two people, 19-32 dated
+sessions each, with ~200 questions per conversation in five categories (1 multi-hop,
+2 temporal, 3 open-domain, 4 single-hop, 5 adversarial: the right answer is that the
+conversation does not say). The data is read at run time from ``../shared/locomo/locomo10.zip``
+(``--data`` or ``MC_LOCOMO``) and never copied into the project. Conversations are named by
+their file in the zip (``26`` … ``50``); dev split = 26 and 30 (tune here), test = the other
+eight (report here).
+
+**How a conversation is remembered.** One tree per conversation, built once and cached under
+the work folder (``bench/results/tmp/locomo/``, keyed by the rendering, the model and the
+GistNet): every turn of every session appended in order, one segment per turn, one commit per
+session. Each turn is one line carrying its session's date and time and the speaker's name,
+an image the speaker shared as its caption: ``[1:56 pm on 8 May, 2023] Caroline: I went to a
+LGBTQ support group yesterday … [shares a photo of …]``. The segment's source names the
+speaker (``chat:Caroline``). Why this shape makes recall work:
+
+* the date sits *in* every turn, not in a session header: recall never reads a passage past
+  the segment its hit belongs to (``mcruntime.recall``), so a header segment would never be
+  shown beside the turn, and "yesterday" could not be dated;
+* the speaker's name is in the text, so BM25 matches "What did Caroline research?" on the name
+  and the reader knows who said it;
+* not ``chat:user`` / ``chat:assistant``: a text reader is told that ``chat:user`` passages are
+  what *the person asking now* said (here a third party asks about two others), and
+  ``chat:assistant`` turns count half at retrieval and are dropped whenever anything else
+  matches (they are the model's own words): half of the conversation would be hidden. A
+  speaker-named source is read as plain evidence from both speakers alike.
+
+**Systems**, side by side at the same window (``--window``, the keeper's positions) and with the
+same reader (``--reader``: ``keeper``, the tree's own 135M model, or a text reader such as
+``qwen2.5-coder-1.5b-instruct``, shown passages as text in one prompt,
+``mcruntime.reading.messages``):
+
+* ``mc``: a fresh ``mcruntime.Session`` over the tree per question, ``ask(…, remember=False)``,
+  the default ``SessionConfig`` (``--set KEY=VALUE`` overrides);
+* ``rag``: BM25 over the turns (each turn one document, ``mcruntime.lexical``'s scoring), the
+  ``--rag-k`` best turns as passages, weakest first (the best right before the question);
+* ``oracle``: the evidence turns only, in timeline order (the reader's ceiling);
+* ``trunc``: the newest turns that fit the window, as the recent conversation.
+
+**Scores**, as the LoCoMo paper's evaluation (``task_eval/evaluation.py``) computes them: token
+F1 over normalised answers (lower-cased, punctuation, commas and articles a/an/the/and removed,
+words Porter-stemmed: ``bench.porter``); category 1 splits both answers on commas and averages,
+over the gold parts, the best F1 of any predicted part; category 3 scores against the gold's
+first ``;`` part; category 5 counts 1 when the answer says the conversation does not mention it
+(the paper's phrases "no information available" and "not mentioned", widened to "no
+information" and to our reader's refusal "memory holds nothing"). Exact match is the paper's
+(same set of normalised words). Focus recall: the share of a question's evidence turns that
+were in what the system showed the reader (for ``mc``: recalled passages and the raw recent
+tail, plus the expanded focus when the keeper reads; a turn counts when at least half of its
+tokens were shown). Time to first token: from the question to the reader's first piece.
+
+**Outputs.** The committed JSON (``--out``, and a ``.md`` table beside it) names each question
+only by conversation and index, with the category, our answer, its scores, the evidence turns
+and the turns shown (LoCoMo's ``dia_id``\\ s): anyone holding the data can audit it, and no
+question, gold answer or conversation text is committed. The raw outputs (question, gold,
+answer, shown turns) go to the work folder as ``<out stem>_raw.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import string
+import time
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench._common import ROOT, loadavg, machine_info
+from bench.porter import stem
+from mcmodels.defaults import DEFAULT_MODEL
+
+DEV = ("26", "30")
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+SYSTEMS = ("mc", "rag", "oracle", "trunc")
+# category 5 is right when the answer says the conversation does not hold it: the paper's two
+# phrases, "no information" (covers "no information available"), and our reader's refusal
+NOT_MENTIONED = ("no information", "not mentioned", "memory holds nothing")
+FORMAT = 1  # version of how turns are rendered into the tree (part of the cache key)
+QUESTION_ROOM = 64  # keeper positions kept for the question when trunc fills the window
+
+
+@dataclass
+class LocomoConfig:
+    split: str = "test"
+    conversations: tuple[str, ...] = ()  # empty: every conversation of the split
+    limit: int | None = None  # first N questions of each conversation
+    systems: tuple[str, ...] = SYSTEMS
+    reader: str = "keeper"
+    window: int = 2048
+    max_new_tokens: int = 48
+    rag_k: int = 5
+    model: str = DEFAULT_MODEL
+    data: str | None = None  # the zip; None: MC_LOCOMO or ../shared/locomo/locomo10.zip
+    out: str = "bench/results/locomo.json"
+    workdir: str = "bench/results/tmp/locomo"
+    session: dict = field(default_factory=dict)  # SessionConfig overrides for mc
+
+
+# -- the data ------------------------------------------------------------------------------------
+
+
+def data_path(path: str | None = None) -> Path:
+    cands = [path, os.environ.get("MC_LOCOMO")] if path else [os.environ.get("MC_LOCOMO")]
+    cands += [Path.cwd().parent / "shared/locomo/locomo10.zip"]
+    cands += [ROOT.parent / "shared/locomo/locomo10.zip"]
+    for c in cands:
+        if c and Path(c).is_file():
+            return Path(c)
+    raise FileNotFoundError(
+        "LoCoMo data not found: pass --data PATH/locomo10.zip or set MC_LOCOMO "
+        "(expected at ../shared/locomo/locomo10.zip)"
+    )
+
+
+def load(path: str | Path) -> dict[str, dict]:
+    """Every conversation in the zip, by its file's name (``26`` … ``50``)."""
+    out = {}
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.endswith(".json"):
+                out[Path(name).stem] = json.loads(z.read(name))
+    return dict(sorted(out.items(), key=lambda kv: _num(kv[0])))
+
+
+def _num(cid: str):
+    return (0, int(cid)) if cid.isdigit() else (1, cid)
+
+
+def split_ids(data: dict, split: str) -> list[str]:
+    if split == "dev":
+        return [c for c in data if c in DEV]
+    if split == "test":
+        return [c for c in data if c not in DEV]
+    raise ValueError(f"split is dev or test, not {split!r}")
+
+
+@dataclass
+class Turn:
+    dia_id: str
+    session: int
+    speaker: str
+    text: str  # as remembered: "[date] Speaker: words [shares …]\n"
+
+    @property
+    def source(self) -> str:
+        return f"chat:{self.speaker}"
+
+
+def render(date: str, speaker: str, text: str, caption: str | None = None) -> str:
+    line = f"[{date}] {speaker}: {' '.join(str(text).split())}"
+    if caption:
+        line += f" [shares {' '.join(str(caption).split())}]"
+    return line + "\n"
+
+
+def turns(conv: dict) -> list[Turn]:
+    """The conversation's turns in order, sessions by number."""
+    keys = [k for k in conv if re.fullmatch(r"session_\d+", k) and isinstance(conv[k], list)]
+    out = []
+    for k in sorted(keys, key=lambda k: int(k.split("_")[1])):
+        n = int(k.split("_")[1])
+        date = conv.get(f"{k}_date_time") or f"session {n}"
+        for t in conv[k]:
+            text = render(date, t["speaker"], t.get("text", ""), t.get("blip_caption"))
+            out.append(Turn(t["dia_id"], n, t["speaker"], text))
+    return out
+
+
+def evidence_ids(qa: dict) -> list[str]:
+    """The evidence's ``dia_id``\\ s (some entries hold several, "D8:6; D9:17")."""
+    got = re.findall(r"D(\d+):(\d+)", " ".join(str(e) for e in qa.get("evidence") or ()))
+    return list(dict.fromkeys(f"D{a}:{b}" for a, b in got))
+
+
+# -- scores (LoCoMo's task_eval/evaluation.py) ---------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the|and)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize(s) -> str:
+    s = str(s).replace(",", "").lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def f1_score(pred: str, gold: str) -> float:
+    p = [stem(w) for w in normalize(pred).split()]
+    g = [stem(w) for w in normalize(gold).split()]
+    same = sum((Counter(p) & Counter(g)).values())
+    if not same:
+        return 0.0
+    prec, rec = same / len(p), same / len(g)
+    return 2 * prec * rec / (prec + rec)
+
+
+def f1_multi(pred: str, gold: str) -> float:
+    """Category 1: the mean over the gold's comma-separated parts of the best F1 of any of the
+    prediction's comma-separated parts."""
+    preds = [p.strip() for p in str(pred).split(",")]
+    golds = [g.strip() for g in str(gold).split(",")]
+    return float(np.mean([max(f1_score(p, g) for p in preds) for g in golds]))
+
+
+def exact_match(pred: str, gold: str) -> bool:
+    return set(normalize(pred).split()) == set(normalize(gold).split())
+
+
+def says_not_mentioned(pred: str) -> bool:
+    low = str(pred).lower()
+    return any(p in low for p in NOT_MENTIONED)
+
+
+def gold(qa: dict) -> str:
+    """The answer scored against (category 3: its first ``;`` part; category 5: none)."""
+    ans = str(qa.get("answer", ""))
+    return ans.split(";")[0].strip() if qa["category"] == 3 else ans
+
+
+def score(pred: str, qa: dict) -> tuple[float, bool]:
+    """(F1, exact match) of one answer, by the question's category."""
+    if qa["category"] == 5:
+        ok = says_not_mentioned(pred)
+        return float(ok), ok
+    g = gold(qa)
+    f1 = f1_multi(pred, g) if qa["category"] == 1 else f1_score(pred, g)
+    return f1, exact_match(pred, g)
+
+
+# -- one conversation as a tree ------------------------------------------------------------------
+
+
+@dataclass
+class Conversation:
+    cid: str
+    turns: list[Turn]
+    qa: list[dict]
+    ids: list[list[int]]  # keeper tokens of each turn
+    spans: list[tuple[int, int]]  # each turn's tokens in the tree
+    index: dict[str, int]  # dia_id -> turn
+    tree: Path | None = None
+    build_s: float = 0.0
+
+    @classmethod
+    def of(cls, cid: str, conv: dict, tok) -> Conversation:
+        ts = turns(conv)
+        ids = [tok.encode(t.text) for t in ts]
+        ends = np.cumsum([0] + [len(x) for x in ids])
+        spans = [(int(ends[i]), int(ends[i + 1])) for i in range(len(ts))]
+        return cls(cid, ts, list(conv.get("qa") or []), ids, spans,
+                   {t.dia_id: i for i, t in enumerate(ts)})  # fmt: skip
+
+    def evidence(self, qa: dict) -> list[int]:
+        return sorted({self.index[d] for d in evidence_ids(qa) if d in self.index})
+
+    def turns_in(self, spans) -> list[int]:
+        """Turns at least half of whose tokens lie inside ``spans`` (token ranges)."""
+        shown = np.zeros(self.spans[-1][1] if self.spans else 0, bool)
+        for s, e in spans:
+            shown[max(0, s) : max(0, e)] = True
+        return [i for i, (s, e) in enumerate(self.spans) if e > s and 2 * shown[s:e].sum() >= e - s]
+
+
+def build_tree(conv: Conversation, work: Path, base, gistnet, lensnet) -> Path:
+    """The conversation's tree, built once: one segment per turn, one commit per session,
+    then the retrieval index stored. Reused while the rendering, model and GistNet match."""
+    import mcstore
+    from mcruntime import Session, SessionConfig
+    from mcruntime.binding import gistnet_binding
+    from mcruntime.streaming import Gister
+
+    key = json.dumps(
+        [FORMAT, base.name, gistnet_binding(base, gistnet, "float16"),
+         [(t.source, t.text) for t in conv.turns]],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = work / f"conv-{conv.cid}-{digest}.mc"
+    mark = work / f"conv-{conv.cid}-{digest}.json"
+    if mark.exists() and path.exists():
+        conv.tree, conv.build_s = path, json.loads(mark.read_text())["seconds"]
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with Session(str(path), model=base, gistnet=gistnet, lensnet=lensnet,
+                 config=SessionConfig(retrieval=None)):  # fmt: skip
+        pass  # creates the tree, bound to the model and GistNet
+    tree = mcstore.open(str(path), "a")
+    gister = Gister.for_tree(base, gistnet, tree)
+    for n in dict.fromkeys(t.session for t in conv.turns):
+        parts = [(np.asarray(conv.ids[i], np.int32), t.source, ())
+                 for i, t in enumerate(conv.turns) if t.session == n]  # fmt: skip
+        tree.append_many(parts, gister=gister, message=f"locomo {conv.cid} session {n}")
+    assert tree.length == conv.spans[-1][1], "the tree does not hold the turns as rendered"
+    with Session(str(path), model=base, gistnet=gistnet, lensnet=lensnet):
+        pass  # builds and stores the retrieval index
+    conv.tree, conv.build_s = path, time.perf_counter() - t0
+    mark.write_text(json.dumps({"seconds": conv.build_s, "tokens": tree.length}))
+    return path
+
+
+# -- the readers ---------------------------------------------------------------------------------
+
+
+class Answerer:
+    """Shows passages and a recent tail to the configured reader, the same way for every
+    baseline: the keeper through its chat layout (``mcruntime.layout``), a text reader through
+    ``mcruntime.reading.messages`` (the prompt ``mc`` uses)."""
+
+    def __init__(self, base, reader, window: int, max_new: int):
+        from mcruntime.layout import chat_layout
+
+        self.base, self.reader, self.window, self.max_new = base, reader, window, max_new
+        self.parts = chat_layout(base.tokenizer)
+
+    def room(self) -> int:
+        """Keeper positions for memory: the window less the template, a question's room and
+        the answer's (fixed per run, so trunc shows the same tail for every question)."""
+        p = self.parts
+        fixed = len(p.prefix) + len(p.before_user) + len(p.after_user)
+        return self.window - fixed - QUESTION_ROOM - self.max_new
+
+    def answer(self, question: str, passages: list[tuple[str, str]], recent: str = ""):
+        """(answer, seconds to first token) from ``passages`` ``(source, text)``, weakest
+        first, and the ``recent`` conversation."""
+        from mcmodels.decoding import trim
+
+        t0 = time.perf_counter()
+        if self.reader is None:
+            text, first = self._keeper(question, passages, recent)
+        else:
+            from mcruntime.reading import Passage, messages
+
+            ps = [Passage(0, 0, 0.0, src, txt) for src, txt in passages]
+            first, pieces = None, []
+            for piece in self.reader.stream(messages(question, ps, recent), self.max_new):
+                if first is None:
+                    first = time.perf_counter()
+                pieces.append(piece)
+            text = "".join(pieces)
+            first = (first or time.perf_counter()) - t0
+        return trim(text.strip()), first
+
+    def _keeper(self, question, passages, recent):
+        import torch
+
+        from mcmodels.decoding import Guard
+        from mcruntime.layout import recall_ids
+
+        tok, p = self.base.tokenizer, self.parts
+        rec = recall_ids(tok, [tok.encode(txt) for _, txt in passages])
+        ids = p.prefix + tok.encode(recent) + rec + p.before_user + tok.encode(question)
+        ids += p.after_user
+        stop = set(p.end_ids) | set(tok.end_ids)
+        t0 = time.perf_counter()
+        guard, first = Guard(), None
+        out = self.base.forward_ids(ids, last_k=1)
+        pos = len(ids)
+        for _ in range(self.max_new):
+            nxt = guard.pick(out.logits[0, -1])
+            if first is None:
+                first = time.perf_counter() - t0
+            if nxt in stop:
+                break
+            guard.push(nxt)
+            if guard.done(tok.decode(guard.out, skip_special=True)):
+                break
+            out = self.base.forward_ids([nxt], torch.tensor([[pos]]), cache=out.cache, last_k=1)
+            pos += 1
+        return tok.decode(guard.out, skip_special=True), first
+
+
+class TurnIndex:
+    """BM25 over the turns of one conversation (each turn a document; the postings and
+    scoring of ``mcruntime.lexical``)."""
+
+    def __init__(self, conv: Conversation):
+        from mcruntime.lexical import BlockTerms, LexicalIndex, term_ids, words
+
+        offsets, terms, tfs, dls = [0], [], [], []
+        for t in conv.turns:
+            ws = words(t.text)
+            c = Counter(ws)
+            terms.append(term_ids(c.keys()))
+            tfs.append(np.fromiter(c.values(), np.int64, len(c)))
+            dls.append(len(ws))
+            offsets.append(offsets[-1] + len(c))
+        self.index = LexicalIndex()
+        if conv.turns:
+            self.index.add(BlockTerms(
+                np.asarray(offsets, np.int64), np.concatenate(terms).astype(np.uint32),
+                np.minimum(np.concatenate(tfs), 65535).astype(np.uint16),
+                np.minimum(np.asarray(dls), 65535).astype(np.uint16),
+            ))  # fmt: skip
+
+    def ranked(self, question: str, k: int) -> list[int]:
+        from mcruntime.lexical import query_terms
+
+        return [i for i, _ in self.index.search(query_terms(question), k)]
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    conv: str
+    q: int  # index in the conversation's qa list
+    category: int
+    system: str
+    answer: str
+    f1: float
+    em: bool
+    evidence: list[str]  # dia_ids
+    shown: list[str]  # dia_ids of the turns the reader was shown
+    found: float | None  # share of the evidence turns shown
+    shown_tokens: int  # keeper tokens shown (passages and recent tail)
+    first_token_s: float | None
+    seconds: float
+    note: str = ""
+
+
+def _baseline(system, conv, qa, answerer, index, cfg):
+    """(answer, first token s, turns shown) of one baseline for one question."""
+    q = qa["question"]
+    if system == "trunc":
+        room, shown = answerer.room(), []
+        for i in range(len(conv.turns) - 1, -1, -1):
+            if (room := room - len(conv.ids[i])) < 0:
+                break
+            shown.insert(0, i)
+        out, first = answerer.answer(q, [], "".join(conv.turns[i].text for i in shown))
+        return out, first, shown
+    if system == "oracle":
+        shown = conv.evidence(qa)
+    elif system == "rag":
+        shown = index.ranked(q, cfg.rag_k)[::-1]  # best last, right before the question
+    else:
+        raise ValueError(f"unknown system {system!r}")
+    out, first = answerer.answer(q, [(conv.turns[i].source, conv.turns[i].text) for i in shown])
+    return out, first, shown
+
+
+def _mc(conv, qa, cfg, base, gistnet, lensnet, reader):
+    """(answer, first token s, turns shown, tokens shown, note) of a fresh Session."""
+    import mcmodels
+    from bench.memory import _mc_shown
+    from mcruntime import Session, SessionConfig
+
+    t0 = time.perf_counter()
+    sc = SessionConfig(window=cfg.window, **cfg.session)
+    with Session(str(conv.tree), model=base, gistnet=gistnet, lensnet=lensnet, config=sc,
+                 mode="r", reader=reader or mcmodels.KEEPER) as sess:  # fmt: skip
+        t_open = time.perf_counter() - t0
+        out = sess.ask(qa["question"], max_new_tokens=cfg.max_new_tokens, remember=False)
+        spans = _mc_shown(sess)
+        first = sess.last.timings["first_token_s"]
+        reworded = sess.last.timings.get("reworded")
+    mask = np.zeros(conv.spans[-1][1], bool)
+    for s, e in spans:
+        mask[s:e] = True
+    note = f"open {t_open:.1f}s" + (f"; reworded: {reworded}" if reworded else "")
+    return out, first, conv.turns_in(spans), int(mask.sum()), note
+
+
+def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=None) -> dict:
+    """Every question of the chosen conversations, by every system; returns the result (rows,
+    raw rows, summary)."""
+    import mcmodels
+
+    data = data if data is not None else load(data_path(cfg.data))
+    cids = list(cfg.conversations) or split_ids(data, cfg.split)
+    missing = [c for c in cids if c not in data]
+    if missing:
+        raise KeyError(f"no conversation {missing} in the data (has {list(data)})")
+    base = base or mcmodels.load_base(cfg.model)
+    reader = None if cfg.reader == mcmodels.KEEPER else mcmodels.load_reader(cfg.reader)
+    gistnet = mcmodels.pick_gistnet(base, None, untrained_ok=True)
+    lensnet = mcmodels.default_lensnet(base)
+    answerer = Answerer(base, reader, cfg.window, cfg.max_new_tokens)
+    work = Path(cfg.workdir)
+    machine = machine_info()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    rows: list[Row] = []
+    raw: list[dict] = []
+    builds: dict[str, dict] = {}
+
+    def result():
+        return _result(cfg, base, machine, rows, raw, builds, t_start, cpu_start)
+
+    for cid in cids:
+        conv = Conversation.of(cid, data[cid], base.tokenizer)
+        qas = conv.qa[: cfg.limit] if cfg.limit else conv.qa
+        if "mc" in cfg.systems:
+            build_tree(conv, work, base, gistnet, lensnet)
+        builds[cid] = {"turns": len(conv.turns), "tokens": conv.spans[-1][1] if conv.spans else 0,
+                       "build_s": round(conv.build_s, 1), "questions": len(qas)}  # fmt: skip
+        index = TurnIndex(conv)
+        # one system at a time: a text reader's prompt cache then reuses what questions share
+        for system in cfg.systems:
+            for qi, qa in enumerate(qas):
+                t0 = time.perf_counter()
+                note = ""
+                if system == "mc":
+                    out, first, shown, n_tok, note = _mc(
+                        conv, qa, cfg, base, gistnet, lensnet, reader
+                    )
+                else:
+                    out, first, shown = _baseline(system, conv, qa, answerer, index, cfg)
+                    n_tok = sum(len(conv.ids[i]) for i in shown)
+                f1, em = score(out, qa)
+                ev = conv.evidence(qa)
+                found = len(set(ev) & set(shown)) / len(ev) if ev else None
+                row = Row(cid, qi, int(qa["category"]), system, out, round(f1, 4), bool(em),
+                          [conv.turns[i].dia_id for i in ev],
+                          [conv.turns[i].dia_id for i in shown], found, n_tok,
+                          None if first is None else round(first, 3),
+                          round(time.perf_counter() - t0, 3), note)  # fmt: skip
+                rows.append(row)
+                raw.append({**asdict(row), "question": qa["question"], "gold": gold(qa),
+                            "adversarial_answer": qa.get("adversarial_answer")})  # fmt: skip
+            done = [r for r in rows if r.conv == cid and r.system == system]
+            progress(
+                f"conversation {cid} {system:>6}: F1 {np.mean([r.f1 for r in done]):.3f} "
+                f"over {len(done)} questions, {sum(r.seconds for r in done):.0f}s"
+            )
+            if on_progress is not None:
+                on_progress(result())
+    return result()
+
+
+def _result(cfg, base, machine, rows, raw, builds, t_start, cpu_start) -> dict:
+    out = {
+        "config": asdict(cfg),
+        "model": base.name,
+        "reader": cfg.reader,
+        "machine": {**machine, "loadavg_end": loadavg()},
+        "seconds": time.perf_counter() - t_start,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "conversations": builds,
+        "rows": [asdict(r) for r in rows],
+    }
+    out["summary"] = summarise(out["rows"])
+    out["raw"] = raw  # not written to --out (see save)
+    return out
+
+
+def _cell(rs: list[dict]) -> dict:
+    found = [r["found"] for r in rs if r["found"] is not None]
+    firsts = [r["first_token_s"] for r in rs if r["first_token_s"] is not None]
+    return {
+        "n": len(rs),
+        "f1": float(np.mean([r["f1"] for r in rs])) if rs else None,
+        "em": float(np.mean([r["em"] for r in rs])) if rs else None,
+        "found": float(np.mean(found)) if found else None,
+        "first_token_s": statistics.median(firsts) if firsts else None,
+        "seconds": float(np.mean([r["seconds"] for r in rs])) if rs else None,
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per system: F1, EM, focus recall, median first-token time and mean seconds, per category
+    (by name), over categories 1-4 (as the mem0 paper reports) and over all."""
+    out: dict = {}
+    for system in dict.fromkeys(r["system"] for r in rows):
+        rs = [r for r in rows if r["system"] == system]
+        d = {CATEGORIES[c]: _cell([r for r in rs if r["category"] == c])
+             for c in CATEGORIES if any(r["category"] == c for r in rs)}  # fmt: skip
+        d["1-4"] = _cell([r for r in rs if r["category"] != 5])
+        d["all"] = _cell(rs)
+        out[system] = d
+    return out
+
+
+def table(result: dict) -> str:
+    summ = result["summary"]
+    cols = [c for c in [*CATEGORIES.values(), "1-4", "all"] if any(c in d for d in summ.values())]
+    systems = [s for s in SYSTEMS if s in summ] + [s for s in summ if s not in SYSTEMS]
+    lines = []
+    for key, title in (("f1", "token F1"), ("em", "exact match"),
+                       ("found", "focus recall (evidence turns shown)")):  # fmt: skip
+        n0 = {c: next((summ[s][c]["n"] for s in systems if c in summ[s]), 0) for c in cols}
+        lines += [
+            f"\n{title}\n",
+            "| system | " + " | ".join(f"{c} (n={n0[c]})" for c in cols) + " |",
+        ]
+        lines.append("|" + "---|" * (len(cols) + 1))
+        for s in systems:
+            cells = []
+            for c in cols:
+                cell = summ[s].get(c)
+                if not cell or cell[key] is None:
+                    cells.append("–")
+                    continue
+                v = f"{cell[key]:.3f}"
+                cells.append(v if cell["n"] == n0[c] else f"{v} (n={cell['n']})")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += ["\nseconds per question (median to first token; mean in all)\n",
+              "| system | first token | all |", "|---|---|---|"]  # fmt: skip
+    for s in systems:
+        a = summ[s]["all"]
+        ft = "–" if a["first_token_s"] is None else f"{a['first_token_s']:.2f}"
+        lines.append(f"| {s} | {ft} | {a['seconds']:.2f} |")
+    return "\n".join(lines).strip()
+
+
+def save(result: dict, out: str, workdir: str | None = None) -> None:
+    """The committed result (``out`` and a ``.md`` table: no question or gold text) and the raw
+    outputs (``<workdir>/<out stem>_raw.json``: questions, gold answers, answers)."""
+    p = Path(out)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    keep = {k: v for k, v in result.items() if k != "raw"}
+    p.write_text(json.dumps(keep, indent=1))
+    cfg = result["config"]
+    convs = ", ".join(f"{c} ({b['questions']} q)" for c, b in result["conversations"].items())
+    subset = f", first {cfg['limit']} questions of each" if cfg["limit"] else ""
+    p.with_suffix(".md").write_text(
+        f"LoCoMo, {cfg['split']} split, conversations {convs}{subset}; "
+        f"keeper {result['model']}, reader {result['reader']}, window {cfg['window']}; "
+        f"{result['seconds'] / 60:.0f} min, {result['cpu_seconds'] / 60:.0f} CPU-min\n\n"
+        f"{table(result)}\n"
+    )
+    if workdir and result.get("raw") is not None:
+        w = Path(workdir)
+        w.mkdir(parents=True, exist_ok=True)
+        (w / f"{p.stem}_raw.json").write_text(json.dumps(result["raw"], indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench locomo", description=__doc__.split("\n")[0])
+    ap.add_argument("--split", default="test", choices=["test", "dev"], help="dev: for tuning only")
+    ap.add_argument("--quick", action="store_true", help="dev split, first 30 questions of each")
+    ap.add_argument("--conversations", default=None, help="comma-separated, e.g. 26,30")
+    ap.add_argument("--limit", type=int, default=None, help="first N questions per conversation")
+    ap.add_argument("--systems", default=None, help=f"comma-separated, from {','.join(SYSTEMS)}")
+    ap.add_argument("--reader", default=None, help="keeper (default) or a reader name")
+    ap.add_argument("--window", type=int, default=None)
+    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--rag-k", type=int, default=None, help="turns BM25 shows (default 5)")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--data", default=None, help="locomo10.zip (default ../shared/locomo/)")
+    ap.add_argument("--workdir", default=None, help="trees and raw outputs (git-ignored)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="SessionConfig override for mc, e.g. recall_k=5")  # fmt: skip
+    args = ap.parse_args(argv)
+    kw: dict = {"split": "dev" if args.quick else args.split}
+    if args.quick:
+        kw["limit"] = 30
+    for name in ("limit", "reader", "window", "max_new_tokens", "rag_k", "model", "data",
+                 "workdir"):  # fmt: skip
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    if args.conversations:
+        kw["conversations"] = tuple(args.conversations.split(","))
+    if args.systems:
+        kw["systems"] = tuple(args.systems.split(","))
+    kw["session"] = {k: json.loads(v) for k, v in (x.split("=", 1) for x in args.set)}
+    cfg = LocomoConfig(**kw)
+    bad = [s for s in cfg.systems if s not in SYSTEMS]
+    if bad:
+        ap.error(f"unknown systems {bad}: use {','.join(SYSTEMS)}")
+    cfg.out = args.out or (
+        "bench/results/locomo_dev.json" if cfg.split == "dev" else "bench/results/locomo.json"
+    )
+    result = run(cfg, on_progress=lambda partial: save(partial, cfg.out, cfg.workdir))
+    save(result, cfg.out, cfg.workdir)
+    print(table(result))
+    print(f"wrote {cfg.out} ({result['seconds']:.0f}s, {result['cpu_seconds']:.0f} CPU-s)")
+
+
+if __name__ == "__main__":
+    main()
