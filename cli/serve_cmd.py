@@ -62,13 +62,22 @@ def _lib(*decls, field: str, **kw):
     field="create",
     help="Create the tree of an unknown memory on its first chat or document, or answer 404.",
 )
+@_lib(
+    "--max-memories",
+    field="max_memories",
+    type=click.IntRange(1),
+    metavar="N",
+    show_default=False,
+    help="Most memories ROOT may hold (default: no limit); a request that would create one "
+    "more gets 403.",
+)
 @model_option
 @gistnet_option
 @window_option
 @storage_options_option
 def serve(
     root, host, port, api_key_file, api_key_env, concurrency, max_tokens, max_request_bytes,
-    default_memory, create, model, gistnet, window, storage_options,
+    default_memory, create, max_memories, model, gistnet, window, storage_options,
 ):  # fmt: skip
     """Serve the OpenAI chat API over the memories in ROOT (a folder or URL, one tree per
     memory: ROOT/NAME.mc).
@@ -89,6 +98,7 @@ def serve(
         "max_request_bytes": max_request_bytes,
         "default_memory": default_memory,
         "create": create,
+        "max_memories": max_memories,
         "model": model,
         "gistnet": gistnet,
         "window": window,

@@ -37,6 +37,9 @@ class ServeConfig:
     # the memory of a request that names none (no X-Memory header, no `user`); None: refuse
     default_memory: str | None = "default"
     create: bool = True  # a chat or document for an unknown memory creates its tree
+    # the most memories (trees under ROOT) this server lets clients create; then 403. None: no
+    # limit. Counted per server: two servers on one ROOT may each create up to the limit's edge
+    max_memories: int | None = None
     api_key: str | None = None  # bearer key; required when host is not a loopback address
 
     def __post_init__(self) -> None:
@@ -52,6 +55,11 @@ class ServeConfig:
         ):
             if int(getattr(self, name)) < lo:
                 raise ServeError(f"{name} must be at least {lo}, not {getattr(self, name)}")
+        if self.max_memories is not None and int(self.max_memories) < 1:
+            raise ServeError(
+                f"max_memories must be at least 1, not {self.max_memories} (no new memories at "
+                "all: turn creation off)"
+            )
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
         if not 0 <= int(self.port) <= 65535:
             raise ServeError(f"port {self.port} is not in 0-65535")

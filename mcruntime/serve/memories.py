@@ -118,6 +118,42 @@ class _Landed(Exception):
     writer: the step is done, the session's view is stale."""
 
 
+class _NameLocks:
+    """One ``asyncio.Lock`` per memory name, kept only while some request holds or waits for
+    it: the map holds the memories with work queued or running, never every name ever asked
+    for. Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, list] = {}  # name -> [lock, requests holding or waiting]
+
+    async def acquire(self, name: str) -> None:
+        entry = self._held.setdefault(name, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:  # the request went away while it waited
+            self._leave(name, entry)
+            raise
+
+    def release(self, name: str) -> None:
+        entry = self._held[name]
+        entry[0].release()
+        self._leave(name, entry)
+
+    def _leave(self, name: str, entry: list) -> None:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[name]
+
+    def locked(self, name: str) -> bool:
+        entry = self._held.get(name)
+        return entry is not None and entry[0].locked()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._held)
+
+
 class _PromptMeter(Hooks):
     """Session hooks that read the window's length at the first model step of an answer: the
     positions the model was prompted with (template, working context, recall, question)."""
@@ -155,7 +191,8 @@ class Memories:
         self._lensnet = None
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._guard = threading.Lock()  # _open is touched by worker threads and the loop
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = _NameLocks()
+        self._creating = threading.Lock()  # one creation at a time: --max-memories holds
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="mc-serve")
 
     # -- setup ---------------------------------------------------------------------------------
@@ -172,6 +209,11 @@ class Memories:
         """The names a request's ``model`` may use: the model's own name, then the one asked for."""
         self.load()
         return list(dict.fromkeys([self.base.name, self.config.model]))
+
+    @property
+    def locked(self) -> list[str]:
+        """The memories a request holds or waits for (the only ones with a lock kept)."""
+        return self._locks.names
 
     @property
     def opened(self) -> list[str]:
@@ -195,16 +237,15 @@ class Memories:
     async def submit(self, name: str, fn: Callable, *args) -> asyncio.Future:
         """Run ``fn(*args)`` on the pool once no other work on ``name`` runs; the memory stays
         locked until ``fn`` returns, whatever happens to the request that asked for it."""
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        await lock.acquire()
+        await self._locks.acquire(name)
         try:
             fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except BaseException:
-            lock.release()
+            self._locks.release(name)
             raise
 
         def done(_):
-            lock.release()
+            self._locks.release(name)
             self._close_idle()
 
         fut.add_done_callback(done)
@@ -219,7 +260,7 @@ class Memories:
         event loop holds the locks, so an unlocked memory has no work running)."""
         with self._guard:
             extra = len(self._open) - self.config.max_open
-            idle = [n for n in self._open if not self._locks.get(n, asyncio.Lock()).locked()]
+            idle = [n for n in self._open if not self._locks.locked(n)]
             closing = [self._open.pop(n) for n in idle[: max(0, extra)]]
         for o in closing:
             with contextlib.suppress(RuntimeError):  # the pool is shutting down: close() will
@@ -239,9 +280,33 @@ class Memories:
         return o
 
     def _start(self, name: str, create: bool) -> _Open:
+        self.load()
+        if create and self.config.max_memories is not None:
+            with self._creating:  # counted and created together: concurrent ones see it
+                if self._room_for(name):
+                    return self._open_session(name, True)
+            return self._open_session(name, False)
+        return self._open_session(name, create)
+
+    def _room_for(self, name: str) -> bool:
+        """Whether a tree may be created for ``name`` (True), or it exists (False); 403
+        when ROOT holds ``max_memories`` memories already."""
+        have = self.names()
+        if name in have:
+            return False
+        if len(have) >= self.config.max_memories:
+            raise APIError(
+                403,
+                f"this server keeps at most {self.config.max_memories} memories and holds "
+                f"{len(have)}; no memory named {name!r} can be created: use an existing one",
+                param="memory",
+                code="memory_limit_reached",
+            )
+        return True
+
+    def _open_session(self, name: str, create: bool) -> _Open:
         from mcruntime.session import Session
 
-        self.load()
         if create:  # never a tree among someone's files at ROOT/NAME.mc (PathTaken: 409)
             check_new(self.url(name))
         meter = _PromptMeter()
@@ -271,7 +336,7 @@ class Memories:
     def _restart(self, name: str) -> _Open:
         """Drop the session (its view of the tree is stale) and open the newest commit."""
         self._discard(name)
-        return self._get(name, create=True)
+        return self._get(name, create=self.config.create)
 
     def _discard(self, name: str) -> None:
         with self._guard:

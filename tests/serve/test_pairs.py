@@ -6,47 +6,17 @@ together, in one commit, or not at all. Two `mc serve` processes on one memory r
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 import mcstore
-from tests.cli.helpers import mc_cmd, mc_env
+from tests.serve.api_helpers import free_port, serve_process, stop, wait_healthy
 from tests.serve.conftest import MODEL, chat_turns
 
 SERVERS, CLIENTS_PER_SERVER, REQUESTS, TRIES, BOUND_S = 2, 2, 50, 8, 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(root: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        mc_cmd("serve", root, "--port", port, "--model", "tiny", "--window", 512),
-        env=mc_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _stop(p: subprocess.Popen) -> str:
-    if p.poll() is None:
-        p.send_signal(signal.SIGINT)
-    try:
-        return p.communicate(timeout=60)[1]
-    except subprocess.TimeoutExpired:  # never leave a server behind
-        p.kill()
-        return p.communicate()[1]
 
 
 def _ask(url: str, q: str, stream: bool) -> tuple[int, str]:
@@ -80,24 +50,15 @@ def _ask(url: str, q: str, stream: bool) -> tuple[int, str]:
 
 def test_two_server_processes_race_and_every_request_is_all_or_nothing(tmp_path):
     root = tmp_path / "memories"
-    ports = [_free_port() for _ in range(SERVERS)]
-    procs = [_serve(root, p) for p in ports]
+    ports = [free_port() for _ in range(SERVERS)]
+    procs = [serve_process(root, p) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     sent: dict[str, list[int]] = {}  # question -> statuses, in order
     got: dict[str, str] = {}  # question -> the answer its 200 carried
     failures: list[BaseException] = []
     try:
-        deadline = time.monotonic() + 120
         for url, p in zip(urls, procs, strict=True):
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert p.poll() is None, p.communicate()[1]
-                assert time.monotonic() < deadline, "mc serve did not start"
-                time.sleep(0.2)
+            wait_healthy(url, p, timeout=120)
 
         questions = [f"question {i}" for i in range(REQUESTS)]
         n_clients = SERVERS * CLIENTS_PER_SERVER
@@ -125,7 +86,7 @@ def test_two_server_processes_race_and_every_request_is_all_or_nothing(tmp_path)
         assert not any(th.is_alive() for th in threads), "the race ran past its time bound"
         assert not failures, failures[:3]
     finally:
-        errs = [_stop(p) for p in procs]
+        errs = [stop(p) for p in procs]
     assert all("Traceback" not in e for e in errs), errs
 
     t = mcstore.open(str(root / "race.mc"))
