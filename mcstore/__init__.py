@@ -24,7 +24,8 @@ A regist writes new gist arrays ``gists_l.<hash>``/``gistver_l.<hash>``.
 Modules, from the bottom: ``format`` (encodings, no I/O), ``backend`` (object access;
 ``local`` and ``s3`` hold its classes for local disk and S3), ``errors``, ``cache``; ``records`` (commit log, head, tags), ``objects`` (meta blobs, named
 objects), ``nodes`` (segments, flags), ``telemetry``, ``tail`` (deltas), ``shards`` (shard
-writes, staged overrides), ``reads`` (shard reads through the cache), ``gisting``; then
+writes, staged overrides), ``bases`` (fork bases: where they may lie, checked before a first
+read), ``reads`` (shard reads through the cache), ``gisting``; then
 ``view`` (``TreeView``: a handle's state and reads), ``tree`` (``Tree``: writes and the commit
 protocol), ``entry`` (create, open) and ``ops`` (fork, gc, verify). ``testing`` holds backend
 wrappers (logging, latency) for tests and benchmarks. See ``docs/architecture.md``.

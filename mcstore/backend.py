@@ -325,7 +325,7 @@ class MemoryBackend(Backend):
 
 
 # Storage options the store reads itself; never passed to the fsspec filesystem.
-BACKEND_OPTIONS = frozenset({"unsafe_single_writer"})
+BACKEND_OPTIONS = frozenset({"unsafe_single_writer", "allow_bases"})
 
 
 def check_key(url: str, rel: str) -> None:

@@ -15,6 +15,7 @@ import uuid
 
 from . import format as F
 from .backend import Backend, open_backend
+from .bases import allow_list, check_entries
 from .errors import CorruptTree, InvalidArgument, TreeExists, TreeNotFound, VersionNotFound
 from .objects import Blobs
 from .records import (
@@ -100,9 +101,9 @@ def check_facts(facts: dict) -> str | None:
     chain = facts.get("tail_chain", 6)
     if type(chain) is not int or not 1 <= chain <= 1024:
         return f"tail_chain = {chain!r}"
-    if not isinstance(facts.get("tree_id"), str) or not isinstance(facts.get("bases", []), list):
-        return "tree id or fork bases"
-    return None
+    if not isinstance(facts.get("tree_id"), str):
+        return "tree id"
+    return check_entries(facts.get("bases", []))
 
 
 def backend_for(url: str | Backend, storage_options: dict | None = None) -> Backend:
@@ -121,15 +122,22 @@ def open(
     storage_options: dict | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     telemetry: bool | None = None,
+    allow_bases: list[str] | None = None,
 ) -> Tree:
     """Open a tree. mode "r" never writes; "a" appends. ``version`` (int or tag name) opens
-    that snapshot read-only. ``telemetry`` defaults to on for "a", off for "r"."""
+    that snapshot read-only. ``telemetry`` defaults to on for "a", off for "r".
+
+    ``allow_bases``: URLs (or folders) where this tree's fork bases may lie besides its own
+    folder or bucket (a fork made into another folder); the storage option ``allow_bases``
+    (comma-separated) says the same. Every base is checked to be the tree forked from, before
+    its first read (``mcstore.bases``)."""
     if mode not in ("r", "a"):
         raise InvalidArgument(f"mode must be 'r' or 'a', not {mode!r}")
     if version is not None and mode == "a":
         raise InvalidArgument(
             f"{url}: a fixed version is read-only; open with mode='r' (or fork it to change it)"
         )
+    allow = allow_list(allow_bases) + allow_list((storage_options or {}).get("allow_bases"))
     be = backend_for(url, storage_options)
     facts = read_facts(be)
     if version is None:
@@ -163,6 +171,7 @@ def open(
         pinned=version is not None,
         cache_bytes=cache_bytes,
         telemetry=(mode == "a") if telemetry is None else bool(telemetry),
+        allow_bases=allow,
     )
 
 
@@ -255,4 +264,13 @@ def create(
     if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
         raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
     write_head_hint(be, 1)
-    return Tree(be, facts, rec, mode="a", pinned=False, cache_bytes=cache_bytes, telemetry=True)
+    return Tree(
+        be,
+        facts,
+        rec,
+        mode="a",
+        pinned=False,
+        cache_bytes=cache_bytes,
+        telemetry=True,
+        allow_bases=[b["url"] for b in facts.get("bases", [])],  # the caller named them
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from . import format as F
 from .backend import open_backend
+from .bases import home, within
 from .entry import create, read_facts
 from .entry import open as open_tree
 from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists
@@ -21,6 +22,7 @@ def fork(
     version: int | str | None = None,
     storage_options: dict | None = None,
     dst_storage_options: dict | None = None,
+    allow_bases: list[str] | None = None,
 ):
     """Start a new tree at ``dst_url`` from ``src_url`` at ``version`` (default: newest).
 
@@ -28,8 +30,14 @@ def fork(
     shards, referenced by URL (``bases`` in the new root); only the source's tail (less than
     one epoch), its small JSON objects and its committed named objects are copied. The source
     gets a pin ``refs/forks/<id>.json`` naming the pinned version (skipped, with a line in the
-    returned tree's ``notes``, if the source is not writable)."""
-    src = open_tree(src_url, "r", version=version, storage_options=storage_options)
+    returned tree's ``notes``, if the source is not writable).
+
+    The new root records each base's tree id, which every open checks; a fork in another
+    folder or bucket than its source opens with ``allow_bases`` naming the source
+    (``mcstore.bases``). ``allow_bases`` here: where ``src_url``'s own bases may lie."""
+    src = open_tree(
+        src_url, "r", version=version, storage_options=storage_options, allow_bases=allow_bases
+    )
     dso = storage_options if dst_storage_options is None else dst_storage_options
     snap, geo = src.snapshot, src.geo
     dst_be = open_backend(dst_url, dso)
@@ -48,7 +56,10 @@ def fork(
         dtype=geo.dtype,
         block=geo.block,
         epoch=geo.epoch,
-        bases=[*src.fork_bases, {"url": src.url, "version": snap.version, "shards": counts}],
+        bases=[
+            *src.fork_bases,
+            {"url": src.url, "version": snap.version, "tree_id": src.tree_id, "shards": counts},
+        ],
     )
     v = dst.adopt(src)  # version 2: the source's extent, tail, binding, objects
     assert v == 2
@@ -57,6 +68,12 @@ def fork(
         src.backend.write(f"refs/forks/{dst.tree_id}.json", F.encode_blob(pin))
     except (OSError, StoreAccessError) as e:
         dst.notes.append(f"could not pin {src.url} (read-only source?): {e}")
+    far = [b["url"] for b in dst.fork_bases if not within(b["url"], home(dst.url))]
+    if far:
+        dst.notes.append(
+            f"{dst.url} reads shards from {', '.join(far)}, outside its own folder or bucket: "
+            f"open it with allow_bases={far} (mc: -o allow_bases={','.join(far)})"
+        )
     return dst
 
 
@@ -222,11 +239,24 @@ def destroy(url: str, *, storage_options: dict | None = None) -> None:
     be.remove_all()
 
 
-def verify(url: str, *, storage_options: dict | None = None, version=None) -> dict:
+def verify(
+    url: str,
+    *,
+    storage_options: dict | None = None,
+    version=None,
+    allow_bases: list[str] | None = None,
+) -> dict:
     """Check everything a version references: every commit record up to it (present unless
     expired, intact), every row of every array (checksums included), the segments, the
     binding and object-map blobs, every named object, and the tags. CorruptTree on damage."""
-    t = open_tree(url, "r", version=version, storage_options=storage_options, cache_bytes=0)
+    t = open_tree(
+        url,
+        "r",
+        version=version,
+        storage_options=storage_options,
+        cache_bytes=0,
+        allow_bases=allow_bases,
+    )
     expired = t.expired()
     snaps = t.records(skip=expired)  # each read, parsed and checked; a gap raises
     ext = t.snapshot.extent

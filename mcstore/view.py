@@ -19,7 +19,8 @@ from typing import Self
 import numpy as np
 
 from . import format as F
-from .backend import Backend, open_backend
+from .backend import Backend
+from .bases import ForkBases
 from .errors import CorruptTree, InvalidArgument
 from .nodes import (
     FLAGS_OBJECT,
@@ -50,6 +51,7 @@ class TreeView:
         pinned: bool,
         cache_bytes: int,
         telemetry: bool,
+        allow_bases: Iterable[str] = (),
     ):
         self._be = backend
         self._facts = facts
@@ -66,10 +68,8 @@ class TreeView:
         self._log = CommitLog(backend)
         self._log.remember(rec)
         self._tail = Tail(backend, self.geo)
-        self._bases = [
-            (open_backend(b["url"], backend.storage_options), b["shards"])
-            for b in facts.get("bases", [])
-        ]
+        # (base, shards per array) for each fork base, opened and checked on its first read
+        self._bases = ForkBases(backend, facts, allow_bases).readers
         self._reader = ShardReader(backend, self.geo, self._bases, cache_bytes)
         self._known_meta: set[str] = set()  # arrays whose zarr.json is known to exist
         self._blobs = Blobs(backend)

@@ -1,0 +1,184 @@
+"""Crafted trees, round 2 (issue 22, items 6-9): fork bases that point anywhere, counts no
+object could hold, telemetry that adds up to gigabytes, and what ``verify`` used to miss."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+import mcstore
+from mcstore import format as F
+from mcstore.entry import facts_crc
+from tests.store.helpers import DIM, gister
+
+B, E = 4, 64
+
+
+def _resign_root(url: str, change) -> None:
+    """Edit the root's facts and recompute their checksum, as an attacker would."""
+    p = Path(url) / "zarr.json"
+    meta = json.loads(p.read_text())
+    facts = meta["attributes"]["megacontext"]
+    change(facts)
+    facts.pop("crc", None)
+    facts["crc"] = facts_crc(facts)
+    p.write_text(json.dumps(meta, indent=2))
+
+
+def _rewrite_record(url: str, version: int, change) -> None:
+    p = Path(url) / F.log_key(version)
+    rec = F.decode_record(p.read_bytes())
+    change(rec)
+    p.write_bytes(F.encode_record(rec))
+
+
+def _mk(url: str, tokens, source: str = "a") -> mcstore.Tree:
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    t.append(np.asarray(tokens), gister=gister, source=source)
+    return t
+
+
+# ---------------------------------------------------------------- 6. fork bases
+SECRET = (np.arange(E * 3) * 7 + 5) % 1000
+
+
+@pytest.fixture
+def forked(tmp_path):
+    """(source, fork) side by side in one folder, and a private tree in another folder with
+    the same geometry."""
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    private.mkdir()
+    src = _mk(str(shared / "src.mc"), np.arange(E * 3) % 500)
+    fk = mcstore.fork(src.url, str(shared / "fork.mc"))
+    victim = _mk(str(private / "secret.mc"), SECRET)
+    return src.url, fk.url, victim.url
+
+
+def _point_base_at(url: str, target: str, *, keep_id: bool = True):
+    def change(f):
+        f["bases"][0]["url"] = target
+        if not keep_id:
+            f["bases"][0].pop("tree_id", None)
+
+    _resign_root(url, change)
+
+
+def test_a_legit_sibling_fork_reads(forked):
+    _, fk, _ = forked
+    t = mcstore.open(fk)
+    assert np.array_equal(t.tokens(), np.arange(E * 3) % 500)
+    mcstore.verify(fk)
+
+
+def test_a_base_in_another_folder_is_refused_before_any_read(forked):
+    _, fk, victim = forked
+    _point_base_at(fk, victim)
+    t = mcstore.open(fk)  # the root names it; nothing is read from it yet
+    with pytest.raises(mcstore.CorruptTree, match="allow_bases"):
+        t.tokens()
+    with pytest.raises(mcstore.CorruptTree, match="fork base"):
+        mcstore.verify(fk)
+
+
+class _Counter(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self):
+        _Counter.hits.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_base_on_another_host_gets_no_request(forked):
+    _, fk, _ = forked
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Counter)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _Counter.hits = []
+    try:
+        _point_base_at(fk, f"http://127.0.0.1:{srv.server_address[1]}/x.mc")
+        with pytest.raises(mcstore.CorruptTree, match="fork base"):
+            mcstore.open(fk).tokens()
+        with pytest.raises(mcstore.CorruptTree):
+            mcstore.verify(fk)
+    finally:
+        srv.shutdown()
+    assert _Counter.hits == []
+
+
+def test_a_sibling_that_is_not_the_recorded_base_is_refused(forked, tmp_path):
+    _, fk, _ = forked
+    other = _mk(str(tmp_path / "shared" / "other.mc"), SECRET)  # a sibling, same geometry
+    for keep_id in (True, False):  # the recorded id, or an entry without one (older forks)
+        _point_base_at(fk, other.url, keep_id=keep_id)
+        with pytest.raises(mcstore.CorruptTree, match="fork base"):
+            got = mcstore.open(fk).tokens()
+            assert not np.array_equal(got[: E * 3], SECRET)
+
+
+def test_a_base_with_other_geometry_or_more_shards_is_refused(forked, tmp_path):
+    src, fk, _ = forked
+    good = json.loads((Path(fk) / "zarr.json").read_text())
+    _resign_root(fk, lambda f: f["bases"][0]["shards"].update(tokens=40))
+    with pytest.raises(mcstore.CorruptTree, match="fork base"):
+        mcstore.open(fk).tokens()
+    (Path(fk) / "zarr.json").write_text(json.dumps(good))
+    _resign_root(src, lambda f: f.update(epoch=2 * E))
+    with pytest.raises(mcstore.CorruptTree, match="fork base"):
+        mcstore.open(fk).tokens()
+
+
+def test_a_fork_elsewhere_opens_with_an_allowlist(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    src = _mk(str(tmp_path / "a" / "src.mc"), np.arange(E * 2 + 7))
+    fk = mcstore.fork(src.url, str(tmp_path / "b" / "f.mc"))  # the handle fork returns works
+    assert any("allow_bases" in n for n in fk.notes)
+    fk.append(np.arange(E), gister=gister, source="b")
+    want = np.concatenate([np.arange(E * 2 + 7), np.arange(E)])
+    assert np.array_equal(fk.tokens(), want)
+    with pytest.raises(mcstore.CorruptTree, match="allow_bases"):
+        mcstore.open(fk.url).tokens()
+    t = mcstore.open(fk.url, allow_bases=[str(tmp_path / "a")])
+    assert np.array_equal(t.tokens(), want)
+    mcstore.verify(fk.url, allow_bases=[src.url])
+    # a fork of that fork, back next to the source, names both trees as bases
+    g = mcstore.fork(fk.url, str(tmp_path / "a" / "g.mc"), allow_bases=[src.url])
+    assert np.array_equal(mcstore.open(g.url, allow_bases=[fk.url]).tokens(), want)
+    # the CLI passes the allowlist as a storage option
+    from tests.cli.helpers import run_mc
+
+    r = run_mc(["verify", fk.url, "-o", f"allow_bases={tmp_path / 'a'}"])
+    assert r.code == 0, r.err
+    r = run_mc(["verify", fk.url])
+    assert r.code == 6 and "allow_bases" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_older_fork_entries_are_checked_by_the_pin(forked, tmp_path):
+    src, fk, _ = forked
+
+    def legacy(f):
+        for b in f["bases"]:
+            b.pop("tree_id", None)
+
+    _resign_root(fk, legacy)  # as fork wrote them before base ids were recorded
+    assert np.array_equal(mcstore.open(fk).tokens(), np.arange(E * 3) % 500)
+    g = mcstore.fork(fk, str(tmp_path / "shared" / "g.mc"))
+    _resign_root(g.url, legacy)
+    assert np.array_equal(mcstore.open(g.url).tokens(), np.arange(E * 3) % 500)
+    for pin in (Path(src) / "refs" / "forks").iterdir():
+        pin.unlink()
+    with pytest.raises(mcstore.CorruptTree, match="fork base"):
+        mcstore.open(fk).tokens()
+    assert np.array_equal(mcstore.open(fk, allow_bases=[src]).tokens(), np.arange(E * 3) % 500)
