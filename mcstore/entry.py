@@ -81,6 +81,9 @@ def facts_crc(facts: dict) -> int:
     return F.crc32c(F.canonical_json({k: v for k, v in facts.items() if k != "crc"}))
 
 
+FIXED_FACTS = {"seg_shard": F.SEG_SHARD, "heap_shard": F.HEAP_SHARD, "token_dtype": "int32"}
+
+
 def check_facts(facts: dict) -> str | None:
     """Why the root's facts cannot be this store's (None if they can). Trees written before
     the root carried a checksum have none; every later root is checked bit for bit."""
@@ -98,6 +101,15 @@ def check_facts(facts: dict) -> str | None:
         return f"dim = {facts.get('dim')!r}"
     if facts.get("dtype") not in F.DTYPES:
         return f"dtype = {facts.get('dtype')!r}"
+    for k, v in {**FIXED_FACTS, "stored_dtype": F.DTYPES[facts["dtype"]]}.items():
+        if k in facts and facts[k] != v:
+            return f"{k} = {facts[k]!r}"
+    geo = F.Geometry(facts["block"], facts["dim"], facts["dtype"], facts["epoch"])
+    if geo.largest_shard() > F.MAX_SHARD_BYTES:
+        return (
+            f"block {facts['block']}, dim {facts['dim']} and epoch {facts['epoch']} make shards "
+            f"of {geo.largest_shard()} bytes, more than {F.MAX_SHARD_BYTES}"
+        )
     chain = facts.get("tail_chain", 6)
     if type(chain) is not int or not 1 <= chain <= 1024:
         return f"tail_chain = {chain!r}"
@@ -202,6 +214,13 @@ def create(
             raise InvalidArgument(f"{nm} must be a power of two >= 2, not {v}")
     if epoch < block:
         raise InvalidArgument("epoch must be >= block")
+    if dim > MAX_DIM or epoch > 2**30 or block > 1024:
+        raise InvalidArgument(f"dim must be <= {MAX_DIM}, block <= 1024 and epoch <= 2**30")
+    if F.Geometry(int(block), int(dim), dtype, int(epoch)).largest_shard() > F.MAX_SHARD_BYTES:
+        raise InvalidArgument(
+            f"block {block}, dim {dim} and epoch {epoch} make shards larger than "
+            f"{F.MAX_SHARD_BYTES} bytes; use a smaller epoch"
+        )
     be = backend_for(url, storage_options)
     try:
         be.ensure_root()

@@ -21,6 +21,7 @@ HEAP_SHARD = 4096  # bytes of segment text per shard
 HEAP_CHUNK = 1024
 DTYPES = {"float16": "float16", "bfloat16": "uint16"}  # logical -> stored
 NO_OFFSET = 2**64 - 1
+MAX_SHARD_BYTES = 2**30  # one encoded shard (chunks and index): far beyond any sane geometry
 
 
 def crc32c(data) -> int:
@@ -150,6 +151,13 @@ class Geometry:
     @property
     def stored_dtype(self) -> str:
         return DTYPES[self.dtype]
+
+    def largest_shard(self) -> int:
+        """Bytes of this geometry's largest encoded shard: the token shard or a level-1 one
+        (deeper levels hold fewer rows); a reader may hold one in memory, and a root whose
+        facts make it absurd is refused (``MAX_SHARD_BYTES``)."""
+        names = ["tokens", "seg_start", "seg_heap", *gist_names(1, ""), "created_1", "flags_1"]
+        return max(self.spec(n).shard_nbytes for n in names)
 
     def level_shard_rows(self, level: int) -> int:
         return max(1, self.epoch // self.block**level)

@@ -211,6 +211,8 @@ def check_record(rec: dict, version: int) -> None:
             raise ValueError(f"delta = {d!r} is not a tail object of this tree")
         if type(d.get("size")) is not int or not 0 <= d["size"] <= 2**40:
             raise ValueError(f"delta size = {d.get('size')!r} is out of range")
+        if type(d.get("crc")) is not int:
+            raise ValueError(f"delta crc = {d.get('crc')!r} is not a checksum")
     chain = rec.get("chain", [])
     if not isinstance(chain, list) or len(chain) > 64:
         raise ValueError("chain is not a short list")
@@ -230,6 +232,8 @@ def check_record(rec: dict, version: int) -> None:
                 raise ValueError(f"chain entry {k} = {x!r} is not an extent")
         if type(e.get("size")) is not int or not 0 <= e["size"] <= 2**40:
             raise ValueError(f"chain entry size = {e.get('size')!r} is out of range")
+        if type(e.get("crc")) is not int:
+            raise ValueError(f"chain entry crc = {e.get('crc')!r} is not a checksum")
     for k, pat in _BLOB.items():
         if rec.get(k) is not None and not pat.match(str(rec[k])):
             raise ValueError(f"{k} = {rec[k]!r} is not a meta object of this tree")

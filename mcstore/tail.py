@@ -87,8 +87,7 @@ class Tail:
             return self.rows
         chain = chain_of(snap, log)
         keys = [e["path"] for e in chain]
-        need = [k for k in keys if k not in self.deltas]
-        got = self._be.read_many(need) if need else {}
+        got = self._read([e for e in chain if e["path"] not in self.deltas], snap.version)
         for e in chain:
             if e["path"] in self.deltas:
                 continue
@@ -108,6 +107,29 @@ class Tail:
         self.rows = assemble(self._be.url, self._geo, snap, chain, self.deltas)
         self.version, self.chain = snap.version, chain
         return self.rows
+
+    def _read(self, need: list[dict], version: int) -> dict[str, bytes | None]:
+        """The deltas of chain entries ``need`` (None: missing). A record's sizes can be
+        re-signed and an object can be huge (a sparse file): each size must be the one its
+        entry's extents give, and no more than that (and one byte) is read of any delta."""
+        for e in need:
+            if e["size"] != delta_nbytes(self._geo, e):
+                raise damaged(
+                    self._be.url,
+                    e["path"],
+                    f"(tail of version {version}) has a size its commit's extents do not give",
+                )
+        reqs = [(e["path"], 0, e["size"] + 1) for e in need]
+        try:
+            raws = self._be.read_ranges(reqs) if reqs else []
+        except FileNotFoundError:
+            raws = []
+            for r in reqs:
+                try:
+                    raws.append(self._be.read_range(*r))
+                except FileNotFoundError:
+                    raws.append(None)
+        return {e["path"]: raw for e, raw in zip(need, raws, strict=True)}
 
     def write_delta(self, version: int, nonce: str, blob: bytes) -> dict:
         """Write the delta of ``version``; -> its object entry (path, size, checksum)."""
@@ -247,21 +269,33 @@ def assemble(
     return out
 
 
-def delta_pieces(geo: F.Geometry, e: dict, raw: bytes):
-    """(array, row_lo, row_hi, rows) for each array in the delta of chain entry ``e``."""
+def _layout(geo: F.Geometry, e: dict):
+    """(array, spec, row_lo, row_hi) for each array with rows in the delta of entry ``e``."""
     to = _extent(e["to"])
     since = None if e.get("since") is None else _extent(e["since"])
-    view = memoryview(raw)
-    off = 0
     for name in to.arrays(geo.block):
         spec = geo.spec(name)
         r_new, b_new = geo.rows(name, to), geo.bound(name, to)
         lo = b_new if since is None else max(geo.rows(name, since), b_new)
         if r_new > lo:
-            n = (r_new - lo) * spec.itemsize
-            if off + n > len(view):
-                raise CorruptTree(f"delta {e['path']} is shorter than its commit says")
-            yield name, lo, r_new, spec.from_bytes(view[off : off + n])
-            off += n
+            yield name, spec, lo, r_new
+
+
+def delta_nbytes(geo: F.Geometry, e: dict) -> int:
+    """Bytes of the delta of chain entry ``e``, from its extents (less than one shard of
+    each array: the rows past the last complete shard)."""
+    return sum((hi - lo) * spec.itemsize for _, spec, lo, hi in _layout(geo, e))
+
+
+def delta_pieces(geo: F.Geometry, e: dict, raw: bytes):
+    """(array, row_lo, row_hi, rows) for each array in the delta of chain entry ``e``."""
+    view = memoryview(raw)
+    off = 0
+    for name, spec, lo, r_new in _layout(geo, e):
+        n = (r_new - lo) * spec.itemsize
+        if off + n > len(view):
+            raise CorruptTree(f"delta {e['path']} is shorter than its commit says")
+        yield name, lo, r_new, spec.from_bytes(view[off : off + n])
+        off += n
     if off != len(view):
         raise CorruptTree(f"delta {e['path']} is longer than its commit says")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
+import tracemalloc
 from pathlib import Path
 from typing import ClassVar
 
@@ -182,3 +184,91 @@ def test_older_fork_entries_are_checked_by_the_pin(forked, tmp_path):
     with pytest.raises(mcstore.CorruptTree, match="fork base"):
         mcstore.open(fk).tokens()
     assert np.array_equal(mcstore.open(fk, allow_bases=[src]).tokens(), np.arange(E * 3) % 500)
+
+
+# ---------------------------------------------------------------- 7. counts and facts
+@pytest.fixture
+def many_segments(tmp_path):
+    url = str(tmp_path / "m.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E)
+    t.append_many([(np.arange(3) + i, f"s{i}", ()) for i in range(300)], gister=gister)
+    return url
+
+
+def _within(seconds: float, fn):
+    out = []
+
+    def run():
+        try:
+            fn()
+            out.append(None)
+        except BaseException as e:
+            out.append(e)
+
+    th = threading.Thread(target=run, daemon=True)
+    t0 = time.perf_counter()
+    th.start()
+    th.join(seconds)
+    assert out, f"still running after {seconds} s"
+    return out[0], time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("n", [2**28, 2**33])
+@pytest.mark.parametrize("read", ["segments", "tokens", "verify", "show"])
+def test_huge_counts_fail_fast(many_segments, n, read):
+    url = many_segments
+    _rewrite_record(url, 2, lambda r: r.update(length=n, nseg=n))
+
+    def go():
+        if read == "verify":
+            mcstore.verify(url)
+        elif read == "show":
+            from tests.cli.helpers import run_mc
+
+            r = run_mc(["show", url])
+            assert r.code == 6 and "arrays/" in r.err, r
+        else:
+            getattr(mcstore.open(url), read)()
+
+    tracemalloc.start()
+    try:
+        err, took = _within(10, go)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if read != "show":
+        assert isinstance(err, mcstore.CorruptTree), err
+    else:
+        assert err is None, err
+    assert took < 3 and peak < 64 * 2**20, (took, peak)
+
+
+@pytest.mark.parametrize("resign", [False, True], ids=["sparse-file", "re-signed-size"])
+def test_a_huge_tail_object_is_never_read_whole(tmp_path, resign):
+    t = _mk(str(tmp_path / "h.mc"), np.arange(100))
+    delta = t.snapshot.rec["delta"]
+    with open(Path(t.url) / delta["path"], "r+b") as f:
+        f.truncate(2**40)  # 1 TiB, sparse
+    if resign:
+        _rewrite_record(
+            t.url, 2, lambda r: (r["delta"].update(size=2**40), r["chain"][-1].update(size=2**40))
+        )
+    err, took = _within(10, lambda: mcstore.open(t.url).tokens())
+    assert isinstance(err, mcstore.CorruptTree) and delta["path"] in str(err), err
+    assert took < 3
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [{"dim": 65536, "epoch": 2**30}, {"epoch": 2**30, "block": 2}],
+    ids=["dim-epoch", "tokens"],
+)
+def test_root_facts_no_shard_could_hold(tmp_path, facts):
+    url = str(_mk(str(tmp_path / "r.mc"), np.arange(10)).url)
+    _resign_root(url, lambda f: f.update(facts))
+    with pytest.raises(mcstore.CorruptTree, match=r"zarr\.json"):
+        mcstore.open(url)
+    from tests.cli.helpers import run_mc
+
+    r = run_mc(["show", url])
+    assert r.code == 6 and "zarr.json" in r.err, r
