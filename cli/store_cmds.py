@@ -214,6 +214,8 @@ def gc(
         f"{expired}kept {rep.reachable} reachable, {len(rep.kept_young)} too young; "
         f"merged {rep.telemetry_merged} telemetry files"
     )
+    for note in rep.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command()

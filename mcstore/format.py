@@ -329,21 +329,53 @@ def decode_record(raw: bytes) -> dict:
     return rec
 
 
-def load_npz(raw: bytes, *, max_bytes: int) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` (no pickles), refusing one that would inflate past
-    ``max_bytes``: a small compressed file can claim gigabytes."""
+def npz_members(raw: bytes) -> list[tuple[str, int]]:
+    """(name, inflated bytes) of each member of an ``.npz``, from its zip directory alone
+    (nothing is inflated); ValueError if it is not a zip file."""
     import io
     import zipfile
 
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
-            total = sum(i.file_size for i in z.infolist())
-    except zipfile.BadZipFile as e:
+            return [(i.filename, i.file_size) for i in z.infolist()]
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f"not an npz file ({e})") from None
+
+
+def load_npz(raw: bytes, *, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (no pickles), refusing one that would inflate past
+    ``max_bytes``: a small compressed file can claim gigabytes. Each member's array header
+    must also fit the member's size: numpy allocates what a header claims before reading."""
+    import io
+    import zipfile
+
+    total = sum(n for _, n in npz_members(raw))
     if total > max_bytes:
         raise ValueError(f"would inflate to {total} bytes, more than the {max_bytes} allowed")
-    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-        return {n: z[n] for n in z.files}
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            for info in z.infolist():
+                with z.open(info) as f:
+                    shape, dtype = _npy_header(f)
+                if dtype.hasobject or int(np.prod(shape, dtype=object)) * dtype.itemsize > (
+                    info.file_size
+                ):
+                    raise ValueError(f"member {info.filename} claims more than it holds")
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            return {n: z[n] for n in z.files}
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise ValueError(f"not an npz file ({e})") from None
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"npy version {version} is not supported")
+    return shape, dtype
 
 
 def encode_blob(obj) -> bytes:

@@ -12,7 +12,7 @@ from .entry import create, read_facts
 from .entry import open as open_tree
 from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists
 from .records import EXPIRED_KEY, LOG_NAME, fork_pins, write_expired, write_head_hint
-from .telemetry import merge_files
+from .telemetry import merge_telemetry
 
 
 def fork(
@@ -87,10 +87,12 @@ class GCReport:
     bytes_freed: int = 0
     kept_young: list[str] = field(default_factory=list)
     telemetry_merged: int = 0
+    telemetry_deferred: int = 0  # telemetry files left for the next gc (bounds of one merge)
     reachable: int = 0
     dry_run: bool = False
     expired: list[int] = field(default_factory=list)  # versions this run expired
     kept_versions: int = 0
+    notes: list[str] = field(default_factory=list)  # what the caller should know
 
     def as_dict(self) -> dict:
         return {
@@ -99,6 +101,7 @@ class GCReport:
             "bytes_freed": self.bytes_freed,
             "kept_young": len(self.kept_young),
             "telemetry_merged": self.telemetry_merged,
+            "telemetry_deferred": self.telemetry_deferred,
             "reachable": self.reachable,
             "dry_run": self.dry_run,
             "expired_versions": len(self.expired),
@@ -178,7 +181,9 @@ def gc(
             continue
         doomed.append((path, size))
     if compact_telemetry and not dry_run:
-        report.telemetry_merged = merge_files(be)
+        merged = merge_telemetry(be)
+        report.telemetry_merged, report.telemetry_deferred = merged.merged, merged.deferred
+        report.notes += merged.notes
     if not dry_run:
         be.delete([p for p, _ in doomed])
     report.removed = [p for p, _ in doomed]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import time
 import uuid
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +23,13 @@ from .backend import Backend
 from .errors import ReadOnlyError
 
 TELEMETRY_BYTES = 2**30  # a merged telemetry file: counts of every node ever accessed
+# what one gc merges at most (files, and bytes stored or inflated over all of them); the rest
+# wait for the next gc
+MERGE_FILES = 256
+MERGE_BYTES = 2**28
+# what a reader of access counts reads at most; files beyond are left out (counts are advisory)
+READ_FILES = 1024
+READ_BYTES = 2**29
 FLUSH_EVERY = 1_000_000  # buffered accesses that trigger a flush (when writes are on)
 
 
@@ -100,63 +109,140 @@ def summarize(buf: list[tuple[int, np.ndarray, int]]) -> dict[str, np.ndarray]:
     return out
 
 
-def _scan(be: Backend) -> tuple[list[tuple[str, dict[str, np.ndarray]]], list[str]]:
-    """(live files, keys of files a merge already absorbed but gc did not get to delete)."""
-    names = [n for n in be.listdir("telemetry") if n.endswith(".npz")]
-    got = be.read_many([f"telemetry/{n}" for n in names])
+@dataclass
+class Scan:
+    """What one pass over ``telemetry/`` took in: the live files read, the keys of files a
+    merge already absorbed, and the live files left out to stay within the bounds."""
+
+    live: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
+    absorbed: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+
+
+def _scan(be: Backend, max_files: int, max_bytes: int) -> Scan:
+    """Read at most ``max_files`` telemetry files and ``max_bytes`` bytes, counted both as
+    stored and as inflated (each file's zip directory says how much it inflates to before
+    anything is inflated). Merged files come first (they list what they absorbed), then the
+    smallest: many small files are merged before one big one. The rest are deferred."""
+    listing = [(p, n) for p, n, _ in be.walk("telemetry") if _TELEMETRY.match(p)]
+    listing.sort(key=lambda x: (not x[0].startswith("telemetry/compact-"), x[1], x[0]))
+    out = Scan()
+    chosen, stored = [], 0
+    for p, n in listing:
+        if len(chosen) < max_files and stored + n <= max_bytes:
+            chosen.append(p)
+            stored += n
+        else:
+            out.deferred.append(p)
+    got = be.read_many(chosen)
     parts = []
     merged: set[str] = set()
-    for k, raw in got.items():
+    inflated = 0
+    for k in chosen:
+        raw = got.get(k)
         if raw is None:
             continue
         try:
-            d = F.load_npz(raw, max_bytes=TELEMETRY_BYTES)
+            size = sum(n for _, n in F.npz_members(raw))
+            if inflated + size > max_bytes:
+                out.deferred.append(k)
+                continue
+            d = _checked(F.load_npz(raw, max_bytes=TELEMETRY_BYTES))
         except Exception:
             continue  # telemetry is advisory: a torn or foreign file is ignored
+        inflated += size
         if "merged" in d:
             merged |= set(str(x) for x in d["merged"])
         parts.append((k, d))
-    live = [(k, d) for k, d in parts if k.rsplit("/", 1)[-1] not in merged]
-    return live, [k for k, _ in parts if k.rsplit("/", 1)[-1] in merged]
+    out.live = [(k, d) for k, d in parts if k.rsplit("/", 1)[-1] not in merged]
+    out.absorbed = [k for k, _ in parts if k.rsplit("/", 1)[-1] in merged]
+    return out
+
+
+_TELEMETRY = re.compile(r"^telemetry/[A-Za-z0-9_-]{1,64}\.npz$")
+_LEVEL_KEY = re.compile(r"^l(\d{1,2})_(idx|cnt|last)$")
+
+
+def _checked(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of a telemetry file, ValueError if they are not ones ``summarize`` or a
+    merge writes: per level three 1-D integer columns of one length, indices >= 0."""
+    levels = {int(m.group(1)) for k in d if (m := _LEVEL_KEY.match(k))}
+    for lv in levels:
+        cols = [d.get(f"l{lv}_{c}") for c in ("idx", "cnt", "last")]
+        if any(c is None or c.ndim != 1 or c.dtype.kind not in "iu" for c in cols):
+            raise ValueError(f"level {lv} columns")
+        if len({len(c) for c in cols}) != 1 or (len(cols[0]) and cols[0].min() < 0):
+            raise ValueError(f"level {lv} columns")
+    if set(d) - {k for k in d if _LEVEL_KEY.match(k)} - {"merged"}:
+        raise ValueError("foreign arrays")
+    if "merged" in d and (d["merged"].ndim != 1 or d["merged"].dtype.kind != "U"):
+        raise ValueError("merged list")
+    return d
 
 
 def read_telemetry(be: Backend) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(key, arrays) of every readable telemetry file not already absorbed by a merge."""
-    return _scan(be)[0]
+    """(key, arrays) of every readable telemetry file not already absorbed by a merge, within
+    ``READ_FILES`` / ``READ_BYTES`` (beyond them, files are left out: counts are advisory)."""
+    return _scan(be, READ_FILES, READ_BYTES).live
+
+
+@dataclass
+class Merge:
+    merged: int = 0  # files merged into one
+    deferred: int = 0  # live files left for a later merge (over the bounds of one)
+    notes: list[str] = field(default_factory=list)
 
 
 def merge_files(be: Backend) -> int:
-    """Merge every telemetry file into one (written before the parts are deleted).
+    """Merge telemetry files into one (see :func:`merge_telemetry`); -> files merged."""
+    return merge_telemetry(be).merged
+
+
+def merge_telemetry(be: Backend) -> Merge:
+    """Merge telemetry files into one (written before the parts are deleted), at most
+    ``MERGE_FILES`` files and ``MERGE_BYTES`` bytes a run: files within the per-file limit can
+    still add up to gigabytes, so the rest are deferred to the next gc, with a note.
 
     The merge lists every name it absorbed, including those its absorbed merges had listed:
     parts left behind by a crashed gc then stay hidden after their merge is itself merged, and
     are deleted here."""
-    parts, leftovers = _scan(be)
+    scan = _scan(be, MERGE_FILES, MERGE_BYTES)
+    parts, leftovers = scan.live, scan.absorbed
+    out = Merge(deferred=len(scan.deferred))
+    if scan.deferred:
+        out.notes.append(
+            f"telemetry: {len(scan.deferred)} files not merged this run (one gc merges at most "
+            f"{MERGE_FILES} files and {MERGE_BYTES} bytes); the next gc continues"
+        )
     if len(parts) < 2:
         if leftovers:
             be.delete(leftovers)
-        return 0
-    acc: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
-    for _, d in parts:
-        for k in d:
-            if not k.endswith("_idx"):
-                continue
-            lv = int(k[1:-4])
-            cnt, last = acc.setdefault(lv, ({}, {}))
-            for i, c, t in zip(d[k], d[f"l{lv}_cnt"], d[f"l{lv}_last"], strict=True):
-                cnt[int(i)] = cnt.get(int(i), 0) + int(c)
-                last[int(i)] = max(last.get(int(i), 0), int(t))
+        return out
     arrays: dict[str, np.ndarray] = {}
-    for lv, (cnt, last) in acc.items():
-        idx = np.array(sorted(cnt), np.int64)
-        arrays[f"l{lv}_idx"] = idx
-        arrays[f"l{lv}_cnt"] = np.array([cnt[i] for i in idx], np.int64)
-        arrays[f"l{lv}_last"] = np.array([last[i] for i in idx], np.int64)
+    levels = sorted({int(m.group(1)) for _, d in parts for k in d if (m := _LEVEL_KEY.match(k))})
+    for lv in levels:
+        cols = [
+            [d[f"l{lv}_{c}"] for _, d in parts if f"l{lv}_idx" in d] for c in ("idx", "cnt", "last")
+        ]
+        idx, cnt, last = (np.concatenate(c).astype(np.int64) for c in cols)
+        u, inv = np.unique(idx, return_inverse=True)
+        c = np.zeros(u.size, np.int64)
+        np.add.at(c, inv, cnt)
+        t = np.zeros(u.size, np.int64)
+        np.maximum.at(t, inv, last)
+        arrays[f"l{lv}_idx"], arrays[f"l{lv}_cnt"], arrays[f"l{lv}_last"] = u, c, t
+    # the names absorbed, as far as they still exist: these parts, and earlier parts a crashed
+    # gc left (the list would otherwise grow with every file ever merged)
     names = [k.rsplit("/", 1)[-1] for k, _ in parts]
-    names += [str(x) for _, d in parts for x in d.get("merged", ())]
-    arrays["merged"] = np.array(names, dtype="U64")
+    names += [k.rsplit("/", 1)[-1] for k in scan.absorbed + scan.deferred]
+    listed = set(names[len(parts) :])
+    names[len(parts) :] = [
+        n for _, d in parts for x in d.get("merged", ()) if (n := str(x)) in listed
+    ]
+    arrays["merged"] = np.array(sorted(set(names)), dtype="U64")
     bio = io.BytesIO()
     np.savez(bio, **arrays)
     be.write(f"telemetry/compact-{uuid.uuid4().hex[:12]}.npz", bio.getvalue())
     be.delete([k for k, _ in parts] + leftovers)
-    return len(parts)
+    out.merged = len(parts)
+    return out

@@ -4,7 +4,9 @@ object could hold, telemetry that adds up to gigabytes, and what ``verify`` used
 from __future__ import annotations
 
 import http.server
+import io
 import json
+import os
 import threading
 import time
 import tracemalloc
@@ -16,6 +18,7 @@ import pytest
 
 import mcstore
 from mcstore import format as F
+from mcstore import telemetry as T
 from mcstore.entry import facts_crc
 from tests.store.helpers import DIM, gister
 
@@ -272,3 +275,41 @@ def test_root_facts_no_shard_could_hold(tmp_path, facts):
 
     r = run_mc(["show", url])
     assert r.code == 6 and "zarr.json" in r.err, r
+
+
+# ---------------------------------------------------------------- 8. telemetry
+def _npz(n: int, compressed: bool = True) -> bytes:
+    bio = io.BytesIO()
+    save = np.savez_compressed if compressed else np.savez
+    z = np.zeros(n, np.int64)
+    save(bio, l1_idx=z, l1_cnt=z + 1, l1_last=z)
+    return bio.getvalue()
+
+
+def test_gc_bounds_the_telemetry_it_merges(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "MERGE_BYTES", 4 * 2**20, raising=False)
+    monkeypatch.setattr(T, "MERGE_FILES", 8, raising=False)
+    t = _mk(str(tmp_path / "tm.mc"), np.arange(E))
+    big = _npz(2**20 // 3 * 2)  # ~16 MiB inflated, a few KiB on disk: within the per-file limit
+    assert len(big) < 2**20 and T.TELEMETRY_BYTES > 3 * 8 * (2**20 // 3 * 2)
+    for i in range(2):
+        t.backend.write(f"telemetry/big{i}-000001.npz", big)
+    for i in range(20):
+        t.backend.write(f"telemetry/w{i:02d}-000001.npz", _npz(4, compressed=False))
+    tracemalloc.start()
+    try:
+        rep = mcstore.gc(t.url, grace=3600)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rep.telemetry_merged == 8
+    assert rep.telemetry_deferred == 14 and any("telemetry" in n for n in rep.notes)
+    assert peak < 3 * 4 * 2**20, peak
+    names = sorted(os.listdir(Path(t.url) / "telemetry"))
+    assert "big0-000001.npz" in names and "big1-000001.npz" in names
+    while mcstore.gc(t.url, grace=3600).telemetry_merged:
+        pass
+    left = sorted(os.listdir(Path(t.url) / "telemetry"))
+    assert [n for n in left if n.startswith("w")] == []
+    counts, _ = mcstore.open(t.url).access_stats(1)  # the 20 small files' counts survive
+    assert counts[0] >= 20 * 4
