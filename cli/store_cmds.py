@@ -227,6 +227,7 @@ def verify(tree: str, version: str | None, storage_options) -> None:
     r = mcstore.verify(tree, version=_version_arg(version), storage_options=storage_options or None)
     expired = f" ({r['expired']} expired)" if r["expired"] else ""
     click.echo(
-        f"ok: {r['url']} version {r['version']}: {r['rows']} rows, {r['records']} commit "
+        f"ok: {r['url']} version {r['version']}: {r['rows']} rows in {r['shards']} shards "
+        f"and the tail, {r['records']} commit "
         f"records{expired}, {r['objects']} objects, {r['tags']} tags verified"
     )

@@ -81,14 +81,26 @@ def facts_crc(facts: dict) -> int:
     return F.crc32c(F.canonical_json({k: v for k, v in facts.items() if k != "crc"}))
 
 
+# the facts of a root written before roots carried a checksum: a root without one must have
+# only these (a bit flip in the key "crc" leaves a root with a stray key and no checksum)
+UNCHECKSUMMED_FACTS = frozenset(
+    {"format", "block", "dim", "dtype", "stored_dtype", "epoch", "seg_shard", "heap_shard",
+     "token_dtype", "tree_id", "created", "bases"}
+)  # fmt: skip
 FIXED_FACTS = {"seg_shard": F.SEG_SHARD, "heap_shard": F.HEAP_SHARD, "token_dtype": "int32"}
 
 
 def check_facts(facts: dict) -> str | None:
     """Why the root's facts cannot be this store's (None if they can). Trees written before
-    the root carried a checksum have none; every later root is checked bit for bit."""
-    if "crc" in facts and facts["crc"] != facts_crc(facts):
-        return "its checksum does not match"
+    the root carried a checksum have none, and only the facts of that time; every later root
+    is checked bit for bit. Whoever writes the tree can recompute the checksum, so the facts
+    are also bounded: no shard of the geometry may exceed ``F.MAX_SHARD_BYTES``."""
+    if "crc" in facts:
+        if facts["crc"] != facts_crc(facts):
+            return "its checksum does not match"
+    elif set(facts) - UNCHECKSUMMED_FACTS:
+        stray = sorted(set(facts) - UNCHECKSUMMED_FACTS)
+        return f"no checksum, and facts {stray} that only checksummed roots have"
 
     def pow2(v, lo, hi) -> bool:
         return type(v) is int and lo <= v <= hi and v & (v - 1) == 0

@@ -299,6 +299,15 @@ def zarr_metadata(spec: ArraySpec, attributes: dict) -> bytes:
     return json.dumps(meta, indent=2).encode()
 
 
+def array_metadata(geo: Geometry, name: str) -> bytes:
+    """The zarr.json of array ``name`` as this store writes it (what ``verify`` expects)."""
+    spec = geo.spec(name)
+    attrs = {"megacontext": {"array": name.partition(".")[0], "level": spec.level}}
+    if name.startswith("gists_"):
+        attrs["megacontext"]["logical_dtype"] = geo.dtype
+    return zarr_metadata(spec, attrs)
+
+
 def root_metadata(facts: dict) -> bytes:
     meta = {
         "zarr_format": 3,

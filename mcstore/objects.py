@@ -55,11 +55,16 @@ class Blobs:
 
     def write(self, prefix: str, obj) -> str:
         raw = F.encode_blob(obj)
-        key = f"meta/{prefix}-{hashlib.sha256(raw).hexdigest()[:24]}.json"
+        key = blob_key(prefix, raw)
         if not self._be.exists(key):
             self._be.write(key, raw)
         self._cache[key] = obj
         return key
+
+
+def blob_key(prefix: str, raw: bytes) -> str:
+    """The name of a ``meta/`` blob: its prefix and a hash of its bytes."""
+    return f"meta/{prefix}-{hashlib.sha256(raw).hexdigest()[:24]}.json"
 
 
 def read_named(be: Backend, name: str, ent: dict) -> bytes:

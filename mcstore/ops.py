@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -10,7 +11,8 @@ from .backend import open_backend
 from .bases import home, within
 from .entry import create, read_facts
 from .entry import open as open_tree
-from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists
+from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists, damaged
+from .objects import blob_key
 from .records import EXPIRED_KEY, LOG_NAME, fork_pins, write_expired, write_head_hint
 from .telemetry import merge_telemetry
 
@@ -252,8 +254,10 @@ def verify(
     allow_bases: list[str] | None = None,
 ) -> dict:
     """Check everything a version references: every commit record up to it (present unless
-    expired, intact), every row of every array (checksums included), the segments, the
-    binding and object-map blobs, every named object, and the tags. CorruptTree on damage."""
+    expired, intact), every row of every array (checksums included), each shard's size and
+    each array's zarr.json against the geometry, the segments, the binding and object-map
+    blobs (their content against the hash in their names), every named object, and the tags.
+    CorruptTree on damage."""
     t = open_tree(
         url,
         "r",
@@ -265,6 +269,7 @@ def verify(
     expired = t.expired()
     snaps = t.records(skip=expired)  # each read, parsed and checked; a gap raises
     ext = t.snapshot.extent
+    shards = _verify_shards(t)
     n = 0
     for name in ext.arrays(t.block):
         r = t.geo.rows(name, ext)
@@ -275,17 +280,82 @@ def verify(
     if t.length and t.tokens(0, t.length).size != t.length:
         raise CorruptTree(f"{t.url}: token count mismatch")
     t.segments()
-    for key in {k for s in snaps for k in (s.rec.get("binding"), s.rec.get("objects")) if k}:
-        t.object_map_keys(key) if key.startswith("meta/objects") else t.blob(key)
-    for name in t.objects():
+    blobs = {k for s in snaps for k in (s.rec.get("binding"), s.rec.get("objects")) if k}
+    for key in sorted(blobs):
+        if key.startswith("meta/objects"):
+            blobs |= set(t.object_map_keys(key)[1])
+        else:
+            t.blob(key)
+    for key in sorted(blobs):
+        _verify_content_name(t, key)
+    for name, ent in t.objects_map().items():
+        if ent.get("path") != f"index/{ent.get('sha256')}.bin":
+            raise damaged(
+                t.url, str(ent.get("path")), f"(object {name!r}) is not named by its hash"
+            )
         t.read_object(name)
     tags = t.tags()
     return {
         "url": t.url,
         "version": t.version,
         "rows": n,
+        "shards": shards,
         "records": len(snaps),
         "expired": expired.count(),
         "objects": len(t.objects()),
         "tags": len(tags),
     }
+
+
+def _verify_shards(t) -> int:
+    """Every complete shard the version uses is there with exactly the bytes its encoding
+    has (a shard with bytes past its index reads fine here but not in zarr, which finds the
+    index at the end), and each array's zarr.json where its shards are is the one the
+    geometry implies. -> shards checked. Sizes come from one listing per tree (no reads)."""
+    ext = t.snapshot.extent
+    listed: dict[str, dict[str, int]] = {}
+
+    def sizes(be, prefix: str) -> dict[str, int]:
+        key = f"{be.url}\0{prefix}"
+        if key not in listed:
+            listed[key] = {p: s for p, s, _ in be.walk(prefix)}
+        return listed[key]
+
+    n = 0
+    for name in ext.arrays(t.block):
+        spec = t.geo.spec(name)
+        homes = {}
+        for k in range(t.geo.shards(name, ext)):
+            be, key = t.shard_location(name, k)
+            size = sizes(be, key.split("/", 1)[0]).get(key)
+            if size is None:
+                raise damaged(be.url, key, "is missing but a commit references it")
+            if size != spec.shard_nbytes:
+                raise damaged(
+                    be.url,
+                    key,
+                    f"is {size} bytes where a complete shard of {name} has {spec.shard_nbytes}",
+                )
+            hb, _ = t.shard_location(name, k, override=False)
+            homes[hb.url] = hb
+            n += 1
+        want = json.loads(F.array_metadata(t.geo, name))
+        for be in homes.values():
+            key = f"arrays/{name}/zarr.json"
+            try:
+                got = json.loads(be.read(key, limit=2**16))
+            except FileNotFoundError:
+                raise damaged(be.url, key, "is missing but the array has shards") from None
+            except ValueError:
+                got = None
+            if got != want:
+                raise damaged(be.url, key, "does not match the array's geometry")
+    return n
+
+
+def _verify_content_name(t, key: str) -> None:
+    """A ``meta/`` blob's name carries a hash of its bytes: bytes edited and re-signed (their
+    own checksum recomputed) no longer match it."""
+    prefix = key[len("meta/") :].rsplit("-", 1)[0]
+    if blob_key(prefix, t.backend.read(key)) != key:
+        raise damaged(t.url, key, "does not match the hash in its name (edited and re-signed?)")

@@ -51,11 +51,7 @@ def ensure_array_meta(be: Backend, geo: F.Geometry, name: str, known: set[str]) 
         return
     key = f"arrays/{name}/zarr.json"
     if not be.exists(key):
-        spec = geo.spec(name)
-        attrs = {"megacontext": {"array": name.partition(".")[0], "level": spec.level}}
-        if name.startswith("gists_"):
-            attrs["megacontext"]["logical_dtype"] = geo.dtype
-        be.write(key, F.zarr_metadata(spec, attrs))
+        be.write(key, F.array_metadata(geo, name))
     known.add(name)
 
 

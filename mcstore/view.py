@@ -193,6 +193,18 @@ class TreeView:
         """Every array's rows past its last complete shard, at this version."""
         return self._tail_state()
 
+    def shard_location(self, name: str, shard: int, *, override: bool = True) -> tuple:
+        """(backend, key) where complete shard ``shard`` of array ``name`` is read at this
+        version: a staged copy its commit points to (unless ``override`` is False), a fork
+        base, or this tree's canonical name. A base's backend is checked on first use."""
+        if override:
+            return self._reader.locate(self._snap, name, shard)
+        key = self.geo.spec(name).chunk_key(shard)
+        for be, counts in self._bases:
+            if shard < counts.get(name, 0):
+                return be, key
+        return self._be, key
+
     # ------------------------------------------------------------------ binding
     @property
     def binding(self) -> dict | None:

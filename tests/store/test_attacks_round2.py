@@ -313,3 +313,86 @@ def test_gc_bounds_the_telemetry_it_merges(tmp_path, monkeypatch):
     assert [n for n in left if n.startswith("w")] == []
     counts, _ = mcstore.open(t.url).access_stats(1)  # the 20 small files' counts survive
     assert counts[0] >= 20 * 4
+
+
+# ---------------------------------------------------------------- 9. verify
+@pytest.fixture
+def tree(tmp_path):
+    url = str(tmp_path / "v.mc")
+    t = mcstore.create(url, dim=DIM, block=B, epoch=E, binding={"tok": "x"})
+    t.append(np.arange(E * 2 + 30) % 1000, gister=gister, source="a", objects={"i": b"o" * 50})
+    t.append(np.arange(20), gister=gister, source="b")
+    return url
+
+
+def _flip(path: Path, offset: int, bit: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 1 << bit
+    path.write_bytes(bytes(raw))
+
+
+def test_verify_checks_array_metadata(tree):
+    rng = np.random.default_rng(0)
+    for name in ("tokens", "gists_1"):
+        p = Path(tree) / "arrays" / name / "zarr.json"
+        good = p.read_bytes()
+        for _ in range(20):
+            _flip(p, int(rng.integers(len(good))), int(rng.integers(7)))
+            with pytest.raises(mcstore.CorruptTree, match=f"arrays/{name}/zarr.json"):
+                mcstore.verify(tree)
+            p.write_bytes(good)
+        p.write_bytes(good[: len(good) // 2])
+        with pytest.raises(mcstore.CorruptTree, match=f"arrays/{name}/zarr.json"):
+            mcstore.verify(tree)
+        p.unlink()
+        with pytest.raises(mcstore.CorruptTree, match=f"arrays/{name}/zarr.json"):
+            mcstore.verify(tree)
+        p.write_bytes(good)
+    mcstore.verify(tree)
+
+
+@pytest.mark.parametrize("extra", [1, 2**40])
+def test_verify_checks_shard_sizes(tree, extra):
+    p = Path(tree) / "arrays" / "tokens" / "c" / "1"
+    size = p.stat().st_size
+    with open(p, "r+b") as f:
+        f.truncate(size + extra)  # trailing bytes (1 TiB: a sparse file)
+    t0 = time.perf_counter()
+    with pytest.raises(mcstore.CorruptTree, match="arrays/tokens/c/1"):
+        mcstore.verify(tree)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_verify_checks_content_hashes(tree):
+    t = mcstore.open(tree)
+    rec = t.snapshot.rec
+    for key, edit in (
+        (rec["binding"], lambda v: v.update(binding={"tok": "y"})),
+        (rec["objects"], lambda v: v.update(j=dict(v["i"]))),
+    ):
+        p = Path(tree) / key
+        good = p.read_bytes()
+        v = F.decode_blob(good)
+        edit(v)
+        p.write_bytes(F.encode_blob(v))  # re-signed: its own checksum is right
+        with pytest.raises(mcstore.CorruptTree, match=key):
+            mcstore.verify(tree)
+        p.write_bytes(good)
+    mcstore.verify(tree)
+
+
+def test_root_crc_key_bit_flips_are_caught(tree):
+    p = Path(tree) / "zarr.json"
+    good = p.read_bytes()
+    at = good.index(b'"crc"') + 1
+    caught = 0
+    for i in range(3):
+        for bit in range(7):
+            _flip(p, at + i, bit)
+            try:
+                mcstore.verify(tree)
+            except mcstore.CorruptTree:
+                caught += 1
+            p.write_bytes(good)
+    assert caught == 21
+    mcstore.verify(tree)
