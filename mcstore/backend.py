@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import fsspec
@@ -280,6 +281,37 @@ class Backend:
         self._guard(self.fs.pipe_file, self.path(rel), data)
         return True
 
+    def restamp(self, rel: str, data: bytes | None = None) -> bool:
+        """Make an existing object's modification time now, keeping its bytes; False if
+        nothing is there. ``data``: its bytes, when the caller holds them (saves a read where
+        the storage can only rewrite an object).
+
+        gc judges an unreferenced object by that time. A writer that adopts an object written
+        earlier (put-if-absent found the same bytes there: a crashed writer's shard, a
+        content-addressed blob) re-stamps it, so its grace counts from the adoption and not
+        from the crash (docs/architecture.md#garbage-collection). Here: the same bytes
+        written again."""
+        try:
+            if data is None:
+                data = self.read(rel)
+            elif not self.exists(rel):
+                return False
+        except FileNotFoundError:
+            return False
+        self.write(rel, data)
+        return True
+
+    def mtime(self, rel: str) -> float | None:
+        """An object's modification time in seconds (None where the storage keeps none);
+        FileNotFoundError if it does not exist. gc asks again right before deleting."""
+        self.stats.add(heads=1)
+        p = self.path(rel)
+        self.fs.invalidate_cache(p)
+        info = self._guard(self.fs.info, p)
+        if info.get("type") == "directory":
+            raise FileNotFoundError(rel)
+        return _mtime(info)
+
     def delete(self, rels: Iterable[str]) -> int:
         rels = list(rels)
         if not rels:
@@ -322,6 +354,16 @@ class MemoryBackend(Backend):
                 return False
             self.fs.pipe_file(p, data)
             return True
+
+
+def concurrently(be: Backend, fn: Callable, *args: list) -> list:
+    """``fn`` over the argument lists, in order: concurrently where the backend says
+    ``concurrent_io`` (an object store), one by one else."""
+    n = len(args[0])
+    if be.concurrent_io and n > 1:
+        with ThreadPoolExecutor(min(8, n)) as ex:
+            return list(ex.map(fn, *args))
+    return [fn(*a) for a in zip(*args, strict=True)]
 
 
 # Storage options the store reads itself; never passed to the fsspec filesystem.

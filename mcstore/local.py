@@ -159,6 +159,26 @@ class LocalBackend(Backend):
         _fsync_dir(os.path.dirname(final))
         return True
 
+    def restamp(self, rel: str, data: bytes | None = None) -> bool:
+        """The file's modification time set to now (its bytes untouched); False if absent."""
+        self.stats.add(puts=1)
+        full = self.path(rel)
+        self._inside(full, rel)
+        try:
+            os.utime(full, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def mtime(self, rel: str) -> float | None:
+        self.stats.add(heads=1)
+        full = self.path(rel)
+        self._inside(full, rel)
+        st = os.stat(full, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(rel)
+        return st.st_mtime
+
     def delete(self, rels: Iterable[str]) -> int:
         rels = list(rels)
         for r in rels:

@@ -33,58 +33,61 @@ class BackendWrapper(Backend):
     def before(self, op: str, target) -> None:
         """Called before each operation with its name and its first argument."""
 
+    def after(self, op: str, target) -> None:
+        """Called after each operation that returned (not after one that raised)."""
+
+    def forward(self, op: str, target, fn, *args, **kw):
+        """``fn(*args, **kw)`` on the inner backend between ``before`` and ``after``."""
+        self.before(op, target)
+        out = fn(*args, **kw)
+        self.after(op, target)
+        return out
+
     def read(self, rel: str, *, limit: int | None = None) -> bytes:
-        self.before("read", rel)
-        return self.inner.read(rel, limit=limit)
+        return self.forward("read", rel, self.inner.read, rel, limit=limit)
 
     def read_range(self, rel: str, start: int, end: int) -> bytes:
-        self.before("read_range", rel)
-        return self.inner.read_range(rel, start, end)
+        return self.forward("read_range", rel, self.inner.read_range, rel, start, end)
 
     def read_ranges(self, reqs: list[tuple[str, int, int]]) -> list[bytes]:
-        self.before("read_ranges", [r[0] for r in reqs])
-        return self.inner.read_ranges(reqs)
+        return self.forward("read_ranges", [r[0] for r in reqs], self.inner.read_ranges, reqs)
 
     def read_many(self, rels: list[str]) -> dict[str, bytes | None]:
-        self.before("read_many", list(rels))
-        return self.inner.read_many(rels)
+        return self.forward("read_many", list(rels), self.inner.read_many, rels)
 
     def exists(self, rel: str) -> bool:
-        self.before("exists", rel)
-        return self.inner.exists(rel)
+        return self.forward("exists", rel, self.inner.exists, rel)
 
     def listdir(self, rel: str) -> list[str]:
-        self.before("listdir", rel)
-        return self.inner.listdir(rel)
+        return self.forward("listdir", rel, self.inner.listdir, rel)
 
     def list_after(self, rel: str, after: str) -> list[str]:
-        self.before("list_after", rel)
-        return self.inner.list_after(rel, after)
+        return self.forward("list_after", rel, self.inner.list_after, rel, after)
 
     def walk(self, rel: str = "") -> list[tuple[str, int, float | None]]:
-        self.before("walk", rel)
-        return self.inner.walk(rel)
+        return self.forward("walk", rel, self.inner.walk, rel)
 
     def write(self, rel: str, data: bytes, *, durable: bool = True) -> None:
-        self.before("write", rel)
-        self.inner.write(rel, data, durable=durable)
+        self.forward("write", rel, self.inner.write, rel, data, durable=durable)
 
     def put_if_absent(self, rel: str, data: bytes) -> bool:
-        self.before("put_if_absent", rel)
-        return self.inner.put_if_absent(rel, data)
+        return self.forward("put_if_absent", rel, self.inner.put_if_absent, rel, data)
+
+    def restamp(self, rel: str, data: bytes | None = None) -> bool:
+        return self.forward("restamp", rel, self.inner.restamp, rel, data)
+
+    def mtime(self, rel: str) -> float | None:
+        return self.forward("mtime", rel, self.inner.mtime, rel)
 
     def delete(self, rels: Iterable[str]) -> int:
         rels = list(rels)
-        self.before("delete", rels)
-        return self.inner.delete(rels)
+        return self.forward("delete", rels, self.inner.delete, rels)
 
     def ensure_root(self) -> None:
-        self.before("ensure_root", "")
-        self.inner.ensure_root()
+        self.forward("ensure_root", "", self.inner.ensure_root)
 
     def remove_all(self) -> None:
-        self.before("remove_all", "")
-        self.inner.remove_all()
+        self.forward("remove_all", "", self.inner.remove_all)
 
 
 @dataclass(frozen=True)
@@ -120,3 +123,50 @@ class LatencyBackend(BackendWrapper):
 
     def before(self, op: str, target) -> None:
         time.sleep(self.seconds)
+
+
+class GateBackend(BackendWrapper):
+    """Holds the first operation that ``when(op, target)`` picks until :meth:`release`:
+    before it runs, or after it ran (``after=True``). A test drives a race step by step with
+    it (gc paused between its listing and its deletes while a writer commits):
+
+        gate = GateBackend(mcstore.backend_for(url), lambda op, t: op == "walk", after=True)
+        threading.Thread(target=mcstore.gc, args=(gate,)).start()
+        gate.wait()       # gc has listed the tree and waits
+        ...               # another handle commits
+        gate.release()    # gc goes on to delete
+    """
+
+    def __init__(self, inner: Backend, when, *, after: bool = False):
+        super().__init__(inner)
+        self.when = when
+        self.at_end = after
+        self.held = threading.Event()  # an operation waits at the gate
+        self.opened = threading.Event()
+        self.used = False
+        self.lock = threading.Lock()
+
+    def _hold(self, op: str, target) -> None:
+        with self.lock:
+            if self.used or not self.when(op, target):
+                return
+            self.used = True
+        self.held.set()
+        if not self.opened.wait(60):
+            raise TimeoutError("GateBackend: nobody released the gate within 60 s")
+
+    def before(self, op: str, target) -> None:
+        if not self.at_end:
+            self._hold(op, target)
+
+    def after(self, op: str, target) -> None:
+        if self.at_end:
+            self._hold(op, target)
+
+    def wait(self, timeout: float = 60) -> None:
+        """Until an operation waits at the gate (TimeoutError if none comes)."""
+        if not self.held.wait(timeout):
+            raise TimeoutError("GateBackend: no operation reached the gate")
+
+    def release(self) -> None:
+        self.opened.set()
