@@ -36,6 +36,7 @@ from .entry import backend_for, create, open
 from .errors import (
     BindingMismatch,
     CommitConflict,
+    CommitUnknown,
     CorruptTree,
     InvalidArgument,
     ReadOnlyError,
@@ -56,6 +57,7 @@ __all__ = [
     "Backend",
     "BindingMismatch",
     "CommitConflict",
+    "CommitUnknown",
     "CorruptTree",
     "GCReport",
     "InvalidArgument",

@@ -16,11 +16,19 @@ import uuid
 from . import format as F
 from .backend import Backend, open_backend
 from .bases import allow_list, check_entries
-from .errors import CorruptTree, InvalidArgument, TreeExists, TreeNotFound, VersionNotFound
+from .errors import (
+    CommitUnknown,
+    CorruptTree,
+    InvalidArgument,
+    TreeExists,
+    TreeNotFound,
+    VersionNotFound,
+)
 from .objects import Blobs
 from .records import (
     find_head,
     locate_head,
+    put_new,
     read_expired,
     read_record,
     read_tag,
@@ -68,6 +76,42 @@ def read_facts(be: Backend) -> dict:
             f"{be.url}: zarr.json is damaged ({why}); restore it from a copy of the tree"
         )
     return facts
+
+
+def _put_created(be: Backend, key: str, data: bytes, ours) -> bool:
+    """``put_new`` for create: an unknown outcome says how to find it out."""
+    try:
+        return put_new(be, key, data, ours)
+    except CommitUnknown as e:
+        raise CommitUnknown(
+            f"{be.url}: whether the tree was created is unknown: the storage failed while "
+            f"{key} was written and it could not be read back ({e}); open it to see, or run "
+            "the create again (an interrupted create of the same tree is finished)"
+        ) from e
+
+
+def _holds_tree(tree_id: str):
+    """Whether a root's bytes are the root of tree ``tree_id``."""
+
+    def ours(raw: bytes) -> bool:
+        try:
+            return json.loads(raw)["attributes"]["megacontext"]["tree_id"] == tree_id
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    return ours
+
+
+def _holds_nonce(nonce: str):
+    """Whether a record's bytes carry ``nonce`` (the record is ours)."""
+
+    def ours(raw: bytes) -> bool:
+        try:
+            return json.loads(raw).get("nonce") == nonce
+        except (ValueError, AttributeError):
+            return False
+
+    return ours
 
 
 def root_missing(be: Backend) -> CorruptTree:
@@ -260,7 +304,9 @@ def create(
         "tail_chain": MAX_CHAIN["object_store" if be.concurrent_io else "local"],
     }
     facts["crc"] = facts_crc(facts)
-    if not be.put_if_absent("zarr.json", F.root_metadata(facts)):
+    # put_new: a lost answer to our own PUT is recognised by the tree id, not taken for
+    # another tree
+    if not _put_created(be, "zarr.json", F.root_metadata(facts), _holds_tree(facts["tree_id"])):
         try:
             old = read_facts(be)
         except Exception:
@@ -292,7 +338,7 @@ def create(
         "nonce": uuid.uuid4().hex[:12],
     }
     rec["binding"] = Blobs(be).write("binding", {"binding": binding, "gistnets": [gister_id]})
-    if not be.put_if_absent(F.log_key(1), F.encode_record(rec)):
+    if not _put_created(be, F.log_key(1), F.encode_record(rec), _holds_nonce(rec["nonce"])):
         raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
     write_head_hint(be, 1)
     return Tree(

@@ -42,6 +42,17 @@ class StoreAccessError(StoreError):
     exit_code = 8
 
 
+class CommitUnknown(StoreAccessError):
+    """The storage failed while a commit record was written and the record could not be read
+    back: the commit may or may not have landed. ``version`` and ``nonce`` say which record
+    would be ours; the handle that raised it recognises a repeat of the same change."""
+
+    def __init__(self, message: str, *, version: int = 0, nonce: str = ""):
+        super().__init__(message)
+        self.version = version
+        self.nonce = nonce
+
+
 class ReadOnlyError(StoreError):
     exit_code = 9
 

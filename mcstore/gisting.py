@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import format as F
-from .backend import Backend
+from .backend import Backend, concurrently
 from .errors import InvalidArgument, StoreError, damaged
 from .shards import ensure_array_meta
 
@@ -143,7 +143,8 @@ def write_gist_set(
 
         nfull = n // S
         for k in range(nfull):
-            if be.exists(spec.chunk_key(k)) and be.exists(vspec.chunk_key(k)):
+            # a rerun adopts what the crashed run wrote: re-stamped, its age restarts now
+            if be.restamp(spec.chunk_key(k)) and be.restamp(vspec.chunk_key(k)):
                 continue
             out = call_gister(be.url, geo, how.gister, lv, kids_of(k * S, (k + 1) * S), S)
             ensure_array_meta(be, geo, gname, known_meta)
@@ -162,6 +163,25 @@ def write_gist_set(
             progress(lv, n, n)
         lv += 1
     return tails
+
+
+def restamp_gist_set(be: Backend, geo: F.Geometry, ext: F.Extent) -> None:
+    """Re-stamp every complete shard of gist set ``ext.gset`` right before the regist
+    commits them, so gc counts their age from the commit; StoreError if one is gone."""
+    keys = [
+        geo.spec(name).chunk_key(k)
+        for lv in range(1, F.num_levels(ext.length, geo.block))
+        for name in F.gist_names(lv, ext.gset)
+        for k in range(geo.shards(name, ext))
+    ]
+    there = concurrently(be, be.restamp, keys) if keys else []
+    gone = [k for k, ok in zip(keys, there, strict=True) if not ok]
+    if gone:
+        raise StoreError(
+            f"{be.url}: gist shard {gone[0]}, written by this regist, vanished before the regist "
+            "committed (a gc with too short a grace?); the tree itself is intact: run the "
+            "regist again"
+        )
 
 
 def read_written(be: Backend, geo: F.Geometry, name: str, a: int, b: int) -> np.ndarray:

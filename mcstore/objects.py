@@ -56,7 +56,9 @@ class Blobs:
     def write(self, prefix: str, obj) -> str:
         raw = F.encode_blob(obj)
         key = blob_key(prefix, raw)
-        if not self._be.exists(key):
+        # one already there (same bytes: the name is their hash) may be a crashed writer's,
+        # old enough for gc: re-stamped, its age counts from this use
+        if not self._be.restamp(key, raw):
             self._be.write(key, raw)
         self._cache[key] = obj
         return key
@@ -163,7 +165,7 @@ def store_named(
         data = bytes(data)
         h = hashlib.sha256(data).hexdigest()
         path = f"index/{h}.bin"
-        if not be.exists(path):
+        if not be.restamp(path, data):  # as for blobs: an old copy's age restarts now
             be.write(path, data)
         m[name] = {"path": path, "size": len(data), "sha256": h}
     if not m:

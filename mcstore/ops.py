@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
 
 from . import format as F
-from .backend import open_backend
+from .backend import concurrently, open_backend
 from .bases import home, within
 from .entry import create, read_facts
 from .entry import open as open_tree
 from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists, damaged
 from .objects import blob_key
-from .records import EXPIRED_KEY, LOG_NAME, fork_pins, write_expired, write_head_hint
+from .records import (
+    EXPIRED_KEY,
+    LOG_NAME,
+    find_head,
+    fork_pins,
+    write_expired,
+    write_head_hint,
+)
 from .telemetry import merge_telemetry
 
 
@@ -133,15 +142,15 @@ def gc(
     expired. An expired version then reads as ``VersionNotFound`` naming the retention.
 
     A grace below ``MIN_GRACE`` could delete the data of a commit a live writer is making;
-    it is refused unless ``no_live_writers`` says nobody writes this tree now."""
-    if grace < MIN_GRACE and not no_live_writers:
-        raise InvalidArgument(
-            f"{url}: a grace of {grace:g} s could delete the data of a commit that a live "
-            f"writer is making; use at least {MIN_GRACE:g} s, or say that no writer is live"
-        )
-    for name, v in (("keep_last", keep_last), ("keep_since", keep_since)):
-        if v is not None and v < (1 if name == "keep_last" else 0):
-            raise InvalidArgument(f"{url}: {name} must be positive, not {v}")
+    it is refused unless ``no_live_writers`` says nobody writes this tree now.
+
+    Age alone does not prove an object abandoned: a writer may adopt an old one (a resumed
+    append finds a crashed writer's identical shard). So the listing is only a first cut:
+    after it, gc finds the head again and adds what commits made meanwhile reach, and right
+    before each delete it reads the object's time again (a writer that adopts re-stamps).
+    What remains is docs/architecture.md#garbage-collection: a writer that re-stamps, commits
+    and checks its shards all between gc's last look at a shard and its delete."""
+    _check_gc_args(url, grace, keep_last, keep_since, no_live_writers)
     t = open_tree(url, "r", storage_options=storage_options)
     be, geo = t.backend, t.geo
     head = t.version
@@ -154,14 +163,30 @@ def gc(
     keep: set[str] = {"zarr.json", "log/head", EXPIRED_KEY}
     # canonical shards: kept if their array is used by a kept commit and it commits them
     shard_limit: dict[str, int] = {}
-    for s in kept:
-        keep |= s.references()
-        if s.rec.get("objects"):
-            m, layers = t.object_map_keys(s.rec["objects"])
-            keep.update(ent["path"] for ent in m.values())
-            keep.update(layers)
-        for name in s.extent.arrays(geo.block):
-            shard_limit[name] = max(shard_limit.get(name, 0), geo.shards(name, s.extent))
+    _reach(t, kept, keep, shard_limit)
+    now = time.time()
+    doomed: list[tuple[str, int]] = []
+    listed: list[str] = []
+    for path, size, mtime in be.walk(""):
+        listed.append(path)
+        if _reachable(path, keep, shard_limit, geo):
+            report.reachable += 1
+            continue
+        if path.startswith("telemetry/"):
+            continue
+        expired_record = path.startswith("log/") and _log_version(path) in doomed_versions
+        if not expired_record and _young(mtime, now, grace):
+            report.kept_young.append(path)
+            continue
+        doomed.append((path, size))
+    # commits made while the tree was listed reach objects the listing judged unreachable
+    newest = find_head(be, head)
+    _check_no_lost_records(be, newest, listed)
+    if newest > head:
+        _reach(t, t.records(head + 1, newest), keep, shard_limit)
+        still = [(p, n) for p, n in doomed if not _reachable(p, keep, shard_limit, geo)]
+        report.reachable += len(doomed) - len(still)
+        doomed = still
     if doomed_versions and not dry_run:
         why = ", ".join(
             f"{k}={v:g}" for k, v in (("keep_last", keep_last), ("keep_since", keep_since)) if v
@@ -169,29 +194,115 @@ def gc(
         # the expiry is recorded before any record goes: a crash in between leaves records
         # that read as expired, never a gap that reads as damage
         write_expired(be, old.union(report.expired, f"retention {why}"))
-    now = time.time()
-    doomed: list[tuple[str, int]] = []
-    for path, size, mtime in be.walk(""):
-        if _reachable(path, keep, shard_limit, geo):
-            report.reachable += 1
-            continue
-        if path.startswith("telemetry/"):
-            continue
-        expired_record = path.startswith("log/") and _log_version(path) in doomed_versions
-        if not expired_record and mtime is not None and now - mtime < grace:
-            report.kept_young.append(path)
-            continue
-        doomed.append((path, size))
     if compact_telemetry and not dry_run:
         merged = merge_telemetry(be)
         report.telemetry_merged, report.telemetry_deferred = merged.merged, merged.deferred
         report.notes += merged.notes
     if not dry_run:
-        be.delete([p for p, _ in doomed])
+        expired_paths = {
+            p for p, _ in doomed if p.startswith("log/") and _log_version(p) in doomed_versions
+        }
+        doomed = _delete_old(be, doomed, grace, expired_paths, report)
     report.removed = [p for p, _ in doomed]
     report.bytes_freed = sum(s for _, s in doomed)
-    write_head_hint(be, head) if not dry_run else None
+    if not dry_run:
+        write_head_hint(be, newest)  # never lowers it: a commit may have landed since
     return report
+
+
+def _check_gc_args(url, grace, keep_last, keep_since, no_live_writers) -> None:
+    """InvalidArgument for a grace or retention that is not a plain number in range. NaN
+    compares false with everything, so ``nan < MIN_GRACE`` would let it past the floor and
+    then make every unreachable object look old: each is checked to be finite first."""
+    for name, v in (("grace", grace), ("keep_since", keep_since)):
+        if v is None and name == "keep_since":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise InvalidArgument(f"{url}: {name} must be a finite number of seconds, not {v!r}")
+        if v < 0:
+            raise InvalidArgument(f"{url}: {name} must be positive, not {v:g}")
+    if keep_last is not None and (
+        isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+    ):
+        raise InvalidArgument(f"{url}: keep_last must be a whole number >= 1, not {keep_last!r}")
+    if grace < MIN_GRACE and not no_live_writers:
+        raise InvalidArgument(
+            f"{url}: a grace of {grace:g} s could delete the data of a commit that a live "
+            f"writer is making; use at least {MIN_GRACE:g} s, or say that no writer is live"
+        )
+
+
+def _reach(t, snaps, keep: set[str], shard_limit: dict[str, int]) -> None:
+    """Add what the commits ``snaps`` reach to ``keep`` and ``shard_limit``."""
+    for s in snaps:
+        keep |= s.references()
+        if s.rec.get("objects"):
+            m, layers = t.object_map_keys(s.rec["objects"])
+            keep.update(ent["path"] for ent in m.values())
+            keep.update(layers)
+        for name in s.extent.arrays(t.geo.block):
+            shard_limit[name] = max(shard_limit.get(name, 0), t.geo.shards(name, s.extent))
+
+
+def _young(mtime: float | None, now: float, grace: float) -> bool:
+    """Within the grace; a time that is not a number (a storage's garbage) counts as young."""
+    return mtime is not None and (not math.isfinite(mtime) or now - mtime < grace)
+
+
+DELETE_BATCH = 64  # objects looked at again, then deleted, per round
+
+
+def _delete_old(be, doomed, grace, expired_paths, report) -> list[tuple[str, int]]:
+    """Delete ``doomed`` objects, each looked at again just before: one that is gone is
+    skipped, one re-stamped since the listing (a writer adopted it) is kept young. Expired
+    records go whatever their time. Batches keep the look and the delete close together.
+    -> what was deleted."""
+    out: list[tuple[str, int]] = []
+    for i in range(0, len(doomed), DELETE_BATCH):
+        batch = doomed[i : i + DELETE_BATCH]
+        times = concurrently(be, _mtime_or_gone, [be] * len(batch), [p for p, _ in batch])
+        now = time.time()
+        go = []
+        for (p, size), m in zip(batch, times, strict=True):
+            if m is _GONE:
+                continue
+            if p not in expired_paths and _young(m, now, grace):
+                report.kept_young.append(p)
+                continue
+            go.append((p, size))
+        be.delete([p for p, _ in go])
+        out += go
+    return out
+
+
+_GONE = object()
+
+
+def _mtime_or_gone(be, path: str):
+    try:
+        return be.mtime(path)
+    except FileNotFoundError:
+        return _GONE
+
+
+_VERSIONED = re.compile(r"^(?:tail/|stage/)(\d{20})-")
+
+
+def _check_no_lost_records(be, newest: int, listed: list[str]) -> None:
+    """CorruptTree if the listing holds a trace of a commit on top of a version past the
+    newest record. A writer writes version m's delta or staged shards only after it read
+    record m-1 (or committed it), so such an object for m >= newest + 2 proves record m-1
+    existed and is gone (the newest records were lost). Version newest + 1 proves nothing: a
+    crashed or live writer leaves exactly that. gc would otherwise delete the evidence as
+    debris, and the next append would take the lost version's number."""
+    for p in listed:
+        m = _VERSIONED.match(p)
+        if m and int(m.group(1)) >= newest + 2:
+            raise CorruptTree(
+                f"{be.url}: {p} was written on top of version {int(m.group(1)) - 1}, but the "
+                f"newest commit record is version {newest}: commit records were lost; restore "
+                "the log from a copy (gc deleted nothing)"
+            )
 
 
 def _log_version(path: str) -> int | None:

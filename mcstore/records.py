@@ -12,14 +12,17 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import format as F
 from .backend import Backend
 from .errors import (
     CommitConflict,
+    CommitUnknown,
     CorruptTree,
     InvalidArgument,
+    StoreAccessError,
     TreeExists,
     VersionNotFound,
     damaged,
@@ -106,6 +109,7 @@ class CommitLog:
     def __init__(self, be: Backend):
         self._be = be
         self._recs: dict[int, dict] = {}
+        self.hint_seen = 0  # the head hint as the last put() read it
 
     def remember(self, rec: dict) -> None:
         self._recs[rec["version"]] = rec
@@ -146,13 +150,24 @@ class CommitLog:
     def put(self, rec: dict) -> dict:
         """Commit ``rec`` (put-if-absent) and return it as a reader will parse it.
 
-        A PUT can land while its response is lost; the client's retry then finds the name
-        taken. So a taken name is a conflict only if the record there is not ours (its
-        ``nonce`` is another writer's)."""
+        First the head hint: if it says this version was committed already while its record
+        is missing, that record was lost, and taking its number again would hide the loss
+        (CorruptTree). Then the PUT, settled by :func:`put_new`: a PUT can land while its
+        response is lost (the client's retry then finds the name taken, or every retry
+        fails), so what the record name holds afterwards decides: our ``nonce`` means
+        committed, another writer's means CommitConflict; nothing there re-raises the PUT's
+        error (nothing landed); unreadable raises CommitUnknown."""
         version = rec["version"]
-        if not self._be.put_if_absent(
-            F.log_key(version), F.encode_record(rec)
-        ) and not self._is_ours(rec):
+        key = F.log_key(version)
+        self.hint_seen = read_hint(self._be)
+        if self.hint_seen >= version and not self._be.exists(key):
+            raise CorruptTree(
+                f"{self._be.url}: log/head says version {self.hint_seen} was committed but "
+                f"commit record {key} is missing: a commit record was lost, and committing "
+                "would take its version again; restore the log from a copy"
+            )
+        nonce = rec.get("nonce")
+        if not put_new(self._be, key, F.encode_record(rec), lambda raw: _nonce(raw) == nonce):
             raise CommitConflict(
                 f"{self._be.url}: another writer committed version {version} first; this append "
                 "was not committed (nothing lost): call refresh() and retry"
@@ -162,12 +177,45 @@ class CommitLog:
         self._recs[version] = rec
         return rec
 
-    def _is_ours(self, rec: dict) -> bool:
-        try:
-            there = read_record(self._be, rec["version"])
-        except (VersionNotFound, CorruptTree):
-            return False
-        return rec.get("nonce") is not None and there.get("nonce") == rec["nonce"]
+
+def _nonce(raw: bytes) -> str | None:
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        return None
+    return v.get("nonce") if isinstance(v, dict) else None
+
+
+def put_new(be: Backend, key: str, data: bytes, ours: Callable[[bytes], bool]) -> bool:
+    """``put_if_absent`` whose outcome is read back whenever it is in doubt. -> True if the
+    object at ``key`` is now ours (``ours(bytes)`` says so: a nonce, a tree id), False if it
+    is another writer's.
+
+    A PUT can land while its response is lost. s3fs then retries, and the retry finds the
+    name taken (412) by our own object; or every retry fails, and the error says nothing
+    about whether the first attempt landed. Either way the object is read back before
+    anything is said: ours is success; nothing there means the PUT did not land and its own
+    error is raised; if the read fails too, CommitUnknown (the outcome cannot be known now).
+    """
+    failure: BaseException | None = None
+    try:
+        if be.put_if_absent(key, data):
+            return True
+    except (StoreAccessError, OSError) as e:
+        failure = e
+    try:
+        there = be.read(key, limit=RECORD_BYTES)
+    except FileNotFoundError:
+        if failure is not None:
+            raise failure from None
+        return False
+    except (StoreAccessError, OSError) as e:
+        cause = failure or e
+        raise CommitUnknown(
+            f"{be.url}: whether {key} was written is unknown: the PUT failed "
+            f"({type(cause).__name__}) and reading it back failed ({type(e).__name__})"
+        ) from cause
+    return ours(there)
 
 
 def parse_record(be: Backend, version: int, raw: bytes) -> dict:
@@ -253,9 +301,30 @@ def read_record(be: Backend, version: int) -> dict:
     return parse_record(be, version, raw)
 
 
-def write_head_hint(be: Backend, version: int) -> None:
-    with contextlib.suppress(Exception):  # only a hint
-        be.write("log/head", str(version).encode(), durable=False)
+def read_hint(be: Backend) -> int:
+    """The head hint (0 if there is none, or it is not a number)."""
+    try:
+        return int(be.read("log/head", limit=SMALL_BYTES).decode().strip())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return 0
+    except IsADirectoryError:  # as in locate_head: never written by a store
+        raise damaged(
+            be.url, "log/head", "is a folder, not the head hint (removing it is safe)"
+        ) from None
+
+
+def write_head_hint(be: Backend, version: int, *, seen: int | None = None) -> None:
+    """Raise the head hint to ``version``; never lower it. ``seen``: the hint as just read
+    (else it is read here).
+
+    The hint is evidence as well as a shortcut: a hint beyond the newest record means that
+    records were lost (:func:`locate_head`, :meth:`CommitLog.put`), so it is written
+    durably and only upwards; a gc or a slow writer that wrote back an older head would
+    erase that evidence. Read-then-write is not atomic: two commits landing back to back
+    can still leave it one behind, which only weakens the evidence (open lists past it)."""
+    with contextlib.suppress(Exception):  # a failure leaves an older hint: open lists past it
+        if version > (read_hint(be) if seen is None else seen):
+            be.write("log/head", str(version).encode(), durable=True)
 
 
 def find_head(be: Backend, known: int = 0) -> int:

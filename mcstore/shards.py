@@ -14,11 +14,13 @@ Overrides that shadow a shard of a forked-from base tree stay: that shard is not
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+import logging
 
 from . import format as F
-from .backend import Backend
+from .backend import Backend, concurrently
 from .errors import CommitConflict
+
+log = logging.getLogger(__name__)
 
 Bases = list[tuple[Backend, dict[str, int]]]  # forked-from trees: (backend, shards per array)
 
@@ -50,8 +52,9 @@ def ensure_array_meta(be: Backend, geo: F.Geometry, name: str, known: set[str]) 
     if name in known:
         return
     key = f"arrays/{name}/zarr.json"
-    if not be.exists(key):
-        be.write(key, F.array_metadata(geo, name))
+    meta = F.array_metadata(geo, name)
+    if not be.restamp(key, meta):  # one a crashed writer left is adopted: its age restarts
+        be.write(key, meta)
     known.add(name)
 
 
@@ -60,7 +63,8 @@ def write_ahead(be: Backend, geo: F.Geometry, name: str, first: int, rows) -> di
     before any commit names them (bulk ingest: each worker writes the shards it computed).
 
     Put-if-absent at the canonical names, exactly as a commit would write them; a name that
-    already holds these bytes (a rerun) counts as written. -> ``{"<name>/<k>": crc32c}`` of
+    already holds these bytes (a rerun) counts as written, and is re-stamped so that gc
+    counts its age from now (:func:`adopt`). -> ``{"<name>/<k>": crc32c}`` of
     the shards now there with our bytes, for ``Tree.append(written=…)``; a shard whose name
     holds other bytes (a crashed writer's orphan) is left out, and the commit writes it
     through its staged-override path."""
@@ -72,16 +76,28 @@ def write_ahead(be: Backend, geo: F.Geometry, name: str, first: int, rows) -> di
     for j in range(len(rows) // S):
         data = F.encode_shard(spec, rows[j * S : (j + 1) * S])
         key = spec.chunk_key(first + j)
-        if be.put_if_absent(key, data) or _holds(be, key, data):
+        if be.put_if_absent(key, data) or adopt(be, key, data):
             out[f"{name}/{first + j}"] = F.crc32c(data)
     return out
 
 
-def _holds(be: Backend, key: str, data: bytes) -> bool:
-    try:
-        return be.read(key) == data
-    except FileNotFoundError:
-        return False
+def adopt(be: Backend, key: str, data: bytes) -> bool:
+    """Whether ``key`` (where put-if-absent found something) holds exactly ``data``; if so it
+    is re-stamped, so gc measures its age from this adoption: a crashed writer's identical
+    shard is hours old, and a gc that judged it abandoned would delete it under the commit
+    that now names it. A name that empties meanwhile (a gc took it) is written again."""
+    for _ in range(3):
+        try:
+            there = be.read(key)
+        except FileNotFoundError:
+            if be.put_if_absent(key, data):
+                return True
+            continue
+        if there != data:
+            return False
+        if be.restamp(key, data):
+            return True
+    return False  # emptied and refilled under us three times: leave it to the staged path
 
 
 def put_shards(
@@ -92,31 +108,34 @@ def put_shards(
     nonce: str,
     override: dict[str, str],
     written: dict[str, int] | None = None,
-) -> None:
+) -> list[tuple[str, bytes]]:
     """Write complete shards for ``version``; stage (and add to ``override``) any whose
     canonical name holds other bytes. CommitConflict if ``version`` is already taken.
 
     ``written``: shards another process wrote ahead (``write_ahead``) by crc32c; one whose
-    checksum equals ours is not written again, only checked to be there (a HEAD, no body): a
-    gc that ran between the write-ahead and this commit may have removed it, and then it is
-    written here like any other."""
+    checksum equals ours is not written again, only re-stamped (local disk: its time; S3: a
+    copy onto itself, no body travels), which also says it is still there: a gc that ran
+    between the write-ahead and this commit may have removed it, and then it is written here
+    like any other. -> the shards the commit adopted instead of writing (``(key, bytes)``:
+    written ahead, or left with our bytes by a crashed writer), for
+    :func:`rewrite_missing` after the record."""
+    adopted: list[tuple[str, bytes]] = []
     if written:
-        ahead = [(n, k) for n, k, d in shards if written.get(f"{n}/{k}") == F.crc32c(d)]
-        there = _each(be, be.exists, [geo.spec(n).chunk_key(k) for n, k in ahead])
-        skip = {nk for nk, ok in zip(ahead, there, strict=True) if ok}
+        ahead = [(n, k, d) for n, k, d in shards if written.get(f"{n}/{k}") == F.crc32c(d)]
+        keys = [geo.spec(n).chunk_key(k) for n, k, _ in ahead]
+        there = concurrently(be, be.restamp, keys)
+        skip = {(n, k) for (n, k, _), ok in zip(ahead, there, strict=True) if ok}
+        adopted += [(key, d) for (n, k, d), key in zip(ahead, keys, strict=True) if (n, k) in skip]
         shards = [(n, k, d) for n, k, d in shards if (n, k) not in skip]
     if not shards:
-        return
+        return adopted
     keys = [geo.spec(n).chunk_key(k) for n, k, _ in shards]
-    results = _each(be, be.put_if_absent, keys, [d for _, _, d in shards])
+    results = concurrently(be, be.put_if_absent, keys, [d for _, _, d in shards])
     for (name, k, data), key, ok in zip(shards, keys, results, strict=True):
         if ok:
             continue
-        try:
-            existing = be.read(key)
-        except FileNotFoundError:
-            existing = None
-        if existing == data:
+        if adopt(be, key, data):
+            adopted.append((key, data))
             continue
         if be.exists(F.log_key(version)):
             raise CommitConflict(
@@ -126,15 +145,31 @@ def put_shards(
         stage = f"stage/{version:020d}-{nonce}/{name}/{k}"
         be.write(stage, data)
         override[f"{name}/{k}"] = stage
+    return adopted
 
 
-def _each(be: Backend, fn, *args: list) -> list:
-    """``fn`` over the argument lists: concurrently on an object store, one by one else."""
-    n = len(args[0])
-    if be.concurrent_io and n > 1:
-        with ThreadPoolExecutor(min(8, n)) as ex:
-            return list(ex.map(fn, *args))
-    return [fn(*a) for a in zip(*args, strict=True)]
+def rewrite_missing(be: Backend, adopted: list[tuple[str, bytes]]) -> list[str]:
+    """After the commit: write again any adopted shard that is gone. Re-stamping closes
+    most of gc's window, not all of it: a gc that read a shard's old time just before the
+    re-stamp and deletes it just after the record lands leaves the commit naming a missing
+    shard; the committer still holds the bytes, so it looks once more (one existence check
+    per adopted shard, concurrent on S3) and puts back what is missing. -> the keys rewritten.
+
+    The commit has landed by now, so a failure here is logged, never raised: an error would
+    tell the caller the commit failed, and a retry would store it twice."""
+    if not adopted:
+        return []
+    try:
+        there = concurrently(be, be.exists, [k for k, _ in adopted])
+        gone = [(k, d) for (k, d), ok in zip(adopted, there, strict=True) if not ok]
+        for k, d in gone:
+            be.write(k, d)
+        if gone:
+            log.warning("%s: wrote %d adopted shards again that a gc removed", be.url, len(gone))
+        return [k for k, _ in gone]
+    except Exception as e:  # the commit stands; say so, and what to check
+        log.warning("%s: could not check the adopted shards after a commit (%s)", be.url, e)
+        return []
 
 
 def repair_staged(

@@ -9,15 +9,25 @@ too. One lock per handle serializes its commits and tail updates.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import format as F
-from .errors import CommitConflict, InvalidArgument, ReadOnlyError, VersionNotFound
-from .gisting import GistFn, Gisting, gist_completed, write_gist_set
+from .backend import RESUME
+from .errors import (
+    CommitConflict,
+    CommitUnknown,
+    InvalidArgument,
+    ReadOnlyError,
+    StoreAccessError,
+    VersionNotFound,
+)
+from .gisting import GistFn, Gisting, gist_completed, restamp_gist_set, write_gist_set
 from .nodes import FLAGS_OBJECT, segment_rows, updated_flags
 from .objects import store_named
 from .records import (
@@ -25,16 +35,50 @@ from .records import (
     Snapshot,
     check_tag_name,
     find_head,
+    read_record,
     write_head_hint,
     write_tag,
 )
-from .shards import ensure_array_meta, put_shards, repair_staged, settle_inherited, write_ahead
+from .shards import (
+    ensure_array_meta,
+    put_shards,
+    repair_staged,
+    rewrite_missing,
+    settle_inherited,
+    write_ahead,
+)
 from .tail import entry, grow, plan_delta
 from .view import TreeView
 
 
+@dataclass(frozen=True)
+class Unsettled:
+    """A commit whose record PUT failed: whether it landed is not known yet. ``fingerprint``
+    identifies the change (what was appended), so a repeat of it is recognised."""
+
+    version: int
+    nonce: str
+    fingerprint: str | None
+
+
+def fingerprint(*parts) -> str:
+    """A hash of a change as the caller gave it (token arrays, sources, tags, objects,
+    message), to recognise the same change asked for again."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(b"a" + str(p.dtype).encode() + p.tobytes())
+        elif isinstance(p, bytes | bytearray):
+            h.update(b"b" + hashlib.sha256(p).digest())
+        else:
+            h.update(b"j" + F.canonical_json(p))
+    return h.hexdigest()
+
+
 class Tree(TreeView):
     """One MegaContext tree at one URL. Create with :func:`create`, open with :func:`open`."""
+
+    _unsettled: Unsettled | None = None  # the last commit, if its outcome is unknown
 
     # ------------------------------------------------------------------ checks
     def _check_writable(self) -> None:
@@ -42,8 +86,50 @@ class Tree(TreeView):
             why = "opened at a fixed version" if self._pinned else "opened read-only"
             raise ReadOnlyError(f"{self.url}: tree {why}; open it with mode='a' to change it")
 
-    def _check_head(self) -> None:
+    def _check_head(self, change: str | None = None) -> int | None:
+        """Before a commit: settle this handle's last commit if its outcome was unknown, then
+        check the next version is free. -> the version of that last commit when it did land
+        and ``change`` (its fingerprint) is the same change again: a retry, which the caller
+        answers with that version instead of storing the change twice."""
+        landed = self._settle(change)
+        if landed is not None:
+            return landed
         self._log.check_free(self.version + 1)
+        return None
+
+    def _settle(self, change: str | None) -> int | None:
+        """Whether the commit that raised :class:`CommitUnknown` (or whose record PUT failed)
+        landed: its record carries our nonce. Until that is known this handle commits
+        nothing (a new commit could store the same change twice)."""
+        u = self._unsettled
+        if u is None:
+            return None
+        try:
+            rec = read_record(self._be, u.version)
+        except VersionNotFound:
+            return None  # not there: it did not land (a later commit of ours settles it)
+        except (StoreAccessError, OSError) as e:
+            raise self._unknown(u, e) from e
+        self._unsettled = None
+        if rec.get("nonce") != u.nonce:
+            return None  # another writer's: ours did not land
+        self._log.remember(rec)
+        if self.version < u.version:
+            self._snap = Snapshot(rec)  # the tail state follows the snapshot when read
+        return u.version if change is not None and change == u.fingerprint else None
+
+    def _unknown(self, u: Unsettled, e: BaseException) -> CommitUnknown:
+        # the storage error's own advice ("nothing … changed") is not true here: left out
+        why = str(e).replace(RESUME, "").rstrip("; ")
+        return CommitUnknown(
+            f"{self.url}: whether version {u.version} was committed is unknown: the storage "
+            f"failed while its record was written and it could not be read back ({why}). "
+            f"refresh() tells: the tree then shows version {u.version} with nonce {u.nonce} "
+            "if it landed; repeating the same change on this handle is recognised and not "
+            "stored twice",
+            version=u.version,
+            nonce=u.nonce,
+        )
 
     # ------------------------------------------------------------------ flags
     def set_flags(self, level: int, indices: Iterable[int], flags: int, *, message=None) -> int:
@@ -74,10 +160,15 @@ class Tree(TreeView):
     def commit_objects(self, objects: dict[str, bytes | None], message: str | None = None) -> int:
         """A commit that adds no tokens, only (replaces / deletes with None) named objects."""
         self._check_writable()
+        change = fingerprint(
+            "objects", message, {n: None if d is None else d.hex() for n, d in objects.items()}
+        )
         with self._lock:
-            self._check_head()
+            landed = self._check_head(change)
+            if landed is not None:
+                return landed
             okey = self._store_objects(objects)
-            return self._commit({}, self._snap.extent, message=message, objects=okey)
+            return self._commit({}, self._snap.extent, message=message, objects=okey, change=change)
 
     # ------------------------------------------------------------------ append
     def append(
@@ -123,9 +214,22 @@ class Tree(TreeView):
         self._check_writable()
         if not parts:
             raise InvalidArgument(f"{self.url}: nothing to append")
-        checked = [(self._checked_tokens(t), self._checked_source(s), tags) for t, s, tags in parts]
+        checked = [
+            (self._checked_tokens(t), self._checked_source(s), list(tags)) for t, s, tags in parts
+        ]
+        change = fingerprint(
+            "append",
+            message,
+            *[x for t, s, tags in checked for x in (t, s, tags)],
+            sorted(
+                (n, hashlib.sha256(d).hexdigest() if d is not None else None)
+                for n, d in (objects or {}).items()
+            ),
+        )
         with self._lock:
-            self._check_head()
+            landed = self._check_head(change)
+            if landed is not None:
+                return landed
             snap = self._snap
             now = time.time_ns() if now is None else int(now)
             how = Gisting(gister, len(self._gistnets()) - 1, now, snap.gset)
@@ -153,8 +257,9 @@ class Tree(TreeView):
             ext = F.Extent(start, snap.nseg + len(checked), heap, snap.gset)
             okey = self._store_objects(objects)
             return self._commit(
-                new_rows, ext, message=message, objects=okey, now=now, written=written
-            )
+                new_rows, ext, message=message, objects=okey, now=now, written=written,
+                change=change,
+            )  # fmt: skip
 
     def _checked_tokens(self, tokens) -> np.ndarray:
         toks = np.asarray(tokens)
@@ -193,12 +298,14 @@ class Tree(TreeView):
         consolidate: bool = False,
         replaced: dict[str, np.ndarray] | None = None,
         written: dict[str, int] | None = None,
+        change: str | None = None,
     ) -> int:
         """Write shards, the tail delta and the commit record (put-if-absent) for a version
         of extent ``ext`` whose rows beyond the current version are ``new_rows``.
 
         ``replaced`` (regist, fork) gives whole tails for arrays whose complete shards were
-        already written."""
+        already written; ``change``: the fingerprint of what the caller asked for, kept if
+        the record PUT fails so that a repeat of the same change is recognised."""
         be, geo = self._be, self.geo
         snap = self._snap
         version = snap.version + 1
@@ -226,7 +333,7 @@ class Tree(TreeView):
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
         for name in {n for n, _, _ in growth.shards}:
             ensure_array_meta(be, geo, name, self._known_meta)
-        put_shards(be, geo, growth.shards, version, nonce, override, written)
+        adopted = put_shards(be, geo, growth.shards, version, nonce, override, written)
         # 2. the tail delta
         delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         if delta:
@@ -250,13 +357,23 @@ class Tree(TreeView):
         }
         if override:
             rec["override"] = override
-        # 3. the commit record, put-if-absent
-        rec = self._log.put(rec)
+        # 3. the commit record, put-if-absent; a failed PUT is read back before anything is
+        # said (records.put_new): a lost answer must not read as "nothing changed"
+        try:
+            rec = self._log.put(rec)
+        except (StoreAccessError, OSError) as e:
+            self._unsettled = Unsettled(version, nonce, change)
+            if isinstance(e, CommitUnknown):
+                raise self._unknown(self._unsettled, e.__cause__ or e) from e
+            raise
+        if self._unsettled is not None and version >= self._unsettled.version:
+            self._unsettled = None  # that version is now ours: the old PUT can never land
         # committed: repair canonical shards that were shadowed by an orphan
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
+        rewrite_missing(be, adopted)  # a gc may have deleted an adopted shard under us
         self._snap = Snapshot(rec)  # segments() decodes only the new segment
         self._tail.advance(rec, growth.tail)
-        write_head_hint(be, version)
+        write_head_hint(be, version, seen=self._log.hint_seen)
         return version
 
     # ------------------------------------------------------------------ regist
@@ -285,6 +402,9 @@ class Tree(TreeView):
             progress=progress,
         )
         bkey = self._blobs.write("binding", {"binding": binding, "gistnets": table})
+        # shards written long ago (a long regist, or one resumed) look abandoned to gc:
+        # re-stamped now, their age counts from this commit (StoreError if one is gone)
+        restamp_gist_set(self._be, self.geo, F.Extent(snap.length, snap.nseg, snap.nheap, gset))
         with self._lock:
             self._check_head()
             if self._snap.version != snap.version:
