@@ -11,6 +11,7 @@ import click
 from cli import options
 from cli.main import cli
 from cli.options import base_alias_option, config_options
+from cli.params import FINITE_FLOAT
 
 
 def _threads(n: int | None) -> None:
@@ -76,7 +77,7 @@ def corpus_group() -> None:
 
 @corpus_group.command("build")
 @click.option("--out", default=None, help="Folder (default $MC_CACHE/corpus/default).")
-@click.option("--max-mb", type=float, default=64.0, show_default=True)
+@click.option("--max-mb", type=FINITE_FLOAT, default=64.0, show_default=True)
 @click.option("--max-docs", type=int, default=None)
 @click.option("--force", is_flag=True, help="Rebuild even if it exists.")
 @click.option(
@@ -119,11 +120,11 @@ def train_group() -> None:
         "recent": {"type": int, "help": "Raw tokens after the gists."},
         "horizon": {"type": int, "help": "Scored tokens."},
         "top_level": {"type": int},
-        "p_expand": {"type": float},
-        "lr": {"type": float},
+        "p_expand": {"type": FINITE_FLOAT},
+        "lr": {"type": FINITE_FLOAT},
         "warmup": {"type": int},
-        "clip": {"type": float},
-        "ce_weight": {"type": float},
+        "clip": {"type": FINITE_FLOAT},
+        "ce_weight": {"type": FINITE_FLOAT},
         "eval_every": {"type": int},
         "eval_windows": {"type": int},
         "ckpt_every": {"type": int},
@@ -168,7 +169,7 @@ def train_gistnet_cmd(base_name, corpus_dir, device, threads, seed, out, resume,
         "max_actions": {"type": int},
         "steps": {"type": int},
         "batch": {"type": int},
-        "lr": {"type": float},
+        "lr": {"type": FINITE_FLOAT},
         "eval_every": {"type": int},
     },
 )

@@ -11,6 +11,7 @@ import click
 import mcstore
 from cli.main import cli
 from cli.options import storage_options_option, tree_argument
+from cli.params import FINITE_FLOAT, finite
 
 
 def _version_arg(v: str | None):
@@ -33,23 +34,24 @@ def _when(ns: int) -> str:
 
 
 class Duration(click.ParamType):
-    """Seconds, or a number with a unit: 30s, 15m, 12h, 7d, 2w."""
+    """Seconds, or a number with a unit: 30s, 15m, 12h, 7d, 2w (finite: nan/inf refused)."""
 
     name = "duration"
     UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
     def convert(self, value, param, ctx):
         if isinstance(value, int | float):
-            return float(value)
+            return finite(value, param, ctx)
         text = str(value).strip().lower()
         unit = self.UNITS.get(text[-1:]) if text else None
         try:
             n = float(text[:-1] if unit else text)
         except ValueError:
             self.fail(f"{value!r} is not a duration (e.g. 7d, 12h, 30m, 3600)", param, ctx)
+        n = finite(n * (unit or 1), param, ctx, text=value)
         if n < 0:
             self.fail(f"{value!r} is negative", param, ctx)
-        return n * (unit or 1)
+        return n
 
 
 DURATION = Duration()
@@ -154,7 +156,7 @@ def fork(src: str, dst: str, version: str | None, storage_options) -> None:
 @tree_argument()
 @click.option(
     "--grace",
-    type=float,
+    type=FINITE_FLOAT,
     default=3600.0,
     show_default=True,
     help="Keep unreferenced objects younger than this many seconds (at least 900 while a "
