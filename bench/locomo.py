@@ -93,7 +93,8 @@ QUESTION_ROOM = 64  # keeper positions kept for the question when trunc fills th
 class LocomoConfig:
     split: str = "test"
     conversations: tuple[str, ...] = ()  # empty: every conversation of the split
-    limit: int | None = None  # first N questions of each conversation
+    limit: int | None = None  # N questions of each conversation (see ``pick``)
+    first: bool = False  # the limit takes the first N questions, not N spread over categories
     systems: tuple[str, ...] = SYSTEMS
     reader: str = "keeper"
     window: int = 2048
@@ -179,7 +180,26 @@ def turns(conv: dict) -> list[Turn]:
 def evidence_ids(qa: dict) -> list[str]:
     """The evidence's ``dia_id``\\ s (some entries hold several, "D8:6; D9:17")."""
     got = re.findall(r"D(\d+):(\d+)", " ".join(str(e) for e in qa.get("evidence") or ()))
-    return list(dict.fromkeys(f"D{a}:{b}" for a, b in got))
+    return list(dict.fromkeys(f"D{int(a)}:{int(b)}" for a, b in got))  # "D30:05" is D30:5
+
+
+def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
+    """Indices of the questions asked: all; the first ``limit``; or (default) ``limit`` spread
+    over the categories in proportion to their counts, each category's earliest first (the
+    release lists questions by category, so its first 60 hold no single-hop or adversarial
+    question)."""
+    if not limit or limit >= len(qa):
+        return list(range(len(qa)))
+    if first:
+        return list(range(limit))
+    cats = Counter(q["category"] for q in qa)
+    seen: Counter = Counter()
+    keys = []
+    for i, q in enumerate(qa):
+        c = q["category"]
+        keys.append(((seen[c] + 0.5) / cats[c], c, i))
+        seen[c] += 1
+    return sorted(i for _, _, i in sorted(keys)[:limit])
 
 
 # -- scores (LoCoMo's task_eval/evaluation.py) ---------------------------------------------------
@@ -501,15 +521,16 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
 
     for cid in cids:
         conv = Conversation.of(cid, data[cid], base.tokenizer)
-        qas = conv.qa[: cfg.limit] if cfg.limit else conv.qa
+        asked = pick(conv.qa, cfg.limit, cfg.first)
         if "mc" in cfg.systems:
             build_tree(conv, work, base, gistnet, lensnet)
         builds[cid] = {"turns": len(conv.turns), "tokens": conv.spans[-1][1] if conv.spans else 0,
-                       "build_s": round(conv.build_s, 1), "questions": len(qas)}  # fmt: skip
+                       "build_s": round(conv.build_s, 1), "questions": len(asked)}  # fmt: skip
         index = TurnIndex(conv)
         # one system at a time: a text reader's prompt cache then reuses what questions share
         for system in cfg.systems:
-            for qi, qa in enumerate(qas):
+            for qi in asked:
+                qa = conv.qa[qi]
                 t0 = time.perf_counter()
                 note = ""
                 if system == "mc":
@@ -565,6 +586,8 @@ def _cell(rs: list[dict]) -> dict:
         "em": float(np.mean([r["em"] for r in rs])) if rs else None,
         "found": float(np.mean(found)) if found else None,
         "first_token_s": statistics.median(firsts) if firsts else None,
+        # answers saying the memory holds nothing (right in category 5 only)
+        "refused": float(np.mean([says_not_mentioned(r["answer"]) for r in rs])) if rs else None,
         "seconds": float(np.mean([r["seconds"] for r in rs])) if rs else None,
     }
 
@@ -606,12 +629,14 @@ def table(result: dict) -> str:
                 v = f"{cell[key]:.3f}"
                 cells.append(v if cell["n"] == n0[c] else f"{v} (n={cell['n']})")
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["\nseconds per question (median to first token; mean in all)\n",
-              "| system | first token | all |", "|---|---|---|"]  # fmt: skip
+    lines += ["\nseconds per question (median to first token, mean in all); share of answers "
+              "saying the memory holds nothing (categories 1-4, where that is wrong)\n",
+              "| system | first token s | all s | refused (1-4) |", "|---|---|---|---|"]  # fmt: skip
     for s in systems:
-        a = summ[s]["all"]
+        a, r = summ[s]["all"], summ[s]["1-4"]
         ft = "–" if a["first_token_s"] is None else f"{a['first_token_s']:.2f}"
-        lines.append(f"| {s} | {ft} | {a['seconds']:.2f} |")
+        ref = "–" if r["refused"] is None else f"{r['refused']:.2f}"
+        lines.append(f"| {s} | {ft} | {a['seconds']:.2f} | {ref} |")
     return "\n".join(lines).strip()
 
 
@@ -624,7 +649,8 @@ def save(result: dict, out: str, workdir: str | None = None) -> None:
     p.write_text(json.dumps(keep, indent=1))
     cfg = result["config"]
     convs = ", ".join(f"{c} ({b['questions']} q)" for c, b in result["conversations"].items())
-    subset = f", first {cfg['limit']} questions of each" if cfg["limit"] else ""
+    how = "first" if cfg.get("first", True) else "spread over the categories"
+    subset = f", {cfg['limit']} questions of each ({how})" if cfg["limit"] else ""
     p.with_suffix(".md").write_text(
         f"LoCoMo, {cfg['split']} split, conversations {convs}{subset}; "
         f"keeper {result['model']}, reader {result['reader']}, window {cfg['window']}; "
@@ -642,9 +668,11 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m bench locomo", description=__doc__.split("\n")[0])
     ap.add_argument("--split", default="test", choices=["test", "dev"], help="dev: for tuning only")
-    ap.add_argument("--quick", action="store_true", help="dev split, first 30 questions of each")
+    ap.add_argument("--quick", action="store_true", help="dev split, 30 questions of each")
     ap.add_argument("--conversations", default=None, help="comma-separated, e.g. 26,30")
-    ap.add_argument("--limit", type=int, default=None, help="first N questions per conversation")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="N questions per conversation, spread over the categories")  # fmt: skip
+    ap.add_argument("--first", action="store_true", help="--limit takes the first N questions")
     ap.add_argument("--systems", default=None, help=f"comma-separated, from {','.join(SYSTEMS)}")
     ap.add_argument("--reader", default=None, help="keeper (default) or a reader name")
     ap.add_argument("--window", type=int, default=None)
@@ -660,6 +688,7 @@ def main(argv: list[str] | None = None) -> None:
     kw: dict = {"split": "dev" if args.quick else args.split}
     if args.quick:
         kw["limit"] = 30
+    kw["first"] = args.first
     for name in ("limit", "reader", "window", "max_new_tokens", "rag_k", "model", "data",
                  "workdir"):  # fmt: skip
         if getattr(args, name) is not None:

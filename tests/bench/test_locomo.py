@@ -97,7 +97,16 @@ def test_turns_carry_date_speaker_and_photo(data):
         "[shares a photo of a ferret on a sofa]\n"
     )
     assert ts[4].source == "chat:Bo" and ts[4].text.startswith("[10:00 am on 27 June, 2023] Bo:")
-    assert locomo.evidence_ids({"evidence": ["D2:1; D2:3", "D2:1"]}) == ["D2:1", "D2:3"]
+    assert locomo.evidence_ids({"evidence": ["D2:1; D2:3", "D2:01"]}) == ["D2:1", "D2:3"]
+
+
+def test_a_limit_spreads_over_the_categories():
+    qa = [{"category": c} for c in [2] * 4 + [1] * 4 + [4] * 8 + [5] * 4]
+    got = locomo.pick(qa, 5)
+    assert len(got) == 5 and {qa[i]["category"] for i in got} == {1, 2, 4, 5}
+    assert got == sorted(got) and 8 in got  # each category's earliest question first
+    assert locomo.pick(qa, 3, first=True) == [0, 1, 2]
+    assert locomo.pick(qa, None) == locomo.pick(qa, 99) == list(range(20))
 
 
 def test_every_system_answers_every_question(result):
@@ -154,6 +163,7 @@ def test_saved_results_name_questions_by_index_only(result, tmp_path):
     assert raw[0]["question"] == "What pet did Ada adopt?" and raw[0]["gold"] == "a ferret"
     md = out.with_suffix(".md").read_text()
     assert "| mc |" in md and "single-hop (n=1)" in md and "focus recall" in md
+    assert "refused (1-4)" in md and 0 <= back["summary"]["rag"]["1-4"]["refused"] <= 1
 
 
 # -- scoring -------------------------------------------------------------------------------------
