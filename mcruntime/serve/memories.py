@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import mcstore
-from mcruntime.errors import InputError, SessionError, WindowError
+from mcruntime.errors import InputError, PathTaken, SessionError, WindowError
 from mcruntime.hooks import Hooks
 from mcruntime.location import check_new
 from mcruntime.render import ASSISTANT, USER
@@ -50,6 +50,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 SUFFIX = ".mc"  # memory NAME is the tree ROOT/NAME.mc (what `mc ingest ROOT/NAME.mc` creates)
 CHAT_SOURCES = {"chat:user": "user", "chat:assistant": "assistant"}
 COMMIT_TRIES = 4  # a request's commit, tried on the newest tree after a conflict, then 409
+OPEN_TRIES = 5  # opens of a tree that reads as damaged (maybe mid-create), 0.75 s in all
 PREFIXES = {"user": USER, "assistant": ASSISTANT}
 
 
@@ -305,6 +306,20 @@ class Memories:
         return True
 
     def _open_session(self, name: str, create: bool) -> _Open:
+        """Open (or create) the memory's session. A tree another process is creating reads
+        as damaged between its writes (a root without a commit yet, a folder holding only its
+        first files): opened again a moment later before that is believed."""
+        for attempt in range(OPEN_TRIES):
+            try:
+                return self._open_once(name, create)
+            except (mcstore.CorruptTree, PathTaken):
+                if attempt == OPEN_TRIES - 1:
+                    raise
+                log.info("memory %s: not whole yet (being created?); opening it again", name)
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _open_once(self, name: str, create: bool) -> _Open:
         from mcruntime.session import Session
 
         if create:  # never a tree among someone's files at ROOT/NAME.mc (PathTaken: 409)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -213,3 +214,35 @@ def test_a_request_sent_again_is_answered_once(start):
     status, _ = _chat(live, "What is the code?")  # no history: always a new question
     t.refresh()
     assert [x for r, x in chat_turns(t) if r == "user"].count("What is the code?") == 3
+
+
+def test_a_memory_another_process_is_creating_is_waited_for(start, tiny):
+    """Two servers' first requests on a new memory: one creates the tree (its root, then its
+    first commit); the other, opening between the two writes, waits for the commit instead of
+    answering 500 corrupt_memory."""
+    from mcruntime import Session
+
+    live = start()
+    url = f"{live.config.root}/fresh.mc"
+    Session(url, model=tiny, window=512).close()  # what the other server's create writes
+    log = Path(url) / "log"
+    held = {p: p.read_bytes() for p in log.iterdir()}
+    for p in held:  # only the root is written, not yet the first commit
+        p.unlink()
+
+    def finish() -> None:  # the creating process's first commit lands a moment later
+        time.sleep(0.3)
+        for p, data in held.items():
+            p.write_bytes(data)
+
+    th = threading.Thread(target=finish)
+    th.start()
+    try:
+        body = {"model": MODEL, "user": "fresh", "max_tokens": 3}
+        body["messages"] = [{"role": "user", "content": "are you there?"}]
+        r = httpx.post(f"{live.url}/v1/chat/completions", json=body, timeout=60)
+    finally:
+        th.join(10)
+    assert r.status_code == 200, r.text
+    out = r.json()["choices"][0]["message"]["content"]
+    assert chat_turns(mcstore.open(url)) == [("user", "are you there?"), ("assistant", out.strip())]
