@@ -3,7 +3,7 @@
 python -m tests.store._gc_racer MODE   (MODE: writer | gc); then one line per run on stdin,
 ``URL DELAY``: after DELAY seconds the writer resumes the crashed append on URL (the gc
 collects URL) and prints one line: ``ok VERSION SECONDS`` (writer), ``ok SHARDS_REMOVED
-SECONDS`` (gc) or ``err …``.
+SECONDS SHARDS_KEPT_YOUNG`` (gc) or ``err …``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def main() -> None:
             else:
                 rep = mcstore.gc(url, grace=3600.0)
                 n = sum(p.startswith("arrays/") for p in rep.removed)
-                print(f"ok {n} {time.perf_counter() - t0:.4f}", flush=True)
+                young = sum(p.startswith("arrays/") for p in rep.kept_young)
+                print(f"ok {n} {time.perf_counter() - t0:.4f} {young}", flush=True)
         except Exception as e:  # reported to the parent, which fails the run
             print(f"err {type(e).__name__}: {e}".replace("\n", " "), flush=True)
 

@@ -187,6 +187,7 @@ def test_real_processes_resumed_writer_and_gc_race(tmp_path):
     writer, collector = _spawn("writer"), _spawn("gc")
     rng = np.random.default_rng(22)
     damaged, removed_shards = [], 0
+    gc_first = gc_saw_restamped = 0  # runs where gc removed the old shards / kept them young
     w_secs, g_secs = [0.25], [0.08]  # how long each took, to aim the next run's gc start
     try:
         for i in range(RUNS):
@@ -202,6 +203,8 @@ def test_real_processes_resumed_writer_and_gc_race(tmp_path):
             assert w_out.startswith("ok"), w_out
             assert g_out.startswith("ok"), g_out
             removed_shards += int(g_out.split()[1])
+            gc_first += int(g_out.split()[1]) > 0
+            gc_saw_restamped += int(g_out.split()[3]) > 0
             w_secs.append(float(w_out.split()[2]))
             g_secs.append(float(g_out.split()[2]))
             try:
@@ -212,5 +215,9 @@ def test_real_processes_resumed_writer_and_gc_race(tmp_path):
         for p in (writer, collector):
             p.stdin.close()
             p.wait(timeout=30)
-    print(f"gc race: {RUNS} runs, {len(damaged)} damaged, {removed_shards} shards removed")
+    print(
+        f"gc race: {RUNS} runs, {len(damaged)} damaged; gc removed the old shards first in "
+        f"{gc_first} (the writer wrote them anew), kept re-stamped ones young in "
+        f"{gc_saw_restamped}"
+    )
     assert not damaged, damaged
