@@ -7,7 +7,7 @@ import click
 from cli import options
 from cli.main import cli
 from cli.options import storage_options_option, tree_url
-from cli.run_cmds import gistnet_option, model_option, window_option
+from cli.run_cmds import gistnet_option, model_option, reader_option, window_option
 
 CONFIG = "mcruntime.serve.config:ServeConfig"
 
@@ -74,10 +74,11 @@ def _lib(*decls, field: str, **kw):
 @model_option
 @gistnet_option
 @window_option
+@reader_option
 @storage_options_option
 def serve(
     root, host, port, api_key_file, api_key_env, concurrency, max_tokens, max_request_bytes,
-    default_memory, create, max_memories, model, gistnet, window, storage_options,
+    default_memory, create, max_memories, model, gistnet, window, reader, storage_options,
 ):  # fmt: skip
     """Serve the OpenAI chat API over the memories in ROOT (a folder or URL, one tree per
     memory: ROOT/NAME.mc).
@@ -102,6 +103,7 @@ def serve(
         "model": model,
         "gistnet": gistnet,
         "window": window,
+        "reader": reader,
     }
     config = ServeConfig(
         root=tree_url(root),
@@ -115,7 +117,8 @@ def serve(
     memories.load()  # before listening: a bad model fails here, with one line
     auth = "API key required" if config.api_key else "no API key (loopback only)"
     click.echo(
-        f"mc serve: {root} at http://{config.host}:{config.port}/v1 with {memories.base.name}; "
+        f"mc serve: {root} at http://{config.host}:{config.port}/v1 with {memories.base.name} "
+        f"(answers: {memories.reader_name}); "
         f"{auth}; Ctrl-C to stop",
         err=True,
     )

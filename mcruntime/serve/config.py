@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcmodels.defaults import DEFAULT_MODEL  # torch-free: the one definition
+from mcmodels.defaults import DEFAULT_MODEL, DEFAULT_READER  # torch-free: the one definition
 from mcruntime.errors import SessionError
 
 
@@ -23,6 +23,9 @@ class ServeConfig:
     storage_options: dict = field(default_factory=dict)
     model: str = DEFAULT_MODEL  # a name, folder or .gguf for mcmodels.load_base
     gistnet: str | None = None  # None: the shipped GistNet for the model (or the untrained one)
+    # who writes the answers (mcmodels.readers): "auto" is the 1.5B reader where installed,
+    # else the keeper; one loaded reader serves every memory, one answer at a time
+    reader: str = DEFAULT_READER
     window: int | None = None  # model positions per step; None: SessionConfig's
     session: dict = field(default_factory=dict)  # further SessionConfig fields, by name
     host: str = "127.0.0.1"

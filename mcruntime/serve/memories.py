@@ -188,6 +188,8 @@ class Memories:
         except TypeError as e:
             raise ServeError(f"unknown session option: {e}") from None
         self.base = base
+        self.reader = None  # the loaded text reader; None: the keeper answers
+        self._reader_ready = False
         self._gistnet = config.gistnet  # a path at first; the loaded net once a session has it
         self._lensnet = None
         self._open: OrderedDict[str, _Open] = OrderedDict()
@@ -199,11 +201,19 @@ class Memories:
     # -- setup ---------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the base model (once; a server does it before it listens)."""
-        if self.base is None:
-            import mcmodels
+        """Load the base model and the reader (once; a server does it before it listens)."""
+        import mcmodels
 
+        if self.base is None:
             self.base = mcmodels.load_base(self.config.model)
+        if not self._reader_ready:
+            self.reader = mcmodels.load_reader(self.config.reader)
+            self._reader_ready = True
+
+    @property
+    def reader_name(self) -> str:
+        """Who writes the answers: the text reader's name, or "keeper"."""
+        return self.reader.name if self.reader is not None else "keeper"
 
     @property
     def model_ids(self) -> list[str]:
@@ -325,6 +335,7 @@ class Memories:
         if create:  # never a tree among someone's files at ROOT/NAME.mc (PathTaken: 409)
             check_new(self.url(name))
         meter = _PromptMeter()
+        self.load()
         try:
             s = Session(
                 self.url(name),
@@ -336,6 +347,7 @@ class Memories:
                 config=self.session_config,
                 create=create,
                 hooks=meter,
+                reader=self.reader if self.reader is not None else "keeper",
             )
         except mcstore.TreeNotFound:
             raise APIError(

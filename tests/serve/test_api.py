@@ -338,3 +338,19 @@ def test_a_folder_that_is_not_a_tree_is_never_written_into(start):
     err = error_of(r, 409)
     assert "not a MegaContext tree" in err["message"] and str(taken) not in err["message"]
     assert sorted(p.name for p in taken.iterdir()) == ["thesis.txt"]
+
+
+def test_a_text_reader_answers_over_the_api(start):
+    """`mc serve --reader NAME`: the reader writes the answer; the turn pair is stored."""
+    live = start(reader="tiny")
+    c = live.client()
+    c.chat.completions.create(
+        model=MODEL, user="ann", messages=[{"role": "user", "content": "The gate code is 4417."}]
+    )
+    r = c.chat.completions.create(
+        model=MODEL, user="ann", messages=[{"role": "user", "content": "What is the gate code?"}]
+    )
+    assert isinstance(r.choices[0].message.content, str)
+    assert live.memories.reader_name == "tiny-llama-s0"
+    sources = [sg.source for sg in live.tree("ann").segments()]
+    assert sources == ["chat:user", "chat:assistant"] * 2
