@@ -475,7 +475,7 @@ def _baseline(system, conv, qa, answerer, index, cfg):
 def _mc(conv, qa, cfg, base, gistnet, lensnet, reader):
     """(answer, first token s, turns shown, tokens shown, note) of a fresh Session."""
     import mcmodels
-    from bench.memory import _mc_shown
+    from bench.memory import mc_shown
     from mcruntime import Session, SessionConfig
 
     t0 = time.perf_counter()
@@ -484,7 +484,7 @@ def _mc(conv, qa, cfg, base, gistnet, lensnet, reader):
                  mode="r", reader=reader or mcmodels.KEEPER) as sess:  # fmt: skip
         t_open = time.perf_counter() - t0
         out = sess.ask(qa["question"], max_new_tokens=cfg.max_new_tokens, remember=False)
-        spans = _mc_shown(sess)
+        spans = mc_shown(sess)
         first = sess.last.timings["first_token_s"]
         reworded = sess.last.timings.get("reworded")
     mask = np.zeros(conv.spans[-1][1], bool)

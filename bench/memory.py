@@ -236,7 +236,7 @@ def _mc_config(system: str, cfg: MemoryConfig):
     return SessionConfig(window=cfg.window, **over)
 
 
-def _mc_shown(sess) -> list[tuple[int, int]]:
+def mc_shown(sess) -> list[tuple[int, int]]:
     spans = [(r["start"], r["stop"]) for r in sess.last.recall]
     if sess.reader is None:  # a text reader never sees the keeper's expanded spans
         spans += [(f["start"], f["stop"]) for f in sess.last.focus]
@@ -322,7 +322,7 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
                         out = sess.ask(
                             p.question, max_new_tokens=cfg.max_new_tokens, remember=False
                         )
-                        r = _row(p, n, seed, system, out, _covered(p.span, _mc_shown(sess)), t0)
+                        r = _row(p, n, seed, system, out, _covered(p.span, mc_shown(sess)), t0)
                         r.note = f"ingest {ingest_s:.1f}s; first token {sess.last.timings['first_token_s']:.1f}s"
                         rows.append(r)
             shutil.rmtree(tree, ignore_errors=True)
