@@ -396,6 +396,7 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: b
 
     waiting = Waiting(sys.stderr)
     held = ""  # trailing blanks are printed only once more text follows them
+    before = s.tree.version
     try:
         with waiting:
             for piece in s.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
@@ -406,9 +407,15 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: b
                 click.echo(shown, nl=False)
     except mcstore.CommitConflict as e:
         click.echo()
+        saved = s.tree.version != before  # the question and answer are one commit
         raise mcstore.CommitConflict(
-            f"{s.tree.url}: another writer committed while this answer was written; this turn "
-            "was not saved in full: ask again"
+            f"{s.tree.url}: another writer committed while this answer was written; "
+            + (
+                "this turn was saved, only its retrieval index chunk was not (a later commit "
+                "stores it)"
+                if saved
+                else "this turn was not saved: ask again"
+            )
         ) from e
     click.echo()
     if show_focus:

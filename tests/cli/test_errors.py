@@ -115,25 +115,42 @@ def _gister(dim):
 def test_commit_conflict(tree, monkeypatch):
     """Another writer commits while `mc chat` answers: the chat's commit loses, cleanly."""
     other = mcstore.open(tree, "a")
-    original = mcruntime.session.Session.append_ids
+    original = mcruntime.session.Session.remember_turns
 
-    def another_writer_first(self, ids, **kw):
-        monkeypatch.setattr(mcruntime.session.Session, "append_ids", original)
+    def another_writer_first(self, turns, **kw):
+        monkeypatch.setattr(mcruntime.session.Session, "remember_turns", original)
         from mcruntime.ingest import ingest_text
 
         w = mcruntime.session.Session(other, model=self.base, gistnet=self.gistnet, window=2048)
         ingest_text(w, "written by someone else meanwhile\n", "other.txt")
-        self.append_ids = original.__get__(self)
-        return original(self, ids, **kw)
+        return original(self, turns, **kw)
 
-    monkeypatch.setattr(mcruntime.session.Session, "append_ids", another_writer_first)
+    monkeypatch.setattr(mcruntime.session.Session, "remember_turns", another_writer_first)
     v0 = state(tree)[0]
     r = run_mc(["chat", tree, "--once", "hi", "--max-new-tokens", "4", *TINY])
     assert r.code == mcstore.CommitConflict.exit_code, r.err
-    one_error_line(r.err, tree, "another writer", "not saved in full: ask again")
+    one_error_line(r.err, tree, "another writer", "this turn was not saved: ask again")
     v, _, segs = state(tree)
     assert v == v0 + 1 and segs[-1][2] == "other.txt"  # the other writer's commit, nothing else
     verify_ok(tree)
+
+
+def test_a_conflict_after_the_turn_landed_says_it_was_saved(tree, monkeypatch):
+    """The question and answer are one commit; when only the retrieval index's commit after
+    it meets another writer, the turn is in and `mc chat` says so (asking again would store
+    the question twice)."""
+    import mcruntime.indexing
+
+    def lost(self):
+        raise mcstore.CommitConflict("the index chunk met another writer")
+
+    monkeypatch.setattr(mcruntime.indexing.NodeIndex, "persist", lost)
+    v0 = state(tree)[0]
+    r = run_mc(["chat", tree, "--once", "hi", "--max-new-tokens", "4", *TINY])
+    assert r.code == mcstore.CommitConflict.exit_code, r.err
+    one_error_line(r.err, "this turn was saved")
+    v, _, segs = state(tree)
+    assert v == v0 + 1 and [x[2] for x in segs[-2:]] == ["chat:user", "chat:assistant"]
 
 
 def test_commit_conflict_mid_ingest_then_resume(tmp_path, monkeypatch):
