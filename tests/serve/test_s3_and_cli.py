@@ -129,7 +129,7 @@ def test_mc_serve_as_a_process(tmp_path):
             p.kill()
             _, err = p.communicate()
     assert p.returncode == 0, err
-    assert f"at http://127.0.0.1:{port}/v1 with {MODEL}; API key required" in err
+    assert f"at http://127.0.0.1:{port}/v1 with {MODEL} (answers: keeper); API key required" in err
     assert "Traceback" not in err
     assert chat_turns(mcstore.open(str(root / "proc.mc")))[0] == ("user", "hello")
 
