@@ -517,13 +517,22 @@ class Session:
         )
 
     def recent_text(self) -> str:
-        """The raw recent tail of the tree as text, chat turns with the speaker in words."""
+        """The conversation in the raw recent tail, as text with the speaker in words. The end
+        of an ingested document is left out: it answers nothing a question asks for more often
+        than any other part of it, and every token shown costs the reader prefill time."""
         n = self.tree.length
         if not n:
             return ""
         start = self.focus.wc.raw_floor(self.focus.config.raw_recent)
-        ids = self.tree.tokens(start, n).tolist()
-        return turn_text(self.base.tokenizer.decode(ids, skip_special=True))
+        spans, pos = [], start
+        while pos < n:
+            seg = self.tree.segment_at(pos)
+            stop = min(seg.stop, n)
+            if seg.source.startswith("chat:"):
+                spans.append((pos, stop))
+            pos = stop
+        ids = [int(t) for a, b in spans for t in self.tree.tokens(a, b)]
+        return turn_text(self.base.tokenizer.decode(ids, skip_special=True)) if ids else ""
 
     def _read_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
         """A text reader's answer: passages chosen sentence-aware, the recent tail, the

@@ -249,3 +249,15 @@ def test_a_question_whose_words_find_nothing_is_reworded_once(base, gistnet, rea
         s.ask("What pet does Ann keep at home?", 4, remember=False)
         assert s.last.timings["reworded"] is None  # its own words found the passage
         assert "ferret" in reader.last_prompt[1]["content"]
+
+
+def test_the_recent_tail_shown_is_the_conversation_not_a_documents_end(
+    base, gistnet, reader, tmp_path
+):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ingest(filler(200, 9) + " closing words of the manual")
+        s.ask("What is in the manual?", 4, remember=False)
+        assert "closing words" not in reader.last_prompt[1]["content"]
+        s.remember_turn("My badge number is 5521.", "Noted.")
+        s.ask("Anything else?", 4, remember=False)
+        assert "The user said: My badge number is 5521." in reader.last_prompt[1]["content"]
