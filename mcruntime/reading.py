@@ -37,6 +37,25 @@ SYSTEM = (
     "are written. Your own earlier answers are not evidence. If the notes do not state the "
     'answer, say: "My memory holds nothing about that."'
 )
+TOLD = (
+    "You are a memory assistant. The user is telling you something, not asking: it is now "
+    "stored in your memory. Acknowledge it in one short sentence, repeating its key facts "
+    "exactly (names, numbers); do not ask questions back."
+)
+_ASKS = re.compile(
+    r"^\s*(what|who|whom|whose|when|where|which|why|how|is|are|was|were|do|does|did|can|could|"
+    r"should|would|will|shall|may|have|has|had|tell|list|name|give|show|explain|summari[sz]e|"
+    r"describe|find|remind|recall)\b",
+    re.I,
+)
+
+
+def asks(message: str) -> bool:
+    """Whether a message asks for something (a question or a request), rather than telling:
+    "my locker number is 4417" must be acknowledged, not answered with "nothing found"."""
+    return message.rstrip().endswith("?") or bool(_ASKS.match(message))
+
+
 NOTHING = "(nothing in memory matches this question)"
 EXPAND = (
     "A user asks a question about their notes. List ten other words a note that answers it "
@@ -126,6 +145,11 @@ def messages(question: str, passages: list[Passage], recent: str = "") -> list[d
     parts = [f"Notes from memory:\n\n{notes}"]
     if recent.strip():
         parts.append(f"Most recent part of the memory:\n{recent.strip()}")
+    if not asks(question):
+        return [
+            {"role": "system", "content": TOLD},
+            {"role": "user", "content": question.strip()},
+        ]
     parts.append(f"Question: {question.strip()}")
     return [
         {"role": "system", "content": SYSTEM},

@@ -261,3 +261,10 @@ def test_the_recent_tail_shown_is_the_conversation_not_a_documents_end(
         s.remember_turn("My badge number is 5521.", "Noted.")
         s.ask("Anything else?", 4, remember=False)
         assert "The user said: My badge number is 5521." in reader.last_prompt[1]["content"]
+
+
+def test_a_statement_is_acknowledged_not_answered_from_memory():
+    told = RD.messages("Please remember: my locker number is 4417.", [], "")
+    assert told[0]["content"] == RD.TOLD and "4417" in told[1]["content"]
+    for q in ("What is my locker number?", "my locker number?", "Tell me my locker number"):
+        assert RD.messages(q, [], "")[0]["content"] == RD.SYSTEM, q
