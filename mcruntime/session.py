@@ -401,13 +401,18 @@ class Session:
                 tags=tuple(tags),
                 message=message,
             )
+        self._after_commit()
+        return version
+
+    def _after_commit(self) -> None:
+        """Our own commit grew the tree: the index learns the new blocks (and stores its
+        chunks), the working context and the window cover them."""
         if self.index is not None:
             with self.hooks.span("index"):
                 self.index.update()
                 self.index.persist()
         self._grow_to_tree()
         self.sync()
-        return version
 
     def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> str:
         """The whole answer (as remembered: trimmed where the model ran on)."""
@@ -596,12 +601,7 @@ class Session:
                 gister=self.hooks.wrap("gist", self.gister),
                 message=message or "chat: " + " + ".join(role for role, _ in turns),
             )
-        if self.index is not None:
-            with self.hooks.span("index"):
-                self.index.update()
-                self.index.persist()
-        self._grow_to_tree()
-        self.sync()
+        self._after_commit()
         return version
 
     @property
