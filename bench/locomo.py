@@ -3,7 +3,9 @@
 LoCoMo-10 (snap-research/locomo) holds ten conversations between two people, 19-32 dated
 sessions each, with ~200 questions per conversation in five categories (1 multi-hop,
 2 temporal, 3 open-domain, 4 single-hop, 5 adversarial: the right answer is that the
-conversation does not say). The data is read at run time from ``../shared/locomo/locomo10.zip``
+conversation does not say; names as the data's README maps them: the mem0 paper's evaluation
+code names 1 single-hop, 3 multi-hop and 4 open-domain, so compare with published tables by
+category number, not name). The data is read at run time from ``../shared/locomo/locomo10.zip``
 (``--data`` or ``MC_LOCOMO``) and never copied into the project. Conversations are named by
 their file in the zip (``26`` … ``50``); dev split = 26 and 30 (tune here), test = the other
 eight (report here).
