@@ -370,7 +370,13 @@ class Tree(TreeView):
             self._unsettled = None  # that version is now ours: the old PUT can never land
         # committed: repair canonical shards that were shadowed by an orphan
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
-        rewrite_missing(be, adopted)  # a gc may have deleted an adopted shard under us
+        # a gc may have deleted an adopted shard under us, or the metadata of an array whose
+        # shards a crashed writer had begun (gc removes both when unreachable)
+        metas = [
+            (f"arrays/{n}/zarr.json", F.array_metadata(geo, n))
+            for n in sorted({n for n, _, _ in growth.shards})
+        ]
+        rewrite_missing(be, [*adopted, *metas] if adopted else [])
         self._snap = Snapshot(rec)  # segments() decodes only the new segment
         self._tail.advance(rec, growth.tail)
         write_head_hint(be, version, seen=self._log.hint_seen)
