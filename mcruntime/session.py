@@ -491,25 +491,14 @@ class Session:
             self.remember_turn(message, final)
 
     def passages(self, hits: list, query: str) -> list[Passage]:
-        """Every hit's passage as text (merged where they meet, inside its segment, outside the
-        raw tail), chosen for a text reader by ``mcruntime.reading.choose``."""
+        """Every hit's passage as text (merged where they meet, inside its segment, before the
+        conversation shown as recent), chosen for a text reader by ``mcruntime.reading.choose``."""
         if not hits or self.index is None or not self.config.recall_k:
             return []
         terms = self.recaller.terms(query)
-        raw_from = self.focus.wc.raw_floor(self.focus.config.raw_recent)
-        spans: list[list] = []
-        for h in hits:
-            s, e = self.recaller.passage(h.index, raw_from, terms)
-            if e <= s:
-                continue
-            for sp in spans:
-                if s <= sp[1] and e >= sp[0]:
-                    sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
-                    break
-            else:
-                spans.append([s, e, h.score])
+        raw_from, _ = self._recent_chat()
         out = []
-        for s, e, score in spans:
+        for s, e, score in self.recaller.spans(hits, raw_from, terms):
             source = self.tree.segment_at(s).source
             kind = {"chat:user": "user", "chat:assistant": "assistant"}.get(source, "document")
             text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
@@ -521,14 +510,14 @@ class Session:
             self.config.keep_ratio,
         )
 
-    def recent_text(self) -> str:
-        """The conversation in the raw recent tail, as text with the speaker in words. The end
-        of an ingested document is left out: it answers nothing a question asks for more often
-        than any other part of it, and every token shown costs the reader prefill time."""
+    def _recent_chat(self) -> tuple[int, list[tuple[int, int]]]:
+        """The chat turns in the raw recent tail, as token spans, and where the text a reader
+        is shown as "recent" starts (the run of chat turns that ends the tree; the length when
+        it ends with a document). The end of an ingested document is not shown as recent: it
+        answers nothing a question asks for more often than any other part, and every token
+        shown costs the reader prefill time; it is recalled like the rest instead."""
         n = self.tree.length
-        if not n:
-            return ""
-        start = self.focus.wc.raw_floor(self.focus.config.raw_recent)
+        start = self.focus.wc.raw_floor(self.focus.config.raw_recent) if n else 0
         spans, pos = [], start
         while pos < n:
             seg = self.tree.segment_at(pos)
@@ -536,6 +525,16 @@ class Session:
             if seg.source.startswith("chat:"):
                 spans.append((pos, stop))
             pos = stop
+        shown_from = n
+        for a, b in reversed(spans):
+            if b != shown_from:
+                break
+            shown_from = a
+        return shown_from, spans
+
+    def recent_text(self) -> str:
+        """The conversation in the raw recent tail, as text with the speaker in words."""
+        _, spans = self._recent_chat()
         ids = [int(t) for a, b in spans for t in self.tree.tokens(a, b)]
         return turn_text(self.base.tokenizer.decode(ids, skip_special=True)) if ids else ""
 

@@ -6,39 +6,14 @@ these tests check). The 1.5B reader's own behaviour is tested only where it is i
 from __future__ import annotations
 
 import hashlib
-import random
 
 import pytest
-import torch
 
 import mcmodels
 from mcmodels import readers as R
 from mcruntime import Session, SessionConfig
 from mcruntime import reading as RD
-
-FILLER = "river stone cloud amber quiet ledger violet harbor copper lantern meadow tundra".split()
-
-
-def filler(n_words: int, seed: int) -> str:
-    rng = random.Random(seed)
-    out = []
-    while n_words > 0:
-        k = rng.randint(6, 12)
-        out.append(" ".join(rng.choice(FILLER) for _ in range(k)).capitalize() + ".")
-        n_words -= k
-    return " ".join(out)
-
-
-@pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
-
-
-@pytest.fixture(scope="module")
-def gistnet(base):
-    torch.manual_seed(0)
-    return mcmodels.GistNet.for_base(base).eval()
+from tests.runtime.text import prose
 
 
 @pytest.fixture
@@ -55,9 +30,9 @@ def session(base, gistnet, url, reader, **cfg):
 def test_reader_sees_the_recalled_passage_and_the_question(base, gistnet, reader, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
         s.ingest(
-            filler(300, 1) + " The code of the padlock on the cabinet is 6305. " + filler(300, 2)
+            prose(300, 1) + " The code of the padlock on the cabinet is 6305. " + prose(300, 2)
         )
-        s.ingest(filler(200, 3), source="later.txt")
+        s.ingest(prose(200, 3), source="later.txt")
         answer = s.ask("What is the code of the padlock on the cabinet?", 8, remember=False)
         assert isinstance(answer, str)
         system, user = reader.last_prompt
@@ -74,7 +49,7 @@ def test_reader_sees_the_recalled_passage_and_the_question(base, gistnet, reader
 
 def test_a_turn_read_by_a_text_reader_is_remembered(base, gistnet, reader, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
-        s.ingest(filler(100, 4))
+        s.ingest(prose(100, 4))
         n = s.tree.length
         a = s.ask("What did I say?", 4)
         sources = [sg.source for sg in s.tree.segments()]
@@ -97,9 +72,9 @@ def test_own_answers_are_no_evidence(base, gistnet, reader, tmp_path):
     """The model's earlier (wrong) answer is not shown beside the user's own statement."""
     with session(base, gistnet, str(tmp_path / "t.mc"), reader, raw_recent=64) as s:
         s.remember_turn("Please remember: my locker number is 4417.", "Noted.")
-        s.ingest(filler(400, 5))
+        s.ingest(prose(400, 5))
         s.remember_turn("Tell me more.", "I think your locker number is 9001.")
-        s.ingest(filler(400, 6))
+        s.ingest(prose(400, 6))
         s.ask("What is my locker number?", 4, remember=False)
         user = reader.last_prompt[1]["content"]
         assert "4417" in user and "9001" not in user
@@ -113,7 +88,7 @@ def test_near_duplicates_lacking_the_asked_word_go(base, gistnet, reader, tmp_pa
         "The code of the blue locker is 3344.",
         "The code of the green locker is 5566.",
     ]
-    text = " ".join(f"{filler(250, 10 + i)} {f}" for i, f in enumerate(facts)) + filler(250, 20)
+    text = " ".join(f"{prose(250, 10 + i)} {f}" for i, f in enumerate(facts)) + prose(250, 20)
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
         s.ingest(text)
         s.ask("What is the code of the blue locker?", 4, remember=False)
@@ -230,9 +205,9 @@ def qwen():
 def test_qwen_quotes_the_fact_and_says_when_memory_holds_nothing(base, gistnet, qwen, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), qwen) as s:
         s.ingest(
-            filler(300, 1) + " The code of the padlock on the cabinet is 6305. " + filler(300, 2)
+            prose(300, 1) + " The code of the padlock on the cabinet is 6305. " + prose(300, 2)
         )
-        s.ingest(filler(200, 3), source="later.txt")
+        s.ingest(prose(200, 3), source="later.txt")
         assert "6305" in s.ask(
             "What is the code of the padlock on the cabinet?", 24, remember=False
         )
@@ -243,7 +218,7 @@ def test_qwen_quotes_the_fact_and_says_when_memory_holds_nothing(base, gistnet, 
 
 def test_a_question_whose_words_find_nothing_is_reworded_once(base, gistnet, reader, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
-        s.ingest(filler(300, 7) + " Ann keeps a pet ferret at home. " + filler(300, 8))
+        s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
         s.ask("Which creature shares a flat with Bob?", 4, remember=False)
         assert s.last.timings["reworded"] is not None  # nothing matched: the reader reworded
         s.ask("What pet does Ann keep at home?", 4, remember=False)
@@ -255,7 +230,7 @@ def test_the_recent_tail_shown_is_the_conversation_not_a_documents_end(
     base, gistnet, reader, tmp_path
 ):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
-        s.ingest(filler(200, 9) + " closing words of the manual")
+        s.ingest(prose(200, 9) + " closing words of the manual")
         s.ask("What is in the manual?", 4, remember=False)
         assert "closing words" not in reader.last_prompt[1]["content"]
         s.remember_turn("My badge number is 5521.", "Noted.")
@@ -268,3 +243,13 @@ def test_a_statement_is_acknowledged_not_answered_from_memory():
     assert told[0]["content"] == RD.TOLD and "4417" in told[1]["content"]
     for q in ("What is my locker number?", "my locker number?", "Tell me my locker number"):
         assert RD.messages(q, [], "")[0]["content"] == RD.SYSTEM, q
+
+
+def test_a_fact_at_a_documents_end_is_recalled_not_lost_with_the_tail(
+    base, gistnet, reader, tmp_path
+):
+    """The end of a document is not shown as recent text, so it must be recallable."""
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+        s.ingest(prose(400, 11) + " The code of the padlock on the cabinet is 6305.")
+        s.ask("What is the code of the padlock on the cabinet?", 4, remember=False)
+        assert "6305" in reader.last_prompt[1]["content"]

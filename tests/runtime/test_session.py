@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import numpy as np
 import pytest
@@ -16,30 +15,7 @@ import mcmodels
 import mcstore
 from mcruntime import Session, SessionConfig, SessionError
 from mcruntime.errors import StaleGists
-
-WORDS = "river stone cloud amber quiet ledger violet harbor copper lantern meadow tundra".split()
-
-
-def prose(n_words: int, seed: int) -> str:
-    rng = random.Random(seed)
-    sents = []
-    while n_words > 0:
-        k = rng.randint(5, 12)
-        sents.append(" ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + ".")
-        n_words -= k
-    return " ".join(sents)
-
-
-@pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
-
-
-@pytest.fixture(scope="module")
-def gistnet(base):
-    torch.manual_seed(0)
-    return mcmodels.GistNet.for_base(base).eval()
+from tests.runtime.text import prose
 
 
 def session(base, gistnet, url, **cfg):
