@@ -215,6 +215,31 @@ def ingest_cost(base, spec, n_tokens: int, threads: int, reps: int = 2) -> dict:
     }
 
 
+def static_ingest_cost(base, spec, n_tokens: int) -> dict:
+    """tokens/s of static keys (the table built or read before timing), best of 3."""
+    ids = np.random.default_rng(0).integers(1000, base.vocab_size - 1000, n_tokens)
+    t = time.perf_counter()
+    spec.keys(base, ids[:64])
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        spec.keys(base, ids)
+        times.append(time.perf_counter() - t)
+    return {"spec": spec.id(base), "tokens": n_tokens, "tokens_per_s": round(n_tokens / min(times)),
+            "table_first_call_s": round(first, 2)}  # fmt: skip
+
+
+def interleave_rank(lexical: np.ndarray, dense: np.ndarray, targets: list[int]) -> float:
+    """Rank of the first target when the two score lists are merged best of each in turn
+    (``mcruntime.retrieval.interleave``)."""
+    from mcruntime.retrieval import interleave
+
+    top = lambda sc: [(int(i), float(sc[i])) for i in np.argsort(-sc, kind="stable")[:100]]  # noqa: E731
+    order = [i for i, _, _ in interleave(top(lexical), top(dense))]
+    return float(next((r + 1 for r, i in enumerate(order) if i in targets), len(lexical)))
+
+
 def chunk_agreement(base, spec, ids: np.ndarray, chunk: int) -> dict:
     """Keys ingested in chunks of ``chunk`` tokens (each with the previous tokens as
     start_context) against keys of one call: min and mean cosine per block."""
@@ -280,6 +305,17 @@ def main(argv=None) -> dict:
         variants[f"L{L}/centre=haystack stats"] = (L, "mean", form0, True, "haystack")
         variants[f"L{L}/centre=none"] = (L, "mean", form0, True, "none")
         variants[f"L{L}/pool=rms"] = (L, "rms", form0, True, "neutral")
+    from mcruntime.static_keys import StaticSpec
+
+    sdefault = StaticSpec()
+    statics = {
+        f"static L{L}" + ("" if a == sdefault.a else f"/a={a:g}"): StaticSpec(layer=L, a=a)
+        for L in (6, 8, 10, 12)
+        for a in (sdefault.a, 1e-5)
+        if n > L
+    }
+    static_cost = static_ingest_cost(base, sdefault, 1 << 18)
+    print("static ingest", static_cost, flush=True)
     ranks: dict[str, dict[str, list[float]]] = {}  # method -> kind -> ranks
     among: dict[str, list[float]] = {}  # method -> ranks among the fact blocks only
     rows = []
@@ -334,6 +370,20 @@ def main(argv=None) -> dict:
                     {"seed": seed, "kind": kind, "question": q, "layer": L, "blocks": tg,
                      "dense_rank": r, "bm25_rank": rank_of(bm25[q], tg), "rrf_rank": fused}
                 )  # fmt: skip
+        for name, sspec in statics.items():  # static meaning keys (mcruntime.static_keys)
+            keys = sspec.keys(base, ids)
+            for i, ((kind, _f, q), tg) in enumerate(zip(facts, targets, strict=True)):
+                sd = keys @ sspec.query(base, base.tokenizer.encode(q))
+                ranks.setdefault(name, {}).setdefault(kind, []).append(rank_of(sd, tg))
+                among.setdefault(name, []).append(
+                    rank_of(np.array([sd[b].max() for b in targets]), [i])
+                )
+                if name != f"static L{sdefault.resolved_layer(base)}":
+                    continue
+                fused = rank_of(rrf(sd, bm25[q]), tg)
+                ranks.setdefault(f"rrf({name}+bm25)", {}).setdefault(kind, []).append(fused)
+                woven = interleave_rank(bm25[q], sd, tg)
+                ranks.setdefault(f"interleave({name}+bm25)", {}).setdefault(kind, []).append(woven)
         if seed == 0:
             agreement = chunk_agreement(base, default, ids[:4096], 992)
             print("chunked ingest vs one call", agreement, flush=True)
@@ -354,6 +404,7 @@ def main(argv=None) -> dict:
         "default_spec": default.id(base),
         "default_query_form": form0,
         "ingest": cost,
+        "static_ingest": static_cost,
         "chunked_ingest": agreement,
         "haystack": {
             "split": "dev",
@@ -399,6 +450,16 @@ def render(r: dict) -> str:
             f"one call: block cosine min {a['min_cos']}, mean {a['mean_cos']} (window starts move, "
             "so some blocks see a different amount of left context; identical when chunks are "
             "multiples of the 512-token window)."
+        )
+    if r.get("static_ingest"):
+        st = r["static_ingest"]
+        lines.append(
+            f"* Static meaning keys (`mcruntime/static_keys.py`, `{st['spec']}`, rows `static L*`): "
+            f"one vector per vocabulary entry from layer L, read alone; a block's key is their "
+            f"weighted mean. Keys: **{st['tokens_per_s']:,} tokens/s** (best of 3 over "
+            f"{st['tokens']:,} tokens); the table takes {st['table_first_call_s']} s the first "
+            "time on a machine (then read from `$MC_CACHE/keys`). *interleave*: BM25's and the "
+            "keys' lists merged best of each in turn, as the runtime does."
         )
     h = r["haystack"]
     lines += [

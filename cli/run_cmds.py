@@ -71,9 +71,9 @@ keys_option = click.option(
     "--keys",
     type=click.Choice(["bm25", "hybrid"]),
     default=None,
-    help="Retrieval keys: bm25 (exact words; the default, recorded when a tree is created) or "
-    "hybrid (bm25 + dense keys from the base model, for questions in other words; ingest "
-    "runs ~500 tokens/s slower on 2 CPU cores). Default: the tree's own kind.",
+    help="Retrieval keys, recorded when a tree is created: hybrid (exact words and static "
+    "meaning keys from the base model, for questions in other words; a new tree's default) or "
+    "bm25 (exact words only). Default: the tree's own kind.",
 )
 
 

@@ -56,24 +56,35 @@ def check_binding(tree, binding: dict) -> bool:
 
 
 DEFAULT_RETRIEVAL = "bm25"  # the kind of trees that recorded none (made before the record)
+# The kind a new tree gets: words and meaning (static keys cost a table lookup at ingest;
+# ``mcruntime.static_keys``, ``bench/results/static_keys.md``).
+NEW_TREE_RETRIEVAL = "hybrid"
 
 
-def retrieval_kind(wanted: str | None, recorded: dict | None) -> str | None:
+def retrieval_kind(wanted: str | None, recorded: dict | None, *, new: bool = False) -> str | None:
     """The kind of retrieval keys a session uses: ``wanted`` (``SessionConfig.retrieval``), or
     for ``"auto"`` the kind recorded in the tree's binding ``recorded`` (recorded, not checked:
-    any kind can be rebuilt from the tokens)."""
+    any kind can be rebuilt from the tokens); for a tree about to be created (``new``),
+    ``NEW_TREE_RETRIEVAL``."""
     if wanted != "auto":
         return wanted
+    if new:
+        return NEW_TREE_RETRIEVAL
     return ((recorded or {}).get("retrieval") or {}).get("kind") or DEFAULT_RETRIEVAL
 
 
-def session_binding(base, gistnet, dtype: str, kind: str | None) -> dict:
-    """The whole binding a session records when it creates a tree with keys of ``kind``."""
+def session_binding(
+    base, gistnet, dtype: str, kind: str | None, recorded: dict | None = None
+) -> dict:
+    """The whole binding a session records when it creates a tree with keys of ``kind`` (or
+    writes to one whose binding is ``recorded``: a hybrid tree keeps its meaning keys)."""
     out = gistnet_binding(base, gistnet, dtype)
-    kind = kind or DEFAULT_RETRIEVAL  # the kind later sessions pick by default
+    # the kind later sessions pick by default; a session without retrieval keeps the tree's
+    kind = kind or retrieval_kind("auto", recorded, new=recorded is None)
     out["retrieval"] = {"kind": kind}
     if kind == "hybrid":
-        from mcruntime.dense import DenseSpec
+        from mcruntime.static_keys import spec_from_id
 
-        out["retrieval"]["dense"] = DenseSpec().id(base)
+        had = ((recorded or {}).get("retrieval") or {}).get("dense")
+        out["retrieval"]["dense"] = spec_from_id(had).id(base)
     return out

@@ -221,6 +221,14 @@ class DenseSpec:
             f"-L{self.resolved_layer(base)}-c{self.context}-w{self.window}-{self.pool}"
         )
 
+    def keys(self, base, ids, start_context=None, block: int = BLOCK) -> np.ndarray:
+        """:func:`block_keys`, one window per forward row (as ``StaticSpec.keys``: the index
+        and bulk ingest call either spec this way)."""
+        return block_keys(base, ids, self, block=block, start_context=start_context, batch=1)
+
+    def query(self, base, ids) -> np.ndarray:
+        return query_key(base, ids, self)
+
 
 # ---- the layers ----------------------------------------------------------------------------------
 
@@ -271,7 +279,7 @@ def _pool(h: torch.Tensor, pool: str) -> torch.Tensor:
     return h.mean(-2)
 
 
-def _sink_id(base) -> int:
+def sink_id(base) -> int:
     tok = base.tokenizer
     sep = getattr(tok, "sep_id", None)
     return int(sep if sep is not None else tok.eos_id)
@@ -312,7 +320,7 @@ def pooled_layers(
         return res
     full = np.concatenate([ctx0, ids[: nb * block]])
     off = len(ctx0)
-    sink = _sink_id(base)
+    sink = sink_id(base)
     rows: list[tuple[np.ndarray, int, int, int]] = []  # (row ids, first window token, blocks, b0)
     for s in range(0, nb * block, spec.window):
         w = min(spec.window, nb * block - s)
@@ -361,7 +369,7 @@ def pooled_query(
     )
     ctx = _neutral_ids(base)[-spec.context :] if context and spec.context else _as_ids(None)
     wrapped = wrapped[-(base.max_positions - 1 - len(ctx)) :]
-    row = np.concatenate([[_sink_id(base)], ctx, wrapped])
+    row = np.concatenate([[sink_id(base)], ctx, wrapped])
     hs = run_layers(base, torch.from_numpy(row)[None], want)
     return {L: _pool(h[0, 1 + len(ctx) :], spec.pool).cpu().numpy() for L, h in hs.items()}
 
@@ -414,7 +422,7 @@ def neutral_stats(
     if key not in cache:
         ids = _neutral_ids(base)[: base.max_positions - 1]
         layer = spec.resolved_layer(base)
-        row = torch.from_numpy(np.concatenate([[_sink_id(base)], ids]))[None]
+        row = torch.from_numpy(np.concatenate([[sink_id(base)], ids]))[None]
         h = run_layers(base, row, [layer])[layer][0, 1:]
         first = min(spec.context, max(0, len(ids) - block))
         spans = torch.stack([h[s : s + block] for s in range(first, len(ids) - block + 1, stride)])

@@ -28,12 +28,23 @@ from mcruntime.lexical import (
     term_ids,
     words,
 )
-from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, rrf
+from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, interleave
 
 _CHUNK = re.compile(r"^retrieval/([\w.-]+)/l1-(\d{12})-(\d{12})\.npz$")
 BM25 = "bm25"
 CHUNK_BYTES = 2**28  # one epoch's keys inflated: far above any real chunk (~1 MB)
 TITLE_WEIGHT = 1.0  # how much a query word in a block's source name counts (x its idf)
+# A block found by meaning alone must be at least this close (cosine of centred static keys)
+# to the question. On the dense probe's dev haystacks the fact's block scores 0.15 or more for
+# 95% of questions, but the best unrelated block of 512 also reaches 0.23 (median): similarity
+# cannot tell "not in memory" apart, so the floor only drops blocks that share nothing at all;
+# a reader that finds nothing in what it is shown says so (``mcruntime.reading``).
+MIN_SIMILARITY = 0.15
+# A word hit that covers this share of the question's word weight (idf) found what was asked:
+# meaning hits are then left out, since beside it they are near-duplicates of the same form
+# ("the code of the red locker is …" for a question about the blue one) that a reader confuses
+# with the answer. Below it (a paraphrase: only common words match), both lists are used.
+WORDS_SUFFICE = 0.6
 
 
 class NodeIndex:
@@ -58,9 +69,10 @@ class NodeIndex:
         self.dense = None
         self.dense_name = None
         if kind == "hybrid":
-            from mcruntime.dense import DenseSpec
+            from mcruntime.static_keys import spec_from_id
 
-            self.dense_spec = dense_spec or DenseSpec()
+            recorded = ((tree.binding or {}).get("retrieval") or {}).get("dense")
+            self.dense_spec = dense_spec or spec_from_id(recorded)
             self.dense_name = "dense-" + self.dense_spec.id(base)
             self.dense = KeyIndex(base.d_model)
         elif kind == "gist":
@@ -181,49 +193,54 @@ class NodeIndex:
                 if t.mode != "r":  # persist() stores these; a reader never does
                     self._unstored_parts.append(bt)
         if self.dense is not None:
-            from mcruntime.dense import block_keys
-
-            # Dense keys are a pure function of the committed tokens only if every forward
-            # row covers the same window whatever the history of appends: rows start at
-            # multiples of the window, so only whole windows are keyed (the newest partial
-            # window waits; its words are in the lexical index already).
-            per = self.dense_spec.window // b
+            # Contextual keys are a pure function of the committed tokens only if every
+            # forward row covers the same window whatever the history of appends: rows start
+            # at multiples of the window, so only whole windows are keyed (the newest partial
+            # window waits; its words are in the lexical index already). Static keys have a
+            # window of one block.
+            per = max(1, self.dense_spec.window // b)
             ready = (self.ready() // per) * per
             for s in range(self.dense.count(1), ready, 4096 // per * per):
                 e = min(ready, s + 4096 // per * per)
                 ids = t.tokens(s * b, e * b)
                 ctx = t.tokens(max(0, s * b - self.dense_spec.context), s * b)
-                # one window per forward row, one row per call: a batch's shape would change
-                # the float rounding of the matmuls with the number of windows ready
-                self.dense.add(1, block_keys(self.base, ids, self.dense_spec, block=b,
-                                             start_context=ctx, batch=1))  # fmt: skip
+                self.dense.add(1, self.dense_spec.keys(self.base, ids, ctx, block=b), unit=True)
 
     # -- use ----------------------------------------------------------------------------------
 
     def search(self, query_ids, query_vecs: torch.Tensor | None = None, k: int = 8) -> list[Hit]:
         """The ``k`` best level-1 blocks for a query. BM25 scores are returned as they are;
-        hybrid hits carry their fused reciprocal-rank score."""
+        hybrid hits are BM25's and the meaning keys' interleaved (``retrieval.interleave``),
+        with a score that falls with the merged rank and what found each."""
         text = self._decode(query_ids)
         if self.kind == BM25:
             return [Hit(1, i, s) for i, s in self.lexical(query_terms(text), k)]
         if self.kind == "gist":
             v = query_vecs.numpy() - self.mean
             return [Hit(1, i, s) for i, s in self.dense.search(v.mean(0), k)]
-        from mcruntime.dense import query_key
-
-        lex = self.lexical(query_terms(text), 4 * k)
-        dense = self.dense.search(query_key(self.base, list(query_ids), self.dense_spec), 4 * k)
-        return [Hit(1, i, s) for i, s in rrf(lex, dense)[:k]]
+        terms = query_terms(text)
+        lex, covered = self.lexical_covered(terms, k)
+        if lex and covered >= WORDS_SUFFICE:
+            return [Hit(1, i, s) for i, s in lex]
+        ids = [int(i) for i in query_ids]
+        meaning = self.dense.search(self.dense_spec.query(self.base, ids), k) if ids else []
+        meaning = [(i, s) for i, s in meaning if s >= MIN_SIMILARITY]
+        return [Hit(1, i, s, via) for i, s, via in interleave(lex, meaning)[:k]]
 
     def lexical(self, terms: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The ``k`` best word hits (``lexical_covered`` without the share)."""
+        return self.lexical_covered(terms, k)[0]
+
+    def lexical_covered(self, terms: np.ndarray, k: int) -> tuple[list[tuple[int, float]], float]:
         """BM25 over block words plus a title field: a block whose segment's source name holds
         query words ("Who is the author of argparse?" in ``docs/argparse.py``) gains their idf,
-        as BM25F weighs a document's title. A block whose words and title cover less than
+        as BM25F weighs a document's title. ``lexical_covered`` also returns the share of the
+        query's idf that the best hit covers. A block whose words and title cover less than
         ``min_coverage`` of the query's idf is no hit: it shares only the query's common
         words (a statement like "remember: my codename is X" matches nothing in the documents)."""
         blocks, sc, got = self.lex.scores(terms, matched=True)
         if not len(blocks):
-            return []
+            return [], 0.0
         segs, starts = self._segment_starts()
         at = np.clip(np.searchsorted(starts, blocks * self.tree.block, "right") - 1, 0, None)
         idfs = self.lex.idf(terms)
@@ -235,11 +252,13 @@ class NodeIndex:
                 per_source[segs[j].source] = self._title_bonus(segs[j].source, idf)
         bonus = np.asarray([per_source[segs[j].source] for j in seg_ids.tolist()], np.float32)[inv]
         sc = sc + TITLE_WEIGHT * bonus
+        share = (got + bonus) / max(float(idfs.sum()), 1e-9)
         if self.min_coverage:
-            keep = (got + bonus) >= self.min_coverage * float(idfs.sum())
-            blocks, sc = blocks[keep], sc[keep]
+            keep = share >= self.min_coverage
+            blocks, sc, share = blocks[keep], sc[keep], share[keep]
         top = np.argsort(-sc, kind="stable")[:k]
-        return [(int(blocks[i]), float(sc[i])) for i in top]
+        covered = float(share[top[0]]) if len(top) else 0.0
+        return [(int(blocks[i]), float(sc[i])) for i in top], covered
 
     def match_weight(self, text: str, terms: np.ndarray) -> float:
         """The summed idf of the query ``terms`` found among the words of ``text``."""

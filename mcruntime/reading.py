@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import zip_longest
 
 from mcruntime.recall import ASSISTANT_SAID, USER_SAID
 from mcruntime.render import ASSISTANT, USER
@@ -77,6 +78,7 @@ class Passage:
     text: str
     kind: str = "document"  # document, user, assistant
     weight: float = 0.0  # best sentence window's match with the question
+    via: str = "words"  # found by the question's words, or by meaning keys alone
 
     def report(self) -> dict:
         return {
@@ -85,6 +87,7 @@ class Passage:
             "score": round(float(self.score), 3),
             "source": self.source,
             "match": round(float(self.weight), 3),
+            "via": self.via,
         }
 
 
@@ -105,18 +108,25 @@ def best_window(text: str, weigh, width: int = 2) -> float:
 
 def choose(passages: list[Passage], weigh, k: int, keep_ratio: float) -> list[Passage]:
     """The ``k`` passages whose best sentence window matches the question best, dropping
-    those below ``keep_ratio`` of the best; returned weakest first (best right before the
-    question); the model's own earlier answers only when nothing else matches."""
+    those below ``keep_ratio`` of the best; passages found by meaning alone (which need not
+    share the question's words) taken in turn with them, in their hit order; returned weakest
+    first (best right before the question); the model's own earlier answers only when nothing
+    else matches."""
     for p in passages:
         p.weight = best_window(p.text, weigh)
-    ranked = sorted(passages, key=lambda p: (-p.weight, -p.score))
+    ranked = sorted(
+        (p for p in passages if p.via != "meaning"), key=lambda p: (-p.weight, -p.score)
+    )
     if ranked and ranked[0].weight > 0:
         top = ranked[0].weight
         ranked = [p for p in ranked if p.weight >= keep_ratio * top]
+    meaning = [p for p in passages if p.via == "meaning"]
+    ranked = [p for pair in zip_longest(ranked, meaning) for p in pair if p is not None]
     if any(p.kind != "assistant" for p in ranked):  # own answers only when nothing else
         ranked = [p for p in ranked if p.kind != "assistant"]
     chosen = ranked[:k]
-    return sorted(chosen, key=lambda p: (p.kind != "assistant", p.weight, p.score))
+    order = {id(p): i for i, p in enumerate(chosen)}
+    return sorted(chosen, key=lambda p: (p.kind != "assistant", -order[id(p)]))
 
 
 def turn_text(text: str) -> str:

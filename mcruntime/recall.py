@@ -65,14 +65,15 @@ class Recaller:
             spans.pop(0)
         report = [
             {"start": s, "stop": e, "score": round(float(sc), 3),
-             "source": self.tree.segment_at(s).source}
-            for s, e, sc in spans
+             "source": self.tree.segment_at(s).source, "via": via}
+            for s, e, sc, via in spans
         ]  # fmt: skip
-        return recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _ in spans]), report
+        return recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _, _ in spans]), report
 
     def spans(self, hits: list, raw_from: int, terms=None) -> list[list]:
-        """``[start, stop, score]`` of the hits' passages, in hit order, merged where they
-        overlap or touch (one passage, the better hit's score)."""
+        """``[start, stop, score, via]`` of the hits' passages, in hit order, merged where they
+        overlap or touch (one passage, the better hit's score; found by "words" when any of its
+        hits was)."""
         spans: list[list] = []
         for h in hits:
             s, e = self.passage(h.index, raw_from, terms)
@@ -81,13 +82,15 @@ class Recaller:
             for sp in spans:
                 if s <= sp[1] and e >= sp[0]:
                     sp[0], sp[1], sp[2] = min(sp[0], s), max(sp[1], e), max(sp[2], h.score)
+                    if h.via != "meaning":
+                        sp[3] = "words"
                     break
             else:
-                spans.append([s, e, h.score])
+                spans.append([s, e, h.score, "meaning" if h.via == "meaning" else "words"])
         return spans
 
     def _length(self, spans) -> int:
-        return len(recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _ in spans]))
+        return len(recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _, _ in spans]))
 
     def passage(self, block: int, raw_from: int, terms=None) -> tuple[int, int]:
         """Tokens read back for a hit: the block with ``recall_neighbours`` blocks on each side

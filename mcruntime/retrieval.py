@@ -10,9 +10,11 @@ recall section right before the question (``mcruntime.session``).
 Key kinds (``SessionConfig.retrieval``):
 
 * ``bm25`` (default): exact words, BM25 over blocks (``mcruntime.lexical``);
-* ``hybrid``: BM25 fused with dense keys from a middle layer of the frozen base model
-  (``mcruntime.dense``) by reciprocal-rank fusion, for questions that share no word with the
-  fact; costs a partial base forward at ingest;
+* ``hybrid`` (new trees): BM25 beside meaning keys, for questions that share no word with
+  the fact: static token vectors distilled from the base model (``mcruntime.static_keys``;
+  a table lookup at ingest), or in trees built with them the contextual keys of
+  ``mcruntime.dense`` (a partial base forward at ingest). The two lists are interleaved, best
+  of each in turn (``interleave``);
 * ``gist``: the nodes' gists with the embedding mean removed; only as good as GistNet's content.
 
 Dense keys are L2-normalised and searched exhaustively by inner product with faiss.
@@ -33,6 +35,7 @@ class Hit:
     level: int
     index: int
     score: float
+    via: str = "words"  # what found it: "words" (BM25), "meaning" (keys) or "both"
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -54,11 +57,14 @@ class KeyIndex:
         idx = self.levels.get(level)
         return 0 if idx is None else idx.ntotal
 
-    def add(self, level: int, keys: np.ndarray) -> None:
+    def add(self, level: int, keys: np.ndarray, *, unit: bool = False) -> None:
+        """``unit``: the keys are unit norm already and are kept exactly as given (stored key
+        chunks must equal what a bulk worker computes, bit for bit)."""
         if level not in self.levels:
             self.levels[level] = self._faiss.IndexFlatIP(self.dim)
         if len(keys):
-            self.levels[level].add(normalise(np.asarray(keys, np.float32)))
+            keys = np.asarray(keys, np.float32)
+            self.levels[level].add(np.ascontiguousarray(keys) if unit else normalise(keys))
 
     def keys(self, level: int, start: int, stop: int) -> np.ndarray:
         if stop <= start:
@@ -71,6 +77,26 @@ class KeyIndex:
             return []
         scores, ids = idx.search(normalise(qkey[None]), min(k, idx.ntotal))
         return [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+
+def interleave(
+    words: list[tuple[int, float]], meaning: list[tuple[int, float]], k: int = RRF_K
+) -> list[tuple[int, float, str]]:
+    """The two ranked lists merged best of each in turn (words first), each block once, with
+    what found it and a score that falls with the merged rank (``1 / (k + rank)``). Measured on
+    the dense probe (dev): reciprocal-rank fusion lets BM25's chance matches on common words
+    push a paraphrase's block out of the first three (R@3 0.40 against 0.67 interleaved), while
+    questions that name a rare word keep their BM25 hit first."""
+    out: dict[int, str] = {}
+    for pair in zip(words + [None] * len(meaning), meaning + [None] * len(words), strict=False):
+        for hit, via in zip(pair, ("words", "meaning"), strict=True):
+            if hit is None:
+                continue
+            if hit[0] in out:
+                out[hit[0]] = "both" if out[hit[0]] != via else via
+            else:
+                out[hit[0]] = via
+    return [(i, 1.0 / (k + r + 1), via) for r, (i, via) in enumerate(out.items())]
 
 
 def rrf(*rankings: list[tuple[int, float]], k: int = RRF_K) -> list[tuple[int, float]]:

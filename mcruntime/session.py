@@ -55,9 +55,10 @@ class SessionConfig:
     focus_rounds: int = 8  # refocus rounds before answering (one level of drill-down each)
     decode_tau: float = 0.9  # while decoding only strong wants (retrieval hits) edit the focus
     scorer: str | None = None  # None: lensnet when a checkpoint is available, else recency
-    # key kind of the retrieval assist: bm25, hybrid (bm25 + dense keys from the base model,
-    # ~500 tokens/s extra at ingest on 2 CPU cores), gist; "auto": the kind the tree was
-    # created with (recorded in its binding; bm25 for older trees); None: no retrieval
+    # key kind of the retrieval assist: bm25 (words), hybrid (words + static meaning keys,
+    # mcruntime.static_keys: what a new tree gets), gist; "auto": the kind the tree was
+    # created with (recorded in its binding; bm25 for trees that recorded none, hybrid for a
+    # new tree); None: no retrieval
     retrieval: str | None = "auto"
     retrieval_k: int = 8  # level-1 hits asked of the index per question
     hit_ratio: float = 0.5  # hits scoring below this fraction of the best are no hits
@@ -156,7 +157,11 @@ class Session:
         """What the tree records (and checks) about the models writing it, and the kind of
         retrieval keys it keeps (``mcruntime.binding``)."""
         return session_binding(
-            self.base, self.gistnet, self.tree.dtype, self.retrieval_kind(self.tree)
+            self.base,
+            self.gistnet,
+            self.tree.dtype,
+            self.retrieval_kind(self.tree),
+            self.tree.binding,
         )
 
     def retrieval_kind(self, tree) -> str | None:
@@ -173,9 +178,8 @@ class Session:
             except mcstore.TreeNotFound:
                 if not create or mode == "r":
                     raise
-                binding = session_binding(
-                    self.base, self.gistnet, "float16", self.retrieval_kind(None)
-                )
+                kind = retrieval_kind(self.config.retrieval, None, new=True)
+                binding = session_binding(self.base, self.gistnet, "float16", kind)
                 try:
                     created = mcstore.create(
                         tree,
@@ -498,11 +502,11 @@ class Session:
         terms = self.recaller.terms(query)
         raw_from, _ = self._recent_chat()
         out = []
-        for s, e, score in self.recaller.spans(hits, raw_from, terms):
+        for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
             source = self.tree.segment_at(s).source
             kind = {"chat:user": "user", "chat:assistant": "assistant"}.get(source, "document")
             text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
-            out.append(Passage(s, e, float(score), source, text, kind))
+            out.append(Passage(s, e, float(score), source, text, kind, via=via))
         return choose(
             out,
             lambda text: self.index.match_weight(text, terms),

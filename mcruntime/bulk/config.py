@@ -29,7 +29,7 @@ class ModelSpec:
 @dataclass
 class BulkConfig:
     chunk_tokens: int = CHUNK_TOKENS  # tokens per commit, as the serial ingest
-    retrieval: str | None = "auto"  # key kind; "auto": the tree's own (bm25 for a new tree)
+    retrieval: str | None = "auto"  # key kind; "auto": the tree's own (hybrid for a new tree)
     tokenize_bytes: int = 1 << 20  # input bytes per tokenise task (small files go together)
     tokenize_ahead: int = 16  # tokenise tasks submitted beyond the one being committed
     # epoch and upper jobs in flight or held: bounds the client's memory (a batch's jobs are

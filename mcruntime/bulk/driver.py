@@ -380,9 +380,10 @@ def bulk_ingest(
             tree = mcstore.open(url_or_tree, "a", storage_options=storage_options)
         except mcstore.TreeNotFound:
             tree = None
-    kind = retrieval_kind(cfg.retrieval, tree.binding if tree is not None else None)
+    recorded = tree.binding if tree is not None else None
+    kind = retrieval_kind(cfg.retrieval, recorded, new=tree is None)
     dtype = tree.dtype if tree is not None else "float16"
-    info = client.submit(worker_binding, spec, dtype, kind, pure=False).result()
+    info = client.submit(worker_binding, spec, dtype, kind, recorded, pure=False).result()
     report.model_name = info["name"]
     report.gistnet_id = info["binding"]["gistnet"]["id"]
     if tree is None:

@@ -119,10 +119,11 @@ class Planner:
         self.ctx = 0  # tokens kept before an epoch: the left context of its dense keys
         self.window_blocks = 1  # dense keys are made for whole windows of blocks only
         if "dense" in self.chunk_kinds:
-            from mcruntime.dense import DenseSpec
+            from mcruntime.static_keys import spec_from_id
 
-            self.ctx = DenseSpec().context
-            self.window_blocks = DenseSpec().window // self.B
+            ds = spec_from_id(dense_id)
+            self.ctx = ds.context
+            self.window_blocks = max(1, ds.window // self.B)
         L0 = tree.length
         self.stored = self._stored_blocks()  # level-1 blocks whose key chunks are stored
         first = (L0 // self.E) * self.E
@@ -292,6 +293,7 @@ class Planner:
                 dtype=self.tree.dtype,
                 kind=self.kind,
                 chunks=chunks,
+                dense_id=self.dense_id,
             )
             key = ("e", e)
             self.futures[key] = self.client.submit(gist_epoch, self.spec, job, pure=False)

@@ -55,14 +55,14 @@ def _gister(spec: ModelSpec, dtype: str):
     return Gister.for_tree(base, gistnet, SimpleNamespace(dtype=dtype), batch=GISTER_BATCH)
 
 
-def worker_binding(spec: ModelSpec, dtype: str, kind: str | None) -> dict:
+def worker_binding(spec: ModelSpec, dtype: str, kind: str | None, recorded=None) -> dict:
     """What a session records about these models (``session_binding``) and checks
     (``gistnet_binding``), the gist width and the model's name."""
     from mcruntime.binding import gistnet_binding, session_binding
 
     base, gistnet = worker_models(spec)
     return {
-        "binding": session_binding(base, gistnet, dtype, kind),
+        "binding": session_binding(base, gistnet, dtype, kind, recorded),
         "check": gistnet_binding(base, gistnet, dtype),
         "dim": base.d_model,
         "name": base.name,
@@ -105,6 +105,7 @@ class EpochJob:
     dtype: str
     kind: str | None
     chunks: bool = False  # compute the retrieval-key chunks of this (complete) epoch
+    dense_id: str | None = None  # the tree's meaning keys (binding "retrieval.dense")
 
 
 @dataclass
@@ -155,12 +156,12 @@ def gist_epoch(spec: ModelSpec, job: EpochJob) -> EpochResult:
             bt = block_terms(decode, job.tokens, B, following=job.following)
             chunks[chunk_name("bm25", b0, b1)] = _npz(bt.to_arrays())
         if "dense" in CHUNK_KINDS.get(job.kind, ()):
-            from mcruntime.dense import DenseSpec, block_keys
+            from mcruntime.static_keys import spec_from_id
 
             # as NodeIndex.update: whole windows from block 0, one window per forward row (an
             # epoch is whole windows), so the keys do not depend on the appends' boundaries
-            ds = DenseSpec()
-            keys = block_keys(base, job.tokens, ds, block=B, start_context=job.context, batch=1)
+            ds = spec_from_id(job.dense_id)
+            keys = ds.keys(base, job.tokens, job.context, block=B)
             chunks[chunk_name("dense-" + ds.id(base), b0, b1)] = _npz(
                 {"keys": keys.astype(np.float16)}
             )

@@ -16,8 +16,14 @@ def test_index_cost_shape(tmp_path):
     r = index_cost.run(20000, dense_tokens=512, commit_tokens=4096, base=mcmodels.tiny_base(0),
                        texts=texts, workdir=str(tmp_path))  # fmt: skip
     assert r["tokens"] == 20000
-    assert r["bm25_tokens_stored"] == 2 * 8192  # the complete epochs
-    assert 0 < r["bm25_bytes_per_token"] < 15
-    assert r["open_index_s"]["median"] > 0 and r["search_ms"]["median"] > 0
-    assert r["dense"]["bytes_per_token_fp16"] == mcmodels.tiny_base(0).d_model * 2 / 32
-    assert "| BM25 index stored |" in index_cost.table(r)
+    for kind in ("bm25", "hybrid"):
+        assert r[kind]["tokens_stored"] == 2 * 8192  # the complete epochs
+        assert r[kind]["open_s"] > 0 and r[kind]["search_ms_median"] > 0
+    assert 0 < r["bm25"]["bytes_per_token"] < 15
+    # meaning keys add d fp16 values per 32-token block (less after compression)
+    d = mcmodels.tiny_base(0).d_model
+    assert r["bm25"]["bytes_per_token"] < r["hybrid"]["bytes_per_token"]
+    assert r["hybrid"]["bytes_per_token"] < r["bm25"]["bytes_per_token"] + d * 2 / 32 + 1
+    assert r["ingest_tokens_per_s"]["hybrid"] > 0
+    assert r["dense"]["bytes_per_token_fp16"] == d * 2 / 32
+    assert "| index stored |" in index_cost.table(r)

@@ -217,12 +217,23 @@ def test_qwen_quotes_the_fact_and_says_when_memory_holds_nothing(base, gistnet, 
 
 
 def test_a_question_whose_words_find_nothing_is_reworded_once(base, gistnet, reader, tmp_path):
-    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
+    """Rewording is the fallback of a tree with word keys only (made before meaning keys)."""
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader, retrieval="bm25") as s:
         s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
         s.ask("Which creature shares a flat with Bob?", 4, remember=False)
         assert s.last.timings["reworded"] is not None  # nothing matched: the reader reworded
         s.ask("What pet does Ann keep at home?", 4, remember=False)
         assert s.last.timings["reworded"] is None  # its own words found the passage
+
+
+def test_a_question_in_other_words_gets_passages_found_by_meaning(base, gistnet, reader, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:  # a new tree: hybrid
+        s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
+        s.ask("Which creature shares a flat with Bob?", 4, remember=False)
+        assert s.last.timings["reworded"] is None  # no word matched, but meaning keys did
+        assert s.last.recall and {r["via"] for r in s.last.recall} == {"meaning"}
+        s.ask("What pet does Ann keep at home?", 4, remember=False)
+        assert s.last.recall[-1]["via"] == "words"  # its own words found it: words only
         assert "ferret" in reader.last_prompt[1]["content"]
 
 
