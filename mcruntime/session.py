@@ -598,11 +598,17 @@ class Session:
             (np.asarray(tok.encode(render_turn(role, text)), dtype=np.int32), f"chat:{role}", ())
             for role, text in turns
         ]
+        return self.append_segments(
+            parts, message=message or "chat: " + " + ".join(role for role, _ in turns)
+        )
+
+    def append_segments(self, parts, *, message: str, times=None) -> int:
+        """Append segments ``(token ids, source, tags)`` in ONE commit (``times``: each one's
+        wall-clock ns, as an import keeps them), keeping the index and the working context
+        current as ``append_ids`` does. Returns the new version."""
         with self.hooks.span("store"):
             version = self.tree.append_many(
-                parts,
-                gister=self.hooks.wrap("gist", self.gister),
-                message=message or "chat: " + " + ".join(role for role, _ in turns),
+                parts, gister=self.hooks.wrap("gist", self.gister), message=message, times=times
             )
         self._after_commit()
         return version

@@ -206,20 +206,30 @@ class Tree(TreeView):
         objects: dict[str, bytes | None] | None = None,
         written: dict[str, int] | None = None,
         now: int | None = None,
+        times: Sequence[int] | None = None,
     ) -> int:
         """Append several segments ``(tokens, source, tags)``, in order, in one commit (bulk
         ingest: one commit for many files). The tree reads exactly as if each had been
         appended on its own; only the log has one commit instead of ``len(parts)``.
-        The gister sees every node the parts complete together, level by level."""
+        The gister sees every node the parts complete together, level by level. ``times``:
+        each segment's own wall-clock time in ns (an import keeps when a text was first
+        remembered); default: the commit's."""
         self._check_writable()
         if not parts:
             raise InvalidArgument(f"{self.url}: nothing to append")
         checked = [
             (self._checked_tokens(t), self._checked_source(s), list(tags)) for t, s, tags in parts
         ]
+        if times is not None:
+            times = [int(x) for x in times]
+            if len(times) != len(checked) or any(x < 0 or x >= 2**63 for x in times):
+                raise InvalidArgument(
+                    f"{self.url}: times must be one non-negative int64 per segment"
+                )
         change = fingerprint(
             "append",
             message,
+            *([times] if times is not None else []),
             *[x for t, s, tags in checked for x in (t, s, tags)],
             sorted(
                 (n, hashlib.sha256(d).hexdigest() if d is not None else None)
@@ -243,8 +253,8 @@ class Tree(TreeView):
                 how,
             )
             start, heap, segs = snap.length, snap.nheap, []
-            for toks, source, tags in checked:
-                rows = segment_rows(start, heap, source, tags, now)
+            for i, (toks, source, tags) in enumerate(checked):
+                rows = segment_rows(start, heap, source, tags, now if times is None else times[i])
                 if len(rows["seg_heap"]) > MAX_SEGMENT_TEXT:
                     raise InvalidArgument(
                         f"{self.url}: source name and tags take {len(rows['seg_heap'])} bytes; "

@@ -8,6 +8,7 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer KEY`` when a key is
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``POST /v1/memories/{name}/documents`` (``{"text", "source", "tags"}``)
 - ``GET /v1/memories/{name}``: length, levels, segments, the newest commits
+- ``GET /v1/memories/{name}/export``: one JSON line per segment, streamed (``mc export``)
 - ``GET /healthz``
 
 Every error is ``{"error": {"message", "type", "param", "code"}}`` with its status code.
@@ -235,6 +236,13 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
     async def memory_info(name: str):
         check_name(name)
         return await memories.read(memories.info, name)
+
+    @app.get("/v1/memories/{name}/export")
+    async def export_memory(name: str):
+        """One JSON line per segment, streamed (as ``mc export``)."""
+        check_name(name)
+        lines = await memories.read(memories.export, name)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     return app
 

@@ -558,6 +558,22 @@ class Memories:
                 ],
             }
 
+    def export(self, name: str):
+        """The memory's JSON lines (``mcruntime.exchange``) as an iterator, opened here so a
+        missing memory or another tokenizer is an error response, not a broken stream."""
+        from mcruntime.exchange import export_lines, open_for_export
+
+        with self._errors(name):
+            try:
+                tree, tok = open_for_export(
+                    self.url(name), self.base, storage_options=self.config.storage_options or None
+                )
+            except mcstore.TreeNotFound:
+                raise APIError(
+                    404, f"no memory named {name!r}", param="memory", code="memory_not_found"
+                ) from None
+        return export_lines(tree, tok)
+
     @contextlib.contextmanager
     def _errors(self, name: str):
         """Library errors as API errors; the tree's URL (the server's storage) stays private."""

@@ -354,3 +354,24 @@ def test_a_text_reader_answers_over_the_api(start):
     assert live.memories.reader_name == "tiny-llama-s0"
     sources = [sg.source for sg in live.tree("ann").segments()]
     assert sources == ["chat:user", "chat:assistant"] * 2
+
+
+def test_a_memory_is_exported_as_json_lines_streamed(start, tiny):
+    from mcruntime.exchange import export_lines
+
+    live = start()
+    doc = {"text": "The lighthouse keeper is named Ines.", "source": "notes.txt", "tags": ["p"]}
+    assert httpx.post(f"{live.url}/v1/memories/erin/documents", json=doc, timeout=60).is_success
+    live.client().chat.completions.create(
+        model=MODEL, user="erin", max_tokens=3, messages=[{"role": "user", "content": "Who?"}]
+    )
+    with httpx.stream("GET", f"{live.url}/v1/memories/erin/export", timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+        body = "".join(r.iter_text())
+    lines = [json.loads(x) for x in body.splitlines()]
+    assert [x["role"] for x in lines] == ["document", "user", "assistant"]
+    assert lines[0]["text"] == doc["text"] and lines[0]["tags"] == ["p"]
+    assert lines[1]["text"] == "Who?"
+    assert body == "".join(export_lines(live.tree("erin"), tiny.tokenizer))  # as `mc export`
+    err = error_of(httpx.get(f"{live.url}/v1/memories/nobody/export"), 404)
+    assert err["code"] == "memory_not_found"

@@ -373,3 +373,13 @@ def test_append_many_reads_as_separate_appends(backend):
     assert strip == [(s.start, s.stop, s.source, tuple(s.tags)) for s in b.segments()]
     with pytest.raises(mcstore.InvalidArgument):
         many.append_many([], gister=gister)
+    # each segment may keep its own time (an import keeps when a text was first remembered)
+    v = many.append_many(parts[:2], gister=gister, times=[5, 2**62])
+    assert [s.time for s in mcstore.open(many.url, storage_options=so).segments()[-2:]] == [
+        5,
+        2**62,
+    ]
+    for bad in ([1], [1, -1], [1, 2**63]):
+        with pytest.raises(mcstore.InvalidArgument):
+            many.append_many(parts[:2], gister=gister, times=bad)
+    assert many.version == v  # refused before anything was written
