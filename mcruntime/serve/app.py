@@ -9,6 +9,7 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer KEY`` when a key is
 - ``POST /v1/memories/{name}/documents`` (``{"text", "source", "tags"}``)
 - ``GET /v1/memories/{name}``: length, levels, segments, the newest commits
 - ``GET /v1/memories/{name}/export``: one JSON line per segment, streamed (``mc export``)
+- ``GET /metrics``: Prometheus' text format (``mcruntime.serve.metrics``)
 - ``GET /healthz``
 
 Every error is ``{"error": {"message", "type", "param", "code"}}`` with its status code.
@@ -24,12 +25,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from mcruntime.serve.auth import authorized, check_bind
 from mcruntime.serve.config import ServeConfig
 from mcruntime.serve.memories import Memories, TurnResult, check_name
+from mcruntime.serve.metrics import Metered
 from mcruntime.serve.wire import (
     APIError,
     ChatRequest,
@@ -136,16 +138,22 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
         openapi_url=None,
     )
     app.state.memories = memories
+    metrics = memories.metrics
     app.add_middleware(Gate, api_key=config.api_key, limit=config.max_request_bytes)
+    app.add_middleware(Metered, metrics=metrics)  # outermost: counts the Gate's refusals too
+
+    def respond(e: APIError) -> JSONResponse:
+        metrics.on_error(e.type, e.code)
+        return _error_response(e)
 
     @app.exception_handler(APIError)
     async def on_api_error(request, e: APIError):
-        return _error_response(e)
+        return respond(e)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request, e: RequestValidationError):
         msg, param, code = _validation_message(e)
-        return _error_response(APIError(400, msg, param=param, code=code))
+        return respond(APIError(400, msg, param=param, code=code))
 
     @app.exception_handler(HTTPException)
     async def on_http(request, e: HTTPException):
@@ -155,18 +163,21 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
             msg, code = f"{request.method} is not allowed on {request.url.path}", None
         else:
             msg, code = str(e.detail), "request_too_large" if e.status_code == 413 else None
-        return _error_response(APIError(e.status_code, msg, code=code))
+        return respond(APIError(e.status_code, msg, code=code))
 
     @app.exception_handler(Exception)
     async def on_bug(request, e: Exception):
         log.error("unexpected error on %s", request.url.path, exc_info=e)
-        return _error_response(
-            APIError(500, f"internal error ({type(e).__name__})", type="server_error")
-        )
+        return respond(APIError(500, f"internal error ({type(e).__name__})", type="server_error"))
 
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics_page():
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/v1/models")
     async def list_models():

@@ -39,6 +39,7 @@ from mcruntime.hooks import Hooks
 from mcruntime.location import check_new
 from mcruntime.render import ASSISTANT, USER
 from mcruntime.serve.config import ServeConfig, ServeError
+from mcruntime.serve.metrics import ServeMetrics
 from mcruntime.serve.wire import APIError
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class Memories:
         except TypeError as e:
             raise ServeError(f"unknown session option: {e}") from None
         self.base = base
+        self.metrics = ServeMetrics()  # what GET /metrics shows
         self.reader = None  # the loaded text reader; None: the keeper answers
         self._reader_ready = False
         self._gistnet = config.gistnet  # a path at first; the loaded net once a session has it
@@ -384,6 +386,7 @@ class Memories:
             except _Landed:
                 return self._restart(name)
             except mcstore.CommitConflict:
+                self.metrics.conflicts.inc()
                 log.info("memory %s: another writer committed; retrying at its commit", name)
                 if attempt == COMMIT_TRIES - 1:
                     raise APIError(
@@ -417,6 +420,7 @@ class Memories:
             turns = turns_of(s)
             if turns:
                 self._commit(s, lambda: s.remember_turns(turns))
+                self.metrics.commits.labels("chat").inc()
 
         return op
 
@@ -487,7 +491,12 @@ class Memories:
 
             prompt = o.meter.prompt
             o = self._retrying(name, o, self._remember(pair_of))
-            return self._result(name, o, ans.text, ans.tokens, max_tokens, prompt)
+            result = self._result(name, o, ans.text, ans.tokens, max_tokens, prompt)
+            self.metrics.on_answer(
+                ans.timings, result.prompt_tokens, result.completion_tokens, len(ans.recall)
+            )
+            self.metrics.on_tree(name, o.session.tree)
+            return result
 
     def _result(self, name, o, text, tokens, max_tokens, prompt=None) -> TurnResult:
         t = o.session.tree
@@ -516,6 +525,8 @@ class Memories:
 
             o = self._retrying(name, o, op)
             t = o.session.tree
+            self.metrics.commits.labels("document").inc()
+            self.metrics.on_tree(name, t)
             return {
                 "object": "memory.document",
                 "memory": name,
