@@ -123,3 +123,41 @@ def serve(
         err=True,
     )
     serve(app, config.host, config.port)
+
+
+@cli.command()
+@click.argument("root")
+@_lib(
+    "--create/--no-create",
+    field="create",
+    help="Create the tree of an unknown memory when a tool first writes to it.",
+)
+@model_option
+@gistnet_option
+@window_option
+@reader_option
+@storage_options_option
+def mcp(root, create, model, gistnet, window, reader, storage_options):
+    """Offer the memories in ROOT to an agent as Model Context Protocol tools over stdio
+    (remember, ask, search, list_documents, list_memories): one tree per memory, ROOT/NAME.mc,
+    as `mc serve`. Logs go to stderr; stdout carries the protocol."""
+    from mcruntime.serve import ServeConfig
+    from mcruntime.serve.mcp_tools import build
+
+    given = {"create": create, "model": model, "gistnet": gistnet, "window": window,
+             "reader": reader}  # fmt: skip
+    config = ServeConfig(
+        root=tree_url(root),
+        storage_options=storage_options,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    server, memories = build(config)
+    memories.load()  # a bad model fails here, with one line, before the protocol starts
+    click.echo(
+        f"mc mcp: {root} with {memories.base.name} (answers: {memories.reader_name}) on stdio",
+        err=True,
+    )
+    try:
+        server.run("stdio")
+    finally:
+        memories.close()

@@ -315,6 +315,22 @@ class Session:
         with self.hooks.span("retrieval"):
             return self.recaller.search(query_ids, query_vecs)
 
+    def find(self, query: str, k: int = 5) -> list[dict]:
+        """What the memory holds on ``query``, without answering: the passages of the best
+        hits (merged where they meet, within their segment), best first, as text with their
+        span, source, score and what found them (words or meaning)."""
+        hits = self.search(self.base.tokenizer.encode(query))
+        terms = self.recaller.terms(query)
+        out = []
+        for s, e, score, via in self.recaller.spans(hits, self.tree.length, terms)[:k]:
+            ids = self.recaller.passage_ids(s, e)
+            out.append({
+                "start": s, "stop": e, "source": self.tree.segment_at(s).source,
+                "score": round(float(score), 4), "via": via,
+                "text": self.base.tokenizer.decode(ids, skip_special=True),
+            })  # fmt: skip
+        return out
+
     def recall(
         self, hits: list, room: int | None = None, query: str | None = None
     ) -> tuple[list[int], list[dict]]:

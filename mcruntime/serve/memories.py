@@ -569,6 +569,30 @@ class Memories:
                 ],
             }
 
+    def search(self, name: str, query: str, k: int = 5) -> list[dict]:
+        """The passages a memory holds on ``query`` (``Session.find``), nothing stored."""
+        with self._errors(name):
+            return self._get(name, create=False).session.find(query, k)
+
+    def documents(self, name: str) -> list[dict]:
+        """A memory's segments: id, source, tags, role, created (ns), tokens."""
+        from mcruntime.exchange import role_of
+
+        with self._errors(name):
+            try:
+                t = mcstore.open(
+                    self.url(name), "r", storage_options=self.config.storage_options or None
+                )
+            except mcstore.TreeNotFound:
+                raise APIError(
+                    404, f"no memory named {name!r}", param="memory", code="memory_not_found"
+                ) from None
+            return [
+                {"id": i, "source": sg.source, "tags": list(sg.tags), "role": role_of(sg.source),
+                 "time_ns": int(sg.time), "tokens": sg.stop - sg.start}
+                for i, sg in enumerate(t.segments())
+            ]  # fmt: skip
+
     def export(self, name: str):
         """The memory's JSON lines (``mcruntime.exchange``) as an iterator, opened here so a
         missing memory or another tokenizer is an error response, not a broken stream."""
