@@ -1,9 +1,9 @@
-"""`mc show`, `mc regist`, `mc bench`: looking at a tree, updating its gists, measuring."""
+"""`mc show`, `mc regist`: looking at a tree, updating its gists. Benchmarks are
+`python -m bench …`: the command line never imports bench/."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import click
@@ -138,34 +138,3 @@ def regist(tree, gistnet, model, storage_options):
     for bar in bars.values():
         bar.close()
     click.echo(f"{tree}: gists recomputed by {binding['gistnet']['id']}; now at version {v}")
-
-
-BENCHES = (
-    "store",
-    "harness",
-    "memory",
-    "index",
-    "systems",
-    "footprint",
-    "serve",
-    "bulk",
-    "speed",
-    "locomo",
-)  # bench.COMMANDS; bench is not imported
-# until a benchmark runs, so `mc --help` works where bench/ is not on the path
-
-
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("name", type=click.Choice(BENCHES))
-@click.pass_context
-def bench(ctx, name):
-    """Run a benchmark of bench/ (extra arguments go to it, e.g. `mc bench harness --quick`)."""
-    import importlib
-
-    try:
-        from bench import COMMANDS
-
-        mod = importlib.import_module(COMMANDS[name])
-    except ImportError as e:
-        raise click.ClickException(f"benchmark {name} is not available: {e}") from None
-    sys.exit(mod.main(list(ctx.args)) or 0)
