@@ -295,14 +295,16 @@ class Conversation:
 
 def build_tree(conv: Conversation, work: Path, base, gistnet, lensnet) -> Path:
     """The conversation's tree, built once: one segment per turn, one commit per session,
-    then the retrieval index stored. Reused while the rendering, model and GistNet match."""
+    then the retrieval index stored. Reused while the rendering, model, GistNet and the kind
+    of retrieval keys a new tree gets match."""
     import mcstore
     from mcruntime import Session, SessionConfig
-    from mcruntime.binding import gistnet_binding
+    from mcruntime.binding import gistnet_binding, session_binding
     from mcruntime.streaming import Gister
 
     key = json.dumps(
         [FORMAT, base.name, gistnet_binding(base, gistnet, "float16"),
+         session_binding(base, gistnet, "float16", None).get("retrieval"),
          [(t.source, t.text) for t in conv.turns]],
         sort_keys=True, default=str,
     )  # fmt: skip

@@ -8,13 +8,6 @@ import torch
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def tiny():
-    import mcmodels
-
-    return mcmodels.tiny_base(seed=0)
-
-
 def _toy_text(rng: random.Random, n_chars: int) -> str:
     words = ["alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta", "zeta", "iota"]
     names = [f"key{rng.randrange(1000):03d}" for _ in range(20)]

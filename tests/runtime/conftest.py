@@ -8,9 +8,8 @@ import mcmodels
 
 
 @pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
+def base(tiny):
+    return tiny
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,6 @@ SPEC = DenseSpec(context=64, window=128)  # small windows: several rows and batc
 
 
 @pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
-
-
-@pytest.fixture(scope="module")
 def ids():
     return np.random.default_rng(0).integers(32, 127, size=1000)
 

@@ -7,20 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-import mcmodels
 import mcstore
 from mcruntime import Session
 from mcruntime.errors import InputError
 from mcruntime.exchange import export_lines, import_records, open_for_export, parse_lines
 from tests.cli.helpers import TINY, run_mc
-
-
-@pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
 
 
 def build(base, url):

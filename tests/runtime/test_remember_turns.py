@@ -7,19 +7,11 @@ import contextlib
 
 import numpy as np
 import pytest
-import torch
 
-import mcmodels
 import mcstore
 from mcruntime import InputError, Session
 from mcruntime.render import render_turn
 from tests.runtime.test_session import check, prose
-
-
-@pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
 
 
 def _session(base, url):

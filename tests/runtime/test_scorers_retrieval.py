@@ -15,12 +15,6 @@ from mcruntime.scorers import SCORERS, FocusView, LensScorer
 
 
 @pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
-
-
-@pytest.fixture(scope="module")
 def sess(base):
     torch.manual_seed(0)
     g = mcmodels.GistNet.for_base(base)

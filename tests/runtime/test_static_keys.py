@@ -16,12 +16,6 @@ from mcruntime.retrieval import interleave
 from mcruntime.static_keys import StaticSpec, spec_from_id
 
 
-@pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
-
-
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MC_CACHE", str(tmp_path / "cache"))

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 
 import openai
 import pytest
-import torch
 
-import mcmodels
 import mcstore
 from mcruntime.serve import Memories, ServeConfig, create_app, running
 
@@ -38,12 +36,6 @@ class Live:
         return mcstore.open(
             f"{self.config.root}/{name}.mc", storage_options=self.config.storage_options or None
         )
-
-
-@pytest.fixture(scope="session")
-def tiny():
-    torch.set_num_threads(1)
-    return mcmodels.tiny_base(0)
 
 
 @pytest.fixture
