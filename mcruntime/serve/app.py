@@ -8,6 +8,7 @@ Endpoints (all but ``/healthz`` need ``Authorization: Bearer KEY`` when a key is
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``POST /v1/memories/{name}/documents`` (``{"text", "source", "tags"}``)
 - ``GET /v1/memories/{name}``: length, levels, segments, the newest commits
+- ``GET /v1/memories/{name}/documents``: its segments with ids, sources, tags, roles, times
 - ``GET /v1/memories/{name}/export``: one JSON line per segment, streamed (``mc export``)
 - ``GET /metrics``: Prometheus' text format (``mcruntime.serve.metrics``)
 - ``GET /healthz``
@@ -247,6 +248,13 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
     async def memory_info(name: str):
         check_name(name)
         return await memories.read(memories.info, name)
+
+    @app.get("/v1/memories/{name}/documents")
+    async def list_documents(name: str):
+        """The memory's segments (documents and chat turns) with their ids, oldest first."""
+        check_name(name)
+        docs = await memories.read(memories.documents, name)
+        return {"object": "list", "data": [{"object": "memory.segment", **d} for d in docs]}
 
     @app.get("/v1/memories/{name}/export")
     async def export_memory(name: str):

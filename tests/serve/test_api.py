@@ -373,5 +373,12 @@ def test_a_memory_is_exported_as_json_lines_streamed(start, tiny):
     assert lines[0]["text"] == doc["text"] and lines[0]["tags"] == ["p"]
     assert lines[1]["text"] == "Who?"
     assert body == "".join(export_lines(live.tree("erin"), tiny.tokenizer))  # as `mc export`
+    listed = httpx.get(f"{live.url}/v1/memories/erin/documents").json()["data"]
+    assert [(d["id"], d["source"], d["role"]) for d in listed] == [
+        (0, "notes.txt", "document"), (1, "chat:user", "user"), (2, "chat:assistant", "assistant"),
+    ]  # fmt: skip
+    assert listed[0]["tags"] == ["p"] and listed[0]["tokens"] > 0
+    err = error_of(httpx.get(f"{live.url}/v1/memories/nobody/documents"), 404)
+    assert err["code"] == "memory_not_found"
     err = error_of(httpx.get(f"{live.url}/v1/memories/nobody/export"), 404)
     assert err["code"] == "memory_not_found"
