@@ -12,6 +12,7 @@ import click
 from cli import options
 from cli.main import WINDOW_MAX, cli
 from cli.options import progress_bar, storage_options_option, tree_argument
+from mcruntime.retrieval import Keys
 
 
 def _session(
@@ -69,7 +70,7 @@ window_option = options.library_option(
 
 keys_option = click.option(
     "--keys",
-    type=click.Choice(["bm25", "hybrid"]),
+    type=click.Choice([Keys.BM25, Keys.HYBRID]),
     default=None,
     help="Retrieval keys, recorded when a tree is created: hybrid (exact words and static "
     "meaning keys from the base model, for questions in other words; a new tree's default) or "

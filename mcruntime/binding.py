@@ -10,6 +10,7 @@ them), their width and dtype, and the kind of retrieval keys the tree's index ho
 from __future__ import annotations
 
 import mcstore
+from mcruntime.retrieval import Keys
 
 
 def gistnet_binding(base, gistnet, dtype: str = "float16") -> dict:
@@ -55,10 +56,10 @@ def check_binding(tree, binding: dict) -> bool:
     return same
 
 
-DEFAULT_RETRIEVAL = "bm25"  # the kind of trees that recorded none (made before the record)
+DEFAULT_RETRIEVAL = Keys.BM25  # the kind of trees that recorded none (made before the record)
 # The kind a new tree gets: words and meaning (static keys cost a table lookup at ingest;
 # ``mcruntime.static_keys``, ``bench/results/static_keys.md``).
-NEW_TREE_RETRIEVAL = "hybrid"
+NEW_TREE_RETRIEVAL = Keys.HYBRID
 
 
 def retrieval_kind(wanted: str | None, recorded: dict | None, *, new: bool = False) -> str | None:
@@ -82,7 +83,7 @@ def session_binding(
     # the kind later sessions pick by default; a session without retrieval keeps the tree's
     kind = kind or retrieval_kind("auto", recorded, new=recorded is None)
     out["retrieval"] = {"kind": kind}
-    if kind == "hybrid":
+    if kind == Keys.HYBRID:
         from mcruntime.static_keys import spec_from_id
 
         had = ((recorded or {}).get("retrieval") or {}).get("dense")

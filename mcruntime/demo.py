@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from mcruntime.render import ASSISTANT_SOURCE, USER_SOURCE
+
 _CREW = ["Ines", "Tomasz", "Akira", "Beatrix", "Kwame", "Lucia", "Ravi", "Sofia", "Henrik", "Mei"]
 _WEATHER = [
     "a cold wind from the north", "thin fog until noon", "clear skies and a hard frost",
@@ -95,7 +97,7 @@ def journal(n_words: int = 24000, seed: int = 7, fact_day: int = 6) -> tuple[str
 
 
 JOURNAL_SOURCE = "station-journal.txt"
-DEMO_SOURCES = frozenset({JOURNAL_SOURCE, "chat:user", "chat:assistant"})  # what a demo tree holds
+DEMO_SOURCES = frozenset({JOURNAL_SOURCE, USER_SOURCE, ASSISTANT_SOURCE})  # what a demo tree holds
 
 
 def clear_demo_tree(url: str, storage_options: dict | None = None) -> bool:

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcruntime.errors import InputError
-from mcruntime.render import ASSISTANT, USER, render_document, render_turn
+from mcruntime.render import ASSISTANT, USER, Role, render_document, render_turn, role_of
 
 IMPORT_BATCH = 256  # segments per commit at most
 IMPORT_TOKENS = 1 << 20  # tokens per commit at most
-ROLES = ("document", "user", "assistant")
+ROLES = tuple(str(r) for r in Role)
 MAX_LINE = 64 << 20  # bytes: one line is one segment's text; anything longer is not ours
 
 
@@ -47,10 +47,6 @@ class Record:
 
     def key(self) -> tuple:
         return (self.source, self.tags, self.role, self.text, self.raw)
-
-
-def role_of(source: str) -> str:
-    return {"chat:user": "user", "chat:assistant": "assistant"}.get(source, "document")
 
 
 def unrender(role: str, source: str, text: str) -> tuple[str, bool]:
@@ -135,7 +131,7 @@ def _record(d, n: int) -> Record:
     if role not in ROLES:
         raise InputError(f"line {n}: 'role' must be one of {', '.join(ROLES)}", kind="import")
     if role != "document":
-        source = f"chat:{role}"
+        source = Role(role).source
     if not isinstance(source, str) or not source:
         raise InputError(f"line {n}: 'source' must be a non-empty string", kind="import")
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):

@@ -28,10 +28,10 @@ from mcruntime.lexical import (
     term_ids,
     words,
 )
-from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, interleave
+from mcruntime.retrieval import KEY_KINDS, Hit, KeyIndex, Keys, interleave
 
 _CHUNK = re.compile(r"^retrieval/([\w.-]+)/l1-(\d{12})-(\d{12})\.npz$")
-BM25 = "bm25"
+BM25 = Keys.BM25
 CHUNK_BYTES = 2**28  # one epoch's keys inflated: far above any real chunk (~1 MB)
 TITLE_WEIGHT = 1.0  # how much a query word in a block's source name counts (x its idf)
 # A block found by meaning alone must be at least this close (cosine of centred static keys)
@@ -65,17 +65,17 @@ class NodeIndex:
         self.tree, self.base, self.kind, self.boost = tree, base, kind, boost
         self.min_coverage = min_coverage
         self.mean = base.embedding_stats()["mean"].float().numpy()
-        self.lex = LexicalIndex() if kind in (BM25, "hybrid") else None
+        self.lex = LexicalIndex() if kind in (BM25, Keys.HYBRID) else None
         self.dense = None
         self.dense_name = None
-        if kind == "hybrid":
+        if kind == Keys.HYBRID:
             from mcruntime.static_keys import spec_from_id
 
             recorded = ((tree.binding or {}).get("retrieval") or {}).get("dense")
             self.dense_spec = dense_spec or spec_from_id(recorded)
             self.dense_name = "dense-" + self.dense_spec.id(base)
             self.dense = KeyIndex(base.d_model)
-        elif kind == "gist":
+        elif kind == Keys.GIST:
             self.dense = KeyIndex(base.d_model)
         self.stored: dict[str, int] = {}  # chunk kind -> level-1 blocks covered by chunks
         self._titles: dict[str, set[int]] = {}  # source name -> its word ids
@@ -143,7 +143,7 @@ class NodeIndex:
 
     def persist(self) -> int:
         """Commit a chunk for every complete epoch not stored yet; returns chunks written."""
-        if self.kind == "gist" or self.tree.mode == "r":
+        if self.kind == Keys.GIST or self.tree.mode == "r":
             return 0
         per = self.tree.epoch // self.tree.block
         have = self.indexed()
@@ -178,7 +178,7 @@ class NodeIndex:
     def update(self) -> None:
         """Index every block committed since the last update."""
         t, b = self.tree, self.tree.block
-        if self.kind == "gist":
+        if self.kind == Keys.GIST:
             n1 = t.num_nodes(1)
             for s in range(self.dense.count(1), n1, 8192):
                 self.dense.add(1, _f32(t.gists(1, s, min(n1, s + 8192))) - self.mean)
@@ -215,7 +215,7 @@ class NodeIndex:
         text = self._decode(query_ids)
         if self.kind == BM25:
             return [Hit(1, i, s) for i, s in self.lexical(query_terms(text), k)]
-        if self.kind == "gist":
+        if self.kind == Keys.GIST:
             v = query_vecs.numpy() - self.mean
             return [Hit(1, i, s) for i, s in self.dense.search(v.mean(0), k)]
         terms = query_terms(text)

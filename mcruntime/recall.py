@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mcruntime.layout import recall_ids
 from mcruntime.lexical import query_terms
-from mcruntime.render import ASSISTANT, USER
+from mcruntime.render import ASSISTANT, ASSISTANT_SOURCE, USER, is_chat
 
 USER_SAID, ASSISTANT_SAID = "The user said: ", "You answered: "
 
@@ -43,7 +43,7 @@ class Recaller:
         b, t = self.tree.block, self.tree
         first = t.segment_at(block * b)
         last = t.segment_at(min(t.length, (block + 1) * b) - 1)
-        return first.source == last.source == "chat:assistant"
+        return first.source == last.source == ASSISTANT_SOURCE
 
     def section(
         self, hits: list, raw_from: int, room: int | None = None, query: str | None = None
@@ -123,9 +123,7 @@ class Recaller:
         spoke in words ("The user said: …"): raw "User: …" lines made the model continue the
         transcript instead of answering (dev: 13/16 chat probes in words, 8/16 raw)."""
         ids = self.tree.tokens(s, e).tolist()
-        if self.config.recall_roles != "plain" or not self.tree.segment_at(s).source.startswith(
-            "chat:"
-        ):
+        if self.config.recall_roles != "plain" or not is_chat(self.tree.segment_at(s).source):
             return ids
         lines = self._decode(ids).split("\n")
         for role, said in ((USER, USER_SAID), (ASSISTANT, ASSISTANT_SAID)):

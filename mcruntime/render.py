@@ -6,7 +6,35 @@ relies on these labels.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 USER, ASSISTANT = "User: ", "Assistant: "
+CHAT = "chat:"  # the source prefix of every chat turn
+
+
+class Role(StrEnum):
+    """Who a segment's text is from; a chat turn's source is ``chat:<role>``."""
+
+    DOCUMENT = "document"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+    @property
+    def source(self) -> str:
+        return f"{CHAT}{self.value}"
+
+
+USER_SOURCE, ASSISTANT_SOURCE = Role.USER.source, Role.ASSISTANT.source
+LABELS = {Role.USER: USER, Role.ASSISTANT: ASSISTANT}  # how a turn's text is stored
+
+
+def role_of(source: str) -> Role:
+    """The role of a segment by its source name (anything else is a document)."""
+    return {USER_SOURCE: Role.USER, ASSISTANT_SOURCE: Role.ASSISTANT}.get(source, Role.DOCUMENT)
+
+
+def is_chat(source: str) -> bool:
+    return source.startswith(CHAT)
 
 
 def render_document(text: str, source: str) -> str:

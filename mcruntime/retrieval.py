@@ -23,10 +23,20 @@ Dense keys are L2-normalised and searched exhaustively by inner product with fai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
-KEY_KINDS = ("bm25", "hybrid", "gist")
+
+class Keys(StrEnum):
+    """The kinds of retrieval keys a tree can keep (its binding records which)."""
+
+    BM25 = "bm25"
+    HYBRID = "hybrid"
+    GIST = "gist"
+
+
+KEY_KINDS = tuple(str(k) for k in Keys)
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 
 

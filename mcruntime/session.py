@@ -38,7 +38,8 @@ from mcruntime.layout import chat_layout
 from mcruntime.picture import FocusPicture
 from mcruntime.reading import Passage, choose, expansion_messages, messages, turn_text
 from mcruntime.recall import Recaller
-from mcruntime.render import render_document, render_turn
+from mcruntime.render import Role, is_chat, render_document, render_turn, role_of
+from mcruntime.retrieval import Keys
 from mcruntime.scorers import FocusView, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.window import Window
@@ -310,7 +311,7 @@ class Session:
         """The retrieval assist's hits for a query, best first (``mcruntime.recall``)."""
         if self.index is None or not query_ids:
             return []
-        if query_vecs is None and self.index.kind == "gist":
+        if query_vecs is None and self.index.kind == Keys.GIST:
             query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         with self.hooks.span("retrieval"):
             return self.recaller.search(query_ids, query_vecs)
@@ -520,7 +521,7 @@ class Session:
         out = []
         for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
             source = self.tree.segment_at(s).source
-            kind = {"chat:user": "user", "chat:assistant": "assistant"}.get(source, "document")
+            kind = str(role_of(source))
             text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
             out.append(Passage(s, e, float(score), source, text, kind, via=via))
         return choose(
@@ -542,7 +543,7 @@ class Session:
         while pos < n:
             seg = self.tree.segment_at(pos)
             stop = min(seg.stop, n)
-            if seg.source.startswith("chat:"):
+            if is_chat(seg.source):
                 spans.append((pos, stop))
             pos = stop
         shown_from = n
@@ -611,7 +612,7 @@ class Session:
             raise InputError("a remembered turn is the user's or the assistant's", kind="role")
         tok = self.base.tokenizer
         parts = [
-            (np.asarray(tok.encode(render_turn(role, text)), dtype=np.int32), f"chat:{role}", ())
+            (np.asarray(tok.encode(render_turn(role, text)), dtype=np.int32), Role(role).source, ())
             for role, text in turns
         ]
         return self.append_segments(

@@ -127,3 +127,37 @@ def test_docstring_references_to_the_docs_resolve():
                     if m.group(2)[1:] not in anchors:
                         bad.append(f"{p.relative_to(ROOT)}: {m.group(0)} (no such heading)")
     assert not bad, "\n".join(bad)
+
+
+# names whose spelling lives in one module: another module writing the string itself could
+# silently disagree with it (serial ingest, bulk ingest and the server must write alike)
+ONE_HOME = {
+    "mcruntime/render.py": {"chat:", "chat:user", "chat:assistant"},
+    "mcruntime/retrieval.py": {"bm25", "hybrid"},
+}
+
+
+def string_constants(tree: ast.AST) -> set[str]:
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str):
+            out.add(n.value)
+        elif isinstance(n, ast.JoinedStr):  # f"chat:{role}" spells the prefix too
+            out |= {v.value for v in n.values if isinstance(v, ast.Constant)}
+    return out
+
+
+@pytest.mark.parametrize("pkg", ["mcstore", "mcmodels", "mcruntime", "cli"])
+def test_segment_roles_and_key_kinds_are_spelled_in_one_module(pkg):
+    wrong = []
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        found = string_constants(ast.parse(path.read_text()))
+        for home, names in ONE_HOME.items():
+            if rel != home:
+                wrong += [f"{rel}: {s!r} (use {home})" for s in sorted(found & names)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_one_home_check_sees_f_strings():
+    assert "chat:" in string_constants(ast.parse('x = f"chat:{role}"'))

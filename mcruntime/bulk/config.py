@@ -7,8 +7,12 @@ from dataclasses import dataclass, field
 
 from mcmodels.defaults import DEFAULT_MODEL  # torch-free: the one definition
 from mcruntime.ingest import CHUNK_TOKENS, IngestReport
+from mcruntime.retrieval import Keys
 
-CHUNK_KINDS = {"bm25": ("bm25",), "hybrid": ("bm25", "dense")}  # retrieval kind -> stored chunks
+CHUNK_KINDS = {
+    Keys.BM25: (Keys.BM25,),
+    Keys.HYBRID: (Keys.BM25, "dense"),
+}  # retrieval kind -> stored chunks
 GISTER_BATCH = 256  # streaming.Gister's default batch: the serial path's batches
 # epochs of tokens per commit: the committer's requests per epoch fall as 1/N (bench/bulk.py)
 # while a client killed mid-run redoes at most N epochs of work

@@ -28,6 +28,7 @@ from mcruntime.bulk.tasks import (
 from mcruntime.errors import InputError
 from mcruntime.ingest import Input, done_chunks, missing_ranges, part_name
 from mcruntime.lexical import EXTEND
+from mcruntime.retrieval import Keys
 from mcstore.format import gist_names
 
 
@@ -180,7 +181,7 @@ class Planner:
         ready = self.ready_blocks(self.tree.length)
         reach = None
         for kind in self.chunk_kinds:
-            name = "bm25" if kind == "bm25" else f"dense-{self.dense_id}"
+            name = Keys.BM25 if kind == Keys.BM25 else f"dense-{self.dense_id}"
             have = 0
             while have + self.per <= ready and chunk_name(name, have, have + self.per) in names:
                 have += self.per

@@ -24,6 +24,7 @@ import mcstore
 from mcruntime.bulk.config import CHUNK_KINDS, GISTER_BATCH, ModelSpec
 from mcruntime.errors import InputError
 from mcruntime.ingest import Input
+from mcruntime.retrieval import Keys
 
 WRITE_THREADS = 8  # shards a shard task writes at once (as a commit does)
 
@@ -147,14 +148,14 @@ def gist_epoch(spec: ModelSpec, job: EpochJob) -> EpochResult:
     if job.chunks:
         base, _ = worker_models(spec)
         b0, b1 = job.first // B, (job.first + job.epoch) // B
-        if "bm25" in CHUNK_KINDS.get(job.kind, ()):
+        if Keys.BM25 in CHUNK_KINDS.get(job.kind, ()):
             from mcruntime.lexical import block_terms
 
             def decode(ids) -> str:  # as NodeIndex decodes
                 return base.tokenizer.decode([int(i) for i in ids], skip_special=True)
 
             bt = block_terms(decode, job.tokens, B, following=job.following)
-            chunks[chunk_name("bm25", b0, b1)] = _npz(bt.to_arrays())
+            chunks[chunk_name(Keys.BM25, b0, b1)] = _npz(bt.to_arrays())
         if "dense" in CHUNK_KINDS.get(job.kind, ()):
             from mcruntime.static_keys import spec_from_id
 

@@ -37,7 +37,7 @@ import mcstore
 from mcruntime.errors import InputError, PathTaken, SessionError, WindowError
 from mcruntime.hooks import Hooks
 from mcruntime.location import check_new
-from mcruntime.render import ASSISTANT, USER
+from mcruntime.render import LABELS, Role, role_of
 from mcruntime.serve.config import ServeConfig, ServeError
 from mcruntime.serve.metrics import ServeMetrics
 from mcruntime.serve.wire import APIError
@@ -49,10 +49,8 @@ log = logging.getLogger(__name__)
 # request's `user` field names a memory as it is
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 SUFFIX = ".mc"  # memory NAME is the tree ROOT/NAME.mc (what `mc ingest ROOT/NAME.mc` creates)
-CHAT_SOURCES = {"chat:user": "user", "chat:assistant": "assistant"}
 COMMIT_TRIES = 4  # a request's commit, tried on the newest tree after a conflict, then 409
 OPEN_TRIES = 5  # opens of a tree that reads as damaged (maybe mid-create), 0.75 s in all
-PREFIXES = {"user": USER, "assistant": ASSISTANT}
 
 
 def check_name(name: str | None) -> str:
@@ -432,11 +430,11 @@ class Memories:
             return out
         tok = s.base.tokenizer
         for seg in reversed(s.tree.segments()):
-            role = CHAT_SOURCES.get(seg.source)
-            if role is None:
+            role = role_of(seg.source)
+            if role is Role.DOCUMENT:
                 continue
             text = tok.decode(s.tree.tokens(seg.start, seg.stop).tolist())
-            out.append((role, text.strip().removeprefix(PREFIXES[role].strip()).strip()))
+            out.append((str(role), text.strip().removeprefix(LABELS[role].strip()).strip()))
             if len(out) == n:
                 break
         return out[::-1]
@@ -576,8 +574,6 @@ class Memories:
 
     def documents(self, name: str) -> list[dict]:
         """A memory's segments: id, source, tags, role, created (ns), tokens."""
-        from mcruntime.exchange import role_of
-
         with self._errors(name):
             try:
                 t = mcstore.open(
@@ -588,7 +584,7 @@ class Memories:
                     404, f"no memory named {name!r}", param="memory", code="memory_not_found"
                 ) from None
             return [
-                {"id": i, "source": sg.source, "tags": list(sg.tags), "role": role_of(sg.source),
+                {"id": i, "source": sg.source, "tags": list(sg.tags), "role": str(role_of(sg.source)),
                  "time_ns": int(sg.time), "tokens": sg.stop - sg.start}
                 for i, sg in enumerate(t.segments())
             ]  # fmt: skip
