@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from mcmodels.embedspace import EmbeddingSpaceModule
+from mcmodels.gistnet import BLOCK
 
 N_FEATURES = 4
 
 
 def entry_features(
-    levels: torch.Tensor, starts: torch.Tensor, now: int | torch.Tensor, block: int = 32
+    levels: torch.Tensor, starts: torch.Tensor, now: int | torch.Tensor, block: int = BLOCK
 ) -> torch.Tensor:
     """Per-entry features ``[..., n, 4]`` from levels ``[..., n]`` and token starts ``[..., n]``.
 

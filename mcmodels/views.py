@@ -15,7 +15,9 @@ import random
 import torch
 import torch.nn.functional as F
 
-B = 32
+from mcmodels.gistnet import BLOCK
+
+B = BLOCK  # the GistNet's block
 
 
 def span(level: int) -> int:

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mcruntime.errors import ContextError
+from mcstore.format import BLOCK
 
 Entry = tuple[int, int]
 NodeCount = Callable[[int], int]
 """``num_nodes(level)``: how many nodes of that level exist (are committed) in the store."""
 
 
-def span(entry: Entry, block: int = 32) -> tuple[int, int]:
+def span(entry: Entry, block: int = BLOCK) -> tuple[int, int]:
     level, index = entry
     size = block**level
     return index * size, (index + 1) * size
@@ -35,14 +36,14 @@ class WorkingContext:
 
     entries: list[Entry]
     length: int
-    block: int = 32
+    block: int = BLOCK
     dirty_from: int | None = None
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
     def canonical(
-        cls, length: int, num_nodes: NodeCount, *, raw_from: int | None = None, block: int = 32
+        cls, length: int, num_nodes: NodeCount, *, raw_from: int | None = None, block: int = BLOCK
     ) -> WorkingContext:
         """The coarsest covering: at most B-1 entries per level, then raw tokens.
 
@@ -195,7 +196,7 @@ def top_level(num_nodes: NodeCount, limit: int = 64) -> int:
 
 
 def min_cost(
-    length: int, committed: int, raw_recent: int, num_nodes: NodeCount, block: int = 32
+    length: int, committed: int, raw_recent: int, num_nodes: NodeCount, block: int = BLOCK
 ) -> int:
     """Cost of the coarsest legal working context: what any budget must at least allow."""
     raw_from = min((max(0, length - raw_recent) // block) * block, (committed // block) * block)

@@ -53,7 +53,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BLOCK = 32
+from mcstore.format import BLOCK
+
 _VERSION = 2  # bump when the computation or the id changes: it is part of DenseSpec.id
 
 POOLS = ("mean", "rms")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mcruntime.context import ContextError, Entry, NodeCount, WorkingContext
+from mcstore.format import BLOCK
 
 Scores = np.ndarray
 ScoreFn = Callable[[WorkingContext], Scores]
@@ -122,7 +123,7 @@ class Focus:
         *,
         priority: ScoreFn | None = None,
         rounds: int = 64,
-        block: int = 32,
+        block: int = BLOCK,
     ) -> Focus:
         """Coarsest covering, then expansion by priority until the budget is reached.
 

@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from mcstore.format import BLOCK
+
 Entry = tuple[int, int]
 PART = re.compile(r" \(tokens \d+-\d+ of \d+\)$")  # the name mcruntime.ingest gives a part
 
@@ -86,7 +88,7 @@ class FocusPicture:
         *,
         raw_from: int,
         segments: Iterable,
-        block: int = 32,
+        block: int = BLOCK,
         budget: int | None = None,
         recall: Iterable[dict] = (),
         query: str | None = None,

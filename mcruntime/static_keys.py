@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BLOCK = 32
+from mcstore.format import BLOCK
+
 _VERSION = 1  # bump when the computation or the id changes: it is part of StaticSpec.id
 _TABLE_ROWS = 4096  # vocabulary entries per forward when the table is built
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mcruntime.bulk.config import GISTER_BATCH  # bulk ingest gists in the same batches
 from mcruntime.context import Entry
 
 
@@ -78,7 +79,7 @@ class EntryVectors:
 class Gister:
     """``gister(level, children) -> [k, dim]`` for ``mcstore``'s append, batched through GistNet."""
 
-    def __init__(self, base, gistnet, *, batch: int = 256, out_dtype=np.float16):
+    def __init__(self, base, gistnet, *, batch: int = GISTER_BATCH, out_dtype=np.float16):
         self.base = base
         self.gistnet = gistnet.to(base.device).eval()
         self.batch = batch

@@ -356,12 +356,15 @@ class MemoryBackend(Backend):
             return True
 
 
+IO_THREADS = 8  # requests a batched read or write keeps in flight on an object store
+
+
 def concurrently(be: Backend, fn: Callable, *args: list) -> list:
     """``fn`` over the argument lists, in order: concurrently where the backend says
     ``concurrent_io`` (an object store), one by one else."""
     n = len(args[0])
     if be.concurrent_io and n > 1:
-        with ThreadPoolExecutor(min(8, n)) as ex:
+        with ThreadPoolExecutor(min(IO_THREADS, n)) as ex:
             return list(ex.map(fn, *args))
     return [fn(*a) for a in zip(*args, strict=True)]
 

@@ -248,7 +248,7 @@ def create(
     *,
     dim: int,
     dtype: str = "float16",
-    block: int = 32,
+    block: int = F.BLOCK,
     binding: dict | None = None,
     gister_id: str | None = None,
     storage_options: dict | None = None,

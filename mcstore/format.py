@@ -39,17 +39,20 @@ def short_hash(obj) -> str:
 
 
 # ---------------------------------------------------------------------- level arithmetic
-def span(level: int, index: int, block: int = 32) -> tuple[int, int]:
+BLOCK = 32  # tokens per level-1 node, and children per node above (a new tree's default)
+
+
+def span(level: int, index: int, block: int = BLOCK) -> tuple[int, int]:
     """Tokens covered by node (level, index)."""
     w = block**level
     return index * w, (index + 1) * w
 
 
-def num_nodes(length: int, level: int, block: int = 32) -> int:
+def num_nodes(length: int, level: int, block: int = BLOCK) -> int:
     return length // block**level
 
 
-def num_levels(length: int, block: int = 32) -> int:
+def num_levels(length: int, block: int = BLOCK) -> int:
     """Levels (counting level 0) that hold at least one node."""
     if length <= 0:
         return 0
@@ -59,7 +62,7 @@ def num_levels(length: int, block: int = 32) -> int:
     return n
 
 
-def completed(old: int, new: int, level: int, block: int = 32) -> tuple[int, int]:
+def completed(old: int, new: int, level: int, block: int = BLOCK) -> tuple[int, int]:
     """Node index range [a, b) at ``level`` that growing the timeline old -> new completes."""
     return old // block**level, new // block**level
 

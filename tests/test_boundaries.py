@@ -161,3 +161,41 @@ def test_segment_roles_and_key_kinds_are_spelled_in_one_module(pkg):
 
 def test_the_one_home_check_sees_f_strings():
     assert "chat:" in string_constants(ast.parse('x = f"chat:{role}"'))
+
+
+BLOCK_HOMES = {"mcstore/format.py", "mcmodels/gistnet.py"}  # the tree's and the GistNet's
+
+
+def block_literals(tree: ast.AST) -> list[int]:
+    """Lines that spell the block size: a ``block``/``B``/``BLOCK`` default or constant of 32."""
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.arguments):
+            args = n.posonlyargs + n.args
+            pairs = list(zip(args[len(args) - len(n.defaults) :], n.defaults, strict=True))
+            pairs += [(a, d) for a, d in zip(n.kwonlyargs, n.kw_defaults, strict=True) if d]
+            out += [d.lineno for a, d in pairs if a.arg in ("block", "B") and _is_32(d)]
+        elif isinstance(n, ast.Assign | ast.AnnAssign) and _is_32(n.value):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+            out += [n.lineno for name in names if name in ("block", "B", "BLOCK")]
+    return out
+
+
+def _is_32(node) -> bool:
+    return isinstance(node, ast.Constant) and node.value == 32
+
+
+@pytest.mark.parametrize("pkg", ["mcstore", "mcmodels", "mcruntime", "cli"])
+def test_the_block_size_is_spelled_where_it_is_defined(pkg):
+    wrong = []
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        if rel not in BLOCK_HOMES:
+            wrong += [f"{rel}:{line}" for line in block_literals(ast.parse(path.read_text()))]
+    assert not wrong, "use mcstore.format.BLOCK or mcmodels.gistnet.BLOCK: " + ", ".join(wrong)
+
+
+def test_the_block_check_sees_defaults_and_constants():
+    src = "def f(x, block: int = 32): pass\nB = 32\nclass C:\n    block: int = 32\n"
+    assert sorted(block_literals(ast.parse(src))) == [1, 2, 4]

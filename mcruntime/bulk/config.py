@@ -13,7 +13,8 @@ CHUNK_KINDS = {
     Keys.BM25: (Keys.BM25,),
     Keys.HYBRID: (Keys.BM25, "dense"),
 }  # retrieval kind -> stored chunks
-GISTER_BATCH = 256  # streaming.Gister's default batch: the serial path's batches
+GISTER_BATCH = 256  # blocks per gister call, serial (streaming.Gister) and bulk alike: a
+# kernel's rounding can depend on the batch, and bulk gists must be bit for bit the serial ones
 # epochs of tokens per commit: the committer's requests per epoch fall as 1/N (bench/bulk.py)
 # while a client killed mid-run redoes at most N epochs of work
 COMMIT_EVERY_EPOCHS = 16

@@ -25,8 +25,9 @@ from mcruntime.bulk.config import CHUNK_KINDS, GISTER_BATCH, ModelSpec
 from mcruntime.errors import InputError
 from mcruntime.ingest import Input
 from mcruntime.retrieval import Keys
+from mcstore.backend import IO_THREADS
 
-WRITE_THREADS = 8  # shards a shard task writes at once (as a commit does)
+WRITE_THREADS = IO_THREADS  # shards a shard task writes at once (as a commit does)
 
 _MODELS: dict[ModelSpec, tuple] = {}
 _MODELS_LOCK = threading.Lock()
