@@ -167,7 +167,7 @@ def reader_option():
         default_from="mcmodels.defaults:DEFAULT_READER",
         metavar="NAME",
         help="Who answers: 'keeper' (the tree's own model reading its window), "
-        "'qwen2.5-coder-1.5b-instruct' (./install --reader), 'smollm2-135m-instruct' "
+        "'qwen2.5-coder-1.5b-instruct' (./install), 'smollm2-135m-instruct' "
         "(the keeper's weights as a text reader through llama.cpp) or a .gguf file.",
     )
 

