@@ -1,4 +1,8 @@
-"""The HTTP side of ``mc serve``: FastAPI routes in the OpenAI wire format over ``Memories``.
+"""The HTTP side of ``mc serve``: the FastAPI app over ``Memories``, with one router per
+resource (``routes_chat``: chat and models in the OpenAI wire format; ``routes_memories``: the
+memories), the memories reached through ``Depends``. The API key and the body limit stay ASGI
+middleware (``Gate``) rather than a dependency: a dependency runs after FastAPI has read and
+validated the body, and an unauthenticated client must learn nothing about its request.
 
 Endpoints (all but ``/healthz`` need ``Authorization: Bearer KEY`` when a key is set):
 
@@ -19,35 +23,27 @@ Every error is ``{"error": {"message", "type", "param", "code"}}`` with its stat
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from mcruntime.serve.auth import authorized, check_bind
 from mcruntime.serve.config import ServeConfig
-from mcruntime.serve.memories import Memories, TurnResult, check_name
+from mcruntime.serve.memories import Memories
 from mcruntime.serve.metrics import Metered
+from mcruntime.serve.routes_chat import router as chat_router
+from mcruntime.serve.routes_memories import router as memories_router
 from mcruntime.serve.wire import (
     APIError,
-    ChatRequest,
-    DocumentRequest,
-    chunk,
-    completion,
-    completion_id,
     error_body,
-    models_list,
-    usage,
 )
 
 log = logging.getLogger(__name__)
-
-MEMORY_HEADER = "x-memory"
 
 
 class TooLarge(HTTPException):
@@ -115,10 +111,6 @@ def _validation_message(e: RequestValidationError) -> tuple[str, str | None, str
     return f"{param or 'body'}: {first.get('msg', 'invalid')}{more}", param, "invalid_value"
 
 
-def _sse(obj) -> str:
-    return f"data: {json.dumps(obj, separators=(',', ':'), ensure_ascii=False)}\n\n"
-
-
 def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI:
     """The ASGI app; ``memories`` (e.g. with a model already loaded) is closed with it."""
     check_bind(config.host, config.api_key)
@@ -138,7 +130,7 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.memories = memories
+    app.state.memories, app.state.config, app.state.started = memories, config, started
     metrics = memories.metrics
     app.add_middleware(Gate, api_key=config.api_key, limit=config.max_request_bytes)
     app.add_middleware(Metered, metrics=metrics)  # outermost: counts the Gate's refusals too
@@ -180,133 +172,6 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/models")
-    async def list_models():
-        return models_list(memories.model_ids[:1], started)
-
-    @app.get("/v1/models/{model_id}")
-    async def get_model(model_id: str):
-        if model_id not in memories.model_ids:
-            raise _no_model(model_id, memories)
-        return models_list([model_id], started)["data"][0]
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest, request: Request):
-        name = check_name(request.headers.get(MEMORY_HEADER) or body.user or config.default_memory)
-        if body.model not in memories.model_ids:
-            raise _no_model(body.model, memories)
-        if body.n != 1:
-            raise APIError(400, "only n=1 is supported", param="n")
-        max_tokens = body.max_completion_tokens or body.max_tokens or config.default_max_tokens
-        if max_tokens > config.max_tokens:
-            raise APIError(
-                400,
-                f"max_tokens is {max_tokens}; this server writes at most {config.max_tokens}",
-                param="max_tokens",
-                code="max_tokens_too_large",
-            )
-        history, question = body.turns()
-        model = memories.model_ids[0]
-        headers = {"X-Memory": name}
-        if not body.stream:
-            fut = await memories.submit(name, memories.chat, name, history, question, max_tokens)
-            r: TurnResult = await asyncio.shield(fut)
-            use = usage(r.prompt_tokens, r.completion_tokens)
-            out = completion(completion_id(), model, r.text, r.finish_reason, use, r.memory)
-            return JSONResponse(out, headers=headers)
-
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-
-        def emit(piece: str) -> None:  # on the worker thread
-            loop.call_soon_threadsafe(queue.put_nowait, ("delta", piece))
-
-        fut = await memories.submit(name, memories.chat, name, history, question, max_tokens, emit)
-        fut.add_done_callback(lambda f: queue.put_nowait(("end", f)))
-        first = await queue.get()
-        if first[0] == "end" and first[1].exception() is not None:
-            raise first[1].exception()  # nothing sent yet: an ordinary error response
-        include = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _events(first, queue, completion_id(), model, include),
-            media_type="text/event-stream",
-            headers={**headers, "Cache-Control": "no-cache"},
-        )
-
-    @app.post("/v1/memories/{name}/documents")
-    async def add_document(name: str, body: DocumentRequest):
-        check_name(name)
-        fut = await memories.submit(name, memories.ingest, name, body.text, body.source, body.tags)
-        return await asyncio.shield(fut)
-
-    @app.get("/v1/memories")
-    async def list_memories():
-        names = await memories.read(memories.names)
-        return {"object": "list", "data": [{"object": "memory", "id": n} for n in names]}
-
-    @app.get("/v1/memories/{name}")
-    async def memory_info(name: str):
-        check_name(name)
-        return await memories.read(memories.info, name)
-
-    @app.get("/v1/memories/{name}/documents")
-    async def list_documents(name: str):
-        """The memory's segments (documents and chat turns) with their ids, oldest first."""
-        check_name(name)
-        docs = await memories.read(memories.documents, name)
-        return {"object": "list", "data": [{"object": "memory.segment", **d} for d in docs]}
-
-    @app.get("/v1/memories/{name}/export")
-    async def export_memory(name: str):
-        """One JSON line per segment, streamed (as ``mc export``)."""
-        check_name(name)
-        lines = await memories.read(memories.export, name)
-        return StreamingResponse(lines, media_type="application/x-ndjson")
-
+    app.include_router(chat_router)
+    app.include_router(memories_router)
     return app
-
-
-def _no_model(model: str, memories: Memories) -> APIError:
-    return APIError(
-        404,
-        f"the model {model[:80]!r} does not exist here; this server answers with "
-        f"{memories.model_ids[0]!r} (see GET /v1/models)",
-        param="model",
-        code="model_not_found",
-    )
-
-
-async def _events(first, queue: asyncio.Queue, cid: str, model: str, include_usage: bool):
-    """The SSE body: a role chunk, content chunks, the finish chunk, the usage chunk when
-    asked for, ``[DONE]``. An error after the first byte is one ``data: {"error": …}`` event
-    (what the openai client raises on) and no ``[DONE]``."""
-    created = int(time.time())
-
-    def one(delta, finish=None):
-        return _sse(chunk(cid, model, created, delta, finish, with_usage=include_usage))
-
-    yield one({"role": "assistant", "content": ""})
-    item = first
-    while True:
-        kind, value = item
-        if kind == "delta":
-            if value:
-                yield one({"content": value})
-        else:
-            exc = value.exception()
-            if exc is not None:
-                if not isinstance(exc, APIError):
-                    log.error("unexpected error while streaming", exc_info=exc)
-                    exc = APIError(
-                        500, f"internal error ({type(exc).__name__})", type="server_error"
-                    )
-                yield _sse(exc.body())
-                return
-            r: TurnResult = value.result()
-            yield one({}, r.finish_reason)
-            if include_usage:
-                use = usage(r.prompt_tokens, r.completion_tokens)
-                yield _sse(chunk(cid, model, created, None, with_usage=True, use=use))
-            yield "data: [DONE]\n\n"
-            return
-        item = await queue.get()
