@@ -7,8 +7,9 @@
 from mcruntime.serve.app import create_app
 from mcruntime.serve.auth import KEY_ENV, check_bind, is_loopback, load_api_key
 from mcruntime.serve.config import ServeConfig, ServeError
-from mcruntime.serve.memories import Memories, check_name, unseen
+from mcruntime.serve.memories import Memories
 from mcruntime.serve.runner import running, serve
+from mcruntime.serve.turns import check_name, unseen
 
 __all__ = [
     "KEY_ENV",

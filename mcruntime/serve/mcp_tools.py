@@ -18,7 +18,8 @@ Errors reach the client as tool errors with the API's one-line message.
 from __future__ import annotations
 
 from mcruntime.serve.config import ServeConfig
-from mcruntime.serve.memories import Memories, check_name
+from mcruntime.serve.memories import Memories
+from mcruntime.serve.turns import check_name
 from mcruntime.serve.wire import APIError
 
 INSTRUCTIONS = (

@@ -1,10 +1,9 @@
 """The server's memories: one ``Session`` per tree under the root, one writer per tree.
 
-Requests on one memory are serialised (an ``asyncio.Lock`` per name, held from the moment the
-work is queued until it finished, even if the client went away); model work runs on a thread
-pool of ``ServeConfig.concurrency`` threads, so different memories answer in parallel up to that
-many. A request is all or nothing: the question and its answer are ONE commit
-(``Session.remember_turns``), and a 200 is only sent once it is in. A commit that loses the race
+Requests on one memory are serialised and model work runs on a thread pool
+(``mcruntime.serve.scheduler``); which of a request's turns are new is decided by the pure
+functions of ``mcruntime.serve.turns``. A request is all or nothing: the question and its
+answer are ONE commit (``Session.remember_turns``), and a 200 is only sent once it is in. A commit that loses the race
 against another process (``CommitConflict``) reopens the tree at its newest commit and commits
 the same turns on top (the answer is not written again), up to ``COMMIT_TRIES`` times; then 409
 with neither stored, so sending it again never stores a question twice. (Earlier turns the
@@ -25,12 +24,10 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import mcstore
@@ -40,118 +37,27 @@ from mcruntime.location import check_new
 from mcruntime.render import LABELS, Role, role_of
 from mcruntime.serve.config import ServeConfig, ServeError
 from mcruntime.serve.metrics import ServeMetrics
+from mcruntime.serve.scheduler import Scheduler
+from mcruntime.serve.turns import (
+    NAME_RE,
+    SUFFIX,
+    TurnResult,
+    answered,
+    check_name,
+    missing_tail,
+    unseen,
+)
 from mcruntime.serve.wire import APIError
 
 log = logging.getLogger(__name__)
 
-# a memory name is one path component of the root: no separators, no "..", nothing a URL
-# would read as a scheme, query or fragment; "@" is allowed so an e-mail address in the
-# request's `user` field names a memory as it is
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
-SUFFIX = ".mc"  # memory NAME is the tree ROOT/NAME.mc (what `mc ingest ROOT/NAME.mc` creates)
 COMMIT_TRIES = 4  # a request's commit, tried on the newest tree after a conflict, then 409
 OPEN_TRIES = 5  # opens of a tree that reads as damaged (maybe mid-create), 0.75 s in all
-
-
-def check_name(name: str | None) -> str:
-    if name is None or not NAME_RE.fullmatch(name) or ".." in name or name.endswith("."):
-        shown = repr(name[:80]) if isinstance(name, str) else "(none)"
-        raise APIError(
-            400,
-            f"invalid memory name {shown}: use 1-64 letters, digits, '.', '_', '-' or '@', "
-            "starting with a letter or digit (no '..')",
-            param="memory",
-            code="invalid_memory_name",
-        )
-    return name
-
-
-def unseen(history: list[tuple[str, str]], tail: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The turns of ``history`` the tree has not seen, given its newest chat turns ``tail``
-    (both oldest first, texts compared without surrounding whitespace).
-
-    The seen part is the longest prefix of ``history`` whose end lines up with the end of the
-    tree's chat: ``history[:k]`` and ``tail`` agree on their last ``min(k, len(tail))`` turns."""
-    hist = [(r, t.strip()) for r, t in history]
-    tail = [(r, t.strip()) for r, t in tail]
-    for k in range(len(hist), 0, -1):
-        m = min(k, len(tail))
-        if m and hist[k - m : k] == tail[len(tail) - m :]:
-            return history[k:]
-    return list(history)
-
-
-def answered(
-    history: list[tuple[str, str]], question: str, tail: list[tuple[str, str]]
-) -> str | None:
-    """The answer the tree holds to this very request, or None: its chat (``tail``, oldest
-    first) ends with ``question`` and an answer, and ``history`` lines up with what comes
-    before them, as when a client sends a request again after its response was lost. A
-    request without history is always a new question (asking the same again is allowed)."""
-    if not history or len(tail) < 3:
-        return None
-    (r1, q), (r2, a) = tail[-2:]
-    if (r1, r2) != ("user", "assistant") or q.strip() != question.strip():
-        return None
-    return None if unseen(history, tail[:-2]) else a
-
-
-def missing_tail(sent: str, final: str) -> str:
-    """What a stream still owes so that what the client got is, but for surrounding blank
-    space, the answer remembered: the runtime may have streamed leading blank lines that the
-    final answer drops, after which it stops streaming."""
-    shown = sent.lstrip()
-    return final[len(shown) :] if final.startswith(shown) else ""
-
-
-@dataclass
-class TurnResult:
-    text: str
-    completion_tokens: int
-    prompt_tokens: int  # positions of the window the answer was decoded from
-    finish_reason: str  # "stop", or "length" when max_tokens ran out
-    memory: dict  # name, version and length of the tree after the turn
 
 
 class _Landed(Exception):
     """A commit is in, but a later commit of the same step (the retrieval index's) met another
     writer: the step is done, the session's view is stale."""
-
-
-class _NameLocks:
-    """One ``asyncio.Lock`` per memory name, kept only while some request holds or waits for
-    it: the map holds the memories with work queued or running, never every name ever asked
-    for. Used on the event loop only."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, list] = {}  # name -> [lock, requests holding or waiting]
-
-    async def acquire(self, name: str) -> None:
-        entry = self._held.setdefault(name, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            await entry[0].acquire()
-        except BaseException:  # the request went away while it waited
-            self._leave(name, entry)
-            raise
-
-    def release(self, name: str) -> None:
-        entry = self._held[name]
-        entry[0].release()
-        self._leave(name, entry)
-
-    def _leave(self, name: str, entry: list) -> None:
-        entry[1] -= 1
-        if entry[1] == 0:
-            del self._held[name]
-
-    def locked(self, name: str) -> bool:
-        entry = self._held.get(name)
-        return entry is not None and entry[0].locked()
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._held)
 
 
 class _PromptMeter(Hooks):
@@ -194,9 +100,8 @@ class Memories:
         self._lensnet = None
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._guard = threading.Lock()  # _open is touched by worker threads and the loop
-        self._locks = _NameLocks()
         self._creating = threading.Lock()  # one creation at a time: --max-memories holds
-        self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="mc-serve")
+        self.scheduler = Scheduler(config.concurrency, after=lambda _name: self._close_idle())
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -224,7 +129,7 @@ class Memories:
     @property
     def locked(self) -> list[str]:
         """The memories a request holds or waits for (the only ones with a lock kept)."""
-        return self._locks.names
+        return self.scheduler.names
 
     @property
     def opened(self) -> list[str]:
@@ -236,7 +141,7 @@ class Memories:
         return f"{self.config.root}/{check_name(name)}{SUFFIX}"
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.scheduler.shutdown()
         with self._guard:
             opened, self._open = list(self._open.values()), OrderedDict()
         for o in opened:
@@ -246,36 +151,24 @@ class Memories:
     # -- scheduling (event loop side) ----------------------------------------------------------
 
     async def submit(self, name: str, fn: Callable, *args) -> asyncio.Future:
-        """Run ``fn(*args)`` on the pool once no other work on ``name`` runs; the memory stays
-        locked until ``fn`` returns, whatever happens to the request that asked for it."""
-        await self._locks.acquire(name)
-        try:
-            fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except BaseException:
-            self._locks.release(name)
-            raise
-
-        def done(_):
-            self._locks.release(name)
-            self._close_idle()
-
-        fut.add_done_callback(done)
-        return fut
+        """Run ``fn(*args)`` on the pool once no other work on ``name`` runs (``Scheduler``);
+        afterwards, sessions beyond ``max_open`` that are idle are closed."""
+        return await self.scheduler.submit(name, fn, *args)
 
     async def read(self, fn: Callable, *args):
         """Run read-only work (no lock: mcstore readers see whole commits only)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self.scheduler.read(fn, *args)
 
     def _close_idle(self) -> None:
         """Close the least recently used sessions beyond ``max_open`` (only idle ones: the
         event loop holds the locks, so an unlocked memory has no work running)."""
         with self._guard:
             extra = len(self._open) - self.config.max_open
-            idle = [n for n in self._open if not self._locks.locked(n)]
+            idle = [n for n in self._open if not self.scheduler.locked(n)]
             closing = [self._open.pop(n) for n in idle[: max(0, extra)]]
         for o in closing:
             with contextlib.suppress(RuntimeError):  # the pool is shutting down: close() will
-                self._pool.submit(o.session.close)
+                self.scheduler.pool.submit(o.session.close)
 
     # -- sessions (worker side) ----------------------------------------------------------------
 

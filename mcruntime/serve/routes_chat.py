@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from mcruntime.serve.config import ServeConfig
-from mcruntime.serve.memories import Memories, TurnResult, check_name
+from mcruntime.serve.memories import Memories
 from mcruntime.serve.routes_memories import MemoriesDep
+from mcruntime.serve.turns import TurnResult, check_name
 from mcruntime.serve.wire import (
     APIError,
     ChatRequest,

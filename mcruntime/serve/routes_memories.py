@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from mcruntime.serve.memories import Memories, check_name
+from mcruntime.serve.memories import Memories
+from mcruntime.serve.turns import check_name
 from mcruntime.serve.wire import DocumentRequest
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcruntime.serve import ServeConfig, ServeError, check_name, unseen
-from mcruntime.serve.memories import missing_tail
+from mcruntime.serve.turns import missing_tail
 from mcruntime.serve.wire import APIError
 
 U1, A1, U2, A2, U3 = (
@@ -91,7 +91,7 @@ def test_config_limits(tmp_path):
 
 
 def test_answered_requests():
-    from mcruntime.serve.memories import answered
+    from mcruntime.serve.turns import answered
 
     tail = [U1, A1, ("user", "q"), ("assistant", "the answer")]
     assert answered([U1, A1], "q", tail) == "the answer"  # the same request again
