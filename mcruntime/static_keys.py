@@ -240,3 +240,24 @@ def spec_from_id(key_id: str | None):
             layer=int(m.group(1)), context=int(m.group(2)), window=int(m.group(3)), pool=m.group(4)
         )
     raise ValueError(f"unknown kind of meaning keys {key_id!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mcruntime.static_keys [MODEL]``: build (or check) the table of the default
+    spec for a model into the cache, so the first ingest does not wait for it (``./install``)."""
+    import sys
+    import time
+
+    import mcmodels
+
+    args = sys.argv[1:] if argv is None else argv
+    base = mcmodels.load_base(args[0] if args else mcmodels.DEFAULT_MODEL)
+    spec = StaticSpec()
+    t0 = time.perf_counter()
+    load_or_build(base, spec)
+    print(f"meaning-key table {table_path(base, spec)} ready ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -113,3 +113,11 @@ def test_a_new_tree_gets_meaning_keys_and_an_old_one_keeps_its_kind(base, tmp_pa
     old.append_ids(base.tokenizer.encode(text), source="x")
     again = Session(str(tmp_path / "old.mc"), model=base, gistnet=g, window=512)
     assert again.index.kind == "bm25" and again.tree.binding["retrieval"]["kind"] == "bm25"
+
+
+def test_install_builds_the_table_once_for_a_model(capsys):
+    assert static_keys.main(["tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "meaning-key table" in out and "ready" in out
+    path = out.split("meaning-key table ")[1].split(" ready")[0]
+    assert path.endswith(".safetensors") and "tiny" in path
