@@ -530,8 +530,10 @@ def demo(tree, words, model, window, reader):
     )
     fact = facts[0]
     depth = text.index(fact.text) / len(text)
+    who = s.reader.name if s.reader is not None else f"the keeper, {s.base.name}"
     click.echo(
-        f"the fact sits {int((1 - depth) * n)} tokens before the end; window {s.config.window}"
+        f"the fact sits {int((1 - depth) * n)} tokens before the end; window {s.config.window}; "
+        f"answers by {who}"
     )
     click.echo(f"you> {fact.question}")
     answer = s.ask(fact.question, max_new_tokens=48)
