@@ -104,6 +104,8 @@ class GCReport:
     expired: list[int] = field(default_factory=list)  # versions this run expired
     kept_versions: int = 0
     notes: list[str] = field(default_factory=list)  # what the caller should know
+    # deleted, then written back: a commit made meanwhile reaches them (a writer adopted them)
+    restored: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -202,7 +204,18 @@ def gc(
         expired_paths = {
             p for p, _ in doomed if p.startswith("log/") and _log_version(p) in doomed_versions
         }
-        doomed = _delete_old(be, doomed, grace, expired_paths, report)
+        seen = [newest]
+
+        def reached_now(paths: list[str]) -> set[str]:
+            """Of ``paths``, those a commit made since gc last found the head reaches."""
+            n = find_head(be, seen[0])
+            if n > seen[0]:
+                _reach(t, t.records(seen[0] + 1, n), keep, shard_limit)
+                seen[0] = n
+            return {p for p in paths if _reachable(p, keep, shard_limit, geo)}
+
+        doomed = _delete_old(be, doomed, grace, expired_paths, report, reached_now)
+        newest = seen[0]
     report.removed = [p for p, _ in doomed]
     report.bytes_freed = sum(s for _, s in doomed)
     if not dry_run:
@@ -252,11 +265,19 @@ def _young(mtime: float | None, now: float, grace: float) -> bool:
 DELETE_BATCH = 64  # objects looked at again, then deleted, per round
 
 
-def _delete_old(be, doomed, grace, expired_paths, report) -> list[tuple[str, int]]:
+ADOPTABLE = ("arrays/", "meta/", "index/")  # what a writer can take over with its bytes as is
+
+
+def _delete_old(be, doomed, grace, expired_paths, report, reached_now) -> list[tuple[str, int]]:
     """Delete ``doomed`` objects, each looked at again just before: one that is gone is
     skipped, one re-stamped since the listing (a writer adopted it) is kept young. Expired
     records go whatever their time. Batches keep the look and the delete close together.
-    -> what was deleted."""
+
+    The look and the delete are not atomic: a writer can re-stamp an object, commit and check
+    that it is there, all between them. So gc reads the bytes of every object a writer could
+    adopt before deleting it, and after each batch's delete finds the head again: what a commit
+    made meanwhile reaches is written back (a writer that checked before the delete finds it
+    there again; one that checks after writes it back itself). -> what stayed deleted."""
     out: list[tuple[str, int]] = []
     for i in range(0, len(doomed), DELETE_BATCH):
         batch = doomed[i : i + DELETE_BATCH]
@@ -270,9 +291,23 @@ def _delete_old(be, doomed, grace, expired_paths, report) -> list[tuple[str, int
                 report.kept_young.append(p)
                 continue
             go.append((p, size))
+        adoptable = [p for p, _ in go if p.startswith(ADOPTABLE)]
+        held = dict(zip(adoptable, concurrently(be, _read_or_gone, [be] * len(adoptable),
+                                                 adoptable), strict=True))  # fmt: skip
         be.delete([p for p, _ in go])
-        out += go
+        back = reached_now([p for p, data in held.items() if data is not _GONE])
+        for p in sorted(back):
+            be.write(p, held[p])
+        report.restored += sorted(back)
+        out += [(p, size) for p, size in go if p not in back]
     return out
+
+
+def _read_or_gone(be, path: str):
+    try:
+        return be.read(path)
+    except FileNotFoundError:
+        return _GONE
 
 
 _GONE = object()

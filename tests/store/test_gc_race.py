@@ -139,7 +139,10 @@ def test_a_writer_rewrites_adopted_shards_a_gc_deleted_under_its_commit(tmp_path
     w_gate.wait()  # the record landed; the writer has not checked its shards yet
     gc_gate.release()
     th.join()
-    assert set(adopted) & set(out[0].removed), "the race did not happen as staged"
+    # gc deleted them; its look at the head after deleting already saw the record and wrote
+    # them back (the writer's own check is the defence if gc dies in between)
+    staged = set(adopted) & (set(out[0].removed) | set(out[0].restored))
+    assert staged, "the race did not happen as staged"
     w_gate.release()
     w.join()
     assert res, "the writer failed"
@@ -174,6 +177,29 @@ def _answer(p: subprocess.Popen) -> str:
     got = p.stdout.readline().strip()
     assert got, p.stderr.read()[-2000:]
     return got
+
+
+def test_gc_writes_back_what_a_writer_committed_between_its_look_and_its_delete(tmp_path):
+    """The order the writer's own check cannot see: gc has looked at the adopted shards (old)
+    and waits just before deleting them; meanwhile the writer re-stamps them, commits and
+    checks that they are there. gc then deletes them, finds the head again, sees the commit
+    reach them and writes them back from the bytes it read before deleting."""
+    url = _tree(tmp_path)
+    crash(url)
+    adopted = _adopted(url)
+    gate = GateBackend(mcstore.backend_for(url), lambda op, _t: op == "delete")
+    out: list = []
+    th = _gc_in_thread(gate, out)
+    gate.wait()  # gc judged the shards old and waits just before deleting them
+    _resume(url)  # adopts, re-stamps, commits, checks: everything still there
+    gate.release()
+    th.join()
+    rep = out[0]
+    # the batch held at the gate was deleted and written back; later batches saw the shards
+    # re-stamped and kept them young
+    assert rep.restored and all(p.startswith("arrays/") for p in rep.restored)
+    assert not set(adopted) & set(rep.removed)
+    _intact(url)
 
 
 @pytest.mark.slow  # about 30 s: RUNS races of two real processes, every tree verified
