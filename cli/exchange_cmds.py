@@ -7,7 +7,7 @@ import sys
 import click
 
 from cli.main import cli
-from cli.options import storage_options_option, tree_argument
+from cli.options import storage_options_option, tree_argument, version_arg
 from cli.run_cmds import gistnet_option, model_option, window_option
 
 
@@ -20,8 +20,9 @@ def export_cmd(tree: str, version: str | None, model: str, storage_options) -> N
     """Write TREE's segments as JSON lines to stdout: id, source, tags, role, created, text."""
     from mcruntime.exchange import export_lines, open_for_export
 
-    v = None if version is None else int(version) if version.isdigit() else version
-    t, tok = open_for_export(tree, model, version=v, storage_options=storage_options or None)
+    t, tok = open_for_export(
+        tree, model, version=version_arg(version), storage_options=storage_options or None
+    )
     out = sys.stdout
     for line in export_lines(t, tok):
         out.write(line)

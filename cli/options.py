@@ -42,6 +42,13 @@ storage_options_option = click.option(
 )
 
 
+def version_arg(v: str | None) -> int | str | None:
+    """A ``--version`` as the store takes it: a number, or a tag's name."""
+    if v is None:
+        return None
+    return int(v) if v.isdigit() else v
+
+
 def tree_url(tree: str) -> str:
     """A tree path or URL as the store expects it."""
     return tree

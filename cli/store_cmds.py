@@ -10,14 +10,8 @@ import click
 
 import mcstore
 from cli.main import cli
-from cli.options import storage_options_option, tree_argument
+from cli.options import storage_options_option, tree_argument, version_arg
 from cli.params import FINITE_FLOAT, finite
-
-
-def _version_arg(v: str | None):
-    if v is None:
-        return None
-    return int(v) if v.isdigit() else v
 
 
 def _human(n: int) -> str:
@@ -64,7 +58,7 @@ DURATION = Duration()
 @storage_options_option
 def info(tree: str, version: str | None, as_json: bool, storage_options) -> None:
     """Show a tree: format, length, levels, dims, binding, version, bytes, segments, tags."""
-    t = mcstore.open(tree, version=_version_arg(version), storage_options=storage_options or None)
+    t = mcstore.open(tree, version=version_arg(version), storage_options=storage_options or None)
     d = t.info()
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
@@ -118,7 +112,7 @@ def tag(tree: str, name: str, version: str | None, force: bool, storage_options)
     """Name a version of TREE (a snapshot that time travel and gc respect)."""
     so = storage_options or None
     t = mcstore.open(tree, "a", storage_options=so)
-    v = _version_arg(version)
+    v = version_arg(version)
     if isinstance(v, str):  # another tag's name: the version it names
         v = mcstore.open(tree, version=v, storage_options=so).version
     try:
@@ -145,7 +139,7 @@ def fork(src: str, dst: str, version: str | None, storage_options) -> None:
 
     check_new(dst)  # a file or a folder of other files at DST: refused, one line
     t = mcstore.fork(
-        src, dst, version=_version_arg(version), storage_options=storage_options or None
+        src, dst, version=version_arg(version), storage_options=storage_options or None
     )
     click.echo(f"forked {src} -> {t.url} ({t.length} tokens)")
     for note in t.notes:
@@ -226,7 +220,7 @@ def gc(
 @storage_options_option
 def verify(tree: str, version: str | None, storage_options) -> None:
     """Read every committed row of TREE and check every checksum."""
-    r = mcstore.verify(tree, version=_version_arg(version), storage_options=storage_options or None)
+    r = mcstore.verify(tree, version=version_arg(version), storage_options=storage_options or None)
     expired = f" ({r['expired']} expired)" if r["expired"] else ""
     click.echo(
         f"ok: {r['url']} version {r['version']}: {r['rows']} rows in {r['shards']} shards "

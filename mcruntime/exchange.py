@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -66,9 +67,10 @@ def unrender(role: str, source: str, text: str) -> tuple[str, bool]:
     return text, True
 
 
-def records(tree, tokenizer) -> Iterator[Record]:
-    """Every segment of ``tree`` (an open tree at the version wanted) as a :class:`Record`."""
-    for seg in tree.segments():
+def records(tree, tokenizer, segments=None) -> Iterator[Record]:
+    """Every segment of ``tree`` (an open tree at the version wanted), or those of
+    ``segments``, as a :class:`Record`."""
+    for seg in tree.segments() if segments is None else segments:
         ids = [int(i) for i in tree.tokens(seg.start, seg.stop)]
         role = role_of(seg.source)
         text, raw = unrender(role, seg.source, tokenizer.decode(ids, skip_special=False))
@@ -153,26 +155,11 @@ def already_there(tree, tokenizer, recs: list[Record]) -> int:
         tail = segs[len(segs) - k :]
         if tail[0].source != recs[0].source:
             continue
-        if next(records(_SegView(tree, tail[:1]), tokenizer)).key() != first:
+        if next(records(tree, tokenizer, tail[:1])).key() != first:
             continue  # one decode per candidate start; the whole run only where it begins right
-        if [r.key() for r in records(_SegView(tree, tail), tokenizer)] == [
-            r.key() for r in recs[:k]
-        ]:
+        if [r.key() for r in records(tree, tokenizer, tail)] == [r.key() for r in recs[:k]]:
             return k
     return 0
-
-
-class _SegView:
-    """A few segments of a tree, read through ``records``."""
-
-    def __init__(self, tree, segs):
-        self.tree, self.segs = tree, segs
-
-    def segments(self):
-        return self.segs
-
-    def tokens(self, a, b):
-        return self.tree.tokens(a, b)
 
 
 def import_records(
@@ -194,7 +181,7 @@ def import_records(
         if not batch:
             return
         parts = [(ids, r.source, r.tags) for r, ids in batch]
-        times = [r.time_ns if r.time_ns is not None else _now() for r, _ in batch]
+        times = [r.time_ns if r.time_ns is not None else time.time_ns() for r, _ in batch]
         session.append_segments(parts, message=f"import {len(batch)} segments", times=times)
         commits += 1
         appended += len(batch)
@@ -216,12 +203,6 @@ def import_records(
         n_tok += len(ids)
     flush()
     return {"lines": len(recs), "skipped": skip, "imported": appended, "commits": commits}
-
-
-def _now() -> int:
-    import time
-
-    return time.time_ns()
 
 
 def open_for_export(url: str, model, *, version=None, storage_options=None):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import zip_longest
 
 import numpy as np
 
@@ -98,14 +99,10 @@ def interleave(
     push a paraphrase's block out of the first three (R@3 0.40 against 0.67 interleaved), while
     questions that name a rare word keep their BM25 hit first."""
     out: dict[int, str] = {}
-    for pair in zip(words + [None] * len(meaning), meaning + [None] * len(words), strict=False):
-        for hit, via in zip(pair, ("words", "meaning"), strict=True):
-            if hit is None:
-                continue
-            if hit[0] in out:
-                out[hit[0]] = "both" if out[hit[0]] != via else via
-            else:
-                out[hit[0]] = via
+    for w, m in zip_longest(words, meaning):
+        for hit, via in ((w, "words"), (m, "meaning")):
+            if hit is not None:
+                out[hit[0]] = via if out.get(hit[0], via) == via else "both"
     return [(i, 1.0 / (k + r + 1), via) for r, (i, via) in enumerate(out.items())]
 
 

@@ -321,16 +321,9 @@ class Session:
         hits (merged where they meet, within their segment), best first, as text with their
         span, source, score and what found them (words or meaning)."""
         hits = self.search(self.base.tokenizer.encode(query))
-        terms = self.recaller.terms(query)
-        out = []
-        for s, e, score, via in self.recaller.spans(hits, self.tree.length, terms)[:k]:
-            ids = self.recaller.passage_ids(s, e)
-            out.append({
-                "start": s, "stop": e, "source": self.tree.segment_at(s).source,
-                "score": round(float(score), 4), "via": via,
-                "text": self.base.tokenizer.decode(ids, skip_special=True),
-            })  # fmt: skip
-        return out
+        found = self._hit_passages(hits, self.tree.length, self.recaller.terms(query))[:k]
+        keys = ("start", "stop", "source", "score", "via")
+        return [{**{key: p.report()[key] for key in keys}, "text": p.text} for p in found]
 
     def recall(
         self, hits: list, room: int | None = None, query: str | None = None
@@ -518,18 +511,22 @@ class Session:
             return []
         terms = self.recaller.terms(query)
         raw_from, _ = self._recent_chat()
-        out = []
-        for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
-            source = self.tree.segment_at(s).source
-            kind = str(role_of(source))
-            text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
-            out.append(Passage(s, e, float(score), source, text, kind, via=via))
         return choose(
-            out,
+            self._hit_passages(hits, raw_from, terms),
             lambda text: self.index.match_weight(text, terms),
             self.config.recall_k,
             self.config.keep_ratio,
         )
+
+    def _hit_passages(self, hits: list, raw_from: int, terms) -> list[Passage]:
+        """The hits' passages (``Recaller.spans``: merged, within their segment, before
+        ``raw_from``) as text, in hit order."""
+        out = []
+        for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
+            source = self.tree.segment_at(s).source
+            text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
+            out.append(Passage(s, e, float(score), source, text, str(role_of(source)), via=via))
+        return out
 
     def _recent_chat(self) -> tuple[int, list[tuple[int, int]]]:
         """The chat turns in the raw recent tail, as token spans, and where the text a reader
