@@ -57,6 +57,16 @@ def _gc_in_thread(be, out: list) -> threading.Thread:
     return th
 
 
+def _gc_held_before_delete(url: str):
+    """A gc of ``url`` in a thread, held at the gate just before its first delete (it has
+    looked at every candidate): -> (gate, its report list, the thread)."""
+    gate = GateBackend(mcstore.backend_for(url), lambda op, _t: op == "delete")
+    out: list = []
+    th = _gc_in_thread(gate, out)
+    gate.wait()
+    return gate, out, th
+
+
 def _adopted(url: str) -> list[str]:
     """The crashed writer's shards (the resumed writer adopts these)."""
     return sorted(str(p.relative_to(url)) for p in Path(url).glob("arrays/*/c/*") if p.is_file())
@@ -124,10 +134,7 @@ def test_a_writer_rewrites_adopted_shards_a_gc_deleted_under_its_commit(tmp_path
     url = _tree(tmp_path)
     crash(url)
     adopted = _adopted(url)
-    gc_gate = GateBackend(mcstore.backend_for(url), lambda op, _t: op == "delete")
-    out: list = []
-    th = _gc_in_thread(gc_gate, out)
-    gc_gate.wait()  # gc has decided what to delete, and waits just before deleting
+    gc_gate, out, th = _gc_held_before_delete(url)  # gc has decided what to delete
     w_gate = GateBackend(
         mcstore.backend_for(url),
         lambda op, t: op == "put_if_absent" and str(t).startswith("log/0"),
@@ -187,10 +194,7 @@ def test_gc_writes_back_what_a_writer_committed_between_its_look_and_its_delete(
     url = _tree(tmp_path)
     crash(url)
     adopted = _adopted(url)
-    gate = GateBackend(mcstore.backend_for(url), lambda op, _t: op == "delete")
-    out: list = []
-    th = _gc_in_thread(gate, out)
-    gate.wait()  # gc judged the shards old and waits just before deleting them
+    gate, out, th = _gc_held_before_delete(url)  # gc judged the shards old
     _resume(url)  # adopts, re-stamps, commits, checks: everything still there
     gate.release()
     th.join()

@@ -100,7 +100,9 @@ def test_an_unknown_outcome_says_so_and_a_retry_is_not_stored_twice(backend):
     assert _sources(url, so) == ["a", "a"]
 
 
-def test_a_retry_on_the_same_handle_without_refresh(backend):
+def _landed_unseen(backend):
+    """A handle whose append of ``arange(10)`` as "a" landed while every answer was lost
+    (the outcome is unknown to it); then the storage answers again."""
     url, so = _tree(backend)
     be = LostAnswers(mcstore.backend_for(url, so))
     t = mcstore.open(be, "a")
@@ -108,18 +110,17 @@ def test_a_retry_on_the_same_handle_without_refresh(backend):
     with pytest.raises(mcstore.StoreError):
         t.append(np.arange(10), gister=gister, source="a")
     be.blind, be.prefix = False, "nothing"
+    return url, so, t
+
+
+def test_a_retry_on_the_same_handle_without_refresh(backend):
+    url, so, t = _landed_unseen(backend)
     assert t.append(np.arange(10), gister=gister, source="a") == 2  # not a CommitConflict
     assert _sources(url, so) == ["a"]
 
 
 def test_a_different_change_after_an_unknown_outcome_builds_on_it(backend):
-    url, so = _tree(backend)
-    be = LostAnswers(mcstore.backend_for(url, so))
-    t = mcstore.open(be, "a")
-    be.blind = True
-    with pytest.raises(mcstore.StoreError):
-        t.append(np.arange(10), gister=gister, source="a")
-    be.blind, be.prefix = False, "nothing"
+    url, so, t = _landed_unseen(backend)
     assert t.append(np.arange(4), gister=gister, source="b") == 3
     assert _sources(url, so) == ["a", "b"]
 
