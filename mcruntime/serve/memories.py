@@ -243,9 +243,7 @@ class Memories:
                 reader=self.reader if self.reader is not None else "keeper",
             )
         except mcstore.TreeNotFound:
-            raise APIError(
-                404, f"no memory named {name!r}", param="memory", code="memory_not_found"
-            ) from None
+            raise no_memory(name) from None
         meter.window = s.window
         with self._guard:  # later sessions share the nets the first one settled on
             self._gistnet, self._lensnet = s.gistnet, s.lensnet
@@ -438,13 +436,7 @@ class Memories:
     def info(self, name: str) -> dict:
         """Length, levels, segments and the newest commits of a memory, read from storage."""
         with self._errors(name):
-            url = self.url(name)
-            try:
-                t = mcstore.open(url, "r", storage_options=self.config.storage_options or None)
-            except mcstore.TreeNotFound:
-                raise APIError(
-                    404, f"no memory named {name!r}", param="memory", code="memory_not_found"
-                ) from None
+            t = self._read_tree(name)
             info = t.info(storage_bytes=False)
             return {
                 "object": "memory",
@@ -460,6 +452,15 @@ class Memories:
                 ],
             }
 
+    def _read_tree(self, name: str):
+        """The memory's tree, read-only at its newest commit (404 if there is none)."""
+        try:
+            return mcstore.open(
+                self.url(name), "r", storage_options=self.config.storage_options or None
+            )
+        except mcstore.TreeNotFound:
+            raise no_memory(name) from None
+
     def search(self, name: str, query: str, k: int = 5) -> list[dict]:
         """The passages a memory holds on ``query`` (``Session.find``), nothing stored."""
         with self._errors(name):
@@ -468,14 +469,7 @@ class Memories:
     def documents(self, name: str) -> list[dict]:
         """A memory's segments: id, source, tags, role, created (ns), tokens."""
         with self._errors(name):
-            try:
-                t = mcstore.open(
-                    self.url(name), "r", storage_options=self.config.storage_options or None
-                )
-            except mcstore.TreeNotFound:
-                raise APIError(
-                    404, f"no memory named {name!r}", param="memory", code="memory_not_found"
-                ) from None
+            t = self._read_tree(name)
             return [
                 {"id": i, "source": sg.source, "tags": list(sg.tags), "role": str(role_of(sg.source)),
                  "time_ns": int(sg.time), "tokens": sg.stop - sg.start}
@@ -493,9 +487,7 @@ class Memories:
                     self.url(name), self.base, storage_options=self.config.storage_options or None
                 )
             except mcstore.TreeNotFound:
-                raise APIError(
-                    404, f"no memory named {name!r}", param="memory", code="memory_not_found"
-                ) from None
+                raise no_memory(name) from None
         return export_lines(tree, tok)
 
     @contextlib.contextmanager
@@ -507,6 +499,11 @@ class Memories:
             raise
         except Exception as e:
             raise api_error(e, name, self.config.root) from e
+
+
+def no_memory(name: str) -> APIError:
+    """The 404 of a memory whose tree does not exist."""
+    return APIError(404, f"no memory named {name!r}", param="memory", code="memory_not_found")
 
 
 def api_error(e: Exception, name: str, root: str) -> APIError:
