@@ -315,6 +315,8 @@ def main(argv=None) -> dict:
         if n > L
     }
     static_cost = static_ingest_cost(base, sdefault, 1 << 18)
+    fact_cos: list[float] = []  # default static keys: the fact's block, per question
+    other_cos: list[float] = []  # and the best block the fact is not in
     print("static ingest", static_cost, flush=True)
     ranks: dict[str, dict[str, list[float]]] = {}  # method -> kind -> ranks
     among: dict[str, list[float]] = {}  # method -> ranks among the fact blocks only
@@ -380,6 +382,11 @@ def main(argv=None) -> dict:
                 )
                 if name != f"static L{sdefault.resolved_layer(base)}":
                     continue
+                # how close the fact's block is, against the closest unrelated block: whether a
+                # similarity floor could tell "not in memory" (``indexing.MIN_SIMILARITY``)
+                fact_cos.append(float(max(sd[b] for b in tg)))
+                others = np.delete(sd, [b for b in tg if b < len(sd)])
+                other_cos.append(float(others.max()))
                 fused = rank_of(rrf(sd, bm25[q]), tg)
                 ranks.setdefault(f"rrf({name}+bm25)", {}).setdefault(kind, []).append(fused)
                 woven = interleave_rank(bm25[q], sd, tg)
@@ -405,6 +412,14 @@ def main(argv=None) -> dict:
         "default_query_form": form0,
         "ingest": cost,
         "static_ingest": static_cost,
+        "static_similarity": {
+            "fact_block_p5_p25_p50": [
+                round(float(x), 3) for x in np.percentile(fact_cos, [5, 25, 50])
+            ],
+            "best_other_block_p50_p90": [
+                round(float(x), 3) for x in np.percentile(other_cos, [50, 90])
+            ],
+        },
         "chunked_ingest": agreement,
         "haystack": {
             "split": "dev",
@@ -460,6 +475,14 @@ def render(r: dict) -> str:
             f"{st['tokens']:,} tokens); the table takes {st['table_first_call_s']} s the first "
             "time on a machine (then read from `$MC_CACHE/keys`). *interleave*: BM25's and the "
             "keys' lists merged best of each in turn, as the runtime does."
+        )
+    if r.get("static_similarity"):
+        sim = r["static_similarity"]
+        lines.append(
+            f"* Static keys' cosine to the question: the fact's block at the 5th/25th/50th "
+            f"percentile {sim['fact_block_p5_p25_p50']}; the best block the fact is not in, "
+            f"median and 90th percentile {sim['best_other_block_p50_p90']}. A floor cannot "
+            'tell "not in memory" apart (`mcruntime.indexing.MIN_SIMILARITY`).'
         )
     h = r["haystack"]
     lines += [

@@ -35,9 +35,10 @@ BM25 = Keys.BM25
 CHUNK_BYTES = 2**28  # one epoch's keys inflated: far above any real chunk (~1 MB)
 TITLE_WEIGHT = 1.0  # how much a query word in a block's source name counts (x its idf)
 # A block found by meaning alone must be at least this close (cosine of centred static keys)
-# to the question. On the dense probe's dev haystacks the fact's block scores 0.15 or more for
-# 95% of questions, but the best unrelated block of 512 also reaches 0.23 (median): similarity
-# cannot tell "not in memory" apart, so the floor only drops blocks that share nothing at all;
+# to the question. On the dense probe's dev haystacks ("static_similarity" in
+# bench/results/dense_probe.json) the fact's block scores 0.15 or more for 95% of questions,
+# but the best unrelated block of 512 also reaches 0.23 (median): similarity cannot tell
+# "not in memory" apart, so the floor only drops blocks that share nothing at all;
 # a reader that finds nothing in what it is shown says so (``mcruntime.reading``).
 MIN_SIMILARITY = 0.15
 # A word hit that covers this share of the question's word weight (idf) found what was asked:
