@@ -4,7 +4,10 @@ memories), the memories reached through ``Depends``. The API key and the body li
 middleware (``Gate``) rather than a dependency: a dependency runs after FastAPI has read and
 validated the body, and an unauthenticated client must learn nothing about its request.
 
-Endpoints (all but ``/healthz`` need ``Authorization: Bearer KEY`` when a key is set):
+The explorer (``routes_explorer``): the page at ``/``, its data under ``/v1/memories/{name}/…``.
+
+Endpoints (all but ``/healthz`` and the explorer's page and assets need
+``Authorization: Bearer KEY`` when a key is set):
 
 - ``POST /v1/chat/completions``: the memory is named by the ``X-Memory`` header, else the
   request's ``user`` field, else ``ServeConfig.default_memory``; streamed as server-sent events
@@ -32,11 +35,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from mcruntime.serve.auth import authorized, check_bind
+from mcruntime.serve.auth import authorized, check_bind, public
 from mcruntime.serve.config import ServeConfig
 from mcruntime.serve.memories import Memories
 from mcruntime.serve.metrics import Metered
 from mcruntime.serve.routes_chat import router as chat_router
+from mcruntime.serve.routes_explorer import router as explorer_router
 from mcruntime.serve.routes_memories import router as memories_router
 from mcruntime.serve.wire import (
     APIError,
@@ -64,9 +68,7 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"] != "/healthz" and not authorized(
-            headers.get("authorization"), self.api_key
-        ):
+        if not public(scope["path"]) and not authorized(headers.get("authorization"), self.api_key):
             err = error_body(
                 "invalid or missing API key: send the header Authorization: Bearer KEY",
                 code="invalid_api_key",
@@ -174,4 +176,5 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
 
     app.include_router(chat_router)
     app.include_router(memories_router)
+    app.include_router(explorer_router)
     return app

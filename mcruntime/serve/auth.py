@@ -61,6 +61,13 @@ def check_bind(host: str, api_key: str | None) -> None:
         )
 
 
+def public(path: str) -> bool:
+    """Paths served without the key: the health check and the explorer's page and assets
+    (the same files for everyone, no memory's data; the page sends the key with its data
+    requests, see ``mcruntime.serve.routes_explorer``)."""
+    return path in ("/healthz", "/") or path.startswith("/explorer/")
+
+
 def authorized(header: str | None, api_key: str | None) -> bool:
     """Whether an ``Authorization`` header carries the key (always true when none is set)."""
     if api_key is None:

@@ -466,6 +466,14 @@ class Memories:
         with self._errors(name):
             return self._get(name, create=False).session.find(query, k)
 
+    def focus(self, name: str):
+        """The ``FocusPicture`` of the memory's session (the explorer's ask): after an answer,
+        the focus it was written from; before any, the focus the session opens with. Called on
+        the memory's lock right after ``chat``, it is that answer's."""
+        with self._errors(name):
+            s = self._get(name, create=False).session
+            return s.last.picture if s.last is not None else s.focus_picture()
+
     def documents(self, name: str) -> list[dict]:
         """A memory's segments: id, source, tags, role, created (ns), tokens."""
         with self._errors(name):
