@@ -396,12 +396,16 @@ async function ask(question) {
     }
   }
   status("answered; the turn is remembered");
-  if (S.version === null) {  // the newest version grew: show it
-    const v = await api(mem("view"));
-    if (S.stop === S.view.length) S.stop = v.length;  // the whole history stays in view
-    setView(v);
-    await Promise.all([drawView(), loadCommits()]);
-  }
+  await newest();
+}
+
+// after a write: show the newest version (it is the one written to)
+async function newest() {
+  if (S.version !== null) { go(null); return; }
+  const v = await api(mem("view"));
+  if (S.stop === S.view.length) S.stop = v.length;  // the whole history stays in view
+  setView(v);
+  await Promise.all([drawView(), loadCommits()]);
 }
 
 function showPicture(p) {
@@ -519,7 +523,7 @@ function wire() {
     ev.preventDefault();
     if (S.segment === null) return;
     api(mem("notes"), { json: { segment: S.segment, text: $("#note-text").value } })
-      .then((r) => { status(`note stored as v${r.version}`); $("#note-text").value = ""; go(null); return loadNotes(); })
+      .then((r) => { status(`note stored as v${r.version}`); $("#note-text").value = ""; return Promise.all([newest(), loadNotes()]); })
       .catch(fail);
   });
   $("#compareform").addEventListener("submit", (ev) => {
