@@ -6,7 +6,7 @@ import click
 
 from cli import options
 from cli.main import cli
-from cli.options import storage_options_option, tree_url
+from cli.options import storage_options_option, tree_argument, tree_url
 from cli.run_cmds import gistnet_option, model_option, reader_option, window_option
 
 CONFIG = "mcruntime.serve.config:ServeConfig"
@@ -161,3 +161,34 @@ def mcp(root, create, model, gistnet, window, reader, storage_options):
         server.run("stdio")
     finally:
         memories.close()
+
+
+@cli.command()
+@tree_argument()
+@click.option("--port", default=0, type=click.IntRange(0, 65535), show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")  # fmt: skip
+@model_option
+@gistnet_option
+@window_option
+@reader_option
+@storage_options_option
+def explore(tree, port, model, gistnet, window, reader, storage_options):
+    """Open the web explorer of TREE (a NAME.mc folder or URL) on 127.0.0.1 and print its
+    address: the tree's levels, segments, text, search, answers and history in a browser.
+    Loopback only, no key; Ctrl-C to stop. `mc serve ROOT` shows every memory of ROOT."""
+    from mcruntime.serve import Memories, create_app, serve
+    from mcruntime.serve.explorer import one_tree
+    from mcruntime.serve.runner import bind
+
+    given = {"model": model, "gistnet": gistnet, "window": window, "reader": reader}
+    config, name = one_tree(tree, storage_options or None,
+                            **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    sock = bind(config.host, port)  # port 0: the free port chosen now is the one printed
+    config.port = sock.getsockname()[1]
+    sock.close()
+    memories = Memories(config)
+    app = create_app(config, memories)
+    memories.load()
+    click.echo(f"http://{config.host}:{config.port}/#/m/{name}")  # stdout: for a script
+    click.echo(f"mc explore: {tree} with {memories.base.name}; Ctrl-C to stop", err=True)
+    serve(app, config.host, config.port)

@@ -187,3 +187,24 @@ def check_text(text: str | None, param: str, limit: int = MAX_QUESTION_CHARS) ->
         raise APIError(400, f"{param} is longer than {limit} characters", param=param,
                        code="invalid_value")  # fmt: skip
     return text
+
+
+def one_tree(url: str, storage_options: dict | None = None, **given) -> tuple:
+    """``mc explore TREE``'s server: ``(ServeConfig, name)`` for the one tree at ``url`` (a
+    ``NAME.mc`` folder or URL), served from its parent as memory NAME, on loopback only and
+    never creating another tree. The tree must exist (``TreeNotFound`` otherwise)."""
+    from mcruntime.serve.config import ServeConfig, ServeError
+    from mcruntime.serve.turns import NAME_RE, SUFFIX
+
+    url = url.rstrip("/")
+    parent, _, leaf = url.rpartition("/")
+    name = leaf.removesuffix(SUFFIX)
+    if not leaf.endswith(SUFFIX) or not NAME_RE.fullmatch(name) or ".." in name or not parent:
+        raise ServeError(
+            f"{url}: the explorer serves a tree named NAME.mc (NAME: letters, digits, '.', '_', "
+            "'-', '@'); `mc fork` it to such a name, or serve its folder with `mc serve`"
+        )
+    mcstore.open(url, "r", storage_options=storage_options).close()  # there, and a tree
+    config = ServeConfig(root=parent, storage_options=storage_options or {}, create=False,
+                         default_memory=name, **given)  # fmt: skip
+    return config, name
