@@ -2,11 +2,13 @@
 Playwright over a live ``mc serve`` on 127.0.0.1, on a memory of more than 100k tokens on local
 disk and on moto S3. Skipped, with the reason, where there is no browser.
 
-Screenshots of each view go to docs/explorer/ (the README shows them)."""
+Each view is photographed; with ``MC_EXPLORER_SHOTS=1`` the pictures are written to
+docs/explorer/ (what the README shows), else to the test's temporary folder."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -66,12 +68,13 @@ def s3_root(pristine: Path, so: dict) -> str:
     return root
 
 
-def shot(pg, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"))
+def shot(pg, folder: Path | None, name: str) -> None:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(folder / f"{name}.png"))
 
 
-def walk(pg, live, *, shots: bool) -> dict:
+def walk(pg, live, *, shots: Path | None) -> dict:
     """Every view, as a person would use it; -> what was measured."""
     from playwright.sync_api import expect
 
@@ -79,8 +82,7 @@ def walk(pg, live, *, shots: bool) -> dict:
     pg.goto(f"{live.url}/")
     row = pg.locator(f'#memories tr[data-memory="{NAME}"]')
     expect(row).to_contain_text(f"{tree.length:,}")
-    if shots:
-        shot(pg, "memories")
+    shot(pg, shots, "memories")
 
     # the tree: LOD strips of the whole history; drill from level 2 to raw text
     pg.goto(f"{live.url}/#/m/{NAME}")
@@ -97,8 +99,6 @@ def walk(pg, live, *, shots: bool) -> dict:
     text = httpx.get(f"{live.url}/v1/memories/{NAME}/text", headers=live.headers,
                      params={"start": node * span, "stop": (node + 1) * span}).json()["text"]  # fmt: skip
     expect(pg.locator("#text")).to_have_text(text)
-    if shots:
-        shot(pg, "tree")
     # one level down: the strips now show that node's span; level 1 drills to 32 tokens
     level1 = pg.locator('#strips canvas[data-level="1"]')
     level1.click(position={"x": level1.bounding_box()["width"] * 0.5, "y": 5})
@@ -112,6 +112,7 @@ def walk(pg, live, *, shots: bool) -> dict:
     expect(pg.locator("#text")).to_contain_text(EVIL)
     assert pg.evaluate("window.__pwned") is None
     assert pg.locator("#text script, #text img, #segments b").count() == 0
+    shot(pg, shots, "tree")
 
     # search: the index's hits, matched words highlighted
     pg.locator('#tabs button[data-tab="ask"]').click()
@@ -144,8 +145,7 @@ def walk(pg, live, *, shots: bool) -> dict:
                   for m in marks.all()) == sorted((s["start"], s["stop"]) for s in spans)  # fmt: skip
     recall = pg.locator("#focus-recall li[data-start]")
     expect(recall).to_have_count(len(done["picture"]["recall"]))
-    if shots:
-        shot(pg, "ask")
+    shot(pg, shots, "ask")
 
     # playback: three commits back, then tag that version and see it listed
     head = live.tree(NAME).version
@@ -162,8 +162,7 @@ def walk(pg, live, *, shots: bool) -> dict:
     pg.locator("#tagform button").click()
     expect(pg.locator('#tags li[data-tag="before-question"]')).to_contain_text(f"v{head - 3}")
     assert live.tree(NAME).tags()["before-question"] == head - 3
-    if shots:
-        shot(pg, "history")
+    shot(pg, shots, "history")
     return {"ready_ms": ready_ms, "tokens": tree.length}
 
 
@@ -179,7 +178,8 @@ class Server:
 
 def test_explorer_on_local_disk(start, pristine, tmp_path, page, capsys):
     live = Server(start(root=local_root(pristine, tmp_path)))
-    got = walk(page, live, shots=True)
+    shots = SHOTS if os.environ.get("MC_EXPLORER_SHOTS") else tmp_path / "shots"
+    got = walk(page, live, shots=shots)
     with capsys.disabled():
         print(f"\nexplorer first view of {got['tokens']} tokens: {got['ready_ms']:.0f} ms")
 
@@ -188,7 +188,7 @@ def test_explorer_on_local_disk(start, pristine, tmp_path, page, capsys):
 def test_explorer_on_s3(start, pristine, moto_server, page):
     so = moto_server["storage_options"]
     live = Server(start(root=s3_root(pristine, so), storage_options=so))
-    walk(page, live, shots=False)
+    walk(page, live, shots=None)
 
 
 def test_a_note_on_a_segment_is_a_versioned_commit(start, pristine, tmp_path, page):
