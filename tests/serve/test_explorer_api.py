@@ -3,6 +3,7 @@ text pages, commits, compare, notes and tags, and the one-tree server as a real 
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import httpx
@@ -122,3 +123,19 @@ def test_mc_explore_prints_the_address_of_one_tree(memory):
         error_of(httpx.post(f"{base}/v1/memories/other/documents", json={"text": "x"}), 404)
     finally:
         stop(p)
+
+
+def test_replay_shows_the_focus_a_chat_turn_read(memory):
+    r = httpx.post(f"{memory.url}/v1/memories/ana/ask", json={"question": "Which part said ipsum?", "max_tokens": 4}, timeout=60)  # fmt: skip
+    lines = [json.loads(x) for x in r.text.splitlines() if x]
+    done = lines[-1]["done"]
+    spans = done["picture"]["spans"]
+    assert spans and {s["kind"] for s in spans} <= {"detail", "tail"}
+    turn = done["memory"]["version"]
+    commits = get(memory, "commits")["data"]
+    chat = [c for c in commits if c["chat"]]
+    assert chat and chat[0]["version"] <= turn
+    got = get(memory, "replay", version=chat[0]["version"])
+    assert got["question"] == "Which part said ipsum?"
+    assert got["picture"]["query"] == got["question"] and got["picture"]["spans"]
+    error_of(httpx.get(f"{memory.url}/v1/memories/ana/replay", params={"version": 2}), 400)
