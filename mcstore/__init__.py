@@ -10,6 +10,7 @@ Layout of a tree (format 1) on any fsspec URL::
     log/head                          a hint of the newest n (probing forward corrects it)
     tail/<n>-<nonce>.bin              one delta per commit: its rows not yet in a full shard
     stage/<n>-<nonce>/<name>/<k>      shards that an orphan blocked at the canonical name
+    redact/<n>-<nonce>/<name>/<k>     shards a redaction rewrote (read instead of the canonical)
     meta/{binding,objects}-<hash>.json  content-addressed small JSON (binding, object map)
     index/<sha256>.bin                committed opaque objects (vector index files)
     refs/tags/<name>.json, refs/forks/<id>.json   tags and fork pins
@@ -25,9 +26,10 @@ Modules, from the bottom: ``format`` (encodings, no I/O), ``backend`` (object ac
 ``local`` and ``s3`` hold its classes for local disk and S3), ``errors``, ``cache``; ``records`` (commit log, head, tags), ``objects`` (meta blobs, named
 objects), ``nodes`` (segments, flags), ``telemetry``, ``tail`` (deltas), ``shards`` (shard
 writes, staged overrides), ``bases`` (fork bases: where they may lie, checked before a first
-read), ``reads`` (shard reads through the cache), ``gisting``; then
+read), ``reads`` (shard reads through the cache), ``gisting``, ``redact`` (rows rewritten in
+place); then
 ``view`` (``TreeView``: a handle's state and reads), ``tree`` (``Tree``: writes and the commit
-protocol), ``entry`` (create, open) and ``ops`` (fork, gc, verify). ``testing`` holds backend
+protocol), ``entry`` (create, open), ``ops`` (fork, gc, verify) and ``purge``. ``testing`` holds backend
 wrappers (logging, latency) for tests and benchmarks. See ``docs/architecture.md``.
 """
 
@@ -39,6 +41,7 @@ from .errors import (
     CommitUnknown,
     CorruptTree,
     InvalidArgument,
+    PurgeRefused,
     ReadOnlyError,
     StoreAccessError,
     StoreError,
@@ -50,6 +53,7 @@ from .format import canonical_json, completed, load_npz, num_levels, num_nodes, 
 from .gisting import bf16_to_float32, float32_to_bf16
 from .nodes import Segment
 from .ops import GCReport, destroy, fork, gc, verify
+from .purge import PurgeReport, purge
 from .records import LogEntry
 from .tree import Tree
 
@@ -62,6 +66,8 @@ __all__ = [
     "GCReport",
     "InvalidArgument",
     "LogEntry",
+    "PurgeRefused",
+    "PurgeReport",
     "ReadOnlyError",
     "Segment",
     "StoreAccessError",
@@ -84,6 +90,7 @@ __all__ = [
     "num_nodes",
     "open",
     "open_backend",
+    "purge",
     "span",
     "verify",
 ]

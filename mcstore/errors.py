@@ -16,6 +16,11 @@ class InvalidArgument(StoreError, ValueError):
     exit_code = 2
 
 
+class PurgeRefused(InvalidArgument):
+    """A purge that would drop what the caller did not allow (tags) or break another tree
+    (a fork that reads the old shards)."""
+
+
 class TreeNotFound(StoreError):
     exit_code = 3
 

@@ -13,13 +13,22 @@ from .backend import concurrently, open_backend
 from .bases import home, within
 from .entry import create, read_facts
 from .entry import open as open_tree
-from .errors import CorruptTree, InvalidArgument, StoreAccessError, TreeExists, damaged
+from .errors import (
+    CorruptTree,
+    InvalidArgument,
+    StoreAccessError,
+    TreeExists,
+    VersionNotFound,
+    damaged,
+)
 from .objects import blob_key
 from .records import (
     EXPIRED_KEY,
     LOG_NAME,
+    Snapshot,
     find_head,
     fork_pins,
+    read_record,
     write_expired,
     write_head_hint,
 )
@@ -132,6 +141,7 @@ def gc(
     keep_last: int | None = None,
     keep_since: float | None = None,
     no_live_writers: bool = False,
+    purge_below: int = 0,
 ) -> GCReport:
     """Remove objects that no kept commit, tag or pin reaches and that are older than
     ``grace`` seconds (so a writer between writing its data and its commit is never robbed).
@@ -151,8 +161,12 @@ def gc(
     after it, gc finds the head again and adds what commits made meanwhile reach, and right
     before each delete it reads the object's time again (a writer that adopts re-stamps).
     What remains is docs/architecture.md#garbage-collection: a writer that re-stamps, commits
-    and checks its shards all between gc's last look at a shard and its delete."""
-    _check_gc_args(url, grace, keep_last, keep_since, no_live_writers)
+    and checks its shards all between gc's last look at a shard and its delete.
+
+    ``purge_below`` (``mcstore.purge``, once it expired every version below it): what only
+    those versions reach, and any writer's debris for them, goes whatever its age, the
+    records last (a rerun after a crash still finds what they reach)."""
+    check_gc_args(url, grace, keep_last, keep_since, no_live_writers)
     t = open_tree(url, "r", storage_options=storage_options)
     be, geo = t.backend, t.geo
     head = t.version
@@ -166,6 +180,10 @@ def gc(
     # canonical shards: kept if their array is used by a kept commit and it commits them
     shard_limit: dict[str, int] = {}
     _reach(t, kept, keep, shard_limit)
+    purged: set[str] = set()  # what only purged versions reach: deleted whatever its age
+    purged_limit: dict[str, int] = {}
+    if purge_below:
+        _reach(t, _surviving_records(t, purge_below), purged, purged_limit)
     now = time.time()
     doomed: list[tuple[str, int]] = []
     listed: list[str] = []
@@ -177,6 +195,8 @@ def gc(
         if path.startswith("telemetry/"):
             continue
         expired_record = path.startswith("log/") and _log_version(path) in doomed_versions
+        if purge_below and _purged(path, purged, purged_limit, geo, purge_below):
+            expired_record = True
         if not expired_record and _young(mtime, now, grace):
             report.kept_young.append(path)
             continue
@@ -204,6 +224,11 @@ def gc(
         expired_paths = {
             p for p, _ in doomed if p.startswith("log/") and _log_version(p) in doomed_versions
         }
+        if purge_below:
+            expired_paths |= {
+                p for p, _ in doomed if _purged(p, purged, purged_limit, geo, purge_below)
+            }
+            doomed.sort(key=lambda pn: pn[0].startswith("log/"))  # records last
         seen = [newest]
 
         def reached_now(paths: list[str]) -> set[str]:
@@ -223,7 +248,7 @@ def gc(
     return report
 
 
-def _check_gc_args(url, grace, keep_last, keep_since, no_live_writers) -> None:
+def check_gc_args(url, grace, keep_last, keep_since, no_live_writers) -> None:
     """InvalidArgument for a grace or retention that is not a plain number in range. NaN
     compares false with everything, so ``nan < MIN_GRACE`` would let it past the floor and
     then make every unreachable object look old: each is checked to be finite first."""
@@ -320,7 +345,29 @@ def _mtime_or_gone(be, path: str):
         return _GONE
 
 
-_VERSIONED = re.compile(r"^(?:tail/|stage/)(\d{20})-")
+_VERSIONED = re.compile(r"^(?:tail/|stage/|redact/)(\d{20})-")
+
+
+def _surviving_records(t, below: int) -> list:
+    """The records of versions below ``below`` still there (a purge deletes them last)."""
+    out = []
+    for v in range(1, below):
+        try:
+            out.append(Snapshot(read_record(t.backend, v)))
+        except VersionNotFound:
+            continue
+    return out
+
+
+def _purged(path: str, reach: set[str], limit: dict[str, int], geo, below: int) -> bool:
+    """Whether an unreachable ``path`` holds bytes of a version a purge expired: a record,
+    what such a record reaches, or a writer's debris for such a version."""
+    if path.startswith("log/") and (_log_version(path) or below) < below:
+        return True
+    m = _VERSIONED.match(path)
+    if m and int(m.group(1)) < below:
+        return True
+    return _reachable(path, reach, limit, geo)
 
 
 def _check_no_lost_records(be, newest: int, listed: list[str]) -> None:

@@ -1,7 +1,8 @@
 """Reading rows of complete shards: locating the shard, its index, chunks through the cache.
 
-A complete shard can live in three places: this tree's canonical name, a staged copy that a
-commit's ``override`` points at (see ``shards``), or a base tree this one was forked from.
+A complete shard can live in four places: this tree's canonical name, a staged copy that a
+commit's ``override`` points at (see ``shards``), a redaction's rewritten copy (``redact``),
+or a base tree this one was forked from.
 A shard's index (the offsets of its chunks) is read once per handle with one ranged read of
 the shard's end; chunks then come by ranged reads, consecutive chunks of one shard coalesced
 into one request and requests to object stores issued concurrently. Decoded chunks (one token
@@ -52,6 +53,9 @@ class ShardReader:
 
     def locate(self, snap: Snapshot, name: str, shard: int) -> tuple[Backend, str]:
         spec = self._geo.spec(name)
+        rd = snap.redact.get(f"{name}/{shard}")
+        if rd is not None:  # a redaction's copy: wins over every other place
+            return self._be, rd
         ov = snap.override.get(f"{name}/{shard}")
         if ov is not None and f"{name}/{shard}" not in self.fixed_overrides:
             return self._be, ov

@@ -40,6 +40,7 @@ _BLOB = {"binding": re.compile(r"^meta/binding-[0-9a-f]{24}\.json$"),
 _ARRAY = r"(tokens|seg_start|seg_time|seg_end|seg_heap|(gists|gistver|created|flags)_\d{1,2})"
 _OVERRIDE_KEY = re.compile(rf"^{_ARRAY}(\.[0-9a-f]{{16}})?/\d{{1,15}}$")
 _STAGE = re.compile(r"^stage/[A-Za-z0-9_-]{1,64}/[a-z0-9_]+(\.[0-9a-f]{16})?/\d{1,15}$")
+_REDACT = re.compile(r"^redact/\d{20}-[0-9a-f]{12}/[a-z0-9_]+(\.[0-9a-f]{16})?/\d{1,15}$")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,18 @@ class Snapshot:
         return self.rec.get("override") or {}
 
     @property
+    def redact(self) -> dict[str, str]:
+        """Complete shards rewritten by a redaction: ``<array>/<k>`` -> the rewritten copy.
+        Carried by every later record (see ``mcstore.redact``)."""
+        return self.rec.get("redact") or {}
+
+    @property
+    def redacted(self) -> int:
+        """The newest version that redacted rows (0: none): every version before it may hold
+        forgotten bytes, and ``purge`` expires them."""
+        return self.rec.get("redacted") or 0
+
+    @property
     def extent(self) -> F.Extent:
         r = self.rec
         return F.Extent(r["length"], r["nseg"], r["nheap"], r["gset"])
@@ -99,6 +112,7 @@ class Snapshot:
             keys.add(r["delta"]["path"])
         keys.update(e["path"] for e in r.get("chain") or ())
         keys.update(self.override.values())
+        keys.update(self.redact.values())
         keys.update(r[k] for k in ("binding", "objects") if r.get(k))
         return keys
 
@@ -291,6 +305,14 @@ def check_record(rec: dict, version: int) -> None:
     for key, path in ov.items():
         if not _OVERRIDE_KEY.match(str(key)) or not _STAGE.match(str(path)):
             raise ValueError(f"override {key!r} -> {path!r} is not a staged shard of this tree")
+    rd = rec.get("redact") or {}
+    if not isinstance(rd, dict):
+        raise ValueError("redact is not a map")
+    for key, path in rd.items():
+        if not _OVERRIDE_KEY.match(str(key)) or not _REDACT.match(str(path)):
+            raise ValueError(f"redact {key!r} -> {path!r} is not a redacted shard of this tree")
+    if rec.get("redacted") is not None:
+        count("redacted", version)
 
 
 def read_record(be: Backend, version: int) -> dict:
@@ -444,16 +466,24 @@ def write_tag(be: Backend, name: str, version: int, *, force: bool) -> None:
 
 def fork_pins(be: Backend) -> list[int]:
     """Versions that forks of this tree started from (their shards are read from here)."""
+    return [v for _, v in fork_pin_entries(be)]
+
+
+def fork_pin_entries(be: Backend) -> list[tuple[str, int]]:
+    """(the fork's URL, the version it started from) for each fork pinned on this tree."""
     out = []
     for n in be.listdir("refs/forks"):
         if n.endswith(".json"):
             try:
-                out.append(
-                    int(F.decode_blob(be.read(f"refs/forks/{n}", limit=SMALL_BYTES))["version"])
-                )
+                pin = F.decode_blob(be.read(f"refs/forks/{n}", limit=SMALL_BYTES))
+                out.append((str(pin.get("url", n[:-5])), int(pin["version"])))
             except (ValueError, KeyError, TypeError):
                 raise damaged(be.url, f"refs/forks/{n}", "is not intact") from None
     return out
+
+
+def delete_tag(be: Backend, name: str) -> None:
+    be.delete([f"refs/tags/{name}.json"])
 
 
 def list_tags(be: Backend) -> dict[str, int]:

@@ -10,9 +10,13 @@ down every request it makes, without patching the store.
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import threading
 import time
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .backend import Backend
@@ -170,3 +174,53 @@ class GateBackend(BackendWrapper):
 
     def release(self) -> None:
         self.opened.set()
+
+
+class KillAfter(BackendWrapper):
+    """SIGKILLs its own process at the ``n``-th change it makes (a write, a create, a delete,
+    a re-stamp), or at its ``n``-th request of any kind (``every_op``), just before it or just
+    after it (``after=True``): a crash test walks ``n`` over what an operation does instead of
+    hoping a timer lands at each point."""
+
+    CHANGES = frozenset({"write", "put_if_absent", "delete", "restamp", "remove_all"})
+
+    def __init__(self, inner: Backend, n: int, *, after: bool = False, every_op: bool = False):
+        super().__init__(inner)
+        self.n, self.at_end, self.every_op, self.seen = n, after, every_op, 0
+
+    def _count(self, op: str) -> None:
+        if self.every_op or op in self.CHANGES:
+            self.seen += 1
+            if self.seen == self.n:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def before(self, op: str, target) -> None:
+        if not self.at_end:
+            self._count(op)
+
+    def after(self, op: str, target) -> None:
+        if self.at_end:
+            self._count(op)
+
+
+def stored_bytes(be: Backend) -> Iterator[tuple[str, bytes]]:
+    """Every object under the tree as (key, bytes), and each member of a zip (``.npz``)
+    inflated as (key + "!" + member, bytes): what a scan for leftover content must read. Shard
+    chunks, tail deltas, records and blobs are stored uncompressed."""
+    for path, _, _ in be.walk(""):
+        raw = be.read(path)
+        yield path, raw
+        if raw[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(raw)) as z:
+                for name in z.namelist():
+                    yield f"{path}!{name}", z.read(name)
+
+
+def find_bytes(be: Backend, needles: dict[str, bytes]) -> list[tuple[str, str]]:
+    """(object, needle name) for every needle found in :func:`stored_bytes`."""
+    return [
+        (path, name)
+        for path, raw in stored_bytes(be)
+        for name, needle in needles.items()
+        if needle in raw
+    ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import format as F
-from .backend import RESUME
+from .backend import RESUME, concurrently
 from .errors import (
     CommitConflict,
     CommitUnknown,
@@ -39,6 +39,7 @@ from .records import (
     write_head_hint,
     write_tag,
 )
+from .redact import checked_edits, redaction_rows, rewritten
 from .shards import (
     ensure_array_meta,
     put_shards,
@@ -286,6 +287,56 @@ class Tree(TreeView):
             raise InvalidArgument(f"{self.url}: source must be a string")
         return source
 
+    # ------------------------------------------------------------------ redact
+    def redact(
+        self,
+        edits: Iterable[tuple[int, object]],
+        *,
+        gister: GistFn,
+        objects: dict[str, bytes | None] | None = None,
+        message: str | None = None,
+    ) -> int:
+        """Replace token runs ``(start, ids)`` in place (same lengths) and gist again every
+        complete node above them, in one commit (``mcstore.redact``): from that version on
+        no read returns the old tokens or gists. ``objects``: named objects to replace in
+        the same commit (the caller's index of the old text). Older versions keep the old
+        bytes until ``mcstore.purge``. -> the new version."""
+        self._check_writable()
+        with self._lock:
+            self._check_head()
+            snap = self._snap
+            checked = checked_edits(self.url, snap.length, edits)
+            change = fingerprint(
+                "redact",
+                message,
+                *[x for a, ids in checked for x in (a, ids)],
+                sorted(
+                    (n, hashlib.sha256(d).hexdigest() if d is not None else None)
+                    for n, d in (objects or {}).items()
+                ),
+            )
+            landed = self._check_head(change)
+            if landed is not None:
+                return landed
+
+            def read(name, a, b):
+                return self._rows(name, a, b, snap)
+
+            how = Gisting(gister, len(self._gistnets()) - 1, time.time_ns(), snap.gset)
+            changes = redaction_rows(self.url, self.geo, read, snap.length, checked, how)
+            shards, tails = rewritten(self.geo, snap.extent, read, self._tail_state(), changes)
+            okey = self._store_objects(objects)
+            return self._commit(
+                {},
+                snap.extent,
+                message=message,
+                objects=okey,
+                consolidate=True,
+                replaced=tails,
+                redacted=shards,
+                change=change,
+            )
+
     def write_ahead(self, name: str, first: int, rows) -> dict[str, int]:
         """Write complete shards of array ``name`` (shard ``first`` on) before the append
         that commits them: bulk ingest spreads shard writes over workers, each opening the tree
@@ -309,10 +360,14 @@ class Tree(TreeView):
         replaced: dict[str, np.ndarray] | None = None,
         written: dict[str, int] | None = None,
         change: str | None = None,
+        redacted: dict[str, bytes] | None = None,
     ) -> int:
         """Write shards, the tail delta and the commit record (put-if-absent) for a version
         of extent ``ext`` whose rows beyond the current version are ``new_rows``.
 
+        ``redacted`` (a redaction; ``{}`` when only tail rows changed): complete shards
+        rewritten whole, ``<array>/<k>`` -> bytes, which this and every later record point
+        readers to instead of the canonical name.
         ``replaced`` (regist, fork) gives whole tails for arrays whose complete shards were
         already written; ``change``: the fingerprint of what the caller asked for, kept if
         the record PUT fails so that a repeat of the same change is recognised."""
@@ -344,6 +399,13 @@ class Tree(TreeView):
         for name in {n for n, _, _ in growth.shards}:
             ensure_array_meta(be, geo, name, self._known_meta)
         adopted = put_shards(be, geo, growth.shards, version, nonce, override, written)
+        redact = dict(snap.redact)
+        if redacted:
+            paths = {key: f"redact/{version:020d}-{nonce}/{key}" for key in redacted}
+            concurrently(be, be.write, list(paths.values()), [redacted[k] for k in paths])
+            redact.update(paths)
+            for key in paths:  # the redacted copy supersedes a staged one
+                override.pop(key, None)
         # 2. the tail delta
         delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         if delta:
@@ -367,6 +429,10 @@ class Tree(TreeView):
         }
         if override:
             rec["override"] = override
+        if redact:
+            rec["redact"] = redact
+        if redacted is not None or snap.redacted:
+            rec["redacted"] = version if redacted is not None else snap.redacted
         # 3. the commit record, put-if-absent; a failed PUT is read back before anything is
         # said (records.put_new): a lost answer must not read as "nothing changed"
         try:
@@ -453,7 +519,9 @@ class Tree(TreeView):
             if self.length or self.version != 1:
                 raise InvalidArgument(f"{self.url}: only a new fork can adopt a version")
             override = {}
-            for key, path in snap.override.items():
+            # staged and redacted copies of the source's shards: the fork reads the bytes the
+            # source reads (a redaction's, never the canonical name's it replaced)
+            for key, path in {**snap.override, **snap.redact}.items():
                 stage = f"stage/fork-{uuid.uuid4().hex[:12]}/{key}"
                 self._be.write(stage, src.backend.read(path))
                 override[key] = stage
