@@ -48,7 +48,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     # Each command module adds itself to `cli`; the imports are here so `mc --help` lists them.
-    from cli import exchange_cmds, model_cmds, run_cmds, serve_cmd, show, store_cmds  # noqa: F401
+    from cli import exchange_cmds, forget_cmds, model_cmds, run_cmds, serve_cmd, show, store_cmds  # noqa: F401
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

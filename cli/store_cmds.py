@@ -175,6 +175,13 @@ def fork(src: str, dst: str, version: str | None, storage_options) -> None:
     help="Promise that nobody writes TREE now, which allows a --grace below 900 s.",
 )
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Make what `mc forget` took out unreadable everywhere: expire every version before "
+    "the newest forget and delete every object only they reach, whatever its age.",
+)
+@click.option("--drop-tags", is_flag=True, help="Let --purge drop tags of versions it expires.")
 @storage_options_option
 def gc(
     tree: str,
@@ -183,13 +190,30 @@ def gc(
     keep_since: float | None,
     no_live_writers: bool,
     dry_run: bool,
+    purge: bool,
+    drop_tags: bool,
     storage_options,
 ) -> None:
     """Reclaim space: remove objects no kept commit, tag or pin reaches.
 
     By default every snapshot is kept and only debris goes (crashed or losing writers,
     unfinished regists). --keep-last / --keep-since also expire old snapshots: their data is
-    removed and they can no longer be opened; every kept version still reads bit for bit."""
+    removed and they can no longer be opened; every kept version still reads bit for bit.
+    --purge finishes a forget (see `mc forget`)."""
+    if purge:
+        from cli.forget_cmds import echo_purge
+
+        echo_purge(
+            mcstore.purge(
+                tree,
+                storage_options=storage_options or None,
+                drop_tags=drop_tags,
+                dry_run=dry_run,
+                grace=grace,
+                no_live_writers=no_live_writers,
+            )
+        )
+        return
     rep = mcstore.gc(
         tree,
         storage_options=storage_options or None,

@@ -171,6 +171,40 @@ class NodeIndex:
             self._unstored_parts = [unstored.slice(done, len(unstored))]
         return len(objects)
 
+    def restated_chunks(self, spans, tokens) -> dict[str, bytes]:
+        """The stored chunks whose keys the token ``spans`` [a, b) reach, computed again from
+        ``tokens(a, b)`` (the tokens as a redaction leaves them): a forget commits them with
+        the redaction, so no kept version's index holds a word of what was forgotten. A
+        block's words depend on the tokens after it (``EXTEND``) and a dense key on its
+        context, so the blocks before a span count too."""
+        b = self.tree.block
+        ctx = self.dense_spec.context if self.dense_name else 0
+        win = max(b, self.dense_spec.window if self.dense_name else b)  # keys per forward row
+        blocks = [
+            (max(0, (a - EXTEND) // win * win // b), -(-(z + ctx) // win) * win // b)
+            for a, z in spans
+        ]
+        out = {}
+        for kind in self.chunk_kinds:
+            for first, stop, name in self._chunks(kind):
+                if not any(x < stop and first < y for x, y in blocks):
+                    continue
+                if kind == BM25:
+                    ids = tokens(first * b, stop * b + EXTEND)
+                    n = (stop - first) * b
+                    bt = block_terms(self._decode, ids[:n], b, following=ids[n:])
+                    arrays = bt.to_arrays()
+                else:
+                    ctx = tokens(max(0, first * b - self.dense_spec.context), first * b)
+                    keys = self.dense_spec.keys(
+                        self.base, tokens(first * b, stop * b), ctx, block=b
+                    )
+                    arrays = {"keys": np.asarray(keys).astype(np.float16)}
+                buf = io.BytesIO()
+                np.savez_compressed(buf, **arrays)
+                out[name] = buf.getvalue()
+        return out
+
     # -- incremental build --------------------------------------------------------------------
 
     def _decode(self, ids) -> str:

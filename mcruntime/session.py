@@ -31,6 +31,16 @@ from mcruntime.binding import (
 from mcruntime.context import Entry, min_cost
 from mcruntime.errors import ContextError, InputError, SessionError, StaleGists, WindowError
 from mcruntime.focus import RAW_RECENT, Focus, FocusConfig, raw_recent_for
+from mcruntime.forget import (
+    FORGOTTEN_OBJECT,
+    ForgetRule,
+    Forgotten,
+    edits_for,
+    find_spans,
+    forgotten_log,
+    logged_with,
+    tokens_after,
+)
 from mcruntime.hooks import NO_HOOKS, Hooks
 from mcruntime.indexing import NodeIndex
 from mcruntime.inherit import Inherited
@@ -132,19 +142,24 @@ class Session:
         self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
         self.tree, self.created = self._open_tree(tree, storage_options, mode, create)
         self.gister = Gister.for_tree(self.base, self.gistnet, self.tree)
-        self.entry_vectors = EntryVectors(self.tree, self.base)
         scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
         self.window = Window(self.base, self.parts.prefix, hooks=hooks)
+        self._open_reading()
+
+    def _open_reading(self) -> None:
+        """The index, recall and focus over the tree as committed (at open, and after a
+        forget changed tokens that they had read)."""
         kind = self.retrieval_kind(self.tree)
-        with hooks.span("index_open"):
+        with self.hooks.span("index_open"):
             self.index = (
                 NodeIndex(self.tree, self.base, kind=kind, min_coverage=self.config.hit_coverage)
                 if kind
                 else None
             )
         self.recaller = Recaller(self.tree, self.index, self.base.tokenizer, self.config)
+        self.entry_vectors = EntryVectors(self.tree, self.base)
         self.focus = self._assemble(self._idle_budget())
         self.sync()
 
@@ -591,6 +606,47 @@ class Session:
         self.last_prompt = prompt
         if remember:
             self.remember_turn(message, final)
+
+    def forget(
+        self, *, document: int | None = None, source: str | None = None, match: str | None = None
+    ) -> Forgotten:
+        """Forget a document (its id), the documents whose source matches a glob, or every
+        occurrence of a text, in one commit (``mcruntime.forget``): from that version on the
+        text is in no read, retrieval hit, recall, focus or export, and every other position
+        stays valid. Older versions keep it until ``mcstore.purge``. The answers and recall
+        this session last gave are dropped too."""
+        try:
+            rule = ForgetRule(segment=document, source=source, match=match)
+        except ValueError as e:
+            raise InputError(str(e), kind="forget") from None
+        try:
+            docs, spans = find_spans(self.tree, self.base.tokenizer, rule)
+        except LookupError as e:
+            raise InputError(str(e), kind="forget") from None
+        done = Forgotten(rule=rule.logged(), documents=docs, spans=spans)
+        done.tokens = sum(b - a for a, b in spans)
+        if not spans:
+            return done
+        edits = edits_for(self.base.tokenizer, spans)
+        objects = {}
+        if self.index is not None:
+            objects = self.index.restated_chunks(spans, tokens_after(self.tree, edits))
+        done.version = self.tree.version + 1
+        objects[FORGOTTEN_OBJECT] = logged_with(self.tree, done)
+        with self.hooks.span("store"):
+            done.version = self.tree.redact(
+                edits,
+                gister=self.hooks.wrap("gist", self.gister),
+                objects=objects,
+                message=f"forget {len(docs)} documents, {done.tokens} tokens",
+            )
+        self.last, self.last_hits, self.last_recall, self.last_prompt = None, [], [], []
+        self._open_reading()
+        return done
+
+    def forgotten(self) -> list[dict]:
+        """What was forgotten in this tree, oldest first (never the content)."""
+        return forgotten_log(self.tree)
 
     def remember_turn(self, message: str, answer: str) -> int:
         """Append a user turn and the answer given to it, as two segments in one commit (a

@@ -9,9 +9,9 @@ Tools (``mcp`` SDK's ``MCPServer``):
 * ``ask(memory, question, max_tokens)``: answer from memory; the question and its answer are
   remembered as a chat turn, as in `mc chat`;
 * ``search(memory, query, k)``: what the memory holds on a query, without answering;
-* ``list_documents(memory)``, ``list_memories()``.
-
-Forgetting is not offered yet: the store cannot redact committed text (see the README).
+* ``list_documents(memory)``, ``list_memories()``;
+* ``forget(memory, document | source | match, purge)``: take a document or a text out of the
+  memory (``Session.forget``); with ``purge`` also from its older versions.
 Errors reach the client as tool errors with the API's one-line message.
 """
 
@@ -25,7 +25,8 @@ from mcruntime.serve.wire import APIError
 INSTRUCTIONS = (
     "Long-term memory. Each memory is a name (e.g. a user or a project). Use `remember` to store "
     "a note or document, `ask` to get an answer written from what the memory holds, `search` to "
-    "see the passages it holds on a query, `list_documents` to see what is stored."
+    "see the passages it holds on a query, `list_documents` to see what is stored, `forget` to "
+    "remove a document or a text the user wants forgotten."
 )
 
 
@@ -66,6 +67,19 @@ def build(config: ServeConfig, memories: Memories | None = None):
     async def list_documents(memory: str) -> list[dict]:
         """The documents and chat turns a memory holds, oldest first."""
         return await run(memory, memories.documents, memory)
+
+    @server.tool()
+    async def forget(
+        memory: str,
+        document: int | None = None,
+        source: str | None = None,
+        match: str | None = None,
+        purge: bool = False,
+    ) -> dict:
+        """Forget one document (its id), documents whose source matches a glob, or every
+        occurrence of a text; ``purge`` also removes it from the memory's older versions."""
+        rule = {"document": document, "source": source, "match": match}
+        return await run(memory, memories.forget, memory, rule, purge)
 
     @server.tool()
     async def list_memories() -> list[str]:

@@ -426,6 +426,33 @@ class Memories:
                 "length": t.length,
             }
 
+    def forget(self, name: str, rule: dict, purge: bool = False, drop_tags: bool = False) -> dict:
+        """Forget what ``rule`` names (``Session.forget``: document, source or match) in one
+        commit; with ``purge``, then expire the older versions that hold it and delete their
+        objects (``mcstore.purge``)."""
+        with self._errors(name):
+            o = self._get(name, create=False)
+            done = []
+
+            def op(s) -> None:
+                done[:] = [s.forget(**rule)]
+                if done[0].version is not None:
+                    self.metrics.commits.labels("forget").inc()
+
+            o = self._retrying(name, o, op)
+            out = {"object": "memory.forgotten", "memory": name, **done[0].as_dict()}
+            out.pop("spans")
+            if purge and done[0].version is not None:
+                rep = mcstore.purge(
+                    self.url(name),
+                    storage_options=self.config.storage_options or None,
+                    drop_tags=drop_tags,
+                )
+                out["purge"] = {k: v for k, v in rep.as_dict().items() if k != "url"}
+            t = o.session.tree
+            self.metrics.on_tree(name, t)
+            return {**out, "version": t.version, "length": t.length}
+
     def names(self) -> list[str]:
         """The memories under ROOT (every ``NAME.mc`` with a valid name), from one listing."""
         with self._errors("*"):

@@ -1,4 +1,5 @@
-"""The memory resource of `mc serve`: ``/v1/memories…`` (list, info, documents, export)."""
+"""The memory resource of `mc serve`: ``/v1/memories…`` (list, info, documents, export,
+forget)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from mcruntime.serve.memories import Memories
 from mcruntime.serve.turns import check_name
-from mcruntime.serve.wire import DocumentRequest
+from mcruntime.serve.wire import DocumentRequest, ForgetRequest
 
 
 def memories_of(request: Request) -> Memories:
@@ -58,3 +59,19 @@ async def export_memory(name: NameDep, memories: MemoriesDep):
     """One JSON line per segment, streamed (as ``mc export``)."""
     lines = await memories.read(memories.export, name)
     return StreamingResponse(lines, media_type="application/x-ndjson")
+
+
+@router.delete("/{name}/documents/{document}")
+async def forget_document(name: NameDep, document: int, memories: MemoriesDep, purge: bool = False):
+    """Forget one document (its id in the listing); ``?purge=true`` also purges it."""
+    fut = await memories.submit(name, memories.forget, name, {"document": document}, purge)
+    return await asyncio.shield(fut)
+
+
+@router.post("/{name}/forget")
+async def forget(name: NameDep, body: ForgetRequest, memories: MemoriesDep):
+    """Forget a document, the documents whose source matches a glob, or a text."""
+    fut = await memories.submit(
+        name, memories.forget, name, body.rule(), body.purge, body.drop_tags
+    )
+    return await asyncio.shield(fut)

@@ -150,6 +150,20 @@ class DocumentRequest(BaseModel):
     ] = Field(default_factory=list, max_length=64)
 
 
+class ForgetRequest(BaseModel):
+    """Exactly one of ``document``, ``source`` (a glob) or ``match`` (a text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    document: int | None = Field(default=None, ge=0)
+    source: str | None = Field(default=None, min_length=1, max_length=512)
+    match: str | None = Field(default=None, min_length=1, max_length=4096)
+    purge: bool = False
+    drop_tags: bool = False
+
+    def rule(self) -> dict:
+        return {"document": self.document, "source": self.source, "match": self.match}
+
+
 # -- responses ---------------------------------------------------------------------------------
 
 

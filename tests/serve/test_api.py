@@ -382,3 +382,25 @@ def test_a_memory_is_exported_as_json_lines_streamed(start, tiny):
     assert err["code"] == "memory_not_found"
     err = error_of(httpx.get(f"{live.url}/v1/memories/nobody/export"), 404)
     assert err["code"] == "memory_not_found"
+
+
+def test_a_document_is_forgotten_and_purged_over_http(start):
+    live = start()
+    secret = {"text": "The safe combination is 31-07-66.", "source": "safe.txt"}
+    other = {"text": "The lighthouse keeper is named Ines.", "source": "notes.txt"}
+    for doc in (secret, other):
+        assert httpx.post(f"{live.url}/v1/memories/fay/documents", json=doc, timeout=60).is_success
+    url = f"{live.url}/v1/memories/fay"
+    r = httpx.delete(f"{url}/documents/0", params={"purge": "true"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["documents"] == [0] and body["purge"]["expired_versions"] > 0
+    exported = httpx.get(f"{url}/export", timeout=60).text
+    assert "31-07-66" not in exported and "Ines" in exported
+    found = httpx.post(f"{url}/forget", json={"match": "no such text"}, timeout=60).json()
+    assert found["version"] == body["version"] and found["tokens"] == 0  # nothing committed
+    err = error_of(httpx.delete(f"{url}/documents/9", timeout=60), 400)
+    assert "no document 9" in err["message"]
+    err = error_of(httpx.post(f"{url}/forget", json={"match": "x", "source": "y"}), 400)
+    assert "exactly one" in err["message"]
+    assert httpx.post(f"{url}/forget", json={"bogus": 1}).status_code == 400  # as every bad body

@@ -1,5 +1,5 @@
 """`mc mcp ROOT` driven by the MCP SDK's own client over stdio (a real subprocess): the tools
-remember, search, ask and list, and refuse a bad memory name with a tool error."""
+remember, search, ask, list and forget, and refuse a bad memory name with a tool error."""
 
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ async def _session(root: str) -> dict:
         ask = {"memory": "ann", "question": "When does the ferry leave?", "max_tokens": 4}
         out["ask"] = _data(await c.call_tool("ask", ask))
         out["documents"] = _data(await c.call_tool("list_documents", {"memory": "ann"}))
+        forget = {"memory": "ann", "match": "leaves at seven", "purge": True}
+        out["forget"] = _data(await c.call_tool("forget", forget))
+        out["after"] = _data(await c.call_tool("search", q))
         out["memories"] = _data(await c.call_tool("list_memories", {}))
         out["bad"] = await c.call_tool("list_documents", {"memory": "../x"})
         out["missing"] = await c.call_tool("search", {"memory": "nobody", "query": "x"})
@@ -54,7 +57,8 @@ async def _session(root: str) -> dict:
 def test_an_agent_remembers_searches_asks_and_lists_through_mcp(tmp_path):
     root = str(tmp_path / "memories")
     out = asyncio.run(_session(root))
-    assert out["tools"] == ["ask", "list_documents", "list_memories", "remember", "search"]
+    assert out["tools"] == ["ask", "forget", "list_documents", "list_memories", "remember",
+                            "search"]  # fmt: skip
     assert out["remember"]["memory"] == "ann" and out["remember"]["tokens"] > 0
     assert any("ferry leaves at seven" in p["text"] for p in out["search"])
     assert set(out["ask"]) == {"answer", "memory"}
@@ -62,6 +66,8 @@ def test_an_agent_remembers_searches_asks_and_lists_through_mcp(tmp_path):
     assert [d["role"] for d in docs] == ["document", "document", "user", "assistant"]
     assert docs[0]["source"] == "notes.txt"
     assert out["memories"] == ["ann"]
+    assert out["forget"]["documents"] == [0] and out["forget"]["purge"]["expired_versions"] > 0
+    assert not any("leaves at seven" in p["text"] for p in out["after"])
     assert out["bad"].is_error and "invalid memory name" in out["bad"].content[0].text
     assert out["missing"].is_error and "no memory named 'nobody'" in out["missing"].content[0].text
     t = mcstore.open(f"{root}/ann.mc")
