@@ -124,9 +124,13 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def marker_ids(tokenizer, n: int) -> np.ndarray:
-    """``n`` ids that read as the marker, repeated (cut where the run ends)."""
-    unit = np.asarray(tokenizer.encode(MARKER), np.int32)
-    return np.resize(unit, n).astype(np.int32)
+    """``n`` ids that read as the marker once, then spaces; a run too short for the marker
+    reads as underscores."""
+    unit = [int(i) for i in tokenizer.encode(MARKER)]
+    if n < len(unit):
+        return np.full(n, tokenizer.encode("_")[-1], np.int32)
+    space = tokenizer.encode(" ")[-1]
+    return np.asarray(unit + [space] * (n - len(unit)), np.int32)
 
 
 def edits_for(tokenizer, spans: list[tuple[int, int]]) -> list[tuple[int, np.ndarray]]:

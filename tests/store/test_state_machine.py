@@ -1,5 +1,5 @@
 """Hypothesis state machine: random appends, reopen, time travel, tags, forks, gc, objects,
-checked against a plain in-memory model after every step."""
+redactions and purges, checked against a plain in-memory model after every step."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class TreeMachine(RuleBasedStateMachine):
         self.objects: dict[int, dict[str, bytes]] = {1: {}}
         self.forks = 0
         self.expired: set[int] = set()
+        self.redacted = 0
 
     def teardown(self):
         if getattr(self, "tmp", None):
@@ -63,6 +64,40 @@ class TreeMachine(RuleBasedStateMachine):
         v = self.t.commit_objects({"idx": data})
         self.model.same_content(v)
         self.objects[v] = {**self.objects[v - 1], "idx": data}
+
+    @precondition(lambda self: self.model.versions[self.model.head][0].size)
+    @rule(data=st.data(), seed=st.integers(0, 2**16))
+    def redact(self, data, seed):
+        """Rows rewritten in place: this and later versions read them, older ones do not."""
+        old, segs = self.model.versions[self.model.head]
+        a = data.draw(st.integers(0, len(old) - 1))
+        n = data.draw(st.integers(1, min(len(old) - a, 80)))
+        new_ids = np.random.default_rng(seed).integers(0, 60_000, n).astype(np.int32)
+        v = self.t.redact([(a, new_ids)], gister=gister)
+        toks = old.copy()
+        toks[a : a + n] = new_ids
+        self.model.versions[v] = (toks, segs)
+        self.model.head = v
+        self.objects[v] = self.objects[v - 1]
+        self.redacted = v
+
+    @precondition(lambda self: self.redacted)
+    @rule()
+    def purge(self):
+        """Every version before the newest redaction goes (tags on them too); what stays reads
+        exactly and verifies (test_purge.py scans the bytes)."""
+        rep = mcstore.purge(
+            self.url, storage_options=self.so, drop_tags=True, grace=0, no_live_writers=True
+        )
+        gone = {v for v in range(1, self.redacted)} - self.expired
+        assert set(rep.expired) == gone
+        self.expired |= gone
+        self.tags = {n: v for n, v in self.tags.items() if v >= self.redacted}
+        for v in sorted(set(self.model.versions) - self.expired):
+            r = mcstore.open(self.url, version=v, storage_options=self.so)
+            check_tree(r, *self.model.versions[v], B)
+        assert set(mcstore.open(self.url, storage_options=self.so).tags()) == set(self.tags)
+        mcstore.verify(self.url, storage_options=self.so)
 
     @rule()
     def reopen(self):
@@ -119,6 +154,7 @@ class TreeMachine(RuleBasedStateMachine):
         self.objects = {1: {}, 2: self.objects[pv]}
         self.tags = {}
         self.expired = set()
+        self.redacted = 0
         self.parent = (parent, pv, toks, segs)
 
     @rule()
