@@ -168,84 +168,112 @@ def gc(
     records last (a rerun after a crash still finds what they reach)."""
     check_gc_args(url, grace, keep_last, keep_since, no_live_writers)
     t = open_tree(url, "r", storage_options=storage_options)
-    be, geo = t.backend, t.geo
-    head = t.version
+    be = t.backend
     old = t.expired()
     snaps = t.records(skip=old)
-    report = GCReport(url=t.url, dry_run=dry_run)
     doomed_versions = _to_expire(t, snaps, keep_last, keep_since)
     kept = [s for s in snaps if s.version not in doomed_versions]
-    report.expired, report.kept_versions = sorted(doomed_versions), len(kept)
-    keep: set[str] = {"zarr.json", "log/head", EXPIRED_KEY}
-    # canonical shards: kept if their array is used by a kept commit and it commits them
-    shard_limit: dict[str, int] = {}
-    _reach(t, kept, keep, shard_limit)
-    purged: set[str] = set()  # what only purged versions reach: deleted whatever its age
+    report = GCReport(t.url, dry_run=dry_run, expired=sorted(doomed_versions))
+    report.kept_versions = len(kept)
+    reached = _Reached(t, kept)
+    forced = _forced_deletes(t, doomed_versions, purge_below)
+    doomed = _unreached(be, reached, forced, grace, report)
+    if not dry_run:
+        if doomed_versions:
+            _record_expiry(be, old, report.expired, keep_last, keep_since)
+        if compact_telemetry:
+            _merge_telemetry(be, report)
+        if purge_below:
+            doomed.sort(key=lambda pn: pn[0].startswith("log/"))  # records last
+        forced_paths = {p for p, _ in doomed if forced(p)}
+        doomed = _delete_old(be, doomed, grace, forced_paths, report, reached.reached_now)
+        write_head_hint(be, reached.head)  # never lowers it: a commit may have landed since
+    report.removed = [p for p, _ in doomed]
+    report.bytes_freed = sum(s for _, s in doomed)
+    return report
+
+
+class _Reached:
+    """What the kept commits reach: canonical shards are kept if their array is used by a
+    kept commit and it commits them. It grows as gc finds commits made while it runs, since
+    such a commit can reach an object the listing judged unreachable (a writer adopted it)."""
+
+    def __init__(self, t, snaps):
+        self.t, self.head = t, t.version
+        self.keep: set[str] = {"zarr.json", "log/head", EXPIRED_KEY}
+        self.shard_limit: dict[str, int] = {}
+        _reach(t, snaps, self.keep, self.shard_limit)
+
+    def __contains__(self, path: str) -> bool:
+        return _reachable(path, self.keep, self.shard_limit, self.t.geo)
+
+    def advance(self, newest: int) -> None:
+        """Add what the commits after the newest one seen, up to ``newest``, reach."""
+        if newest > self.head:
+            _reach(self.t, self.t.records(self.head + 1, newest), self.keep, self.shard_limit)
+            self.head = newest
+
+    def reached_now(self, paths: list[str]) -> set[str]:
+        """Of ``paths``, those a commit made since gc last found the head reaches."""
+        self.advance(find_head(self.t.backend, self.head))
+        return {p for p in paths if p in self}
+
+
+def _forced_deletes(t, doomed_versions: set[int], purge_below: int):
+    """Whether an unreachable path goes whatever its age: the record of a version this run
+    expires, or (``purge_below``) what only purged versions reach."""
+    purged: set[str] = set()
     purged_limit: dict[str, int] = {}
     if purge_below:
         _reach(t, _surviving_records(t, purge_below), purged, purged_limit)
+
+    def forced(path: str) -> bool:
+        if path.startswith("log/") and _log_version(path) in doomed_versions:
+            return True
+        return bool(purge_below) and _purged(path, purged, purged_limit, t.geo, purge_below)
+
+    return forced
+
+
+def _unreached(be, reached: _Reached, forced, grace: float, report: GCReport):
+    """The (path, size) of every object no commit reaches that is past the grace (or
+    forced). Telemetry is never doomed here: merging it is what removes it. Commits made
+    while the tree was listed reach objects the listing judged unreachable, so the head is
+    found again after it; the listing is also evidence of lost records."""
     now = time.time()
     doomed: list[tuple[str, int]] = []
     listed: list[str] = []
     for path, size, mtime in be.walk(""):
         listed.append(path)
-        if _reachable(path, keep, shard_limit, geo):
+        if path in reached:
             report.reachable += 1
+        elif path.startswith("telemetry/"):
             continue
-        if path.startswith("telemetry/"):
-            continue
-        expired_record = path.startswith("log/") and _log_version(path) in doomed_versions
-        if purge_below and _purged(path, purged, purged_limit, geo, purge_below):
-            expired_record = True
-        if not expired_record and _young(mtime, now, grace):
+        elif not forced(path) and _young(mtime, now, grace):
             report.kept_young.append(path)
-            continue
-        doomed.append((path, size))
-    # commits made while the tree was listed reach objects the listing judged unreachable
-    newest = find_head(be, head)
+        else:
+            doomed.append((path, size))
+    newest = find_head(be, reached.head)
     _check_no_lost_records(be, newest, listed)
-    if newest > head:
-        _reach(t, t.records(head + 1, newest), keep, shard_limit)
-        still = [(p, n) for p, n in doomed if not _reachable(p, keep, shard_limit, geo)]
-        report.reachable += len(doomed) - len(still)
-        doomed = still
-    if doomed_versions and not dry_run:
-        why = ", ".join(
-            f"{k}={v:g}" for k, v in (("keep_last", keep_last), ("keep_since", keep_since)) if v
-        )
-        # the expiry is recorded before any record goes: a crash in between leaves records
-        # that read as expired, never a gap that reads as damage
-        write_expired(be, old.union(report.expired, f"retention {why}"))
-    if compact_telemetry and not dry_run:
-        merged = merge_telemetry(be)
-        report.telemetry_merged, report.telemetry_deferred = merged.merged, merged.deferred
-        report.notes += merged.notes
-    if not dry_run:
-        expired_paths = {
-            p for p, _ in doomed if p.startswith("log/") and _log_version(p) in doomed_versions
-        }
-        if purge_below:
-            expired_paths |= {
-                p for p, _ in doomed if _purged(p, purged, purged_limit, geo, purge_below)
-            }
-            doomed.sort(key=lambda pn: pn[0].startswith("log/"))  # records last
-        seen = [newest]
+    reached.advance(newest)
+    still = [(p, n) for p, n in doomed if p not in reached]
+    report.reachable += len(doomed) - len(still)
+    return still
 
-        def reached_now(paths: list[str]) -> set[str]:
-            """Of ``paths``, those a commit made since gc last found the head reaches."""
-            n = find_head(be, seen[0])
-            if n > seen[0]:
-                _reach(t, t.records(seen[0] + 1, n), keep, shard_limit)
-                seen[0] = n
-            return {p for p in paths if _reachable(p, keep, shard_limit, geo)}
 
-        doomed = _delete_old(be, doomed, grace, expired_paths, report, reached_now)
-        newest = seen[0]
-    report.removed = [p for p, _ in doomed]
-    report.bytes_freed = sum(s for _, s in doomed)
-    if not dry_run:
-        write_head_hint(be, newest)  # never lowers it: a commit may have landed since
-    return report
+def _merge_telemetry(be, report: GCReport) -> None:
+    merged = merge_telemetry(be)
+    report.telemetry_merged, report.telemetry_deferred = merged.merged, merged.deferred
+    report.notes += merged.notes
+
+
+def _record_expiry(be, old, expired: list[int], keep_last, keep_since) -> None:
+    """Record the versions retention expires. This comes before any record goes: a crash in
+    between leaves records that read as expired, never a gap that reads as damage."""
+    why = ", ".join(
+        f"{k}={v:g}" for k, v in (("keep_last", keep_last), ("keep_since", keep_since)) if v
+    )
+    write_expired(be, old.union(expired, f"retention {why}"))
 
 
 def check_gc_args(url, grace, keep_last, keep_since, no_live_writers) -> None:
