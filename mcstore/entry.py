@@ -261,33 +261,8 @@ def create(
     ``binding`` is the caller's record of what builds the tree (opaque JSON, compared with
     ``same_binding``); ``gister_id`` names the gister in ``gistnet_table()``; ``bases`` (for
     :func:`mcstore.fork`) lists the trees whose complete shards this one starts from."""
-    if dtype not in F.DTYPES:
-        raise InvalidArgument(f"dtype must be one of {sorted(F.DTYPES)}, not {dtype!r}")
-    if int(dim) < 1:
-        raise InvalidArgument("dim must be >= 1")
-    for nm, v in (("block", block), ("epoch", epoch)):
-        if int(v) < 2 or int(v) & (int(v) - 1):
-            raise InvalidArgument(f"{nm} must be a power of two >= 2, not {v}")
-    if epoch < block:
-        raise InvalidArgument("epoch must be >= block")
-    if dim > MAX_DIM or epoch > 2**30 or block > 1024:
-        raise InvalidArgument(f"dim must be <= {MAX_DIM}, block <= 1024 and epoch <= 2**30")
-    if F.Geometry(int(block), int(dim), dtype, int(epoch)).largest_shard() > F.MAX_SHARD_BYTES:
-        raise InvalidArgument(
-            f"block {block}, dim {dim} and epoch {epoch} make shards larger than "
-            f"{F.MAX_SHARD_BYTES} bytes; use a smaller epoch"
-        )
-    be = backend_for(url, storage_options)
-    try:
-        be.ensure_root()
-    except (FileExistsError, NotADirectoryError):
-        raise TreeExists(
-            f"{be.url} is a file; a tree needs a folder of its own: pick another path"
-        ) from None
-    if be.exists(F.log_key(1)):
-        if not be.exists("zarr.json"):
-            raise root_missing(be)
-        raise TreeExists(f"{be.url}: a tree already exists here; open it, or pick another path/URL")
+    _check_geometry(dim, dtype, block, epoch)
+    be = _empty_place(url, storage_options)
     facts = {
         "format": F.FORMAT,
         "block": int(block),
@@ -304,39 +279,8 @@ def create(
         "tail_chain": MAX_CHAIN["object_store" if be.concurrent_io else "local"],
     }
     facts["crc"] = facts_crc(facts)
-    # put_new: a lost answer to our own PUT is recognised by the tree id, not taken for
-    # another tree
-    if not _put_created(be, "zarr.json", F.root_metadata(facts), _holds_tree(facts["tree_id"])):
-        try:
-            old = read_facts(be)
-        except Exception:
-            old = None
-        if be.exists(F.log_key(1)) or old is None:
-            raise TreeExists(f"{be.url}: a tree already exists here; open it or pick another URL")
-        same = all(old.get(k) == facts[k] for k in ("block", "dim", "dtype", "epoch", "bases"))
-        if not same:
-            raise TreeExists(
-                f"{be.url}: holds an unfinished tree with other parameters (an interrupted "
-                "create); delete it or pick another URL"
-            )
-        facts = old  # finish the interrupted create of an identical tree
-    rec = {
-        "version": 1,
-        "parent": 0,
-        "time": time.time_ns(),
-        "message": "create",
-        "length": 0,
-        "nseg": 0,
-        "nheap": 0,
-        "tail_from": 1,
-        "delta": None,
-        "chain": [],
-        "gset": "",
-        "binding": None,
-        "objects": None,
-        "tree": facts["tree_id"],
-        "nonce": uuid.uuid4().hex[:12],
-    }
+    facts = _put_root(be, facts)
+    rec = _first_record(facts["tree_id"])
     rec["binding"] = Blobs(be).write("binding", {"binding": binding, "gistnets": [gister_id]})
     if not _put_created(be, F.log_key(1), F.encode_record(rec), _holds_nonce(rec["nonce"])):
         raise TreeExists(f"{be.url}: a tree was created here concurrently; open it instead")
@@ -351,3 +295,80 @@ def create(
         telemetry=True,
         allow_bases=[b["url"] for b in facts.get("bases", [])],  # the caller named them
     )
+
+
+def _check_geometry(dim: int, dtype: str, block: int, epoch: int) -> None:
+    """InvalidArgument unless the tree's shape is one the format can hold."""
+    if dtype not in F.DTYPES:
+        raise InvalidArgument(f"dtype must be one of {sorted(F.DTYPES)}, not {dtype!r}")
+    if int(dim) < 1:
+        raise InvalidArgument("dim must be >= 1")
+    for nm, v in (("block", block), ("epoch", epoch)):
+        if int(v) < 2 or int(v) & (int(v) - 1):
+            raise InvalidArgument(f"{nm} must be a power of two >= 2, not {v}")
+    if epoch < block:
+        raise InvalidArgument("epoch must be >= block")
+    if dim > MAX_DIM or epoch > 2**30 or block > 1024:
+        raise InvalidArgument(f"dim must be <= {MAX_DIM}, block <= 1024 and epoch <= 2**30")
+    if F.Geometry(int(block), int(dim), dtype, int(epoch)).largest_shard() > F.MAX_SHARD_BYTES:
+        raise InvalidArgument(
+            f"block {block}, dim {dim} and epoch {epoch} make shards larger than "
+            f"{F.MAX_SHARD_BYTES} bytes; use a smaller epoch"
+        )
+
+
+def _empty_place(url: str | Backend, storage_options: dict | None) -> Backend:
+    """The backend at ``url``, its root made; TreeExists where a tree (or a file) is."""
+    be = backend_for(url, storage_options)
+    try:
+        be.ensure_root()
+    except (FileExistsError, NotADirectoryError):
+        raise TreeExists(
+            f"{be.url} is a file; a tree needs a folder of its own: pick another path"
+        ) from None
+    if be.exists(F.log_key(1)):
+        if not be.exists("zarr.json"):
+            raise root_missing(be)
+        raise TreeExists(f"{be.url}: a tree already exists here; open it, or pick another path/URL")
+    return be
+
+
+def _put_root(be: Backend, facts: dict) -> dict:
+    """Write the root if absent. put_new: a lost answer to our own PUT is recognised by the
+    tree id, not taken for another tree; a root left by an interrupted create of an
+    identical tree is finished, not refused. -> the facts of the root there."""
+    if _put_created(be, "zarr.json", F.root_metadata(facts), _holds_tree(facts["tree_id"])):
+        return facts
+    try:
+        old = read_facts(be)
+    except Exception:
+        old = None
+    if be.exists(F.log_key(1)) or old is None:
+        raise TreeExists(f"{be.url}: a tree already exists here; open it or pick another URL")
+    same = all(old.get(k) == facts[k] for k in ("block", "dim", "dtype", "epoch", "bases"))
+    if not same:
+        raise TreeExists(
+            f"{be.url}: holds an unfinished tree with other parameters (an interrupted "
+            "create); delete it or pick another URL"
+        )
+    return old
+
+
+def _first_record(tree_id: str) -> dict:
+    return {
+        "version": 1,
+        "parent": 0,
+        "time": time.time_ns(),
+        "message": "create",
+        "length": 0,
+        "nseg": 0,
+        "nheap": 0,
+        "tail_from": 1,
+        "delta": None,
+        "chain": [],
+        "gset": "",
+        "binding": None,
+        "objects": None,
+        "tree": tree_id,
+        "nonce": uuid.uuid4().hex[:12],
+    }

@@ -81,33 +81,9 @@ def purge(
     below = snap.redacted
     old = t.expired()
     report.expired = [v for v in range(1, below) if v not in old]
-    forks = sorted((u, v) for u, v in fork_pin_entries(be) if v < below)
-    if forks:
-        names = ", ".join(f"{u} (from version {v})" for u, v in forks)
-        raise PurgeRefused(
-            f"{t.url}: forks made before the redaction read its old shards: {names}; "
-            "forget and purge there, or delete those forks (mc destroy), then purge again"
-        )
-    report.tags_dropped = {n: v for n, v in sorted(t.tags().items()) if v < below}
-    if report.tags_dropped and not drop_tags:
-        names = ", ".join(f"{n} (version {v})" for n, v in report.tags_dropped.items())
-        raise PurgeRefused(
-            f"{t.url}: purging expires tagged versions {names}, which hold what was "
-            "forgotten; allow dropping those tags (mc: --drop-tags) to purge"
-        )
-    canonical, bases = [], set()
-    for key in sorted(snap.redact):
-        name, _, k = key.rpartition("/")
-        home, path = t.shard_location(name, int(k), override=False)
-        if home is be:
-            canonical.append(path)
-        else:
-            bases.add(home.url)
-    for home in sorted(bases):
-        report.notes.append(
-            f"what was forgotten also lies in {home}, the tree this one was forked from: "
-            "forget and purge it there"
-        )
+    _refuse_old_forks(t, below)
+    report.tags_dropped = _tags_to_drop(t, below, drop_tags)
+    canonical = _replaced_shards(t, report)
     there = concurrently(be, be.exists, canonical) if canonical else []
     report.shards_deleted = [p for p, ok in zip(canonical, there, strict=True) if ok]
     if dry_run:
@@ -128,3 +104,45 @@ def purge(
     report.notes += report.gc.notes
     t.close()
     return report
+
+
+def _refuse_old_forks(t, below: int) -> None:
+    """PurgeRefused if a fork made before the redaction reads its old shards."""
+    forks = sorted((u, v) for u, v in fork_pin_entries(t.backend) if v < below)
+    if forks:
+        names = ", ".join(f"{u} (from version {v})" for u, v in forks)
+        raise PurgeRefused(
+            f"{t.url}: forks made before the redaction read its old shards: {names}; "
+            "forget and purge there, or delete those forks (mc destroy), then purge again"
+        )
+
+
+def _tags_to_drop(t, below: int, drop_tags: bool) -> dict[str, int]:
+    """The tags naming versions the purge expires; PurgeRefused unless ``drop_tags``."""
+    tags = {n: v for n, v in sorted(t.tags().items()) if v < below}
+    if tags and not drop_tags:
+        names = ", ".join(f"{n} (version {v})" for n, v in tags.items())
+        raise PurgeRefused(
+            f"{t.url}: purging expires tagged versions {names}, which hold what was "
+            "forgotten; allow dropping those tags (mc: --drop-tags) to purge"
+        )
+    return tags
+
+
+def _replaced_shards(t, report: PurgeReport) -> list[str]:
+    """The canonical paths, in this tree, of the shards a redaction replaced. Those a fork
+    reads from its base are not ours to delete: a note names the base instead."""
+    canonical, bases = [], set()
+    for key in sorted(t.snapshot.redact):
+        name, _, k = key.rpartition("/")
+        home, path = t.shard_location(name, int(k), override=False)
+        if home is t.backend:
+            canonical.append(path)
+        else:
+            bases.add(home.url)
+    for home in sorted(bases):
+        report.notes.append(
+            f"what was forgotten also lies in {home}, the tree this one was forked from: "
+            "forget and purge it there"
+        )
+    return canonical

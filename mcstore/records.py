@@ -271,11 +271,18 @@ def check_record(rec: dict, version: int) -> None:
     if d is not None:
         if not isinstance(d, dict) or not _DELTA.match(str(d.get("path"))):
             raise ValueError(f"delta = {d!r} is not a tail object of this tree")
-        if type(d.get("size")) is not int or not 0 <= d["size"] <= 2**40:
-            raise ValueError(f"delta size = {d.get('size')!r} is out of range")
-        if type(d.get("crc")) is not int:
-            raise ValueError(f"delta crc = {d.get('crc')!r} is not a checksum")
-    chain = rec.get("chain", [])
+        _check_size_crc(d, "delta")
+    _check_chain(rec.get("chain", []))
+    for k, pat in _BLOB.items():
+        if rec.get(k) is not None and not pat.match(str(rec[k])):
+            raise ValueError(f"{k} = {rec[k]!r} is not a meta object of this tree")
+    _check_shard_map(rec, "override", _STAGE, "a staged shard")
+    _check_shard_map(rec, "redact", _REDACT, "a redacted shard")
+    if rec.get("redacted") is not None:
+        count("redacted", version)
+
+
+def _check_chain(chain) -> None:
     if not isinstance(chain, list) or len(chain) > 64:
         raise ValueError("chain is not a short list")
     for e in chain:
@@ -292,27 +299,24 @@ def check_record(rec: dict, version: int) -> None:
                 or not _GSET.match(str(x[3]))
             ):
                 raise ValueError(f"chain entry {k} = {x!r} is not an extent")
-        if type(e.get("size")) is not int or not 0 <= e["size"] <= 2**40:
-            raise ValueError(f"chain entry size = {e.get('size')!r} is out of range")
-        if type(e.get("crc")) is not int:
-            raise ValueError(f"chain entry crc = {e.get('crc')!r} is not a checksum")
-    for k, pat in _BLOB.items():
-        if rec.get(k) is not None and not pat.match(str(rec[k])):
-            raise ValueError(f"{k} = {rec[k]!r} is not a meta object of this tree")
-    ov = rec.get("override") or {}
-    if not isinstance(ov, dict):
-        raise ValueError("override is not a map")
-    for key, path in ov.items():
-        if not _OVERRIDE_KEY.match(str(key)) or not _STAGE.match(str(path)):
-            raise ValueError(f"override {key!r} -> {path!r} is not a staged shard of this tree")
-    rd = rec.get("redact") or {}
-    if not isinstance(rd, dict):
-        raise ValueError("redact is not a map")
-    for key, path in rd.items():
-        if not _OVERRIDE_KEY.match(str(key)) or not _REDACT.match(str(path)):
-            raise ValueError(f"redact {key!r} -> {path!r} is not a redacted shard of this tree")
-    if rec.get("redacted") is not None:
-        count("redacted", version)
+        _check_size_crc(e, "chain entry")
+
+
+def _check_size_crc(obj: dict, what: str) -> None:
+    if type(obj.get("size")) is not int or not 0 <= obj["size"] <= 2**40:
+        raise ValueError(f"{what} size = {obj.get('size')!r} is out of range")
+    if type(obj.get("crc")) is not int:
+        raise ValueError(f"{what} crc = {obj.get('crc')!r} is not a checksum")
+
+
+def _check_shard_map(rec: dict, field: str, path_pattern, what: str) -> None:
+    """``field`` maps ``<array>/<k>`` to ``what``'s path of this tree, or is absent."""
+    m = rec.get(field) or {}
+    if not isinstance(m, dict):
+        raise ValueError(f"{field} is not a map")
+    for key, path in m.items():
+        if not _OVERRIDE_KEY.match(str(key)) or not path_pattern.match(str(path)):
+            raise ValueError(f"{field} {key!r} -> {path!r} is not {what} of this tree")
 
 
 def read_record(be: Backend, version: int) -> dict:

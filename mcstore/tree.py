@@ -81,6 +81,10 @@ class Tree(TreeView):
 
     _unsettled: Unsettled | None = None  # the last commit, if its outcome is unknown
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._known_meta: set[str] = set()  # arrays whose zarr.json is known to exist
+
     # ------------------------------------------------------------------ checks
     def _check_writable(self) -> None:
         if self.mode != "a" or self._pinned:
@@ -221,21 +225,13 @@ class Tree(TreeView):
         checked = [
             (self._checked_tokens(t), self._checked_source(s), list(tags)) for t, s, tags in parts
         ]
-        if times is not None:
-            times = [int(x) for x in times]
-            if len(times) != len(checked) or any(x < 0 or x >= 2**63 for x in times):
-                raise InvalidArgument(
-                    f"{self.url}: times must be one non-negative int64 per segment"
-                )
+        times = self._checked_times(times, len(checked))
         change = fingerprint(
             "append",
             message,
             *([times] if times is not None else []),
             *[x for t, s, tags in checked for x in (t, s, tags)],
-            sorted(
-                (n, hashlib.sha256(d).hexdigest() if d is not None else None)
-                for n, d in (objects or {}).items()
-            ),
+            object_hashes(objects),
         )
         with self._lock:
             landed = self._check_head(change)
@@ -253,24 +249,38 @@ class Tree(TreeView):
                 new_rows,
                 how,
             )
-            start, heap, segs = snap.length, snap.nheap, []
-            for i, (toks, source, tags) in enumerate(checked):
-                rows = segment_rows(start, heap, source, tags, now if times is None else times[i])
-                if len(rows["seg_heap"]) > MAX_SEGMENT_TEXT:
-                    raise InvalidArgument(
-                        f"{self.url}: source name and tags take {len(rows['seg_heap'])} bytes; "
-                        f"at most {MAX_SEGMENT_TEXT} fit one segment"
-                    )
-                segs.append(rows)
-                start, heap = start + len(toks), heap + len(rows["seg_heap"])
-            for name in segs[0]:
-                new_rows[name] = np.concatenate([r[name] for r in segs])
-            ext = F.Extent(start, snap.nseg + len(checked), heap, snap.gset)
+            ext = self._add_segments(new_rows, checked, now, times)
             okey = self._store_objects(objects)
             return self._commit(
                 new_rows, ext, message=message, objects=okey, now=now, written=written,
                 change=change,
             )  # fmt: skip
+
+    def _add_segments(self, new_rows: dict, checked: list, now: int, times) -> F.Extent:
+        """Add the segment rows of the parts ``checked`` to ``new_rows``. -> the extent of
+        the version they make."""
+        snap = self._snap
+        start, heap, segs = snap.length, snap.nheap, []
+        for i, (toks, source, tags) in enumerate(checked):
+            rows = segment_rows(start, heap, source, tags, now if times is None else times[i])
+            if len(rows["seg_heap"]) > MAX_SEGMENT_TEXT:
+                raise InvalidArgument(
+                    f"{self.url}: source name and tags take {len(rows['seg_heap'])} bytes; "
+                    f"at most {MAX_SEGMENT_TEXT} fit one segment"
+                )
+            segs.append(rows)
+            start, heap = start + len(toks), heap + len(rows["seg_heap"])
+        for name in segs[0]:
+            new_rows[name] = np.concatenate([r[name] for r in segs])
+        return F.Extent(start, snap.nseg + len(checked), heap, snap.gset)
+
+    def _checked_times(self, times, n: int) -> list[int] | None:
+        if times is None:
+            return None
+        times = [int(x) for x in times]
+        if len(times) != n or any(x < 0 or x >= 2**63 for x in times):
+            raise InvalidArgument(f"{self.url}: times must be one non-negative int64 per segment")
+        return times
 
     def _checked_tokens(self, tokens) -> np.ndarray:
         toks = np.asarray(tokens)
@@ -310,10 +320,7 @@ class Tree(TreeView):
                 "redact",
                 message,
                 *[x for a, ids in checked for x in (a, ids)],
-                sorted(
-                    (n, hashlib.sha256(d).hexdigest() if d is not None else None)
-                    for n, d in (objects or {}).items()
-                ),
+                object_hashes(objects),
             )
             landed = self._check_head(change)
             if landed is not None:
@@ -371,54 +378,63 @@ class Tree(TreeView):
         ``replaced`` (regist, fork) gives whole tails for arrays whose complete shards were
         already written; ``change``: the fingerprint of what the caller asked for, kept if
         the record PUT fails so that a repeat of the same change is recognised."""
-        be, geo = self._be, self.geo
-        snap = self._snap
-        version = snap.version + 1
-        now = now or time.time_ns()
-        nonce = uuid.uuid4().hex[:12]
+        be, geo, snap = self._be, self.geo, self._snap
+        version, nonce = snap.version + 1, uuid.uuid4().hex[:12]
         old_tail = self._tail_state()
         # the chain of ``snap`` (joined by _tail_state) and what this commit's delta covers
         since, chain, weight = plan_delta(
             geo, snap, self._tail.chain, ext, checkpoint=consolidate, max_chain=self.tail_chain
         )
-        consolidate = since is None
         # overrides inherited from a writer that could not fix them: fix now, then drop
         override = settle_inherited(
             be, geo, snap.override, self._bases, self._reader.fixed_overrides
         )
-        growth = grow(
-            geo,
-            snap.extent,
-            ext,
-            old_tail,
-            new_rows,
-            since=since,
-            replaced=replaced,
-        )
+        growth = grow(geo, snap.extent, ext, old_tail, new_rows, since=since, replaced=replaced)
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
         for name in {n for n, _, _ in growth.shards}:
             ensure_array_meta(be, geo, name, self._known_meta)
         adopted = put_shards(be, geo, growth.shards, version, nonce, override, written)
-        redact = dict(snap.redact)
-        if redacted:
-            paths = {key: f"redact/{version:020d}-{nonce}/{key}" for key in redacted}
-            concurrently(be, be.write, list(paths.values()), [redacted[k] for k in paths])
-            redact.update(paths)
-            for key in paths:  # the redacted copy supersedes a staged one
-                override.pop(key, None)
+        redact = self._write_redacted(redacted, version, nonce, override)
         # 2. the tail delta
         delta = self._tail.write_delta(version, nonce, growth.delta) if growth.delta else None
         if delta:
             chain = [*chain, entry(delta, ext, since, weight)]
-        rec = {
+        rec = self._record(
+            version, nonce, ext, message=message, now=now, since=since, delta=delta, chain=chain,
+            binding=binding, objects=objects,
+        )  # fmt: skip
+        rec.update(self._optional_fields(version, override, redact, redacted))
+        # 3. the commit record, put-if-absent
+        rec = self._put_record(rec, change)
+        self._committed(rec, growth, override, adopted)
+        return version
+
+    def _write_redacted(self, redacted, version: int, nonce: str, override: dict) -> dict:
+        """Write a redaction's rewritten shards under ``redact/``. -> the redact map the record
+        carries (every later record carries it on); a redacted copy supersedes a staged one,
+        so its ``override`` goes."""
+        redact = dict(self._snap.redact)
+        if redacted:
+            paths = {key: f"redact/{version:020d}-{nonce}/{key}" for key in redacted}
+            be = self._be
+            concurrently(be, be.write, list(paths.values()), [redacted[k] for k in paths])
+            redact.update(paths)
+            for key in paths:
+                override.pop(key, None)
+        return redact
+
+    def _record(self, version, nonce, ext, *, message, now, since, delta, chain, binding, objects):
+        """The fields every commit record has; ``since`` None: this delta starts a chain."""
+        snap = self._snap
+        return {
             "version": version,
             "parent": snap.version,
-            "time": now,
+            "time": now or time.time_ns(),
             "message": message,
             "length": ext.length,
             "nseg": ext.nseg,
             "nheap": ext.nheap,
-            "tail_from": version if consolidate else snap.tail_from,
+            "tail_from": version if since is None else snap.tail_from,
             "delta": delta,
             "chain": chain,
             "gset": ext.gset,
@@ -427,24 +443,40 @@ class Tree(TreeView):
             "tree": self._facts["tree_id"],
             "nonce": nonce,
         }
+
+    def _optional_fields(self, version: int, override, redact, redacted) -> dict:
+        """The record's fields that only some commits carry: staged-shard overrides, the
+        redact map, and the version of the newest redaction."""
+        snap, out = self._snap, {}
         if override:
-            rec["override"] = override
+            out["override"] = override
         if redact:
-            rec["redact"] = redact
+            out["redact"] = redact
         if redacted is not None or snap.redacted:
-            rec["redacted"] = version if redacted is not None else snap.redacted
-        # 3. the commit record, put-if-absent; a failed PUT is read back before anything is
-        # said (records.put_new): a lost answer must not read as "nothing changed"
+            out["redacted"] = version if redacted is not None else snap.redacted
+        return out
+
+    def _put_record(self, rec: dict, change: str | None) -> dict:
+        """Put the record if absent. A failed PUT is read back before anything is said
+        (records.put_new): a lost answer must not read as "nothing changed", so the handle
+        remembers the commit as unsettled until it knows."""
+        version = rec["version"]
         try:
             rec = self._log.put(rec)
         except (StoreAccessError, OSError) as e:
-            self._unsettled = Unsettled(version, nonce, change)
+            self._unsettled = Unsettled(version, rec["nonce"], change)
             if isinstance(e, CommitUnknown):
                 raise self._unknown(self._unsettled, e.__cause__ or e) from e
             raise
         if self._unsettled is not None and version >= self._unsettled.version:
             self._unsettled = None  # that version is now ours: the old PUT can never land
-        # committed: repair canonical shards that were shadowed by an orphan
+        return rec
+
+    def _committed(self, rec: dict, growth, override: dict, adopted: list) -> None:
+        """After the record is in: repair what the commit could not do before it, then move
+        the handle to the new version."""
+        be, geo, snap = self._be, self.geo, self._snap
+        # repair canonical shards that were shadowed by an orphan
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
         # a gc may have deleted an adopted shard under us, or the metadata of an array whose
         # shards a crashed writer had begun (gc removes both when unreachable)
@@ -456,8 +488,7 @@ class Tree(TreeView):
             rewrite_missing(be, [*adopted, *metas])
         self._snap = Snapshot(rec)  # segments() decodes only the new segment
         self._tail.advance(rec, growth.tail)
-        write_head_hint(be, version, seen=self._log.hint_seen)
-        return version
+        write_head_hint(be, rec["version"], seen=self._log.hint_seen)
 
     # ------------------------------------------------------------------ regist
     def regist(self, gister: GistFn, binding: dict, *, gister_id=None, progress=None) -> int:
@@ -551,3 +582,11 @@ class Tree(TreeView):
                 consolidate=True,
                 replaced=tail,
             )
+
+
+def object_hashes(objects: dict[str, bytes | None] | None) -> list:
+    """(name, sha256 or None) of the named objects a change carries, for its fingerprint."""
+    return sorted(
+        (n, hashlib.sha256(d).hexdigest() if d is not None else None)
+        for n, d in (objects or {}).items()
+    )

@@ -59,9 +59,6 @@ class TreeView:
             int(facts["block"]), int(facts["dim"]), str(facts["dtype"]), int(facts["epoch"])
         )
         self.mode = mode
-        # the longest tail chain a commit leaves (see ``tail``); trees from before it was a
-        # fact get the object-store bound
-        self.tail_chain = int(facts.get("tail_chain", MAX_CHAIN["object_store"]))
         self._pinned = pinned
         self._lock = threading.RLock()
         self._snap = Snapshot(rec)
@@ -71,7 +68,6 @@ class TreeView:
         # (base, shards per array) for each fork base, opened and checked on its first read
         self._bases = ForkBases(backend, facts, allow_bases).readers
         self._reader = ShardReader(backend, self.geo, self._bases, cache_bytes)
-        self._known_meta: set[str] = set()  # arrays whose zarr.json is known to exist
         self._blobs = Blobs(backend)
         self._segments_cache: tuple[int, list[Segment]] | None = None
         self._telemetry = Telemetry(backend, telemetry)
@@ -97,6 +93,12 @@ class TreeView:
     @property
     def length(self) -> int:
         return self._snap.length
+
+    @property
+    def tail_chain(self) -> int:
+        """The longest tail chain a commit leaves (see ``tail``); trees from before it was a
+        fact get the object-store bound."""
+        return int(self._facts.get("tail_chain", MAX_CHAIN["object_store"]))
 
     @property
     def dim(self) -> int:
