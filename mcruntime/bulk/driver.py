@@ -37,7 +37,7 @@ class BulkIngest(Planner):
         self, client, tree, spec: ModelSpec, config: BulkConfig, kind, report, dense_id=None
     ):
         super().__init__(client, tree, spec, config, kind, report, dense_id)
-        self.committed = self.L0  # tokens committed: the tree's length
+        self.committed = self.facts.L0  # tokens committed: the tree's length
         self.results: dict[tuple, EpochResult | UpperResult | ShardResult] = {}  # fetched once
         self.on_progress: Callable[[int], None] | None = None
         self.on_skip: Callable[[InputError], None] | None = None
@@ -48,15 +48,15 @@ class BulkIngest(Planner):
         """The epochs whose shards this batch completes (and a worker writes)."""
         if not self.cfg.worker_shards:
             return range(0)
-        return range(batch[0].old // self.E, batch[-1].new // self.E)
+        return range(batch[0].old // self.facts.E, batch[-1].new // self.facts.E)
 
     def _key_epochs(self, length: int) -> range:
         """The epochs whose key chunks a tree of this length gets (``NodeIndex.update``
         indexes the ready blocks), beyond those stored."""
-        if not self.chunk_kinds:
+        if not self.facts.chunk_kinds:
             return range(0)
-        first = self.stored // self.per
-        return range(first, max(first, self.ready_blocks(length) // self.per))
+        first = self.stored // self.facts.per
+        return range(first, max(first, self.ready_blocks(length) // self.facts.per))
 
     def _needs(self, batch: list[Append]) -> list[tuple] | None:
         """The jobs holding this batch's gists and key chunks and writing the shards it
@@ -67,20 +67,20 @@ class BulkIngest(Planner):
         for e in self._key_epochs(batch[-1].new):
             need.add(("e", e))
         for ap in batch:
-            for a, _ in serial_calls(ap.old, ap.new, self.B):
-                if a not in self.call_epochs:
+            for a, _ in serial_calls(ap.old, ap.new, self.facts.B):
+                if a not in self.jobs.call_epochs:
                     return None
-                need.add(("e", self.call_epochs[a]))
-            if serial_calls(ap.old, ap.new, self.B, level=2):
+                need.add(("e", self.jobs.call_epochs[a]))
+            if serial_calls(ap.old, ap.new, self.facts.B, level=2):
                 need.add(("u", ap.seq))
-        if any(k not in self.futures for k in need):
+        if any(k not in self.jobs.futures for k in need):
             return None
         return sorted(need)
 
     def _result(self, key: tuple) -> EpochResult | UpperResult | ShardResult | None:
         """A job's result, fetched once (the future stays: later jobs may depend on it)."""
         if key not in self.results:
-            fut = self.futures.get(key)
+            fut = self.jobs.futures.get(key)
             if fut is None:
                 return None
             t0 = time.perf_counter()
@@ -107,7 +107,7 @@ class BulkIngest(Planner):
     def _batch(self) -> list | None:
         """The items up to the end of the first batch (Marks of the inputs between its chunks
         included); None while its last chunk is not planned."""
-        if not self.closed:
+        if not self.batches.closed:
             return None
         out = []
         for item in self.pending:
@@ -130,11 +130,11 @@ class BulkIngest(Planner):
                 need = self._needs(batch)
                 if need is None:
                     return  # its jobs are not planned to the end yet
-                waiting = [self.futures[k] for k in need if k not in self.results]
+                waiting = [self.jobs.futures[k] for k in need if k not in self.results]
                 if waiting and not block and not all(f.done() for f in waiting):
                     return
                 self._commit(batch, need)
-                self.closed -= 1
+                self.batches.closed -= 1
             for item in items:
                 self.pending.popleft()
                 self.report.inputs_done += item.ends_input
@@ -151,7 +151,7 @@ class BulkIngest(Planner):
         gister = _Lookup(self, batch)
         parts = [(ap.ids, ap.source, ap.tags) for ap in batch]
         t0 = time.perf_counter()
-        if not self.batched:
+        if not self.facts.batched:
             ap = batch[0]
             self.tree.append(ap.ids, gister=gister, source=ap.source, tags=ap.tags,
                              message=ap.message, written=written, now=ap.now)  # fmt: skip
@@ -166,13 +166,13 @@ class BulkIngest(Planner):
                                   written=written, now=batch[0].now)  # fmt: skip
         self.report.commit_s += time.perf_counter() - t0
         for e in self._shard_epochs(batch):
-            self.futures.pop(("s", e), None)
+            self.jobs.futures.pop(("s", e), None)
             self.results.pop(("s", e), None)
         self.report.commits += 1
         self.report.segments += len(batch)
         self.report.tokens += sum(len(ap.ids) for ap in batch)
         self.committed = batch[-1].new
-        if not self.batched:
+        if not self.facts.batched:
             self._persist_index()
         self._release()
 
@@ -185,7 +185,7 @@ class BulkIngest(Planner):
             if res is None or not res.chunks:
                 raise RuntimeError(f"bulk ingest: no key chunks for epoch {e}")  # a plan bug
             objects.update(res.chunks)
-            self.stored = (e + 1) * self.per
+            self.stored = (e + 1) * self.facts.per
         self.report.index_chunks += len(objects)
         return self.ready_blocks(length), objects
 
@@ -201,24 +201,24 @@ class BulkIngest(Planner):
 
     def _release(self) -> None:
         """Drop what no later append or index commit can need."""
-        keep_from = self.committed // self.E
-        if self.chunk_kinds:
-            keep_from = min(keep_from, self.stored // self.per)
+        keep_from = self.committed // self.facts.E
+        if self.facts.chunk_kinds:
+            keep_from = min(keep_from, self.stored // self.facts.per)
         done: set[tuple] = set()
-        for level, prods in self.producers.items():
-            while prods and prods[0][1] * self.B**level <= self.committed:
+        for level, prods in self.jobs.producers.items():
+            while prods and prods[0][1] * self.facts.B**level <= self.committed:
                 done.add(prods.pop(0)[2])
-        live = {k for prods in self.producers.values() for _, _, k in prods}
+        live = {k for prods in self.jobs.producers.values() for _, _, k in prods}
         for key in done - live:
             if key[0] == "e" and key[1] >= keep_from:
                 continue  # its key chunks are not committed yet
-            self.futures.pop(key, None)
+            self.jobs.futures.pop(key, None)
             self.results.pop(key, None)
-        for key in [k for k in self.futures if k[0] == "e" and k[1] < keep_from]:
+        for key in [k for k in self.jobs.futures if k[0] == "e" and k[1] < keep_from]:
             if key not in live:  # an index-only job
-                self.futures.pop(key, None)
+                self.jobs.futures.pop(key, None)
                 self.results.pop(key, None)
-        self.timeline.trim(min(keep_from * self.E, self.committed) - self.ctx)
+        self.timeline.trim(min(keep_from * self.facts.E, self.committed) - self.facts.ctx)
 
     def _progress(self, item) -> None:
         if isinstance(item, Mark) and item.skipped is not None:
@@ -256,7 +256,7 @@ class BulkIngest(Planner):
             for (inp, base_bytes), res in zip(g, got["inputs"], strict=True):
                 self.plan(res, base_bytes, inp.size)
             self.submit_epochs(final=False)
-            self.commit_ready(block=len(self.futures) >= self.cfg.jobs_ahead)
+            self.commit_ready(block=len(self.jobs.futures) >= self.cfg.jobs_ahead)
         self.close_batch()
         self.submit_epochs(final=True)
         self.commit_ready(block=True)
@@ -282,7 +282,7 @@ class _Lookup:
         kids = np.asarray(kids)
         t0 = time.perf_counter()
         try:
-            a, b = mcstore.completed(self.old, self.new, level, run.B)
+            a, b = mcstore.completed(self.old, self.new, level, run.facts.B)
             if len(kids) != b - a:  # not the nodes this batch completes: gist what was passed
                 return self._on_worker(level, kids, fallback=level == 1)
             if level == 1:
@@ -291,7 +291,7 @@ class _Lookup:
                     return got
             parts = []
             for ap in self.batch:  # chunk by chunk, as the serial ingest calls the gister
-                x, y = mcstore.completed(ap.old, ap.new, level, run.B)
+                x, y = mcstore.completed(ap.old, ap.new, level, run.facts.B)
                 if x == y:
                     continue
                 sub = kids[x - a : y - a]
@@ -327,7 +327,7 @@ class _Lookup:
         return g
 
     def _level1(self, kids: np.ndarray, a: int, b: int) -> np.ndarray | None:
-        run, B = self.run, self.run.B
+        run, B = self.run, self.run.facts.B
         if kids.shape != (b - a, B):
             return None
         want = run.timeline.take(a * B, b * B)

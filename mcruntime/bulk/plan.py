@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -105,63 +105,112 @@ def input_groups(inputs: list[Input], max_bytes: int) -> list[list[tuple[Input, 
     return out
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What the plan of one run is fixed by, read once when it opens: the tree's block ``B``
+    and epoch ``E``, its length then (``L0``), the gist set and gist version new nodes get,
+    the retrieval keys the run makes, and whether chunks commit in batches."""
+
+    B: int
+    E: int
+    L0: int
+    gset: str
+    gv: int  # the gist version a new node gets
+    ref: TreeRef  # what a shard job opens
+    kind: object  # the retrieval kind (None: no keys)
+    dense_id: str | None
+    chunk_kinds: tuple
+    ctx: int = 0  # tokens kept before an epoch: the left context of its dense keys
+    window_blocks: int = 1  # dense keys are made for whole windows of blocks only
+    batched: bool = False  # batches of epochs, one commit each (else a commit per chunk)
+
+    @property
+    def per(self) -> int:
+        """Level-1 blocks per epoch."""
+        return self.E // self.B
+
+    @classmethod
+    def of(cls, tree, config: BulkConfig, kind, dense_id) -> RunFacts:
+        chunk_kinds = CHUNK_KINDS.get(kind, ())
+        ctx, window_blocks = 0, 1
+        if "dense" in chunk_kinds:
+            from mcruntime.static_keys import spec_from_id
+
+            ds = spec_from_id(dense_id)
+            ctx, window_blocks = ds.context, max(1, ds.window // tree.block)
+        return cls(
+            B=tree.block,
+            E=tree.epoch,
+            L0=tree.length,
+            gset=tree.snapshot.gset,
+            gv=len(tree.gistnet_table()) - 1,
+            ref=TreeRef(tree.url, dict(tree.storage_options or {}), tree.tree_id),
+            kind=kind,
+            dense_id=dense_id,
+            chunk_kinds=chunk_kinds,
+            ctx=ctx,
+            window_blocks=window_blocks,
+            batched=config.commit_every_epochs > 1,
+        )
+
+
+@dataclass
+class Jobs:
+    """The worker jobs of a run: those submitted (``futures``, by key: ("e", epoch),
+    ("u", append number) or ("s", epoch)), which nodes each makes, and the planned work that
+    waits for a job."""
+
+    futures: dict[tuple, object] = field(default_factory=dict)
+    # level -> [lo, hi, job]: which job makes the nodes [lo, hi) of that level
+    producers: dict[int, list[tuple[int, int, tuple]]] = field(default_factory=dict)
+    # level -> nodes whose job is submitted (or that the tree holds)
+    made: dict[int, int] = field(default_factory=dict)
+    calls: deque[tuple[int, int]] = field(default_factory=deque)  # level-1, not yet in a job
+    call_epochs: dict[int, int] = field(default_factory=dict)  # call's first node -> its epoch
+    uppers: deque[Append] = field(default_factory=deque)  # upper job not submitted yet
+    # (end, now) of the planned appends whose nodes shard jobs write
+    ends: deque[tuple[int, int]] = field(default_factory=deque)
+    next_epoch: int = 0  # the next epoch job
+    next_shard: int = 0  # the next epoch whose shards a job writes
+
+
+@dataclass
+class Batches:
+    """Chunks in batches, one commit each: the open batch's first position (None: no batch
+    open) and the time of its commit and nodes, the last time given, and how many batches
+    are planned to their last chunk and not committed."""
+
+    old: int | None = None
+    now: int = 0
+    last_now: int = 0
+    closed: int = 0
+
+
 class Planner:
     """The plan of one bulk ingest run into one open tree: the chunks to commit (``pending``)
-    and the jobs submitted for them (``futures``, ``producers``); see ``mcruntime.bulk``."""
+    and the jobs submitted for them (``jobs``); see ``mcruntime.bulk``."""
 
     def __init__(
         self, client, tree, spec: ModelSpec, config: BulkConfig, kind, report, dense_id=None
     ):
         self.client, self.tree, self.spec, self.cfg = client, tree, spec, config
-        self.kind, self.report, self.dense_id = kind, report, dense_id
-        self.B, self.E = tree.block, tree.epoch
-        self.per = self.E // self.B  # level-1 blocks per epoch
-        self.chunk_kinds = CHUNK_KINDS.get(kind, ())
-        self.ctx = 0  # tokens kept before an epoch: the left context of its dense keys
-        self.window_blocks = 1  # dense keys are made for whole windows of blocks only
-        if "dense" in self.chunk_kinds:
-            from mcruntime.static_keys import spec_from_id
-
-            ds = spec_from_id(dense_id)
-            self.ctx = ds.context
-            self.window_blocks = max(1, ds.window // self.B)
-        L0 = tree.length
+        self.report = report
+        self.facts = fx = RunFacts.of(tree, config, kind, dense_id)
         self.stored = self._stored_blocks()  # level-1 blocks whose key chunks are stored
-        first = (L0 // self.E) * self.E
-        if self.chunk_kinds:
-            first = min(first, self.stored // self.per * self.E)
-        self.next_epoch = first // self.E
-        start = max(0, first - self.ctx)
-        self.timeline = _Timeline(start, np.asarray(tree.tokens(start, L0), np.int32))
-        self.planned_end = L0
-        self.L0 = L0
+        first = (fx.L0 // fx.E) * fx.E
+        if fx.chunk_kinds:
+            first = min(first, self.stored // fx.per * fx.E)
+        start = max(0, first - fx.ctx)
+        self.timeline = _Timeline(start, np.asarray(tree.tokens(start, fx.L0), np.int32))
+        self.planned_end = fx.L0
         self.pending: deque[Append | Mark] = deque()
-        # jobs: ("e", epoch), ("u", append number) or ("s", epoch) -> future
-        self.futures: dict[tuple, object] = {}
-        # level -> [lo, hi, job]: which job makes the nodes [lo, hi) of that level
-        self.producers: dict[int, list[tuple[int, int, tuple]]] = {}
-        self.calls: deque[tuple[int, int]] = deque()  # level-1 calls not yet in a job
-        self.call_epochs: dict[int, int] = {}  # first node of a call -> epoch of its job
-        self.uppers: deque[Append] = deque()  # appends whose upper job is not submitted
-        self.seq = 0  # appends planned
-        # shard jobs: the next epoch to write, the nodes per level whose job is submitted (or
-        # that the tree holds), and (end, now) of the planned appends whose nodes they write
-        self.ref = TreeRef(tree.url, dict(tree.storage_options or {}), tree.tree_id)
-        self.gset = tree.snapshot.gset
-        self.gv = len(tree.gistnet_table()) - 1  # the gist version a new node gets
-        self.next_shard = L0 // self.E
-        self.made: dict[int, int] = {}
+        self.jobs = Jobs(next_epoch=first // fx.E, next_shard=fx.L0 // fx.E)
         lv = 1
-        while self.B**lv <= L0:
-            self.made[lv] = mcstore.num_nodes(L0, lv, self.B)
+        while fx.B**lv <= fx.L0:
+            self.jobs.made[lv] = mcstore.num_nodes(fx.L0, lv, fx.B)
             lv += 1
-        self.ends: deque[tuple[int, int]] = deque()
-        self.last_now = 0
-        # batches (one commit each): the open one's first position and time, closed ones queued
-        self.batched = config.commit_every_epochs > 1
-        self.batch_old: int | None = None  # None: no batch open
-        self.batch_now = 0
-        self.closed = 0  # batches planned to their last chunk and not committed
+        self.seq = 0  # appends planned
+        self.batches = Batches()
         self.done = done_chunks(SimpleNamespace(tree=tree))
 
     # -- what is stored ---------------------------------------------------------------------
@@ -169,22 +218,25 @@ class Planner:
     def ready_blocks(self, length: int) -> int:
         """Level-1 blocks a NodeIndex has indexed at this length: EXTEND tokens after each,
         and for dense keys whole windows (``NodeIndex.update``, ``indexed``)."""
-        ready = max(0, length - EXTEND) // self.B
-        return ready // self.window_blocks * self.window_blocks
+        ready = max(0, length - EXTEND) // self.facts.B
+        return ready // self.facts.window_blocks * self.facts.window_blocks
 
     def _stored_blocks(self) -> int:
         """As ``NodeIndex._load``: for each kind the contiguous run of chunks from block 0
         (within the ready blocks); the least over the kinds."""
-        if not self.chunk_kinds:
+        if not self.facts.chunk_kinds:
             return 0
         names = set(self.tree.objects())
         ready = self.ready_blocks(self.tree.length)
         reach = None
-        for kind in self.chunk_kinds:
-            name = Keys.BM25 if kind == Keys.BM25 else f"dense-{self.dense_id}"
+        for kind in self.facts.chunk_kinds:
+            name = Keys.BM25 if kind == Keys.BM25 else f"dense-{self.facts.dense_id}"
             have = 0
-            while have + self.per <= ready and chunk_name(name, have, have + self.per) in names:
-                have += self.per
+            while (
+                have + self.facts.per <= ready
+                and chunk_name(name, have, have + self.facts.per) in names
+            ):
+                have += self.facts.per
             reach = have if reach is None else min(reach, have)
         return reach or 0
 
@@ -208,9 +260,9 @@ class Planner:
         for a, b in todo:
             name = part_name(source, a, b, n, self.cfg.chunk_tokens)
             old = self.planned_end
-            if self.batch_old is None:  # a batch opens: the time of its commit and nodes
-                self.last_now = max(time.time_ns(), self.last_now + 1)
-                self.batch_old, self.batch_now = old, self.last_now
+            if self.batches.old is None:  # a batch opens: the time of its commit and nodes
+                self.batches.last_now = max(time.time_ns(), self.batches.last_now + 1)
+                self.batches.old, self.batches.now = old, self.batches.last_now
             ap = Append(
                 old,
                 old + b - a,
@@ -219,19 +271,19 @@ class Planner:
                 (f"sha256={sha}", f"tokens={a}-{b}/{n}"),
                 f"ingest {name}",
                 base_bytes + round(size * b / max(1, n)),
-                now=self.batch_now,
+                now=self.batches.now,
             )
             if self.cfg.worker_shards:
-                self.ends.append((ap.new, ap.now))
+                self.jobs.ends.append((ap.new, ap.now))
             self.pending.append(ap)
             self.timeline.extend(ap.ids)
             self.planned_end = ap.new
             have.append((a, b))
-            self.calls.extend(serial_calls(ap.old, ap.new, self.B))
+            self.jobs.calls.extend(serial_calls(ap.old, ap.new, self.facts.B))
             ap.seq, self.seq = self.seq, self.seq + 1
-            if serial_calls(ap.old, ap.new, self.B, level=2):
-                self.uppers.append(ap)
-            if self._closes(self.batch_old, ap.new):
+            if serial_calls(ap.old, ap.new, self.facts.B, level=2):
+                self.jobs.uppers.append(ap)
+            if self._closes(self.batches.old, ap.new):
                 self.close_batch()
         self.report.files += 1
         self.pending[-1].progress = base_bytes + size
@@ -241,97 +293,104 @@ class Planner:
         """Whether a batch from ``old`` ends with a chunk ending at ``new``: at the first chunk
         that reaches a multiple of ``commit_every_epochs`` epochs (a batch holds about that many
         epochs); every chunk when batches are off."""
-        if not self.batched:
+        if not self.facts.batched:
             return True
-        span = self.cfg.commit_every_epochs * self.E
+        span = self.cfg.commit_every_epochs * self.facts.E
         return new // span > old // span
 
     def close_batch(self) -> None:
         """The last planned chunk ends the open batch (at a boundary, and at the end)."""
-        if self.batch_old is None:
+        if self.batches.old is None:
             return
         last = next(x for x in reversed(self.pending) if isinstance(x, Append))
         last.closes = True
-        self.closed += 1
-        self.batch_old = None
+        self.batches.closed += 1
+        self.batches.old = None
 
     def submit_epochs(self, final: bool) -> None:
         """Submit every epoch whose tokens (and EXTEND after it) are planned; all of them
         (the last one partial) once every input is planned."""
         while True:
-            e = self.next_epoch
-            a, b = e * self.E, (e + 1) * self.E
+            e = self.jobs.next_epoch
+            a, b = e * self.facts.E, (e + 1) * self.facts.E
             if not (b + EXTEND <= self.planned_end or (final and a < self.planned_end)):
                 self.submit_shards()
                 return
             calls = []
-            while self.calls and self.calls[0][0] * self.B < b:
-                calls.append(self.calls.popleft())
-                self.call_epochs[calls[-1][0]] = e
+            while self.jobs.calls and self.jobs.calls[0][0] * self.facts.B < b:
+                calls.append(self.jobs.calls.popleft())
+                self.jobs.call_epochs[calls[-1][0]] = e
             tokens = self.timeline.take(a, b)
             following = self.timeline.take(b, b + EXTEND)
             chunks = (
-                bool(self.chunk_kinds)
-                and b // self.B > self.stored
-                and len(tokens) == self.E
+                bool(self.facts.chunk_kinds)
+                and b // self.facts.B > self.stored
+                and len(tokens) == self.facts.E
                 and len(following) == EXTEND
             )
             if not calls and not chunks:
-                self.next_epoch += 1
+                self.jobs.next_epoch += 1
                 continue
             none = np.zeros(0, np.int32)
             job = EpochJob(
                 first=a,
                 calls=calls,
-                call_tokens=self.timeline.take(calls[0][0] * self.B, calls[-1][1] * self.B)
+                call_tokens=self.timeline.take(
+                    calls[0][0] * self.facts.B, calls[-1][1] * self.facts.B
+                )
                 if calls
                 else none,
                 tokens=tokens if chunks else none,
                 following=following,
-                context=self.timeline.take(a - self.ctx, a) if chunks else none,
-                block=self.B,
-                epoch=self.E,
+                context=self.timeline.take(a - self.facts.ctx, a) if chunks else none,
+                block=self.facts.B,
+                epoch=self.facts.E,
                 dtype=self.tree.dtype,
-                kind=self.kind,
+                kind=self.facts.kind,
                 chunks=chunks,
-                dense_id=self.dense_id,
+                dense_id=self.facts.dense_id,
             )
             key = ("e", e)
-            self.futures[key] = self.client.submit(gist_epoch, self.spec, job, pure=False)
+            self.jobs.futures[key] = self.client.submit(gist_epoch, self.spec, job, pure=False)
             if calls:
-                self.producers.setdefault(1, []).append((calls[0][0], calls[-1][1], key))
-                self.made[1] = calls[-1][1]
+                self.jobs.producers.setdefault(1, []).append((calls[0][0], calls[-1][1], key))
+                self.jobs.made[1] = calls[-1][1]
             self.report.epoch_tasks += 1
-            self.next_epoch += 1
+            self.jobs.next_epoch += 1
             self.submit_uppers()
 
     def submit_uppers(self) -> None:
         """Submit the upper job of every append whose level-1 calls are all submitted, in
         order (each may need the nodes of the ones before)."""
-        while self.uppers:
-            ap = self.uppers[0]
-            if any(a not in self.call_epochs for a, _ in serial_calls(ap.old, ap.new, self.B)):
+        while self.jobs.uppers:
+            ap = self.jobs.uppers[0]
+            if any(
+                a not in self.jobs.call_epochs
+                for a, _ in serial_calls(ap.old, ap.new, self.facts.B)
+            ):
                 return
-            self.uppers.popleft()
+            self.jobs.uppers.popleft()
             pieces: dict[int, list] = {}
             sources: list = []
             lv, key = 2, ("u", ap.seq)
             while True:
-                a, b = mcstore.completed(ap.old, ap.new, lv, self.B)
+                a, b = mcstore.completed(ap.old, ap.new, lv, self.facts.B)
                 if a == b:
                     break
-                hi = b * self.B  # children from other jobs: up to the append's own ones
+                hi = b * self.facts.B  # children from other jobs: up to the append's own ones
                 if lv > 2:
-                    hi = min(hi, mcstore.completed(ap.old, ap.new, lv - 1, self.B)[0])
+                    hi = min(hi, mcstore.completed(ap.old, ap.new, lv - 1, self.facts.B)[0])
                 pieces[lv - 1] = []
-                for src, lo, hi_ in self._pieces(lv - 1, a * self.B, hi):
+                for src, lo, hi_ in self._pieces(lv - 1, a * self.facts.B, hi):
                     pieces[lv - 1].append((len(sources), lo, hi_))
                     sources.append(src)
-                self.producers.setdefault(lv, []).append((a, b, key))
-                self.made[lv] = b
+                self.jobs.producers.setdefault(lv, []).append((a, b, key))
+                self.jobs.made[lv] = b
                 lv += 1
-            job = UpperJob(ap.old, ap.new, self.B, self.tree.dtype, pieces)
-            self.futures[key] = self.client.submit(gist_upper, self.spec, job, sources, pure=False)
+            job = UpperJob(ap.old, ap.new, self.facts.B, self.tree.dtype, pieces)
+            self.jobs.futures[key] = self.client.submit(
+                gist_upper, self.spec, job, sources, pure=False
+            )
             self.report.upper_tasks += 1
 
     def shard_plan(self, e: int) -> list[tuple[str, int, int, int, int]]:
@@ -339,15 +398,15 @@ class Planner:
         [lo, hi) its rows. Tokens, and at each level whose shard ends where the epoch does
         (a shard is an epoch of tokens, or one node where a node spans more) its gists,
         gist versions, creation times and flags."""
-        end = (e + 1) * self.E
-        out = [("tokens", 0, e, e * self.E, end)]
+        end = (e + 1) * self.facts.E
+        out = [("tokens", 0, e, e * self.facts.E, end)]
         lv = 1
-        while self.B**lv <= end:
+        while self.facts.B**lv <= end:
             S = self.tree.geo.level_shard_rows(lv)
-            span = S * self.B**lv
+            span = S * self.facts.B**lv
             if end % span == 0:
                 k = end // span - 1
-                gname, vname = gist_names(lv, self.gset)
+                gname, vname = gist_names(lv, self.facts.gset)
                 for name in (gname, vname, f"created_{lv}", f"flags_{lv}"):
                     out.append((name, lv, k, k * S, (k + 1) * S))
             lv += 1
@@ -355,10 +414,12 @@ class Planner:
 
     def submit_shards(self) -> None:
         """Submit the shard job of every epoch whose rows all have a source, in order."""
-        while self.cfg.worker_shards and (self.next_shard + 1) * self.E <= self.planned_end:
-            e = self.next_shard
+        while (
+            self.cfg.worker_shards and (self.jobs.next_shard + 1) * self.facts.E <= self.planned_end
+        ):
+            e = self.jobs.next_shard
             plan = self.shard_plan(e)
-            if any(lv and self.made.get(lv, 0) < hi for _, lv, _, _, hi in plan):
+            if any(lv and self.jobs.made.get(lv, 0) < hi for _, lv, _, _, hi in plan):
                 return  # a job making some of its gists is not submitted yet
             sources: list = []
             shards = []
@@ -368,12 +429,12 @@ class Planner:
                     parts.append((len(sources), lv, a, b))
                     sources.append(src)
                 shards.append((name, k, parts))
-            job = ShardJob(self.ref, shards)
-            self.futures[("s", e)] = self.client.submit(write_shards, job, sources, pure=False)
+            job = ShardJob(self.facts.ref, shards)
+            self.jobs.futures[("s", e)] = self.client.submit(write_shards, job, sources, pure=False)
             self.report.shard_tasks += 1
-            self.next_shard += 1
-            while self.ends and self.ends[0][0] <= self.next_shard * self.E:
-                self.ends.popleft()  # later shards hold nodes that end past it
+            self.jobs.next_shard += 1
+            while self.jobs.ends and self.jobs.ends[0][0] <= self.jobs.next_shard * self.facts.E:
+                self.jobs.ends.popleft()  # later shards hold nodes that end past it
 
     def _shard_rows(self, name: str, lv: int, lo: int, hi: int) -> list[tuple[object, int, int]]:
         """Where rows [lo, hi) of one array come from (see ``ShardJob``)."""
@@ -381,17 +442,19 @@ class Planner:
             return [(self.timeline.take(lo, hi), lo, hi)]
         if name.startswith("gists_"):
             return self._pieces(lv, lo, hi)
-        old = min(hi, max(lo, mcstore.num_nodes(self.L0, lv, self.B)))  # in the tree already
+        old = min(
+            hi, max(lo, mcstore.num_nodes(self.facts.L0, lv, self.facts.B))
+        )  # in the tree already
         out = [(self.tree.array_rows(name, lo, old), lo, old)] if old > lo else []
         n = hi - old
         if name.startswith("gistver_"):
-            rows = np.full(n, self.gv, np.uint16)
+            rows = np.full(n, self.facts.gv, np.uint16)
         elif name.startswith("flags_"):
             rows = np.zeros(n, np.uint8)
         else:  # created: the time of the append that completes each node
-            news = np.fromiter((a for a, _ in self.ends), np.int64, len(self.ends))
-            nows = np.fromiter((t for _, t in self.ends), np.int64, len(self.ends))
-            stops = (np.arange(old, hi, dtype=np.int64) + 1) * self.B**lv
+            news = np.fromiter((a for a, _ in self.jobs.ends), np.int64, len(self.jobs.ends))
+            nows = np.fromiter((t for _, t in self.jobs.ends), np.int64, len(self.jobs.ends))
+            stops = (np.arange(old, hi, dtype=np.int64) + 1) * self.facts.B**lv
             rows = nows[np.searchsorted(news, stops, side="left")]
         return [*out, (rows, old, hi)] if n else out
 
@@ -400,7 +463,7 @@ class Planner:
         tree for nodes committed before (by an earlier run, or released here)."""
         out: list[tuple[object, int, int]] = []
         pos = lo
-        for plo, phi, key in self.producers.get(level, []):
+        for plo, phi, key in self.jobs.producers.get(level, []):
             if pos >= hi:
                 break
             if phi <= pos:
@@ -411,7 +474,7 @@ class Planner:
                 if pos >= hi:
                     break
             stop = min(phi, hi)
-            out.append((self.futures[key], pos, stop))
+            out.append((self.jobs.futures[key], pos, stop))
             pos = stop
         if pos < hi:
             out.append(self._tree_rows(level, pos, hi))
