@@ -113,29 +113,9 @@ def _validation_message(e: RequestValidationError) -> tuple[str, str | None, str
     return f"{param or 'body'}: {first.get('msg', 'invalid')}{more}", param, "invalid_value"
 
 
-def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI:
-    """The ASGI app; ``memories`` (e.g. with a model already loaded) is closed with it."""
-    check_bind(config.host, config.api_key)
-    memories = memories if memories is not None else Memories(config)
-    started = int(time.time())
-
-    @asynccontextmanager
-    async def lifespan(app):
-        await asyncio.get_running_loop().run_in_executor(None, memories.load)
-        yield
-        await asyncio.get_running_loop().run_in_executor(None, memories.close)
-
-    app = FastAPI(
-        title="MegaContext",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.memories, app.state.config, app.state.started = memories, config, started
-    metrics = memories.metrics
-    app.add_middleware(Gate, api_key=config.api_key, limit=config.max_request_bytes)
-    app.add_middleware(Metered, metrics=metrics)  # outermost: counts the Gate's refusals too
+def _handle_errors(app: FastAPI, metrics) -> None:
+    """Every error as one JSON shape (``APIError``), counted: the API's own, invalid
+    requests, unknown routes, and bugs (logged, named by type only)."""
 
     def respond(e: APIError) -> JSONResponse:
         metrics.on_error(e.type, e.code)
@@ -164,6 +144,33 @@ def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI
     async def on_bug(request, e: Exception):
         log.error("unexpected error on %s", request.url.path, exc_info=e)
         return respond(APIError(500, f"internal error ({type(e).__name__})", type="server_error"))
+
+
+def create_app(config: ServeConfig, memories: Memories | None = None) -> FastAPI:
+    """The ASGI app; ``memories`` (e.g. with a model already loaded) is closed with it."""
+    check_bind(config.host, config.api_key)
+    memories = memories if memories is not None else Memories(config)
+    started = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await asyncio.get_running_loop().run_in_executor(None, memories.load)
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, memories.close)
+
+    app = FastAPI(
+        title="MegaContext",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.memories, app.state.config, app.state.started = memories, config, started
+    metrics = memories.metrics
+    app.add_middleware(Gate, api_key=config.api_key, limit=config.max_request_bytes)
+    app.add_middleware(Metered, metrics=metrics)  # outermost: counts the Gate's refusals too
+
+    _handle_errors(app, metrics)
 
     @app.get("/healthz")
     async def healthz():
