@@ -213,52 +213,72 @@ def build_corpus(
     if (root / "manifest.json").is_file() and not force:
         return Corpus(root)
     root.mkdir(parents=True, exist_ok=True)
-    files, total = [], 0
     tmp = root / f"docs.jsonl.tmp{os.getpid()}"
-    # round-robin over the source kinds, so a size cap keeps every kind of text
-    by_kind: dict[str, list] = {}
-    for c in discover(sources):
-        by_kind.setdefault(c[1], []).append(c)
-    cands = [c for group in zip_longest(*by_kind.values()) for c in group if c is not None]
+    cands = _round_robin(discover(sources))
     it = cands
     if progress:
         from tqdm import tqdm
 
         it = tqdm(cands, desc="corpus", unit="file")
     with open(tmp, "w", encoding="utf-8") as f:
-
-        def add(name, kind, text, path=""):
-            nonlocal total
-            sha = hashlib.sha256(text.encode()).hexdigest()
-            rec = {
-                "name": name,
-                "source": kind,
-                "path": str(path),
-                "split": split_of(name),
-                "sha256": sha,
-            }
-            f.write(json.dumps({**rec, "text": text}, ensure_ascii=False) + "\n")
-            files.append({**rec, "chars": len(text)})
-            total += len(text)
-
+        docs = _DocsFile(f)
         for name, kind, path in it:
-            if (max_docs and len(files) >= max_docs) or total >= max_mb * 1e6:
+            if (max_docs and len(docs.files) >= max_docs) or docs.total >= max_mb * 1e6:
                 break
-            text = read_text_file(path)
-            if not text:
-                continue
-            if kind == "man":
-                text = roff_to_text(text)
-            if len(text) < min_chars:
-                continue
-            add(name, kind, text, path)
+            text = _doc_text(path, kind, min_chars)
+            if text is not None:
+                docs.add(name, kind, text, path)
         for name, text in extra_texts or []:
-            add(name, "generated", text)
-    if not files:
+            docs.add(name, "generated", text)
+    if not docs.files:
         raise CorpusError(f"no text found for the corpus (sources: {', '.join(sources)})")
     os.replace(tmp, root / "docs.jsonl")
     for old in root.glob("tokens-*.npz"):
         old.unlink()
+    _write_manifest(root, sources, docs.files, docs.total)
+    return Corpus(root)
+
+
+def _round_robin(cands) -> list:
+    """The candidates round-robin over their source kinds, so a size cap keeps every kind
+    of text."""
+    by_kind: dict[str, list] = {}
+    for c in cands:
+        by_kind.setdefault(c[1], []).append(c)
+    return [c for group in zip_longest(*by_kind.values()) for c in group if c is not None]
+
+
+def _doc_text(path: Path, kind: str, min_chars: int) -> str | None:
+    """A candidate file's text (man pages as plain text), or None if too short for a doc."""
+    text = read_text_file(path)
+    if not text:
+        return None
+    if kind == "man":
+        text = roff_to_text(text)
+    return text if len(text) >= min_chars else None
+
+
+class _DocsFile:
+    """``docs.jsonl`` being written, and the manifest rows of the documents it holds."""
+
+    def __init__(self, f):
+        self.f, self.files, self.total = f, [], 0
+
+    def add(self, name: str, kind: str, text: str, path="") -> None:
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        rec = {
+            "name": name,
+            "source": kind,
+            "path": str(path),
+            "split": split_of(name),
+            "sha256": sha,
+        }
+        self.f.write(json.dumps({**rec, "text": text}, ensure_ascii=False) + "\n")
+        self.files.append({**rec, "chars": len(text)})
+        self.total += len(text)
+
+
+def _write_manifest(root: Path, sources, files: list[dict], total: int) -> None:
     mh = hashlib.sha256(
         "\n".join(
             f"{d['name']}\t{d['sha256']}" for d in sorted(files, key=lambda d: d["name"])
@@ -275,7 +295,6 @@ def build_corpus(
     }
     (root / "manifest.json.tmp").write_text(json.dumps(manifest, indent=1))
     os.replace(root / "manifest.json.tmp", root / "manifest.json")
-    return Corpus(root)
 
 
 def corpus_from_texts(out_dir, texts: list[tuple[str, str]]) -> Corpus:

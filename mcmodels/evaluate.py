@@ -239,19 +239,7 @@ def recovered(
     we = WindowEval(
         base, windows, span=span, recent=recent, horizon=horizon, levels=levels, batch=batch
     )
-    gfns = {}
-    if "trained" in methods or "control" in methods:
-        gfns["trained"] = gistnet.eval()
-    if "untrained" in methods:
-        # same architecture and the same centring buffers as the trained net; fresh weights
-        with torch.random.fork_rng(devices=[]):  # construction's own draws are discarded
-            un = GistNet(gistnet.cfg)
-        un.init_weights(torch.Generator().manual_seed(seed))
-        un.emb_mean.copy_(gistnet.emb_mean)
-        un.emb_dev_rms.copy_(gistnet.emb_dev_rms)
-        gfns["untrained"] = un.to(base.device).eval()
-    if "mean" in methods:
-        gfns["mean"] = mean_pool_gist
+    gfns = _gisters(base, gistnet, methods, seed)
     perm = derangement(len(windows), seed)
     full = we.full()
     res = {
@@ -265,6 +253,18 @@ def recovered(
         "nll_trunc_plain": float(we.trunc(0).mean()),
         "levels": {},
     }
+    per_window = _score_views(we, res, methods, gfns, perm, softprompt, progress)
+    for lv, row in res["levels"].items():
+        if "trained" in row and "control" in row:
+            _compare_to_control(row, per_window[lv])
+    res["seconds"] = round(time.time() - t0, 1)
+    res["hardware"] = hardware()
+    return res
+
+
+def _score_views(we: WindowEval, res: dict, methods, gfns, perm, softprompt, progress: bool):
+    """Score every (level, method) view into ``res["levels"]``. -> each view's NLL per
+    window, by level and method."""
     per_window: dict[str, dict[str, torch.Tensor]] = {}
     todo = [
         (lv, m) for lv in we.levels for m in methods if m != "softprompt" or softprompt is not None
@@ -275,44 +275,64 @@ def recovered(
 
         it = tqdm(todo, desc="eval", unit="view")
     for lv, m in it:
-        g = len(we.plans[lv])
-        row = res["levels"].setdefault(
-            lv,
-            {
+        if lv not in res["levels"]:
+            g = len(we.plans[lv])
+            res["levels"][lv] = {
                 "n_gists": g,
-                "budget": g + recent,
+                "budget": g + we.recent,
                 "nll_full": res["nll_full"],
                 "nll_trunc": float(we.trunc(g).mean()),
                 "gap": float(we.trunc(g).mean()) - res["nll_full"],
-            },
-        )
+            }
         if m == "control":
             nl = we.gist_nll(lv, gfns["trained"], source_perm=perm)
         elif m == "softprompt":
-            nl = we.nll_of(
-                lambda i, t, e, g=g: torch.cat(
-                    [softprompt.prefix(e.shape[0], g).to(e.dtype), e[:, span:]], 1
-                )
-            )
+            nl = _softprompt_nll(we, lv, softprompt)
         else:
             nl = we.gist_nll(lv, gfns[m])
-        row[m] = we.summary(nl, lv)
+        res["levels"][lv][m] = we.summary(nl, lv)
         per_window.setdefault(lv, {})[m] = nl.mean(1)
-    for lv, row in res["levels"].items():
-        if "trained" in row and "control" in row:
-            row["trained_minus_control"] = row["trained"]["recovered"] - row["control"]["recovered"]
-            # the same difference in nats/token, per window: its spread says whether it is noise
-            d = per_window[lv]["control"] - per_window[lv]["trained"]
-            n = d.numel()
-            row["control_minus_trained_nll"] = {
-                "mean": float(d.mean()),
-                "se": float(d.std() / n**0.5) if n > 1 else float("nan"),
-                "windows_trained_better": int((d > 0).sum()),
-                "n_windows": n,
-            }
-    res["seconds"] = round(time.time() - t0, 1)
-    res["hardware"] = hardware()
-    return res
+    return per_window
+
+
+def _softprompt_nll(we: WindowEval, lv: str, softprompt) -> torch.Tensor:
+    """Horizon NLL with the level's gists replaced by as many soft-prompt vectors."""
+    g, span = len(we.plans[lv]), we.span
+    return we.nll_of(
+        lambda i, t, e: torch.cat([softprompt.prefix(e.shape[0], g).to(e.dtype), e[:, span:]], 1)
+    )
+
+
+def _gisters(base, gistnet, methods, seed: int) -> dict:
+    """The gist functions the ``methods`` compare, by name."""
+    gfns = {}
+    if "trained" in methods or "control" in methods:
+        gfns["trained"] = gistnet.eval()
+    if "untrained" in methods:
+        # same architecture and the same centring buffers as the trained net; fresh weights
+        with torch.random.fork_rng(devices=[]):  # construction's own draws are discarded
+            un = GistNet(gistnet.cfg)
+        un.init_weights(torch.Generator().manual_seed(seed))
+        un.emb_mean.copy_(gistnet.emb_mean)
+        un.emb_dev_rms.copy_(gistnet.emb_dev_rms)
+        gfns["untrained"] = un.to(base.device).eval()
+    if "mean" in methods:
+        gfns["mean"] = mean_pool_gist
+    return gfns
+
+
+def _compare_to_control(row: dict, per_window: dict[str, torch.Tensor]) -> None:
+    """Add how much the trained net beats the content-free control to a level's ``row``."""
+    row["trained_minus_control"] = row["trained"]["recovered"] - row["control"]["recovered"]
+    # the same difference in nats/token, per window: its spread says whether it is noise
+    d = per_window["control"] - per_window["trained"]
+    n = d.numel()
+    row["control_minus_trained_nll"] = {
+        "mean": float(d.mean()),
+        "se": float(d.std() / n**0.5) if n > 1 else float("nan"),
+        "windows_trained_better": int((d > 0).sum()),
+        "n_windows": n,
+    }
 
 
 def hardware() -> dict:

@@ -44,7 +44,9 @@ from mcmodels.train_common import (
     autocast,
     command_line,
     lr_at,
+    progress_bar,
     save_state,
+    set_lr,
     set_seed,
 )
 
@@ -113,7 +115,8 @@ def dev_eval(base, model, we: WindowEval, cfg: GistTrainConfig, perm) -> dict:
         g1 = views.make_gists(model, emb, cfg.span, 1)[0].reshape(-1, base.d_model)
         out["diversity_l1"] = gist_diversity(g1[:256], model.emb_mean)
     model.train()
-    return out
+    nll = sum(v for k, v in out.items() if k.endswith("_nll"))
+    return {**out, "dev_score": nll / max(1, len(we.levels))}
 
 
 def train_gistnet(
@@ -130,6 +133,9 @@ def train_gistnet(
 
     Writes ``out/last.{safetensors,json}``, ``out/best.*``, ``out/state.pt`` (optimizer, step)
     and ``out/metrics.jsonl``. Returns the final record (metrics of the best checkpoint).
+
+    (long on purpose: the loop's cadence of step, log, evaluate, keep the best and checkpoint
+    reads best in one place; the set-up, the step and the evaluation are helpers.)
     """
     dist = Dist()
     out = Path(out)
@@ -139,48 +145,62 @@ def train_gistnet(
     kind = "softprompt" if cfg.softprompt else "gistnet"
     T = cfg.span + cfg.recent + cfg.horizon
     train_docs = corpus.tokens(base.tokenizer, "train", min_tokens=T)
-    counts = unigram_counts(corpus.tokens(base.tokenizer, "train"), base.vocab_size)
-    if cfg.softprompt:
-        model = SoftPrompt.for_base(base, token_weights=counts)
-    else:
-        model = GistNet.for_base(
-            base, token_weights=counts, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads
-        )
-    model = model.to(dev)
+    model = _new_model(base, corpus, cfg).to(dev)
     opt = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
-    step0, best = 0, float("inf")
-    elapsed0, commands = 0.0, []
-    state_path = out / "state.pt"
-    if resume and state_path.is_file():
-        loader = load_softprompt if cfg.softprompt else load_gistnet
-        model.load_state_dict(loader(out / "last").state_dict())
-        st = torch.load(state_path, map_location=dev, weights_only=False)
-        opt.load_state_dict(st["opt"])
-        step0, best = st["step"], st["best"]
-        elapsed0, commands = st.get("elapsed", 0.0), st.get("commands", [])
+    step0, best, elapsed0, commands = _resume(out, model, opt, cfg, dev, resume)
     dist.broadcast(model)
-    tok = base.tokenizer
     sampler = WindowSampler(train_docs, T, seed=cfg.seed, rank=dist.rank)
-    dev_docs = corpus.tokens(tok, "dev", min_tokens=T) or corpus.tokens(tok, "train", min_tokens=T)
-    we = WindowEval(
-        base,
-        pick_windows(
-            dev_docs,
-            span=cfg.span,
-            recent=cfg.recent,
-            horizon=cfg.horizon,
-            n_windows=cfg.eval_windows,
-            seed=cfg.seed,
-        ),
-        span=cfg.span,
-        recent=cfg.recent,
-        horizon=cfg.horizon,
-    )
+    we = _dev_windows(base, corpus, cfg, T)
     perm = derangement(len(we.windows), cfg.seed)
     log = MetricsLog(out / "metrics.jsonl", dist.main)
-    recipe = {
+    recipe = _recipe(cfg, corpus, commands, dist)
+    if dist.main:
+        # after a resume, rows for steps past the last checkpoint may appear twice: the later wins
+        log.write({"event": "start" if step0 == 0 else "resume", "step": step0, **recipe})
+    t_start = time.time() - elapsed0  # seconds trained count across resumes
+    last_metrics: dict = {}
+    bar = progress_bar(progress and dist.main, total=cfg.steps, initial=step0, desc=f"train {kind}")
+    model.train()
+    for step in range(step0, cfg.steps):
+        row = _train_step(base, model, opt, dist, cfg, sampler, step)
+        log.write(row)
+        if bar is not None:
+            bar.set_postfix(kl=f"{row['kl']:.3f}", gn=f"{row['grad_norm']:.2f}")
+            bar.update(1)
+        done = step + 1
+        if not dist.main:
+            continue
+        run = {**recipe, "steps": done, "train_seconds": round(time.time() - t_start, 1)}
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            last_metrics = {"step": done, **dev_eval(base, model, we, cfg, perm)}
+            log.write({"event": "dev", **last_metrics})
+            if last_metrics["dev_score"] < best:
+                best = last_metrics["dev_score"]
+                save_checkpoint(
+                    model, out / "best", base=base, dtype=cfg.save_dtype, name=kind, recipe=run,
+                    metrics={"dev": last_metrics},
+                )  # fmt: skip
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            save_checkpoint(
+                model, out / "last", base=base, dtype="float32", name=kind, recipe=run,
+                metrics={"dev": last_metrics},
+            )  # fmt: skip
+            save_state(
+                out / "state.pt", opt=opt.state_dict(), step=done, best=best,
+                elapsed=time.time() - t_start, commands=[run["command"], *run["resumed_with"]],
+            )  # fmt: skip
+    if bar is not None:
+        bar.close()
+    dist.close()
+    return {"out": str(out), "steps": cfg.steps, "best_dev_score": best, "last": last_metrics}
+
+
+def _recipe(cfg: GistTrainConfig, corpus, commands: list[str], dist: Dist) -> dict:
+    """How the run was made, for every checkpoint: the first command line and those that
+    resumed it."""
+    return {
         "command": (commands or [command_line()])[0],
         "resumed_with": [*commands[1:], command_line()] if commands else [],
         "config": asdict(cfg),
@@ -188,100 +208,82 @@ def train_gistnet(
         "hardware": hardware(),
         "world_size": dist.world,
     }
-    if dist.main:
-        # after a resume, rows for steps past the last checkpoint may appear twice: the later wins
-        log.write({"event": "start" if step0 == 0 else "resume", "step": step0, **recipe})
-    t_start = time.time()
-    last_metrics: dict = {}
-    bar = None
-    if progress and dist.main:
-        from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step0, desc=f"train {kind}", unit="step")
-    model.train()
-    for step in range(step0, cfg.steps):
-        t0 = time.time()
-        lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
-        for gr in opt.param_groups:
-            gr["lr"] = lr
-        tokens = torch.as_tensor(sampler.batch(step, cfg.batch), dtype=torch.long, device=dev)
-        rng = random.Random(cfg.seed * 1_000_003 + step)
-        plan = views.plan_mixed(
-            cfg.span, rng, top=cfg.top_level, p_expand=cfg.p_expand, p_raw=cfg.p_raw
-        )
-        targets = tokens[:, -cfg.horizon :]
-        with autocast(dev):
-            emb = base.embed(tokens)
-            with torch.no_grad():
-                t_lp = views.horizon_logprobs(base, emb, cfg.horizon)
-            seq = _student(model, cfg, plan, emb, cfg.softprompt)
-            s_lp = views.horizon_logprobs(base, seq, cfg.horizon)
-        kl = views.kl(t_lp, s_lp).mean()
-        ce = views.nll(s_lp, targets).mean()
-        loss = kl + cfg.ce_weight * ce
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        dist.sync_grads(model)
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
-        opt.step()
-        row = {
-            "step": step + 1,
-            "loss": dist.mean(loss.item()),
-            "kl": dist.mean(kl.item()),
-            "ce": dist.mean(ce.item()),
-            "grad_norm": gnorm,
-            "lr": lr,
-            "n_entries": len(plan),
-            "s_per_step": round(time.time() - t0, 3),
-        }
-        log.write(row)
-        if bar is not None:
-            bar.set_postfix(kl=f"{row['kl']:.3f}", gn=f"{gnorm:.2f}")
-            bar.update(1)
-        done = step + 1
-        if dist.main and (done % cfg.eval_every == 0 or done == cfg.steps):
-            ev = dev_eval(base, model, we, cfg, perm)
-            score = sum(v for k, v in ev.items() if k.endswith("_nll")) / max(1, len(we.levels))
-            last_metrics = {"step": done, **ev, "dev_score": score}
-            log.write({"event": "dev", **last_metrics})
-            if score < best:
-                best = score
-                save_checkpoint(
-                    model,
-                    out / "best",
-                    base=base,
-                    dtype=cfg.save_dtype,
-                    name=kind,
-                    recipe={
-                        **recipe,
-                        "steps": done,
-                        "train_seconds": round(elapsed0 + time.time() - t_start, 1),
-                    },
-                    metrics={"dev": last_metrics},
-                )
-        if dist.main and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            save_checkpoint(
-                model,
-                out / "last",
-                base=base,
-                dtype="float32",
-                name=kind,
-                recipe={
-                    **recipe,
-                    "steps": done,
-                    "train_seconds": round(elapsed0 + time.time() - t_start, 1),
-                },
-                metrics={"dev": last_metrics},
-            )
-            save_state(
-                state_path,
-                opt=opt.state_dict(),
-                step=done,
-                best=best,
-                elapsed=elapsed0 + time.time() - t_start,
-                commands=[recipe["command"], *recipe["resumed_with"]],
-            )
-    if bar is not None:
-        bar.close()
-    dist.close()
-    return {"out": str(out), "steps": cfg.steps, "best_dev_score": best, "last": last_metrics}
+
+def _new_model(base, corpus, cfg: GistTrainConfig):
+    """A fresh GistNet (or SoftPrompt) whose mean embedding weighs tokens as the training
+    split uses them."""
+    counts = unigram_counts(corpus.tokens(base.tokenizer, "train"), base.vocab_size)
+    if cfg.softprompt:
+        return SoftPrompt.for_base(base, token_weights=counts)
+    return GistNet.for_base(
+        base, token_weights=counts, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads
+    )
+
+
+def _resume(out: Path, model, opt, cfg: GistTrainConfig, dev, resume: bool):
+    """Load the last checkpoint and optimizer state into ``model`` and ``opt`` when resuming
+    a run that has one. -> (first step, best dev score, seconds trained, command lines)."""
+    state_path = out / "state.pt"
+    if not (resume and state_path.is_file()):
+        return 0, float("inf"), 0.0, []
+    loader = load_softprompt if cfg.softprompt else load_gistnet
+    model.load_state_dict(loader(out / "last").state_dict())
+    st = torch.load(state_path, map_location=dev, weights_only=False)
+    opt.load_state_dict(st["opt"])
+    return st["step"], st["best"], st.get("elapsed", 0.0), st.get("commands", [])
+
+
+def _dev_windows(base, corpus, cfg: GistTrainConfig, T: int) -> WindowEval:
+    """The fixed dev windows every evaluation scores (the train split where there is no dev
+    split: never the held-out test split)."""
+    tok = base.tokenizer
+    dev_docs = corpus.tokens(tok, "dev", min_tokens=T) or corpus.tokens(tok, "train", min_tokens=T)
+    windows = pick_windows(
+        dev_docs,
+        span=cfg.span,
+        recent=cfg.recent,
+        horizon=cfg.horizon,
+        n_windows=cfg.eval_windows,
+        seed=cfg.seed,
+    )
+    return WindowEval(base, windows, span=cfg.span, recent=cfg.recent, horizon=cfg.horizon)
+
+
+def _train_step(base, model, opt, dist: Dist, cfg: GistTrainConfig, sampler, step: int) -> dict:
+    """One optimizer step on a batch of windows under a random mixed-level plan. -> the
+    metrics row for the log."""
+    t0 = time.time()
+    dev = base.device
+    lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+    set_lr(opt, lr)
+    tokens = torch.as_tensor(sampler.batch(step, cfg.batch), dtype=torch.long, device=dev)
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    plan = views.plan_mixed(
+        cfg.span, rng, top=cfg.top_level, p_expand=cfg.p_expand, p_raw=cfg.p_raw
+    )
+    targets = tokens[:, -cfg.horizon :]
+    with autocast(dev):
+        emb = base.embed(tokens)
+        with torch.no_grad():
+            t_lp = views.horizon_logprobs(base, emb, cfg.horizon)
+        seq = _student(model, cfg, plan, emb, cfg.softprompt)
+        s_lp = views.horizon_logprobs(base, seq, cfg.horizon)
+    kl = views.kl(t_lp, s_lp).mean()
+    ce = views.nll(s_lp, targets).mean()
+    loss = kl + cfg.ce_weight * ce
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    dist.sync_grads(model)
+    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip))
+    opt.step()
+    return {
+        "step": step + 1,
+        "loss": dist.mean(loss.item()),
+        "kl": dist.mean(kl.item()),
+        "ce": dist.mean(ce.item()),
+        "grad_norm": gnorm,
+        "lr": lr,
+        "n_entries": len(plan),
+        "s_per_step": round(time.time() - t0, 3),
+    }

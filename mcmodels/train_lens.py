@@ -40,7 +40,9 @@ from mcmodels.train_common import (
     WindowSampler,
     command_line,
     lr_at,
+    progress_bar,
     save_state,
+    set_lr,
     set_seed,
 )
 
@@ -131,55 +133,57 @@ def make_targets(
         rng = random.Random(cfg.seed * 7_000_003 + n)
         tok = torch.as_tensor(sampler.batch(n, 1), dtype=torch.long, device=base.device)
         emb = base.embed(tok)
-        tgt = tok[:, -cfg.horizon :]
         plan = views.plan_mixed(
             cfg.span, rng, top=cfg.top_level, p_expand=cfg.p_expand, p_raw=cfg.p_raw
         )
-        top = cfg.top_level
-        (l0,) = _losses(base, gistnet, emb, tgt, [plan], cfg, top)
-        exp_idx = [i for i, (lv, _) in enumerate(plan) if lv >= 1]
-        rng.shuffle(exp_idx)
-        exp_idx = sorted(exp_idx[: cfg.max_actions])
-        groups = sibling_groups(plan, top)
-        rng.shuffle(groups)
-        groups = sorted(groups[: cfg.max_actions])
-        gain = torch.zeros(len(plan))
-        cost = torch.zeros(len(plan))
-        has = torch.zeros(len(plan), dtype=torch.bool)
-        if exp_idx:
-            le = _losses(base, gistnet, emb, tgt, [expand_plan(plan, i) for i in exp_idx], cfg, top)
-            for i, v in zip(exp_idx, le, strict=True):
-                gain[i] = l0 - v
-                has[i] = True
-        if groups:
-            lc = _losses(
-                base, gistnet, emb, tgt, [collapse_plan(plan, i, lv) for i, lv in groups], cfg, top
-            )
-            for (i, _), v in zip(groups, lc, strict=True):
-                cost[i : i + B] = v - l0
-                has[i : i + B] = True
-        gists = views.make_gists(gistnet, emb, cfg.span, top)
+        l0, y, has = _target(base, gistnet, emb, tok[:, -cfg.horizon :], plan, cfg, rng)
+        gists = views.make_gists(gistnet, emb, cfg.span, cfg.top_level)
         seq = views.assemble(plan, emb, gists, cfg.span)[0, : len(plan) + cfg.recent]
-        levels = torch.tensor([lv for lv, _ in plan] + [0] * cfg.recent)
-        starts = torch.tensor([s for _, s in plan] + list(range(cfg.span, cfg.span + cfg.recent)))
-        y = torch.cat([gain - cost, torch.zeros(cfg.recent)])
-        tmask = torch.cat([has, torch.zeros(cfg.recent, dtype=torch.bool)])
+        now = cfg.span + cfg.recent
         rows.append(
             {
                 "entries": seq.float().cpu().half(),
-                "levels": levels,
-                "starts": starts,
-                "now": cfg.span + cfg.recent,
-                "query": emb[0, cfg.span + cfg.recent - cfg.query : cfg.span + cfg.recent]
-                .float()
-                .cpu()
-                .half(),
-                "y": y,
-                "tmask": tmask,
+                "levels": torch.tensor([lv for lv, _ in plan] + [0] * cfg.recent),
+                "starts": torch.tensor([s for _, s in plan] + list(range(cfg.span, now))),
+                "now": now,
+                "query": emb[0, now - cfg.query : now].float().cpu().half(),
+                "y": torch.cat([y, torch.zeros(cfg.recent)]),
+                "tmask": torch.cat([has, torch.zeros(cfg.recent, dtype=torch.bool)]),
                 "base_loss": l0,
             }
         )
     return rows
+
+
+def _target(base, gistnet, emb, tgt, plan, cfg: LensTrainConfig, rng: random.Random):
+    """Measure one working context ``plan``: the horizon loss as it is, what expanding a
+    few of its gists gains and what collapsing a few sibling groups costs (at most
+    ``cfg.max_actions`` of each, drawn with ``rng``). -> (loss, gain - cost per entry, which
+    entries were measured)."""
+    top = cfg.top_level
+    (l0,) = _losses(base, gistnet, emb, tgt, [plan], cfg, top)
+    exp_idx = [i for i, (lv, _) in enumerate(plan) if lv >= 1]
+    rng.shuffle(exp_idx)
+    exp_idx = sorted(exp_idx[: cfg.max_actions])
+    groups = sibling_groups(plan, top)
+    rng.shuffle(groups)
+    groups = sorted(groups[: cfg.max_actions])
+    gain = torch.zeros(len(plan))
+    cost = torch.zeros(len(plan))
+    has = torch.zeros(len(plan), dtype=torch.bool)
+    if exp_idx:
+        le = _losses(base, gistnet, emb, tgt, [expand_plan(plan, i) for i in exp_idx], cfg, top)
+        for i, v in zip(exp_idx, le, strict=True):
+            gain[i] = l0 - v
+            has[i] = True
+    if groups:
+        lc = _losses(
+            base, gistnet, emb, tgt, [collapse_plan(plan, i, lv) for i, lv in groups], cfg, top
+        )
+        for (i, _), v in zip(groups, lc, strict=True):
+            cost[i : i + B] = v - l0
+            has[i : i + B] = True
+    return l0, gain - cost, has
 
 
 def collate(rows, device):
@@ -248,26 +252,17 @@ def train_lensnet(
     base, gistnet, corpus, out, cfg: LensTrainConfig, *, resume: bool = False, progress: bool = True
 ) -> dict:
     """Measure targets (cached in ``out/targets.pt``, resumable), then fit LensNet; writes
-    ``out/best.*``, ``out/last.*``, ``out/state.pt`` and ``out/metrics.jsonl``."""
+    ``out/best.*``, ``out/last.*``, ``out/state.pt`` and ``out/metrics.jsonl``.
+
+    (long on purpose: the loop's cadence of step, log, evaluate, keep the best and checkpoint
+    reads best in one place; the targets, the resume and the step are helpers.)"""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     dev = base.device
     log = MetricsLog(out / "metrics.jsonl")
-    T = cfg.span + cfg.recent + cfg.horizon
-    tpath = out / "targets.pt"
-    rows = torch.load(tpath, weights_only=False) if tpath.is_file() else []
-    docs = corpus.tokens(base.tokenizer, "train", min_tokens=T)
     t0 = time.time()
-    if len(rows) < cfg.samples:
-        chunk = 8
-        while len(rows) < cfg.samples:
-            stop = min(cfg.samples, len(rows) + chunk)
-            sub = LensTrainConfig(**{**asdict(cfg), "samples": stop})
-            rows = make_targets(
-                base, gistnet.eval(), docs, sub, progress=progress, start=len(rows), into=rows
-            )
-            torch.save(rows, tpath)
+    rows = _targets(base, gistnet, corpus, cfg, out / "targets.pt", progress)
     target_seconds = round(time.time() - t0, 1)
     n_dev = max(1, int(len(rows) * cfg.dev_frac))
     train_rows, dev_rows = rows[:-n_dev], rows[-n_dev:]
@@ -290,33 +285,14 @@ def train_lensnet(
     center = lens.emb_mean  # the same centring for the similarity scorer in every report
     baseline = score_report(None, dev_rows, dev, cfg.target_scale, center)
     log.write({"event": "targets", "n": len(rows), "seconds": target_seconds, **baseline})
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step0, desc="train lensnet", unit="step")
+    bar = progress_bar(progress, total=cfg.steps, initial=step0, desc="train lensnet")
     last: dict = {}
     t_fit = time.time()
     for step in range(step0, cfg.steps):
-        rng = np.random.default_rng([cfg.seed, step])
-        pick = (
-            [train_rows[int(i)] for i in rng.integers(0, len(train_rows), cfg.batch)]
-            if train_rows
-            else dev_rows
-        )
-        ent, lev, feat, q, mask, y, tm = collate(pick, dev)
-        lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        s = lens(ent, lev, feat, q, mask)
-        loss = F.huber_loss(s[tm], y[tm] * cfg.target_scale) if tm.any() else s.sum() * 0
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lens.parameters(), cfg.clip)
-        opt.step()
-        log.write({"step": step + 1, "loss": loss.item(), "lr": lr})
+        loss, lr = _lens_step(lens, opt, cfg, train_rows, dev_rows, step, dev)
+        log.write({"step": step + 1, "loss": loss, "lr": lr})
         if bar is not None:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
@@ -325,23 +301,14 @@ def train_lensnet(
             lens.train()
             log.write({"event": "dev", **last})
             rec = {**recipe, "steps": done, "fit_seconds": round(time.time() - t_fit, 1)}
+            metrics = {"dev": last, "baselines": baseline}
             if last.get("dev_loss", float("inf")) < best:
                 best = last["dev_loss"]
                 save_checkpoint(
-                    lens,
-                    out / "best",
-                    base=base,
-                    recipe=rec,
-                    metrics={"dev": last, "baselines": baseline},
-                    name="lensnet",
+                    lens, out / "best", base=base, recipe=rec, metrics=metrics, name="lensnet"
                 )
             save_checkpoint(
-                lens,
-                out / "last",
-                base=base,
-                recipe=rec,
-                metrics={"dev": last, "baselines": baseline},
-                name="lensnet",
+                lens, out / "last", base=base, recipe=rec, metrics=metrics, name="lensnet"
             )
             save_state(out / "state.pt", opt=opt.state_dict(), step=done, best=best)
     if bar is not None:
@@ -353,3 +320,43 @@ def train_lensnet(
         "last": last,
         "baselines": baseline,
     }
+
+
+def _targets(base, gistnet, corpus, cfg: LensTrainConfig, path: Path, progress: bool) -> list:
+    """The measured targets, ``cfg.samples`` of them: those cached at ``path`` and the rest
+    measured a few at a time, each few saved (a stopped run resumes where it was)."""
+    T = cfg.span + cfg.recent + cfg.horizon
+    rows = torch.load(path, weights_only=False) if path.is_file() else []
+    if len(rows) >= cfg.samples:
+        return rows
+    docs = corpus.tokens(base.tokenizer, "train", min_tokens=T)
+    chunk = 8
+    while len(rows) < cfg.samples:
+        stop = min(cfg.samples, len(rows) + chunk)
+        sub = LensTrainConfig(**{**asdict(cfg), "samples": stop})
+        rows = make_targets(
+            base, gistnet.eval(), docs, sub, progress=progress, start=len(rows), into=rows
+        )
+        torch.save(rows, path)
+    return rows
+
+
+def _lens_step(lens, opt, cfg: LensTrainConfig, train_rows: list, dev_rows: list, step, dev):
+    """One optimizer step on a batch drawn from ``train_rows`` (every dev row where there
+    are none: a tiny run). -> (loss, learning rate)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    pick = (
+        [train_rows[int(i)] for i in rng.integers(0, len(train_rows), cfg.batch)]
+        if train_rows
+        else dev_rows
+    )
+    ent, lev, feat, q, mask, y, tm = collate(pick, dev)
+    lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=cfg.steps)
+    set_lr(opt, lr)
+    s = lens(ent, lev, feat, q, mask)
+    loss = F.huber_loss(s[tm], y[tm] * cfg.target_scale) if tm.any() else s.sum() * 0
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(lens.parameters(), cfg.clip)
+    opt.step()
+    return loss.item(), lr
