@@ -44,9 +44,8 @@ def render_picture(pic, *, title: str = ""):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
 
-    from mcruntime.picture import plural, short_names, zooms
+    from mcruntime.picture import short_names, zooms
 
     panels, unzoomed = zooms(pic)
     ncol = min(3, max(1, len(panels)))
@@ -61,6 +60,35 @@ def render_picture(pic, *, title: str = ""):
 
     n = max(1, pic.length)
     names = short_names([s.source for s in pic.segments])
+    _draw_title(fig, pic, title, left, height)
+
+    # overview: the whole timeline by level of detail
+    px_per_token = (right - left) * _WIDTH_IN * DPI / n
+    _draw_overview(box(head + 0.3, over), pic, panels, n, px_per_token)
+
+    # segments, named where the name fits
+    axs = box(head + 0.3 + over, seg_h)
+    named = _draw_segments(axs, pic.segments, names, 0, n, px_per_token, fontsize=7)
+    axs.tick_params(labelsize=7)
+    axs.set_xlabel("token position", fontsize=7, labelpad=1)
+    below = head + 0.3 + over + seg_h
+    _draw_legend(fig, pic, named, unzoomed, (left, right), below / height, height)
+
+    # zoomed panels
+    top0 = head + 0.3 + over + seg_h + legend
+    gapx = 0.35 / _WIDTH_IN
+    width = (right - left - gapx * (ncol - 1)) / ncol
+    for i, z in enumerate(panels):
+        r, c = divmod(i, ncol)
+        x0 = left + c * (width + gapx)
+        axz = box(top0 + r * row_h + 0.25, row_h - 0.65, x0, x0 + width)
+        _draw_zoom(axz, pic, z, names, width * _WIDTH_IN * DPI)
+    return fig
+
+
+def _draw_title(fig, pic, title: str, left: float, height: float) -> None:
+    from mcruntime.picture import plural
+
     levels_txt = ", ".join(
         plural(c, "raw token") if lv == 0 else f"{c} level-{lv}" for lv, c in pic.levels.items()
     )
@@ -74,10 +102,13 @@ def render_picture(pic, *, title: str = ""):
     )
     fig.text(left, 1 - 0.46 / height, sub, fontsize=8.5)
 
-    # overview: the whole timeline by level of detail
-    ax = box(head + 0.3, over)
+
+def _draw_overview(ax, pic, panels, n: int, px_per_token: float) -> None:
+    """The whole timeline by level of detail, detailed spans and recall hits on top, and the
+    numbers of the zoomed panels above it."""
+    from matplotlib.patches import Rectangle
+
     _draw_runs(ax, pic.runs, 0, n)
-    px_per_token = (right - left) * _WIDTH_IN * DPI / n
     min_w = 3 / px_per_token  # a detailed span is at least 3 px wide, whatever its length
     for sp in pic.detail:
         w = max(sp.stop - sp.start, min_w)
@@ -102,11 +133,15 @@ def render_picture(pic, *, title: str = ""):
     ax.set_yticks([])
     ax.tick_params(labelbottom=False, length=2)
 
-    # segments, named where the name fits
-    axs = box(head + 0.3 + over, seg_h)
-    named = _draw_segments(axs, pic.segments, names, 0, n, px_per_token, fontsize=7)
-    axs.tick_params(labelsize=7)
-    axs.set_xlabel("token position", fontsize=7, labelpad=1)
+
+def _draw_legend(fig, pic, named: int, unzoomed, x: tuple, below: float, height: float):
+    """The colours' legend under the strips (``below``: their bottom, as a fraction of the
+    figure), and a note on what the picture leaves out."""
+    from matplotlib.patches import Patch
+
+    from mcruntime.picture import plural
+
+    left, right = x
     handles = [Patch(color=level_colour(lv), label="raw" if lv == 0 else f"level {lv}")
                for lv in pic.levels]  # fmt: skip
     if pic.recall:
@@ -119,21 +154,9 @@ def render_picture(pic, *, title: str = ""):
             f"{plural(len(unzoomed), 'more detailed span')} without a panel (see the listing)"
         )
     fig.legend(handles=handles, loc="upper left", ncol=len(handles), fontsize=7, frameon=False,
-               bbox_to_anchor=(left, 1 - (head + 0.3 + over + seg_h + 0.12) / height))  # fmt: skip
+               bbox_to_anchor=(left, 1 - below - 0.12 / height))  # fmt: skip
     if note:
-        fig.text(right, 1 - (head + 0.3 + over + seg_h + 0.3) / height, note, fontsize=7,
-                 ha="right", color="#555")  # fmt: skip
-
-    # zoomed panels
-    top0 = head + 0.3 + over + seg_h + legend
-    gapx = 0.35 / _WIDTH_IN
-    width = (right - left - gapx * (ncol - 1)) / ncol
-    for i, z in enumerate(panels):
-        r, c = divmod(i, ncol)
-        x0 = left + c * (width + gapx)
-        axz = box(top0 + r * row_h + 0.25, row_h - 0.65, x0, x0 + width)
-        _draw_zoom(axz, pic, z, names, width * _WIDTH_IN * DPI)
-    return fig
+        fig.text(right, 1 - below - 0.3 / height, note, fontsize=7, ha="right", color="#555")
 
 
 def _draw_runs(ax, runs, a: int, b: int, *, y=(0, 1)) -> None:

@@ -235,7 +235,6 @@ def eval_recovered(
     """Recovered fraction (trunc − gist)/(trunc − full) per level, with baselines and the control."""
     import mcmodels
     from mcmodels.evaluate import METHODS, eval_windows, recovered
-    from mcmodels.train_common import command_line
 
     _threads(threads)
     base = _base(base_name, device)
@@ -259,24 +258,29 @@ def eval_recovered(
         seed=seed,
         progress=True,
     )
-    res.update(
-        {
-            "command": command_line(),
-            "base": base.binding(),
-            "gistnet": {
-                "id": gist.checkpoint_id,
-                "hash": gist.checkpoint_hash,
-                "recipe": getattr(gist, "record", {}).get("recipe"),
-            },
-            "softprompt": sp.checkpoint_hash if sp is not None else None,
-            "corpus_manifest_hash": corpus.manifest_hash,
-            "split": split,
-            "min_doc_tokens": min_used,
-            "seed": seed,
-        }
-    )
+    res.update(_provenance(base, gist, sp, corpus, split=split, min_used=min_used, seed=seed))
     text = json.dumps(res, indent=2)
     if out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(text + "\n")
     click.echo(text)
+
+
+def _provenance(base, gist, sp, corpus, *, split: str, min_used: int, seed: int) -> dict:
+    """What an evaluation ran on, for its JSON: command, models, corpus and windows."""
+    from mcmodels.train_common import command_line
+
+    return {
+        "command": command_line(),
+        "base": base.binding(),
+        "gistnet": {
+            "id": gist.checkpoint_id,
+            "hash": gist.checkpoint_hash,
+            "recipe": getattr(gist, "record", {}).get("recipe"),
+        },
+        "softprompt": sp.checkpoint_hash if sp is not None else None,
+        "corpus_manifest_hash": corpus.manifest_hash,
+        "split": split,
+        "min_doc_tokens": min_used,
+        "seed": seed,
+    }

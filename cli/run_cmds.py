@@ -149,21 +149,13 @@ def ingest(
     """
     if commit_every is not None and not dask:
         raise click.UsageError("--commit-every needs --dask (a serial ingest commits per chunk)")
-    import mcstore
-    from mcruntime.ingest import CHUNK_TOKENS, IngestReport, ingest_inputs, scan
-
     _check_target(tree, allow_nonempty)
-    if "-" in paths and sys.stdin.isatty():
-        click.echo("mc: reading stdin; end with Ctrl-D", err=True)
-    found = scan(paths, include, exclude, stdin=sys.stdin.buffer, stdin_name=source or "stdin")
-    if not found.inputs:
-        raise found.nothing_to_ingest(
-            paths, filtered=bool(include or exclude), filters="--include/--exclude"
-        )
-    _warn_skipped(found.skipped)
+    found = _scan(paths, include, exclude, source)
     if dask:
         return _ingest_dask(tree, found, dask, chunk_tokens, progress, keys, model, gistnet,
                             storage_options, commit_every)  # fmt: skip
+    import mcstore
+
     try:  # before loading the model: a bad URL, corrupt tree or no credentials fail fast
         target = mcstore.open(tree, "a", storage_options=storage_options or None)
     except mcstore.TreeNotFound:
@@ -173,6 +165,28 @@ def ingest(
     )
     if s.created:
         click.echo(f"created {tree} for {s.base.name} ({_gistnet_note(s)})")
+    _ingest_serial(tree, s, found, chunk_tokens, progress)
+
+
+def _scan(paths, include, exclude, source):
+    """The inputs PATHS name after the filters; a usage error if none is left."""
+    from mcruntime.ingest import scan
+
+    if "-" in paths and sys.stdin.isatty():
+        click.echo("mc: reading stdin; end with Ctrl-D", err=True)
+    found = scan(paths, include, exclude, stdin=sys.stdin.buffer, stdin_name=source or "stdin")
+    if not found.inputs:
+        raise found.nothing_to_ingest(
+            paths, filtered=bool(include or exclude), filters="--include/--exclude"
+        )
+    _warn_skipped(found.skipped)
+    return found
+
+
+def _ingest_serial(tree: str, s, found, chunk_tokens, progress: bool) -> None:
+    """Ingest in this process, a commit per chunk, with a progress bar in bytes."""
+    from mcruntime.ingest import CHUNK_TOKENS, IngestReport, ingest_inputs
+
     report = IngestReport(skipped=[str(e) for e in found.skipped])
     t0 = time.perf_counter()
     bar = progress_bar(
