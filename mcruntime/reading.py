@@ -35,7 +35,8 @@ SYSTEM = (
     "memory recalled below (passages of documents the user gave you and of your earlier "
     "conversations); you know nothing else about the user or their documents. Answer briefly "
     "from the notes, quoting names, numbers, versions and other exact words exactly as they "
-    "are written. Your own earlier answers are not evidence. If the notes do not state the "
+    "are written. The user's own words are evidence; your own earlier answers are not. If "
+    "the notes do not state the "
     'answer, say: "My memory holds nothing about that."'
 )
 TOLD = (
@@ -79,6 +80,7 @@ class Passage:
     kind: str = "document"  # document, user, assistant
     weight: float = 0.0  # best sentence window's match with the question
     via: str = "words"  # found by the question's words, or by meaning keys alone
+    when: str = ""  # when it was said, in words ("at the start of your conversation")
 
     def report(self) -> dict:
         return {
@@ -137,11 +139,29 @@ def turn_text(text: str) -> str:
     return "\n".join(lines)
 
 
+def when_said(turn: int, turns: int, day: str = "") -> str:
+    """Where in the conversation a chat turn lies (``turn`` of ``turns``, from 0), in words a
+    reader can match to "in my first message", "at the start", "recently": the notes are
+    ordered by match, not by time, so without it a reader took the first note for the first
+    message and found no answer there. ``day``: the turn's date where it is not today's."""
+    f = turn / max(1, turns)
+    if turn == 0:
+        where = "in the first message of your conversation"
+    elif f < 0.05:
+        where = f"at the start of your conversation (message {turn + 1} of {turns})"
+    elif f > 0.9:
+        where = f"recently (message {turn + 1} of {turns})"
+    else:
+        where = f"earlier in your conversation (message {turn + 1} of {turns})"
+    return f"{where}, on {day}" if day else where
+
+
 def _label(p: Passage, i: int) -> str:
+    when = p.when or "earlier"
     if p.kind == "assistant":
-        return f"[{i}] your own earlier answer (not evidence)"
+        return f"[{i}] your own answer {when} (not evidence)"
     if p.kind == "user":
-        return f"[{i}] the user (who is asking you now) said earlier"
+        return f"[{i}] the user (who is asking you now) said {when}"
     return f"[{i}] from {p.source}"
 
 

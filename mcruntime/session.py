@@ -9,6 +9,7 @@ so a conversation continues across processes and machines.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import time
@@ -46,7 +47,7 @@ from mcruntime.indexing import NodeIndex
 from mcruntime.inherit import Inherited
 from mcruntime.layout import chat_layout
 from mcruntime.picture import FocusPicture
-from mcruntime.reading import Passage, choose, expansion_messages, messages, turn_text
+from mcruntime.reading import Passage, choose, expansion_messages, messages, turn_text, when_said
 from mcruntime.recall import Recaller
 from mcruntime.render import Role, is_chat, render_document, render_turn, role_of
 from mcruntime.retrieval import Keys
@@ -537,10 +538,17 @@ class Session:
         """The hits' passages (``Recaller.spans``: merged, within their segment, before
         ``raw_from``) as text, in hit order."""
         out = []
+        chat = None
         for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
-            source = self.tree.segment_at(s).source
+            seg = self.tree.segment_at(s)
             text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
-            out.append(Passage(s, e, float(score), source, text, str(role_of(source)), via=via))
+            p = Passage(s, e, float(score), seg.source, text, str(role_of(seg.source)), via=via)
+            if p.kind != "document":
+                if chat is None:  # the chat turns' starts, once per question
+                    chat = [g.start for g in self.tree.segments() if is_chat(g.source)]
+                turn = bisect.bisect_left(chat, seg.start)
+                p.when = when_said(turn, len(chat), _day_if_past(seg.time))
+            out.append(p)
         return out
 
     def _recent_chat(self) -> tuple[int, list[tuple[int, int]]]:
@@ -720,6 +728,12 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _day_if_past(time_ns: int) -> str:
+    """A turn's date ("Mon 2026-12-07") when it was remembered before today, else ""."""
+    day = time.strftime("%a %Y-%m-%d", time.localtime(time_ns / 1e9))
+    return "" if day == time.strftime("%a %Y-%m-%d") else day
 
 
 __all__ = [

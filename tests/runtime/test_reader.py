@@ -121,10 +121,31 @@ def test_messages_label_who_said_what():
         RD.Passage(2, 3, 1.0, "notes.md", "fact", "document"),
     ]
     user = RD.messages("Q?", ps, "recent text")[1]["content"]
-    assert "[1] your own earlier answer (not evidence)" in user
+    assert "[1] your own answer earlier (not evidence)" in user
     assert "[2] the user (who is asking you now) said earlier" in user
     assert "[3] from notes.md" in user
     assert user.index("recent text") < user.index("Question: Q?")
+
+
+def test_a_recalled_turn_says_when_it_was_said(base, gistnet, reader, tmp_path):
+    """Notes are ordered by match, not time: a turn's place in the conversation (and its day,
+    when it was remembered before today) is in its label, for "what did I tell you first"."""
+    with session(base, gistnet, str(tmp_path / "w.mc"), reader, raw_recent=64) as s:
+        parts = [
+            (base.tokenizer.encode(RD.USER + "My locker number is 4417.\n"), "chat:user", ()),
+            (base.tokenizer.encode(RD.ASSISTANT + "Noted.\n\n"), "chat:assistant", ()),
+        ]
+        s.append_segments(parts, message="old chat", times=[1_699_963_200 * 10**9] * 2)  # noon UTC
+        for i in range(4):
+            s.remember_turn("Tell me more.", prose(300, i))
+        s.ask("What is my locker number?", 4, remember=False)
+        user = reader.last_prompt[1]["content"]
+        assert "said in the first message of your conversation, on Tue 2023-11-14:" in user
+    assert RD.when_said(95, 100) == "recently (message 96 of 100)"
+    assert RD.when_said(2, 100) == "at the start of your conversation (message 3 of 100)"
+    assert RD.when_said(50, 100, "Mon 2026-12-07") == (
+        "earlier in your conversation (message 51 of 100), on Mon 2026-12-07"
+    )
 
 
 # ---- assembling a reader from part packages ------------------------------------------------
