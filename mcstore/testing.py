@@ -224,3 +224,140 @@ def find_bytes(be: Backend, needles: dict[str, bytes]) -> list[tuple[str, str]]:
         for name, needle in needles.items()
         if needle in raw
     ]
+
+
+class BackendTests:
+    """What the commit protocol relies on from a backend, as tests any backend's suite can
+    subclass (zarr's ``StoreTests`` pattern): put-if-absent and its races, atomic replace,
+    ranged and batched reads, missing objects, listing, walking, deleting, request counts, the
+    wrappers. A subclass sets ``expected_class``, ``atomic_create``, ``concurrent_io`` and
+    implements :meth:`backend` (a fresh, empty root each call); pytest collects the methods.
+
+        class TestMemory(BackendTests):
+            expected_class = MemoryBackend
+            def backend(self):
+                return mcstore.open_backend(f"memory://t-{uuid.uuid4().hex}/root")
+    """
+
+    expected_class: type = Backend
+    atomic_create = True
+    concurrent_io = False
+
+    def backend(self) -> Backend:
+        raise NotImplementedError
+
+    def fresh(self) -> Backend:
+        be = self.backend()
+        be.ensure_root()
+        return be
+
+    def test_class_and_flags(self):
+        be = self.fresh()
+        assert type(be) is self.expected_class
+        assert (be.atomic_create, be.concurrent_io) == (self.atomic_create, self.concurrent_io)
+
+    def test_write_read_replace(self):
+        be = self.fresh()
+        be.write("a/b.bin", b"one")
+        assert be.read("a/b.bin") == b"one"
+        be.write("a/b.bin", b"two!")
+        assert be.read("a/b.bin") == b"two!"
+        assert be.exists("a/b.bin") and not be.exists("a/c.bin")
+
+    def test_missing_objects(self):
+        import pytest
+
+        be = self.fresh()
+        with pytest.raises(FileNotFoundError):
+            be.read("nope")
+        with pytest.raises(FileNotFoundError):
+            be.read_range("nope", 0, 4)
+        be.write("x", b"1")
+        assert be.read_many(["x", "nope"]) == {"x": b"1", "nope": None}
+        assert be.listdir("no/such/dir") == []
+        assert be.walk("no/such/dir") == []
+
+    def test_put_if_absent_never_overwrites(self):
+        be = self.fresh()
+        assert be.put_if_absent("log/1.json", b"first")
+        assert not be.put_if_absent("log/1.json", b"second")
+        assert be.read("log/1.json") == b"first"
+
+    def test_put_if_absent_race_has_one_winner(self):
+        """Eight threads race for one name: exactly one wins, and its bytes are there (only
+        for a backend that says it arbitrates races)."""
+        be = self.fresh()
+        if not be.atomic_create:  # it says so, as the subclass expects: nothing to race
+            assert not self.atomic_create
+            return
+        wins: list[bytes] = []
+        gate = threading.Barrier(8)
+
+        def racer(i: int) -> None:
+            data = f"writer-{i}".encode()
+            gate.wait()
+            if be.put_if_absent("log/race.json", data):
+                wins.append(data)
+
+        threads = [threading.Thread(target=racer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1
+        assert be.read("log/race.json") == wins[0]
+
+    def test_ranged_reads(self):
+        be = self.fresh()
+        data = bytes(range(256)) * 4
+        be.write("s/0", data)
+        assert be.read_range("s/0", 10, 20) == data[10:20]
+        assert be.read_range("s/0", 1000, 1024) == data[1000:]
+        reqs = [("s/0", 0, 5), ("s/0", 100, 300), ("s/0", 1020, 1024)]
+        assert be.read_ranges(reqs) == [data[a:b] for _, a, b in reqs]
+        assert be.read_ranges([]) == []
+
+    def test_listing_and_walk(self):
+        be = self.fresh()
+        keys = ("refs/tags/a.json", "refs/tags/b.json", "refs/forks/x.json", "log/1")
+        for k in keys:
+            be.write(k, k.encode())
+        assert be.listdir("refs/tags") == ["a.json", "b.json"]
+        assert be.listdir("refs") == ["forks", "tags"]
+        walked = be.walk("")
+        assert [p for p, _, _ in walked] == sorted(keys)
+        assert all(size == len(p) for p, size, _ in walked)
+        assert [p for p, _, _ in be.walk("refs/tags")] == ["refs/tags/a.json", "refs/tags/b.json"]
+
+    def test_delete(self):
+        be = self.fresh()
+        be.write("d/1", b"1")
+        be.write("d/2", b"2")
+        assert be.delete(["d/1"]) == 1
+        assert not be.exists("d/1") and be.exists("d/2")
+        assert be.delete([]) == 0
+
+    def test_stats_count_requests(self):
+        be = self.fresh()
+        s0 = be.stats.snapshot()
+        be.write("c", b"12345")
+        be.read("c")
+        s1 = be.stats.snapshot()
+        assert s1["puts"] - s0["puts"] == 1 and s1["put_bytes"] - s0["put_bytes"] == 5
+        assert s1["gets"] - s0["gets"] == 1 and s1["get_bytes"] - s0["get_bytes"] == 5
+
+    def test_wrappers_forward_and_observe(self):
+        be = self.fresh()
+        log = LoggingBackend(be)
+        assert (log.atomic_create, log.concurrent_io) == (be.atomic_create, be.concurrent_io)
+        assert log.put_if_absent("w/1", b"x") and not log.put_if_absent("w/1", b"y")
+        assert log.read("w/1") == b"x"
+        assert [(c.op, c.target) for c in log.calls] == [
+            ("put_if_absent", "w/1"),
+            ("put_if_absent", "w/1"),
+            ("read", "w/1"),
+        ]
+        slow = LatencyBackend(be, 0.02)
+        t0 = time.perf_counter()
+        assert slow.read("w/1") == b"x"
+        assert time.perf_counter() - t0 >= 0.02
