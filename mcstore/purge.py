@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .backend import concurrently
+from .backend import concurrently, open_backend
 from .entry import open as open_tree
 from .errors import PurgeRefused
 from .ops import GCReport, check_gc_args, gc
@@ -81,7 +81,7 @@ def purge(
     below = snap.redacted
     old = t.expired()
     report.expired = [v for v in range(1, below) if v not in old]
-    _refuse_old_forks(t, below)
+    _refuse_old_forks(t, below, storage_options)
     report.tags_dropped = _tags_to_drop(t, below, drop_tags)
     canonical = _replaced_shards(t, report)
     there = concurrently(be, be.exists, canonical) if canonical else []
@@ -106,15 +106,29 @@ def purge(
     return report
 
 
-def _refuse_old_forks(t, below: int) -> None:
-    """PurgeRefused if a fork made before the redaction reads its old shards."""
-    forks = sorted((u, v) for u, v in fork_pin_entries(t.backend) if v < below)
+def _refuse_old_forks(t, below: int, storage_options: dict | None) -> None:
+    """PurgeRefused if a fork made before the redaction reads its old shards. The pin of a
+    fork that was deleted since protects nothing and is passed over."""
+    forks = sorted(
+        (u, v)
+        for u, v in fork_pin_entries(t.backend)
+        if v < below and _still_there(u, storage_options)
+    )
     if forks:
         names = ", ".join(f"{u} (from version {v})" for u, v in forks)
         raise PurgeRefused(
             f"{t.url}: forks made before the redaction read its old shards: {names}; "
-            "forget and purge there, or delete those forks (mc destroy), then purge again"
+            "forget and purge there, or delete those forks (their folder or prefix, or "
+            "mcstore.destroy), then purge again"
         )
+
+
+def _still_there(url: str, storage_options: dict | None) -> bool:
+    """Whether a tree is at ``url``; one that cannot be looked at counts as there."""
+    try:
+        return open_backend(url, storage_options).exists("zarr.json")
+    except Exception:
+        return True
 
 
 def _tags_to_drop(t, below: int, drop_tags: bool) -> dict[str, int]:
