@@ -26,8 +26,9 @@ Edits = list[tuple[int, np.ndarray]]  # (first token position, replacement ids)
 Changes = dict[str, dict[int, np.ndarray]]  # array -> row -> new row value
 
 
-def checked_edits(url: str, length: int, edits) -> Edits:
-    """The edits as int32 runs inside [0, length), sorted, not overlapping."""
+def normalised_edits(url: str, edits) -> Edits:
+    """The edits as non-empty int32 runs, sorted, not overlapping (what a redaction's
+    fingerprint is taken over, before the tree's length is known to the handle)."""
     out: Edits = []
     for start, ids in edits:
         ids = np.asarray(ids)
@@ -35,12 +36,7 @@ def checked_edits(url: str, length: int, edits) -> Edits:
             raise InvalidArgument(f"{url}: a redaction replaces a non-empty run of token ids")
         if ids.min() < 0 or ids.max() > np.iinfo(np.int32).max:
             raise InvalidArgument(f"{url}: token ids must be in [0, 2**31)")
-        start = int(start)
-        if not 0 <= start <= start + len(ids) <= length:
-            raise InvalidArgument(
-                f"{url}: tokens [{start}, {start + len(ids)}) are outside the tree's {length}"
-            )
-        out.append((start, ids.astype(np.int32)))
+        out.append((int(start), ids.astype(np.int32)))
     out.sort(key=lambda e: e[0])
     for (a, x), (b, _) in itertools.pairwise(out):
         if a + len(x) > b:
@@ -48,6 +44,15 @@ def checked_edits(url: str, length: int, edits) -> Edits:
     if not out:
         raise InvalidArgument(f"{url}: nothing to redact")
     return out
+
+
+def check_inside(url: str, length: int, edits: Edits) -> None:
+    """InvalidArgument unless every run lies inside a tree of ``length`` tokens."""
+    for start, ids in edits:
+        if not 0 <= start <= start + len(ids) <= length:
+            raise InvalidArgument(
+                f"{url}: tokens [{start}, {start + len(ids)}) are outside the tree's {length}"
+            )
 
 
 def redaction_rows(

@@ -39,7 +39,7 @@ from .records import (
     write_head_hint,
     write_tag,
 )
-from .redact import checked_edits, redaction_rows, rewritten
+from .redact import check_inside, normalised_edits, redaction_rows, rewritten
 from .shards import (
     ensure_array_meta,
     put_shards,
@@ -312,19 +312,16 @@ class Tree(TreeView):
         the same commit (the caller's index of the old text). Older versions keep the old
         bytes until ``mcstore.purge``. -> the new version."""
         self._check_writable()
+        checked = normalised_edits(self.url, edits)
+        change = fingerprint(
+            "redact", message, *[x for a, ids in checked for x in (a, ids)], object_hashes(objects)
+        )
         with self._lock:
-            self._check_head()
-            snap = self._snap
-            checked = checked_edits(self.url, snap.length, edits)
-            change = fingerprint(
-                "redact",
-                message,
-                *[x for a, ids in checked for x in (a, ids)],
-                object_hashes(objects),
-            )
-            landed = self._check_head(change)
+            landed = self._check_head(change)  # once: it settles an unknown outcome
             if landed is not None:
                 return landed
+            snap = self._snap
+            check_inside(self.url, snap.length, checked)
 
             def read(name, a, b):
                 return self._rows(name, a, b, snap)

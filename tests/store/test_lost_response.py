@@ -125,6 +125,21 @@ def test_a_different_change_after_an_unknown_outcome_builds_on_it(backend):
     assert _sources(url, so) == ["a", "b"]
 
 
+def test_a_redaction_retried_after_an_unknown_outcome_is_not_committed_twice(backend):
+    url, so = _tree(backend)
+    be = LostAnswers(mcstore.backend_for(url, so), prefix="nothing")
+    t = mcstore.open(be, "a")
+    v = t.append(np.arange(40), gister=gister, source="a")
+    be.prefix, be.blind = "log/0", True
+    edits = [(3, np.full(5, 7))]
+    with pytest.raises(mcstore.CommitUnknown):
+        t.redact(edits, gister=gister, message="forget")
+    be.blind, be.prefix = False, "nothing"
+    assert t.redact(edits, gister=gister, message="forget") == v + 1  # recognised, not again
+    assert mcstore.open(url, storage_options=so).version == v + 1
+    assert t.redact([(3, np.full(5, 8))], gister=gister) == v + 2  # a new one is new
+
+
 @pytest.mark.parametrize("mode", ["error", "taken"])
 @pytest.mark.parametrize("key", ["log/0", "zarr.json"])
 def test_create_with_lost_answers_creates_the_tree(backend, mode, key):
