@@ -18,7 +18,6 @@ from .errors import (
     InvalidArgument,
     StoreAccessError,
     TreeExists,
-    VersionNotFound,
     damaged,
 )
 from .objects import blob_key
@@ -28,7 +27,7 @@ from .records import (
     Snapshot,
     find_head,
     fork_pins,
-    read_record,
+    parse_record,
     write_expired,
     write_head_hint,
 )
@@ -378,13 +377,13 @@ _VERSIONED = re.compile(r"^(?:tail/|stage/|redact/)(\d{20})-")
 
 def _surviving_records(t, below: int) -> list:
     """The records of versions below ``below`` still there (a purge deletes them last)."""
-    out = []
-    for v in range(1, below):
-        try:
-            out.append(Snapshot(read_record(t.backend, v)))
-        except VersionNotFound:
-            continue
-    return out
+    be = t.backend
+    got = be.read_many([F.log_key(v) for v in range(1, below)])  # batched, concurrent on S3
+    return [
+        Snapshot(parse_record(be, v, got[F.log_key(v)]))
+        for v in range(1, below)
+        if got[F.log_key(v)] is not None
+    ]
 
 
 def _purged(path: str, reach: set[str], limit: dict[str, int], geo, below: int) -> bool:

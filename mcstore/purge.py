@@ -71,7 +71,12 @@ def purge(
     ``no_live_writers`` as in ``gc`` for unreachable objects no purged version reaches.
     ``url``: a tree URL or a ``Backend``."""
     check_gc_args(url, grace, None, None, no_live_writers)
-    t = open_tree(url, "a", storage_options=storage_options)
+    with open_tree(url, "a", storage_options=storage_options) as t:  # closed on refusals too
+        return _purge(t, url, storage_options, drop_tags, dry_run, grace, no_live_writers)
+
+
+def _purge(t, url, storage_options, drop_tags, dry_run, grace, no_live_writers) -> PurgeReport:
+    """``purge`` on the open tree ``t`` (``url`` as the caller gave it, for gc)."""
     be = t.backend
     snap = t.snapshot
     report = PurgeReport(url=t.url, redacted_at=snap.redacted, dry_run=dry_run)
@@ -102,7 +107,6 @@ def purge(
         purge_below=below,
     )
     report.notes += report.gc.notes
-    t.close()
     return report
 
 
