@@ -9,7 +9,7 @@ import click
 
 import mcstore
 from cli.main import cli
-from cli.options import storage_options_option, tree_argument
+from cli.options import drop_tags_option, storage_options_option, tree_argument
 from cli.run_cmds import gistnet_option, model_option
 
 
@@ -56,7 +56,7 @@ def echo_purge(rep: mcstore.PurgeReport) -> None:
     help="Then purge: expire the older versions that still hold it and delete their "
     "objects (see `mc gc --purge`).",
 )
-@click.option("--drop-tags", is_flag=True, help="Let --purge drop tags of versions it expires.")
+@drop_tags_option
 @click.option("--list", "listing", is_flag=True, help="Only list what was forgotten before.")
 @model_option
 @gistnet_option

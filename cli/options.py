@@ -183,3 +183,7 @@ def reader_option():
 base_alias_option = click.option(
     "--base", default=None, hidden=True, expose_value=False, is_eager=True, callback=_remember_alias
 )
+
+drop_tags_option = click.option(
+    "--drop-tags", is_flag=True, help="Let --purge drop tags of versions it expires."
+)

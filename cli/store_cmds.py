@@ -10,7 +10,7 @@ import click
 
 import mcstore
 from cli.main import cli
-from cli.options import storage_options_option, tree_argument, version_arg
+from cli.options import drop_tags_option, storage_options_option, tree_argument, version_arg
 from cli.params import FINITE_FLOAT, finite
 
 
@@ -181,7 +181,7 @@ def fork(src: str, dst: str, version: str | None, storage_options) -> None:
     help="Make what `mc forget` took out unreadable everywhere: expire every version before "
     "the newest forget and delete every object only they reach, whatever its age.",
 )
-@click.option("--drop-tags", is_flag=True, help="Let --purge drop tags of versions it expires.")
+@drop_tags_option
 @storage_options_option
 def gc(
     tree: str,
