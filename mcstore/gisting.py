@@ -114,6 +114,7 @@ def write_gist_set(
     how: Gisting,
     *,
     known_meta: set[str],
+    adopted_meta: set[str],
     progress: Progress | None,
 ) -> dict[str, np.ndarray]:
     """Write every complete shard of gist set ``how.gset`` for a timeline of ``length``
@@ -147,8 +148,8 @@ def write_gist_set(
             if be.restamp(spec.chunk_key(k)) and be.restamp(vspec.chunk_key(k)):
                 continue
             out = call_gister(be.url, geo, how.gister, lv, kids_of(k * S, (k + 1) * S), S)
-            ensure_array_meta(be, geo, gname, known_meta)
-            ensure_array_meta(be, geo, vname, known_meta)
+            ensure_array_meta(be, geo, gname, known_meta, adopted_meta)
+            ensure_array_meta(be, geo, vname, known_meta, adopted_meta)
             be.write(spec.chunk_key(k), F.encode_shard(spec, out))
             be.write(vspec.chunk_key(k), F.encode_shard(vspec, np.full(S, how.gv, np.uint16)))
             if progress:

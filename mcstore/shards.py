@@ -47,13 +47,21 @@ def settle_inherited(
     return kept
 
 
-def ensure_array_meta(be: Backend, geo: F.Geometry, name: str, known: set[str]) -> None:
-    """Write the array's zarr.json if it is not there (``known``: arrays already checked)."""
+def ensure_array_meta(
+    be: Backend, geo: F.Geometry, name: str, known: set[str], adopted: set[str]
+) -> None:
+    """Write the array's zarr.json if it is not there (``known``: arrays already checked).
+
+    One a crashed writer left is adopted (re-stamped, its age restarts) and its name added to
+    ``adopted``: a gc that looked at its age before the re-stamp may still delete it, so the
+    commit that first reaches the array checks it again afterwards (``Tree._committed``)."""
     if name in known:
         return
     key = f"arrays/{name}/zarr.json"
     meta = F.array_metadata(geo, name)
-    if not be.restamp(key, meta):  # one a crashed writer left is adopted: its age restarts
+    if be.restamp(key, meta):
+        adopted.add(name)
+    else:
         be.write(key, meta)
     known.add(name)
 

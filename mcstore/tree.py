@@ -84,6 +84,7 @@ class Tree(TreeView):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._known_meta: set[str] = set()  # arrays whose zarr.json is known to exist
+        self._adopted_meta: set[str] = set()  # of those, ones a crashed writer left (no commit yet)
 
     # ------------------------------------------------------------------ checks
     def _check_writable(self) -> None:
@@ -347,7 +348,7 @@ class Tree(TreeView):
         and writing what it computed. Uncommitted shards are invisible until that append and
         are protected from ``gc`` by its grace. -> checksums for ``append(written=…)``."""
         self._check_writable()
-        ensure_array_meta(self._be, self.geo, name, self._known_meta)
+        ensure_array_meta(self._be, self.geo, name, self._known_meta, self._adopted_meta)
         return write_ahead(self._be, self.geo, name, int(first), np.asarray(rows))
 
     # ------------------------------------------------------------------ commit
@@ -389,7 +390,7 @@ class Tree(TreeView):
         growth = grow(geo, snap.extent, ext, old_tail, new_rows, since=since, replaced=replaced)
         # 1. data: complete shards (put-if-absent: a shard name is never overwritten blindly)
         for name in {n for n, _, _ in growth.shards}:
-            ensure_array_meta(be, geo, name, self._known_meta)
+            ensure_array_meta(be, geo, name, self._known_meta, self._adopted_meta)
         adopted = put_shards(be, geo, growth.shards, version, nonce, override, written)
         redact = self._write_redacted(redacted, version, nonce, override)
         # 2. the tail delta
@@ -476,14 +477,18 @@ class Tree(TreeView):
         # repair canonical shards that were shadowed by an orphan
         self._reader.fixed_overrides |= repair_staged(be, geo, override, snap.override)
         # a gc may have deleted an adopted shard under us, or the metadata of an array whose
-        # shards a crashed writer had begun (gc removes both when unreachable)
+        # shards or zarr.json a crashed writer had begun (gc removes both when unreachable)
+        new = Snapshot(rec)  # segments() decodes only the new segment
+        reached = set(new.extent.arrays(geo.block))
+        # an old zarr.json of an array no commit reached before, re-stamped: gc may have raced
+        suspect = (reached - set(snap.extent.arrays(geo.block))) & self._adopted_meta
         if adopted:  # only a commit that adopted old objects can have raced a gc
-            metas = [
-                (f"arrays/{n}/zarr.json", F.array_metadata(geo, n))
-                for n in sorted({n for n, _, _ in growth.shards})
-            ]
+            suspect |= {n for n, _, _ in growth.shards}
+        if adopted or suspect:
+            metas = [(f"arrays/{n}/zarr.json", F.array_metadata(geo, n)) for n in sorted(suspect)]
             rewrite_missing(be, [*adopted, *metas])
-        self._snap = Snapshot(rec)  # segments() decodes only the new segment
+        self._adopted_meta -= reached  # a commit reaches them now: gc keeps them
+        self._snap = new
         self._tail.advance(rec, growth.tail)
         write_head_hint(be, rec["version"], seen=self._log.hint_seen)
 
@@ -510,6 +515,7 @@ class Tree(TreeView):
             snap.length,
             Gisting(gister, len(table) - 1, time.time_ns(), gset),
             known_meta=self._known_meta,
+            adopted_meta=self._adopted_meta,
             progress=progress,
         )
         bkey = self._blobs.write("binding", {"binding": binding, "gistnets": table})

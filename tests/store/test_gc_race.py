@@ -156,6 +156,34 @@ def test_a_writer_rewrites_adopted_shards_a_gc_deleted_under_its_commit(tmp_path
     _intact(url)
 
 
+def test_a_writer_rewrites_the_adopted_metadata_of_an_array_whose_shards_it_wrote_anew(tmp_path):
+    """The order the real-process race found: gc judged a crashed writer's zarr.json and
+    shards old; the resumed writer re-stamps the zarr.json (adopts it) and only then does gc
+    delete it and the shards. The writer writes the shards anew (nothing adopted among them),
+    but its check after the commit must still bring back the zarr.json it had adopted."""
+    url = _tree(tmp_path)
+    before = set(Path(url).glob("arrays/*/zarr.json"))
+    crash(url)
+    new_meta = set(Path(url).glob("arrays/*/zarr.json")) - before  # arrays only the crash began
+    gc_gate, _, th = _gc_held_before_delete(url)  # gc has decided what to delete
+    w_gate = GateBackend(
+        mcstore.backend_for(url),
+        lambda op, t: op == "put_if_absent" and "/c/" in str(t),  # metadata re-stamped
+    )
+    res: list = []
+    w = threading.Thread(target=lambda: res.append(_resume(w_gate)))
+    w.start()
+    w_gate.wait()
+    gc_gate.release()
+    th.join()  # gc deleted the metadata and shards; no commit reached them yet
+    gone = [m for m in new_meta if not m.exists()]
+    assert gone, "the race did not happen as staged"
+    w_gate.release()
+    w.join()
+    assert res, "the writer failed"
+    _intact(url)
+
+
 # ---------------------------------------------------------------- real processes
 RUNS = 50
 
