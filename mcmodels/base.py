@@ -7,7 +7,7 @@ through input **embeddings + explicit position ids + an optional KV cache**::
     base = load_base()                      # or tiny_base(seed=0)
     x = base.embed(torch.tensor([ids]))     # [1, n, d]
     out = base.forward(x, torch.arange(n)[None], cache=None, last_k=1)
-    out.logits  # [1, 1, V]      out.cache  # a transformers DynamicCache
+    out.logits  # [1, 1, V]      out.cache  # a GrowingCache (a transformers DynamicCache)
     base.crop_cache(out.cache, n - 5)       # keep the first n-5 positions
 
 Position ids at or beyond ``max_positions`` raise :class:`PositionError`; SmolLM2 silently
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mcmodels.defaults import DEFAULT_MODEL
+from mcmodels.defaults import ANSWER_WEIGHTS, DEFAULT_MODEL
 from mcmodels.errors import ModelError, ModelNotFoundError, PositionError
 from mcmodels.tokenizer import ByteTokenizer, HFTokenizer
 
@@ -62,7 +62,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 @dataclass
 class ForwardOut:
     logits: torch.Tensor  # [b, n, V] or [b, last_k, V]
-    cache: object | None  # transformers DynamicCache (or None when use_cache=False)
+    cache: object | None  # mcmodels.kvcache.GrowingCache (None when use_cache=False)
 
 
 class BaseLM:
@@ -77,7 +77,9 @@ class BaseLM:
         device: torch.device,
         dtype: torch.dtype,
         attention: str = "sdpa",
+        answers_for: tuple[BaseLM, str] | None = None,
     ):
+        """``answers_for``: (model, kind) when this is ``model.answering(kind)``."""
         self.model = model.to(device=device, dtype=dtype).eval()
         self.attention = attention  # the attention kernel it was loaded with (see attentions())
         self._weights_hash: str | None = None
@@ -94,6 +96,10 @@ class BaseLM:
         self.n_layers: int = int(cfg.num_hidden_layers)
         self._emb = self.model.get_input_embeddings()
         self._stats: dict[str, torch.Tensor] | None = None
+        self._answering: dict[str, BaseLM] = {"fp32": self}
+        if answers_for is not None:
+            original, kind = answers_for
+            self._answering = {"fp32": original, kind: self}
 
     # ---- identity -------------------------------------------------------------------------
     def binding(self) -> dict:
@@ -118,6 +124,31 @@ class BaseLM:
             f"BaseLM({self.name!r}, d={self.d_model}, layers={self.n_layers}, "
             f"vocab={self.vocab_size}, device={self.device}, dtype={self.dtype})"
         )
+
+    def answering(self, weights: str = ANSWER_WEIGHTS) -> BaseLM:
+        """The model that writes answers: ``"fp16"`` (the default on a CPU in fp32) is a copy
+        whose projections hold fp16 weights (``mcmodels.halfweights``: a decode step reads
+        half the bytes, and the default model's weights are fp16 values to begin with);
+        ``"fp32"`` is this model. Built once (~1 s) and shared by every session on this
+        model. Anything that needs gradients or fp32 states (training, dense keys) keeps
+        using this model itself."""
+        if weights not in ("fp16", "fp32"):
+            raise ModelError(f"answer weights must be 'fp16' or 'fp32', not {weights!r}")
+        if weights == "fp16" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            weights = "fp32"  # on a GPU the model already runs in bf16
+        if weights not in self._answering:
+            from mcmodels.halfweights import half_copy
+
+            self._answering[weights] = BaseLM(
+                half_copy(self.model),
+                self.tokenizer,
+                name=self.name,
+                device=self.device,
+                dtype=self.dtype,
+                attention=self.attention,
+                answers_for=(self, weights),
+            )
+        return self._answering[weights]
 
     # ---- compute --------------------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -171,7 +202,7 @@ class BaseLM:
     ) -> ForwardOut:
         """Run the model on input embeddings ``[b, n, d]`` at explicit ``position_ids [b, n]``.
 
-        ``cache``: a DynamicCache from an earlier call (the new positions are appended to it).
+        ``cache``: the cache of an earlier call (the new positions are appended to it).
         ``last_k``: return logits for only the last k positions. ``attention_mask`` ``[b, past+n]``
         (1 = attend) for padded batches; None means everything is attended causally.
         """
@@ -186,9 +217,9 @@ class BaseLM:
             )
         self.check_positions(position_ids)
         if use_cache and cache is None:
-            from transformers import DynamicCache
+            from mcmodels.kvcache import GrowingCache
 
-            cache = DynamicCache(config=self.model.config)
+            cache = GrowingCache(config=self.model.config)
         past = cache.get_seq_length() if cache is not None else 0
         n = embeds.shape[1]
         cache_position = torch.arange(past, past + n, device=self.device)
@@ -257,15 +288,23 @@ class BaseLM:
 
     @torch.no_grad()
     def generate(
-        self, ids: list[int], max_new_tokens: int = 32, stop_ids=None, decoding=None
+        self,
+        ids: list[int],
+        max_new_tokens: int = 32,
+        stop_ids=None,
+        decoding=None,
+        *,
+        weights: str = ANSWER_WEIGHTS,
     ) -> list[int]:
         """Greedy decoding from raw ids with the repetition guards of ``mcmodels.decoding``
-        (``decoding``: a DecodeConfig; the same guards as the runtime's sessions)."""
+        (``decoding``: a DecodeConfig; the same guards and, ``weights``, the same answering
+        model (:meth:`answering`) as the runtime's sessions, so baselines compare fairly)."""
         from mcmodels.decoding import Guard
 
+        model = self.answering(weights)
         stop = set(self.tokenizer.end_ids if stop_ids is None else stop_ids)
         guard = Guard(decoding)
-        out = self.forward_ids(ids, last_k=1)
+        out = model.forward_ids(ids, last_k=1)
         pos = len(ids)
         for _ in range(max_new_tokens):
             nxt = guard.pick(out.logits[0, -1])
@@ -274,7 +313,7 @@ class BaseLM:
             guard.push(nxt)
             if guard.done(self.tokenizer.decode(guard.out, skip_special=True)):
                 break
-            out = self.forward_ids([nxt], torch.tensor([[pos]]), cache=out.cache, last_k=1)
+            out = model.forward_ids([nxt], torch.tensor([[pos]]), cache=out.cache, last_k=1)
             pos += 1
         return guard.out
 

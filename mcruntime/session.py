@@ -22,6 +22,7 @@ import torch
 import mcmodels
 import mcstore
 from mcmodels.decoding import DecodeConfig, Guard, trim, visible
+from mcmodels.defaults import ANSWER_WEIGHTS
 from mcruntime.binding import (
     check_binding,
     gister_id,
@@ -87,6 +88,7 @@ class SessionConfig:
     # window matches the question at least this fraction of the best one's
     keep_ratio: float = 0.75
     reword: bool = True  # a text reader rewords a question whose own words find nothing
+    answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
 
 
 @dataclass
@@ -146,7 +148,9 @@ class Session:
         scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
         self.scorer = make_scorer(scorer, lensnet=self.lensnet)
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
-        self.window = Window(self.base, self.parts.prefix, hooks=hooks)
+        self.window = Window(
+            self.base.answering(self.config.answer_weights), self.parts.prefix, hooks=hooks
+        )
         self._open_reading()
 
     def _open_reading(self) -> None:
@@ -514,6 +518,7 @@ class Session:
         self.last = Answer(final, list(out), picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
             "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
+            "per_token_ms": _per_token_ms(t_first, t_dec, len(out)),
         }, first, self.last_recall, picture)  # fmt: skip
         self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
         self._set_budget(self._idle_budget())
@@ -609,6 +614,7 @@ class Session:
         self.last = Answer(final, ids, picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
             "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0, "reworded": reworded,
+            "per_token_ms": _per_token_ms(t_first, t_dec, len(pieces)),
             "reader": self.reader.name, "reader_timings": dict(self.reader.last_timings),
         }, None, self.last_recall, picture)  # fmt: skip
         self.last_prompt = prompt
@@ -747,3 +753,8 @@ __all__ = [
     "render_document",
     "render_turn",
 ]
+
+
+def _per_token_ms(t_first: float | None, t_end: float, n: int) -> float | None:
+    """Milliseconds per token after the first (the first carries the prefill: first_token_s)."""
+    return 1000 * (t_end - t_first) / (n - 1) if t_first is not None and n > 1 else None

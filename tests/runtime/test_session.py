@@ -25,7 +25,7 @@ def session(base, gistnet, url, **cfg):
 
 def full_logits(s: Session) -> torch.Tensor:
     v = s.window.vectors
-    out = s.base.forward(v[None], torch.arange(len(v))[None], last_k=1, use_cache=False)
+    out = s.window.base.forward(v[None], torch.arange(len(v))[None], last_k=1, use_cache=False)
     return out.logits[0, -1].float()
 
 
@@ -37,19 +37,22 @@ def check(s: Session) -> None:
     assert torch.equal(s.entries_vectors(), expect), "window vectors drifted from the context"
 
 
-def test_kv_reuse_equals_full_recompute(base, gistnet):
-    s = session(base, gistnet, "memory://kv.mc")
+@pytest.mark.parametrize("weights, atol", [("fp32", 1e-4), ("fp16", 2e-3)])
+def test_kv_reuse_equals_full_recompute(base, gistnet, weights, atol):
+    """fp16 projections round their inputs, and a step of one position takes another kernel
+    than a whole prefill: equal to rounding, not to fp32's last bits."""
+    s = session(base, gistnet, "memory://kv.mc", answer_weights=weights)
     s.ingest(prose(1500, 1), source="a")
     logits = s.window.logits()
-    assert torch.allclose(logits, full_logits(s), atol=1e-4)
+    assert torch.allclose(logits, full_logits(s), atol=atol)
     rng = np.random.default_rng(0)
     for _ in range(6):  # refocus edits, then decode steps on the reused cache
         s.focus.refocus(rng.normal(size=s.focus.wc.cost))
         s.sync()
-        assert torch.allclose(s.window.logits(), full_logits(s), atol=1e-4)
+        assert torch.allclose(s.window.logits(), full_logits(s), atol=atol)
         for tok in rng.integers(0, 255, size=3):
             s.window.append(base.embed(torch.tensor([int(tok)])).float())
-            assert torch.allclose(s.window.logits(), full_logits(s), atol=1e-4)
+            assert torch.allclose(s.window.logits(), full_logits(s), atol=atol)
     assert s.window.recomputed < 6 * len(s.window.vectors)  # not a full recompute every time
 
 

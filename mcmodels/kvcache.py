@@ -1,0 +1,81 @@
+"""A KV cache that grows in place instead of copying itself at every step.
+
+transformers' ``DynamicCache`` appends a step's keys and values with ``torch.cat``, which
+copies the whole cache: at 1,500 cached positions that copy was 42% of a decode step of the
+135M model on one CPU thread (profiled: ~20 ms of ~48 ms). :class:`GrowingCache` keeps each
+layer's keys and values in a buffer with room to spare (the room doubles when it runs out, so
+copies are amortised to O(1) per position) and hands attention a view of the filled part.
+Cropping, which a refocus does, only shortens the view.
+
+A view handed out by one step stays valid until a later step writes over its positions: after
+a crop, the next update reuses the cropped positions. Nothing in this project keeps a step's
+keys past the next step (the window holds the cache object, never its tensors).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+MIN_ROOM = 256  # positions a layer's first buffer holds at least
+
+
+class GrowingLayer(DynamicLayer):
+    """A full-attention layer's keys and values in a buffer that grows by doubling."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.length = 0
+        self.kbuf = self.vbuf = None
+
+    def _room(self, need: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        have = 0 if self.kbuf is None else self.kbuf.shape[-2]
+        if need <= have:
+            return
+        cap = max(need, 2 * have, MIN_ROOM)
+        kbuf = key_states.new_empty((*key_states.shape[:-2], cap, key_states.shape[-1]))
+        vbuf = value_states.new_empty((*value_states.shape[:-2], cap, value_states.shape[-1]))
+        if self.length:
+            kbuf[..., : self.length, :] = self.kbuf[..., : self.length, :]
+            vbuf[..., : self.length, :] = self.vbuf[..., : self.length, :]
+        self.kbuf, self.vbuf = kbuf, vbuf
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = self.length + key_states.shape[-2]
+        self._room(n, key_states, value_states)
+        self.kbuf[..., self.length : n, :] = key_states
+        self.vbuf[..., self.length : n, :] = value_states
+        self.length = n
+        self.keys, self.values = self.kbuf[..., :n, :], self.vbuf[..., :n, :]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative count of positions to remove")
+        if tokens_to_remove == 0 or not self.is_initialized:
+            return
+        self.length = max(0, self.length + tokens_to_remove)
+        self.keys = self.kbuf[..., : self.length, :]
+        self.values = self.vbuf[..., : self.length, :]
+
+    def reset(self) -> None:
+        super().reset()
+        self.length = 0
+        self.kbuf = self.vbuf = None
+
+
+class GrowingCache(DynamicCache):
+    """``DynamicCache`` whose plain full-attention layers are :class:`GrowingLayer` (sliding
+    window or other special layers, which a model's config may ask for, are left as they
+    are: they already bound their own size)."""
+
+    def __init__(self, config=None):
+        super().__init__(config=config)
+        self.layers = [GrowingLayer() if type(la) is DynamicLayer else la for la in self.layers]
+        if getattr(self, "layer_class_to_replicate", None) is DynamicLayer:
+            self.layer_class_to_replicate = GrowingLayer
