@@ -106,10 +106,8 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
     p.warmup = False
     p.verbosity = -1
     raw = xllamacpp.Server(p)
-    readers = {"keeper": None, "keeper fp32": None}  # fp16 projections (the default), fp32
-    for name in cfg.readers:
-        if R.reader_available(name):
-            readers[name] = mcmodels.load_reader(name, threads=cfg.threads)
+    engines = ["keeper", "keeper fp32"]  # fp16 projections (the default), fp32
+    engines += [name for name in cfg.readers if R.reader_available(name)]
     agreement = _greedy_agreement(base, inst.ids, cfg)
     progress(f"fp16 vs fp32 greedy continuations: {agreement}")
     questions = [pr.question for pr in inst.probes]
@@ -118,7 +116,12 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
         r = _llama_raw(raw, prefill_text, cfg.decode_tokens)
         rows.append({"engine": "llama.cpp", "rep": rep, **r})
         progress(f"rep {rep} llama.cpp: prefill {r['prefill_s']:.2f}s decode {r['decode_ms']:.1f}")
-        for name, reader in readers.items():
+        for name in engines:
+            # a text reader loaded afresh each repetition: llama.cpp's prompt cache would
+            # otherwise answer a question a previous repetition asked without computing it
+            reader = None if name.startswith("keeper") else mcmodels.load_reader(
+                name, threads=cfg.threads
+            )  # fmt: skip
             weights = "fp32" if name == "keeper fp32" else ANSWER_WEIGHTS
             sc = SessionConfig(answer_weights=weights)
             with Session(
@@ -146,6 +149,8 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
                     "answer": s.last.text,
                 }
                 rows.append(row)
+                if reader is not None:
+                    reader.close()
                 progress(
                     f"rep {rep} mc {name}: first {t['first_token_s']:.2f}s (cold {cold:.2f}s) "
                     f"decode {dec}"
