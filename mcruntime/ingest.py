@@ -91,12 +91,12 @@ def _wanted(f: Path, rel: Path, include, exclude) -> bool:
 Done = dict[str, dict[int, list[tuple[int, int]]]]
 
 
-def done_chunks(session: Session) -> Done:
-    """sha256 of a text -> its token count ``n`` -> ranges ``[a, b)`` of it already committed,
-    from the segment tags (``n`` tells a text ingested under another name, whose header, and so
-    token offsets, differ)."""
+def done_chunks(tree) -> Done:
+    """sha256 of a text -> its token count ``n`` -> ranges ``[a, b)`` of it already committed
+    in ``tree``, from the segment tags (``n`` tells a text ingested under another name, whose
+    header, and so token offsets, differ)."""
     out: Done = {}
-    for seg in session.tree.segments():
+    for seg in tree.segments():
         sha = rng = None
         for tag in seg.tags:
             if tag.startswith("sha256="):
@@ -146,7 +146,7 @@ def ingest_text(
         raise InputError(f"nothing to ingest from {source}: it is empty", kind="empty")
     if chunk_tokens < 1:
         raise InputError(f"chunk_tokens must be >= 1, not {chunk_tokens}", kind="argument")
-    done = done if done is not None else done_chunks(session)
+    done = done if done is not None else done_chunks(session.tree)
     sha = hashlib.sha256(text.encode()).hexdigest()
     ids = session.base.tokenizer.encode(render_document(text, source))
     n = len(ids)
@@ -306,7 +306,7 @@ def ingest_inputs(
     reports how far through ``inputs`` (by size) the ingest is, after every chunk; an input
     that stopped being text since the scan is skipped (``on_skip``)."""
     report = report or IngestReport()
-    done = done_chunks(session)
+    done = done_chunks(session.tree)
     base = 0
     for inp in inputs:
         try:

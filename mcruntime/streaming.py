@@ -88,7 +88,12 @@ class Gister:
     @classmethod
     def for_tree(cls, base, gistnet, tree, **kw) -> Gister:
         """A gister writing the tree's own gist dtype (bf16 trees store uint16 bit patterns)."""
-        out = np.uint16 if getattr(tree, "dtype", "float16") == "bfloat16" else np.float16
+        return cls.for_dtype(base, gistnet, getattr(tree, "dtype", "float16"), **kw)
+
+    @classmethod
+    def for_dtype(cls, base, gistnet, dtype: str, **kw) -> Gister:
+        """A gister writing gists of a tree whose dtype is ``dtype`` ("float16"/"bfloat16")."""
+        out = np.uint16 if dtype == "bfloat16" else np.float16
         return cls(base, gistnet, out_dtype=out, **kw)
 
     @torch.no_grad()

@@ -62,9 +62,10 @@ shards the dead run wrote ahead are reused
 copy of those, as for any orphan). A concurrent writer makes the next commit raise
 ``CommitConflict``.
 
-Workers load the models once per process (``worker_models``) and open the tree once per
-process (``worker_tree``) from a name or path and the tree's URL and storage options: nothing
-large travels through the scheduler. Input files are read by the workers, and the tree written
+Each worker loads the models and opens the tree once, in a Dask worker plugin
+(``tasks.WorkerResources``, registered by the run; a later run on the same cluster keeps it),
+from a name or path and the tree's URL and storage options: nothing large travels through the
+scheduler. Input files are read by the workers, and the tree written
 by them, so a remote cluster needs the inputs at the same paths and the tree's URL reachable
 (an object store, or a shared file system; stdin travels in the task).
 

@@ -15,13 +15,22 @@ import mcstore
 from mcruntime.binding import check_binding, gister_id, retrieval_kind
 from mcruntime.bulk.cluster import wait_for_workers
 from mcruntime.bulk.config import BulkConfig, BulkReport, ModelSpec
-from mcruntime.bulk.plan import Append, Mark, Planner, input_groups, serial_calls
+from mcruntime.bulk.plan import (
+    Append,
+    JobKey,
+    JobKind,
+    Mark,
+    Planner,
+    input_groups,
+    serial_calls,
+)
 from mcruntime.bulk.tasks import (
     EpochResult,
     ShardResult,
     UpperResult,
     digest,
     gist_call,
+    register,
     tokenize_inputs,
     worker_binding,
 )
@@ -38,7 +47,7 @@ class BulkIngest(Planner):
     ):
         super().__init__(client, tree, spec, config, kind, report, dense_id)
         self.committed = self.facts.L0  # tokens committed: the tree's length
-        self.results: dict[tuple, EpochResult | UpperResult | ShardResult] = {}  # fetched once
+        self.results: dict[JobKey, EpochResult | UpperResult | ShardResult] = {}  # fetched once
         self.on_progress: Callable[[int], None] | None = None
         self.on_skip: Callable[[InputError], None] | None = None
 
@@ -58,26 +67,26 @@ class BulkIngest(Planner):
         first = self.stored // self.facts.per
         return range(first, max(first, self.ready_blocks(length) // self.facts.per))
 
-    def _needs(self, batch: list[Append]) -> list[tuple] | None:
+    def _needs(self, batch: list[Append]) -> list[JobKey] | None:
         """The jobs holding this batch's gists and key chunks and writing the shards it
         completes; None while one is not submitted yet."""
         need = set()
         for e in self._shard_epochs(batch):
-            need.add(("s", e))
+            need.add(JobKey(JobKind.SHARDS, e))
         for e in self._key_epochs(batch[-1].new):
-            need.add(("e", e))
+            need.add(JobKey(JobKind.EPOCH, e))
         for ap in batch:
             for a, _ in serial_calls(ap.old, ap.new, self.facts.B):
                 if a not in self.jobs.call_epochs:
                     return None
-                need.add(("e", self.jobs.call_epochs[a]))
+                need.add(JobKey(JobKind.EPOCH, self.jobs.call_epochs[a]))
             if serial_calls(ap.old, ap.new, self.facts.B, level=2):
-                need.add(("u", ap.seq))
+                need.add(JobKey(JobKind.UPPER, ap.seq))
         if any(k not in self.jobs.futures for k in need):
             return None
         return sorted(need)
 
-    def _result(self, key: tuple) -> EpochResult | UpperResult | ShardResult | None:
+    def _result(self, key: JobKey) -> EpochResult | UpperResult | ShardResult | None:
         """A job's result, fetched once (the future stays: later jobs may depend on it)."""
         if key not in self.results:
             fut = self.jobs.futures.get(key)
@@ -87,15 +96,15 @@ class BulkIngest(Planner):
             try:
                 self.results[key] = res = fut.result()
             except (mcstore.StoreError, OSError):
-                if key[0] != "s":
+                if key.kind != JobKind.SHARDS:
                     raise
                 # the store refused a worker: the commit writes these shards itself
                 self.report.shard_errors += 1
                 self.results[key] = res = ShardResult({}, {}, 0.0)
             self.report.wait_s += time.perf_counter() - t0
-            if key[0] == "e":
+            if key.kind == JobKind.EPOCH:
                 self.report.epoch_task_s += res.seconds
-            elif key[0] == "u":
+            elif key.kind == JobKind.UPPER:
                 self.report.upper_task_s += res.seconds
             else:
                 self.report.shard_task_s += res.seconds
@@ -147,7 +156,7 @@ class BulkIngest(Planner):
             self._result(key)
         written: dict[str, int] = {}
         for e in self._shard_epochs(batch):
-            written.update(self.results[("s", e)].written)
+            written.update(self.results[JobKey(JobKind.SHARDS, e)].written)
         gister = _Lookup(self, batch)
         parts = [(ap.ids, ap.source, ap.tags) for ap in batch]
         t0 = time.perf_counter()
@@ -166,8 +175,8 @@ class BulkIngest(Planner):
                                   written=written, now=batch[0].now)  # fmt: skip
         self.report.commit_s += time.perf_counter() - t0
         for e in self._shard_epochs(batch):
-            self.jobs.futures.pop(("s", e), None)
-            self.results.pop(("s", e), None)
+            self.jobs.futures.pop(JobKey(JobKind.SHARDS, e), None)
+            self.results.pop(JobKey(JobKind.SHARDS, e), None)
         self.report.commits += 1
         self.report.segments += len(batch)
         self.report.tokens += sum(len(ap.ids) for ap in batch)
@@ -181,7 +190,7 @@ class BulkIngest(Planner):
         stored (``NodeIndex.update``): (ready blocks, object name -> bytes)."""
         objects: dict[str, bytes] = {}
         for e in self._key_epochs(length):
-            res = self._result(("e", e))
+            res = self._result(JobKey(JobKind.EPOCH, e))
             if res is None or not res.chunks:
                 raise RuntimeError(f"bulk ingest: no key chunks for epoch {e}")  # a plan bug
             objects.update(res.chunks)
@@ -204,17 +213,17 @@ class BulkIngest(Planner):
         keep_from = self.committed // self.facts.E
         if self.facts.chunk_kinds:
             keep_from = min(keep_from, self.stored // self.facts.per)
-        done: set[tuple] = set()
+        done: set[JobKey] = set()
         for level, prods in self.jobs.producers.items():
             while prods and prods[0][1] * self.facts.B**level <= self.committed:
                 done.add(prods.pop(0)[2])
         live = {k for prods in self.jobs.producers.values() for _, _, k in prods}
         for key in done - live:
-            if key[0] == "e" and key[1] >= keep_from:
+            if key.kind == JobKind.EPOCH and key.n >= keep_from:
                 continue  # its key chunks are not committed yet
             self.jobs.futures.pop(key, None)
             self.results.pop(key, None)
-        for key in [k for k in self.jobs.futures if k[0] == "e" and k[1] < keep_from]:
+        for key in [k for k in self.jobs.futures if k.kind == JobKind.EPOCH and k.n < keep_from]:
             if key not in live:  # an index-only job
                 self.jobs.futures.pop(key, None)
                 self.results.pop(key, None)
@@ -318,7 +327,7 @@ class _Lookup:
         return got
 
     def _upper(self, ap: Append, level: int, kids: np.ndarray, a: int, b: int):
-        res = self.run.results.get(("u", ap.seq))
+        res = self.run.results.get(JobKey(JobKind.UPPER, ap.seq))
         if res is None or level not in res.levels:
             return None
         first, g = res.levels[level]
@@ -334,7 +343,7 @@ class _Lookup:
         if len(want) != (b - a) * B or not np.array_equal(_bits(kids).ravel(), _bits(want)):
             return None
         parts, at = [], a
-        done = [r for k, r in run.results.items() if k[0] == "e"]
+        done = [r for k, r in run.results.items() if k.kind == JobKind.EPOCH]
         for r in sorted(done, key=lambda r: r.first):
             lo, hi = max(at, r.first), min(b, r.first + len(r.gists))
             if lo == at and hi > lo:
@@ -374,6 +383,7 @@ def bulk_ingest(
             f"commit_every_epochs must be >= 0, not {cfg.commit_every_epochs}", kind="argument"
         )
     report.workers = wait_for_workers(client)
+    register(client)  # each worker loads the models and opens the tree once, for every run
     tree = url_or_tree
     if isinstance(url_or_tree, str):
         try:

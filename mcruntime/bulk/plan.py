@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from types import SimpleNamespace
+from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 
@@ -154,15 +155,29 @@ class RunFacts:
         )
 
 
+class JobKind(StrEnum):
+    """What a worker job does (their alphabetical order is the order a batch waits on them)."""
+
+    EPOCH = "epoch"  # level-1 gists and index keys of one epoch of tokens
+    SHARDS = "shards"  # writes the complete shards one epoch completes
+    UPPER = "upper"  # the gists above level 1 of one planned append
+
+
+class JobKey(NamedTuple):
+    """A submitted job: its kind and its epoch (EPOCH, SHARDS) or append number (UPPER)."""
+
+    kind: JobKind
+    n: int
+
+
 @dataclass
 class Jobs:
-    """The worker jobs of a run: those submitted (``futures``, by key: ("e", epoch),
-    ("u", append number) or ("s", epoch)), which nodes each makes, and the planned work that
-    waits for a job."""
+    """The worker jobs of a run: those submitted (``futures``, by :class:`JobKey`), which
+    nodes each makes, and the planned work that waits for a job."""
 
-    futures: dict[tuple, object] = field(default_factory=dict)
+    futures: dict[JobKey, object] = field(default_factory=dict)
     # level -> [lo, hi, job]: which job makes the nodes [lo, hi) of that level
-    producers: dict[int, list[tuple[int, int, tuple]]] = field(default_factory=dict)
+    producers: dict[int, list[tuple[int, int, JobKey]]] = field(default_factory=dict)
     # level -> nodes whose job is submitted (or that the tree holds)
     made: dict[int, int] = field(default_factory=dict)
     calls: deque[tuple[int, int]] = field(default_factory=deque)  # level-1, not yet in a job
@@ -211,7 +226,7 @@ class Planner:
             lv += 1
         self.seq = 0  # appends planned
         self.batches = Batches()
-        self.done = done_chunks(SimpleNamespace(tree=tree))
+        self.done = done_chunks(tree)
 
     # -- what is stored ---------------------------------------------------------------------
 
@@ -350,7 +365,7 @@ class Planner:
                 chunks=chunks,
                 dense_id=self.facts.dense_id,
             )
-            key = ("e", e)
+            key = JobKey(JobKind.EPOCH, e)
             self.jobs.futures[key] = self.client.submit(gist_epoch, self.spec, job, pure=False)
             if calls:
                 self.jobs.producers.setdefault(1, []).append((calls[0][0], calls[-1][1], key))
@@ -372,7 +387,7 @@ class Planner:
             self.jobs.uppers.popleft()
             pieces: dict[int, list] = {}
             sources: list = []
-            lv, key = 2, ("u", ap.seq)
+            lv, key = 2, JobKey(JobKind.UPPER, ap.seq)
             while True:
                 a, b = mcstore.completed(ap.old, ap.new, lv, self.facts.B)
                 if a == b:
@@ -430,7 +445,9 @@ class Planner:
                     sources.append(src)
                 shards.append((name, k, parts))
             job = ShardJob(self.facts.ref, shards)
-            self.jobs.futures[("s", e)] = self.client.submit(write_shards, job, sources, pure=False)
+            self.jobs.futures[JobKey(JobKind.SHARDS, e)] = self.client.submit(
+                write_shards, job, sources, pure=False
+            )
             self.report.shard_tasks += 1
             self.jobs.next_shard += 1
             while self.jobs.ends and self.jobs.ends[0][0] <= self.jobs.next_shard * self.facts.E:

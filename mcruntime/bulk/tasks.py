@@ -16,9 +16,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
+from distributed import WorkerPlugin, get_worker
 
 import mcstore
 from mcruntime.bulk.config import CHUNK_KINDS, GISTER_BATCH, ModelSpec
@@ -29,32 +29,94 @@ from mcstore.backend import IO_THREADS
 
 WRITE_THREADS = IO_THREADS  # shards a shard task writes at once (as a commit does)
 
-_MODELS: dict[ModelSpec, tuple] = {}
-_MODELS_LOCK = threading.Lock()
+PLUGIN = "megacontext-bulk"  # the name the worker plugin is registered under
+
+
+class WorkerResources(WorkerPlugin):
+    """What each worker process loads once and every task on it shares: the models (by
+    ``ModelSpec``) and the tree handle (by URL and options). Registered on the cluster by the
+    driver (``register``); a task finds it through its worker. The driver's own process uses
+    ``LOCAL``, for the gists it computes itself and for the binding check."""
+
+    idempotent = True  # a second run on the same cluster keeps the loaded models
+    name = PLUGIN
+
+    def __init__(self):
+        self.setup(None)
+
+    def setup(self, worker) -> None:
+        self.lock = threading.Lock()
+        self.models: dict[ModelSpec, tuple] = {}
+        self.trees: dict[tuple[str, str], mcstore.Tree] = {}
+
+    def teardown(self, worker) -> None:
+        with self.lock:
+            self.models.clear()
+            self.trees.clear()
+
+    def __getstate__(self) -> dict:  # shipped to workers empty: each loads its own
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.setup(None)
+
+    def model_pair(self, spec: ModelSpec) -> tuple:
+        """(base, gistnet) for ``spec``, loaded once."""
+        with self.lock:
+            got = self.models.get(spec)
+            if got is None:
+                import torch
+
+                import mcmodels
+
+                if spec.threads:
+                    torch.set_num_threads(spec.threads)
+                base = mcmodels.load_base(spec.model)
+                gistnet = mcmodels.pick_gistnet(base, spec.gistnet, untrained_ok=True)
+                got = self.models[spec] = (base, gistnet)
+        return got
+
+    def tree(self, ref: TreeRef) -> mcstore.Tree:
+        """The tree opened for writing, once (``write_ahead`` needs only its geometry and
+        backend, never its newest version); a tree recreated at the URL is opened anew."""
+        key = (ref.url, json.dumps(ref.storage_options, sort_keys=True, default=repr))
+        with self.lock:
+            tree = self.trees.get(key)
+            if tree is None or tree.tree_id != ref.tree_id:
+                tree = mcstore.open(
+                    ref.url, "a", storage_options=ref.storage_options or None, telemetry=False
+                )
+                self.trees[key] = tree
+        return tree
+
+
+LOCAL = WorkerResources()  # the driver process's own
+
+
+def register(client) -> None:
+    """Give every worker of ``client``'s cluster (and any that joins later) its resources."""
+    client.register_plugin(WorkerResources(), name=PLUGIN)
+
+
+def resources() -> WorkerResources:
+    """This process's resources: its worker's plugin, or ``LOCAL`` outside a worker."""
+    try:
+        worker = get_worker()
+    except ValueError:
+        return LOCAL
+    return worker.plugins.get(PLUGIN) or LOCAL
 
 
 def worker_models(spec: ModelSpec) -> tuple:
     """(base, gistnet) for ``spec``, loaded once per process."""
-    with _MODELS_LOCK:
-        got = _MODELS.get(spec)
-        if got is None:
-            import torch
-
-            import mcmodels
-
-            if spec.threads:
-                torch.set_num_threads(spec.threads)
-            base = mcmodels.load_base(spec.model)
-            gistnet = mcmodels.pick_gistnet(base, spec.gistnet, untrained_ok=True)
-            got = _MODELS[spec] = (base, gistnet)
-    return got
+    return resources().model_pair(spec)
 
 
 def _gister(spec: ModelSpec, dtype: str):
     from mcruntime.streaming import Gister
 
     base, gistnet = worker_models(spec)
-    return Gister.for_tree(base, gistnet, SimpleNamespace(dtype=dtype), batch=GISTER_BATCH)
+    return Gister.for_dtype(base, gistnet, dtype, batch=GISTER_BATCH)
 
 
 def worker_binding(spec: ModelSpec, dtype: str, kind: str | None, recorded=None) -> dict:
@@ -248,22 +310,9 @@ class TreeRef:
     tree_id: str
 
 
-_TREES: dict[tuple[str, str], mcstore.Tree] = {}
-_TREES_LOCK = threading.Lock()
-
-
 def worker_tree(ref: TreeRef) -> mcstore.Tree:
-    """The tree opened for writing, once per process (``write_ahead`` needs only its
-    geometry and backend, never its newest version)."""
-    key = (ref.url, json.dumps(ref.storage_options, sort_keys=True, default=repr))
-    with _TREES_LOCK:
-        tree = _TREES.get(key)
-        if tree is None or tree.tree_id != ref.tree_id:
-            tree = mcstore.open(
-                ref.url, "a", storage_options=ref.storage_options or None, telemetry=False
-            )
-            _TREES[key] = tree
-    return tree
+    """The tree opened for writing, once per process."""
+    return resources().tree(ref)
 
 
 @dataclass

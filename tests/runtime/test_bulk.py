@@ -26,6 +26,7 @@ import mcmodels
 import mcstore
 from mcruntime import Session, SessionConfig
 from mcruntime.bulk import BulkConfig, ModelSpec, bulk_ingest, dask_client, serial_calls
+from mcruntime.bulk.tasks import PLUGIN
 from mcruntime.errors import InputError
 from mcruntime.ingest import ingest_inputs, scan
 from tests.cli.helpers import ROOT, TINY, mc_env, run_mc
@@ -184,9 +185,15 @@ def test_bulk_equals_serial_on_local_disk(cluster, corpus, serial, tmp_path):
     segs = serial["segments"]
     msg = f"ingest {len(segs)} parts: {segs[0][2]} .. {segs[-1][2]}; retrieval index up to block "
     assert len(got["log"]) == 2 and got["log"][1].startswith(msg)
+    plugins = cluster.run(lambda dask_worker: id(dask_worker.plugins[PLUGIN]))
     again = bulk_ingest(url, corpus, cluster, model=SPEC, config=BulkConfig(chunk_tokens=CHUNK))
     assert again.commits == 0 and again.skipped_done == 8 and not again.created
     assert again.version == rep.version
+    # every worker holds the run's resources in its plugin, loaded once: the second run kept
+    # the same plugin (and so the models) on each worker
+    assert cluster.run(lambda dask_worker: id(dask_worker.plugins[PLUGIN])) == plugins
+    models = cluster.run(lambda dask_worker: len(dask_worker.plugins[PLUGIN].models))
+    assert set(models.values()) <= {0, 1} and sum(models.values()) >= 1
 
 
 def test_per_chunk_commits_replay_the_serial_log(cluster, corpus, serial, tmp_path):
