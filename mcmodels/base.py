@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ class BaseLM:
         self._emb = self.model.get_input_embeddings()
         self._stats: dict[str, torch.Tensor] | None = None
         self._answering: dict[str, BaseLM] = {"fp32": self}
+        self._answering_lock = threading.Lock()  # sessions of a server share one model
         if answers_for is not None:
             original, kind = answers_for
             self._answering = {"fp32": original, kind: self}
@@ -136,19 +138,23 @@ class BaseLM:
             raise ModelError(f"answer weights must be 'fp16' or 'fp32', not {weights!r}")
         if weights == "fp16" and (self.device.type != "cpu" or self.dtype != torch.float32):
             weights = "fp32"  # on a GPU the model already runs in bf16
-        if weights not in self._answering:
-            from mcmodels.halfweights import half_copy
-
-            self._answering[weights] = BaseLM(
-                half_copy(self.model),
-                self.tokenizer,
-                name=self.name,
-                device=self.device,
-                dtype=self.dtype,
-                attention=self.attention,
-                answers_for=(self, weights),
-            )
+        with self._answering_lock:
+            if weights not in self._answering:
+                self._answering[weights] = self._answering_copy(weights)
         return self._answering[weights]
+
+    def _answering_copy(self, weights: str) -> BaseLM:
+        from mcmodels.halfweights import half_copy
+
+        return BaseLM(
+            half_copy(self.model),
+            self.tokenizer,
+            name=self.name,
+            device=self.device,
+            dtype=self.dtype,
+            attention=self.attention,
+            answers_for=(self, weights),
+        )
 
     # ---- compute --------------------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
