@@ -489,8 +489,8 @@ def _mc(conv, qa, cfg, base, gistnet, lensnet, reader):
         t_open = time.perf_counter() - t0
         out = sess.ask(qa["question"], max_new_tokens=cfg.max_new_tokens, remember=False)
         spans = mc_shown(sess)
-        first = sess.last.timings["first_token_s"]
-        reworded = sess.last.timings.get("reworded")
+        first = sess.turn.answer.timings["first_token_s"]
+        reworded = sess.turn.answer.timings.get("reworded")
     mask = np.zeros(conv.spans[-1][1], bool)
     for s, e in spans:
         mask[s:e] = True

@@ -237,9 +237,9 @@ def _mc_config(system: str, cfg: MemoryConfig):
 
 
 def mc_shown(sess) -> list[tuple[int, int]]:
-    spans = [(r["start"], r["stop"]) for r in sess.last.recall]
+    spans = [(r["start"], r["stop"]) for r in sess.turn.answer.recall]
     if sess.reader is None:  # a text reader never sees the keeper's expanded spans
-        spans += [(f["start"], f["stop"]) for f in sess.last.focus]
+        spans += [(f["start"], f["stop"]) for f in sess.turn.answer.focus]
     wc = sess.focus.wc
     spans.append((wc.raw_floor(sess.focus.config.raw_recent), wc.length))
     return spans
@@ -323,7 +323,7 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
                             p.question, max_new_tokens=cfg.max_new_tokens, remember=False
                         )
                         r = _row(p, n, seed, system, out, _covered(p.span, mc_shown(sess)), t0)
-                        r.note = f"ingest {ingest_s:.1f}s; first token {sess.last.timings['first_token_s']:.1f}s"
+                        r.note = f"ingest {ingest_s:.1f}s; first token {sess.turn.answer.timings['first_token_s']:.1f}s"
                         rows.append(r)
             shutil.rmtree(tree, ignore_errors=True)
         done = [r for r in rows if r.seed == seed and r.length == n]

@@ -130,10 +130,10 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
                 # the session's first question also fills the window's cache (cold); the
                 # second costs its recall and question only (warm: what a conversation pays)
                 s.ask(questions[(2 * rep + 1) % len(questions)], max_new_tokens=4, remember=False)
-                cold = s.last.timings["first_token_s"]
+                cold = s.turn.answer.timings["first_token_s"]
                 s.ask(questions[2 * rep % len(questions)], max_new_tokens=cfg.decode_tokens,
                       remember=False)  # fmt: skip
-                t = s.last.timings
+                t = s.turn.answer.timings
                 # after the first token (decode_s also holds the first token's prefill); a
                 # text reader's own figure is llama.cpp's, like the raw engine's
                 dec = t["per_token_ms"]
@@ -146,7 +146,7 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
                     "cold_first_token_s": cold,
                     "decode_ms": dec,
                     "tokens": t["tokens"],
-                    "answer": s.last.text,
+                    "answer": s.turn.answer.text,
                 }
                 rows.append(row)
                 if reader is not None:

@@ -434,9 +434,9 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: b
         ) from e
     click.echo()
     if show_focus:
-        click.echo(format_recall(s.last.recall), err=True)
-        click.echo(format_focus(s.last.focus), err=True)
-        t = s.last.timings
+        click.echo(format_recall(s.turn.answer.recall), err=True)
+        click.echo(format_focus(s.turn.answer.focus), err=True)
+        t = s.turn.answer.timings
         click.echo(
             f"first token after {t['first_token_s']:.1f}s; {t['tokens']} tokens in "
             f"{t['focus_s'] + t['decode_s']:.1f}s" + ("" if remember else "; not remembered"),
@@ -552,8 +552,8 @@ def demo(tree, words, model, window, reader):
     click.echo(f"you> {fact.question}")
     answer = s.ask(fact.question, max_new_tokens=48)
     click.echo(f"mc> {answer.strip()}")
-    click.echo(format_recall(s.last.recall))
-    click.echo(format_focus(s.last.focus))
+    click.echo(format_recall(s.turn.answer.recall))
+    click.echo(format_focus(s.turn.answer.focus))
     ok = fact.answer.lower() in answer.lower()
     click.echo(
         f"expected {fact.answer!r}: {'remembered' if ok else 'NOT remembered'} "

@@ -9,7 +9,7 @@ from mcruntime.context import ContextError, WorkingContext
 from mcruntime.errors import InputError, PathTaken, SessionError, StaleGists, WindowError
 from mcruntime.focus import Focus, FocusConfig
 
-_LAZY = ("Answer", "Session", "SessionConfig")  # these import torch: only when first asked for
+_LAZY = ("Answer", "Session", "SessionConfig", "Turn")  # these import torch: when asked for
 
 
 def __getattr__(name: str):
@@ -31,6 +31,7 @@ __all__ = [
     "SessionConfig",
     "SessionError",
     "StaleGists",
+    "Turn",
     "WindowError",
     "WorkingContext",
 ]

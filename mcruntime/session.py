@@ -54,6 +54,7 @@ from mcruntime.render import Role, is_chat, render_document, render_turn, role_o
 from mcruntime.retrieval import Keys
 from mcruntime.scorers import FocusView, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
+from mcruntime.turn import Answer, Turn
 from mcruntime.window import Window
 
 log = logging.getLogger(__name__)
@@ -91,17 +92,6 @@ class SessionConfig:
     answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
 
 
-@dataclass
-class Answer:
-    text: str
-    tokens: list[int]
-    focus: list[dict] = field(default_factory=list)  # expanded spans, with their sources
-    timings: dict = field(default_factory=dict)
-    first_logits: torch.Tensor | None = None  # the distribution the answer started from
-    recall: list[dict] = field(default_factory=list)  # passages read back before the question
-    picture: FocusPicture | None = None  # the focus the answer was written from (focus = its spans)
-
-
 class Session:
     """A frozen model reading an unbounded tree through a fixed window.
 
@@ -135,18 +125,15 @@ class Session:
             config, window=window if window is not None else config.window
         )
         self.hooks = hooks
-        self.last: Answer | None = None
-        self.last_hits: list = []
-        self.last_recall: list[dict] = []
-        self.last_prompt: list[dict] = []  # what a text reader was last shown
+        self.turn = Turn()  # the newest question and what its answer was made from
         self.base = mcmodels.load_base(model) if isinstance(model, str) else model
         self.reader = mcmodels.load_reader(reader) if isinstance(reader, str) else reader
-        self.gistnet = mcmodels.pick_gistnet(self.base, gistnet, untrained_ok=True)
-        self.lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
-        self.tree, self.created = self._open_tree(tree, storage_options, mode, create)
-        self.gister = Gister.for_tree(self.base, self.gistnet, self.tree)
-        scorer = self.config.scorer or ("lensnet" if self.lensnet is not None else "recency")
-        self.scorer = make_scorer(scorer, lensnet=self.lensnet)
+        gistnet = mcmodels.pick_gistnet(self.base, gistnet, untrained_ok=True)
+        lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
+        self.tree, self.created = self._open_tree(tree, gistnet, storage_options, mode, create)
+        self.gister = Gister.for_tree(self.base, gistnet, self.tree)
+        scorer = self.config.scorer or ("lensnet" if lensnet is not None else "recency")
+        self.scorer = make_scorer(scorer, lensnet=lensnet)
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
         self.window = Window(
             self.base.answering(self.config.answer_weights), self.parts.prefix, hooks=hooks
@@ -174,6 +161,11 @@ class Session:
         """Report the spans of this session's work (and its window's) to ``hooks`` from now on."""
         self.hooks = self.window.hooks = hooks
 
+    @property
+    def gistnet(self):
+        """The GistNet this session gists with (its gister's)."""
+        return self.gister.gistnet
+
     def binding(self) -> dict:
         """What the tree records (and checks) about the models writing it, and the kind of
         retrieval keys it keeps (``mcruntime.binding``)."""
@@ -189,7 +181,7 @@ class Session:
         """The kind of retrieval keys this session uses on ``tree`` (None: no retrieval)."""
         return retrieval_kind(self.config.retrieval, tree.binding if tree is not None else None)
 
-    def _open_tree(self, tree, storage_options, mode, create):
+    def _open_tree(self, tree, gistnet, storage_options, mode, create):
         """-> (the open tree, whether this call created it)."""
         if not isinstance(tree, str):
             t = tree
@@ -200,7 +192,7 @@ class Session:
                 if not create or mode == "r":
                     raise
                 kind = retrieval_kind(self.config.retrieval, None, new=True)
-                binding = session_binding(self.base, self.gistnet, "float16", kind)
+                binding = session_binding(self.base, gistnet, "float16", kind)
                 try:
                     created = mcstore.create(
                         tree,
@@ -218,7 +210,7 @@ class Session:
                 f"tree {t.url} holds {t.dim}-wide gists but {self.base.name} is "
                 f"{self.base.d_model}-wide; use the model it was built with"
             )
-        current = check_binding(t, gistnet_binding(self.base, self.gistnet, t.dtype))
+        current = check_binding(t, gistnet_binding(self.base, gistnet, t.dtype))
         if not current and t.mode != "r":
             raise StaleGists(
                 f"tree {t.url} was gisted by another GistNet "
@@ -308,6 +300,14 @@ class Session:
         parts = [vecs] + ([tail] if tail is not None else [])
         self.window.set_from(self.window.prefix_len + start, torch.cat(parts, dim=0))
         wc.clear_dirty()
+        # load-bearing: the model reads window positions as the context's entries; a mismatch
+        # would answer from misplaced memory (the full vector check runs in the tests)
+        want = self.window.prefix_len + wc.cost + (len(tail) if tail is not None else 0)
+        if self.window.length != want:
+            raise WindowError(
+                f"window holds {self.window.length} positions after sync, the working context "
+                f"and turn {want}: the focus and the window disagree (a bug: please report it)"
+            )
 
     def entries_vectors(self) -> torch.Tensor:
         p = self.window.prefix_len
@@ -373,7 +373,7 @@ class Session:
     def _refocus(self, query_ids, tail, rounds, tau_expand, hits) -> int:
         made = 0
         qv = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
-        self.last_hits = hits = self.search(query_ids, qv) if hits is None else hits
+        self.turn.hits = hits = self.search(query_ids, qv) if hits is None else hits
         if rounds <= 0:
             return 0
         scored: Inherited | None = None
@@ -449,39 +449,67 @@ class Session:
         self.sync()
 
     def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> str:
-        """The whole answer (as remembered: trimmed where the model ran on)."""
+        """The whole answer (as remembered: trimmed where the model ran on); ``self.turn``
+        holds what it was made from."""
         for _ in self.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
             pass
-        return self.last.text
+        return self.turn.answer.text
 
     def chat_stream(
         self, message: str, max_new_tokens: int = 256, *, remember: bool = True
     ) -> Iterator[str]:
         """Answer ``message`` from memory, yielding text as it is decoded; then remember both
-        turns in the tree (``remember=False`` leaves the tree untouched, for evaluation)."""
+        turns in the tree (``remember=False`` leaves the tree untouched, for evaluation).
+        ``self.turn`` is this question's :class:`Turn` from the start; its answer is set when
+        the stream ends."""
+        self.turn = Turn(question=message)
         if self.reader is not None:
             yield from self._read_stream(message, max_new_tokens, remember)
-            return
-        tok = self.base.tokenizer
+        else:
+            yield from self._keeper_stream(message, max_new_tokens, remember)
+
+    def _keeper_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
+        """The keeper's answer: the focus moved for the question, then decoding in the window."""
         t0 = time.perf_counter()
-        q_ids = tok.encode(message)
-        hits = self.search(q_ids)
+        q_ids, turn, made = self._focus_for(message, max_new_tokens)
+        t_focus = time.perf_counter()
+        final, out, first, t_first = yield from self._decode(q_ids, turn, max_new_tokens)
+        t_dec = time.perf_counter()
+        picture = self.focus_picture(message)
+        self.turn.answer = Answer(final, list(out), picture.report(), {
+            "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
+            "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
+            "per_token_ms": _per_token_ms(t_first, t_dec, len(out)),
+        }, first, self.turn.recall, picture)  # fmt: skip
+        self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
+        self._set_budget(self._idle_budget())
+        if remember:
+            self.remember_turn(message, final)
+
+    def _focus_for(self, message: str, max_new_tokens: int) -> tuple[list[int], torch.Tensor, int]:
+        """Search, recall and refocus for ``message``; the window then ends with the turn
+        (recall + question). -> (question ids, the turn's vectors, focus edits made)."""
+        q_ids = self.base.tokenizer.encode(message)
+        self.turn.hits = hits = self.search(q_ids)
         question = self.parts.before_user + q_ids + self.parts.after_user
         room = self.config.window - len(self.parts.prefix) - len(question) - max_new_tokens
-        recall, self.last_recall = self.recall(hits, room - self._min_budget(), message)
+        recall, self.turn.recall = self.recall(hits, room - self._min_budget(), message)
         turn_ids = recall + question
         self._set_budget(self._budget(len(turn_ids) + max_new_tokens), len(q_ids), max_new_tokens)
         self.sync()
         turn = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
         made = self.refocus(q_ids, rounds=self.config.focus_rounds, hits=hits)
         self.sync(turn)
-        t_focus = time.perf_counter()
+        return q_ids, turn, made
+
+    def _decode(self, q_ids: list[int], turn: torch.Tensor, max_new_tokens: int):
+        """Greedy decoding in the window, yielding what can be shown as it comes, with a
+        refocus every ``refocus_every`` tokens. -> (the trimmed answer, its token ids, the
+        first logits, when they came)."""
+        tok, hits = self.base.tokenizer, self.turn.hits
         guard = Guard(self.config.decoding)
-        out = guard.out
-        text = ""
+        out, text, first, t_first = guard.out, "", None, None
         ends = set(self.parts.end_ids) | set(tok.end_ids)
-        first = None
-        t_first = None
         for step in range(max_new_tokens):
             logits = self.hooks.on_logits(self.window.logits())
             if first is None:
@@ -513,17 +541,7 @@ class Session:
         shown = text.lstrip()  # leading blank lines were streamed as they came; final has none
         if len(final) > len(shown) and final.startswith(shown):
             yield final[len(shown) :]
-        t_dec = time.perf_counter()
-        picture = self.focus_picture(message)
-        self.last = Answer(final, list(out), picture.report(), {
-            "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
-            "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
-            "per_token_ms": _per_token_ms(t_first, t_dec, len(out)),
-        }, first, self.last_recall, picture)  # fmt: skip
-        self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
-        self._set_budget(self._idle_budget())
-        if remember:
-            self.remember_turn(message, final)
+        return final, out, first, t_first
 
     def passages(self, hits: list, query: str) -> list[Passage]:
         """Every hit's passage as text (merged where they meet, inside its segment, before the
@@ -597,7 +615,7 @@ class Session:
                 query = f"{message} {reworded}"
                 hits = self.search(self.base.tokenizer.encode(query))
         chosen = self.passages(hits, query)
-        self.last_recall = [p.report() for p in chosen]
+        self.turn.hits, self.turn.recall = hits, [p.report() for p in chosen]
         prompt = messages(message, chosen, self.recent_text())
         t_focus = time.perf_counter()
         t_first, pieces = None, []
@@ -611,13 +629,13 @@ class Session:
         final = trim("".join(pieces).strip(), self.config.decoding.stop_lines)
         picture = self.focus_picture(message)
         ids = self.base.tokenizer.encode(final)
-        self.last = Answer(final, ids, picture.report(), {
+        self.turn.answer = Answer(final, ids, picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
             "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0, "reworded": reworded,
             "per_token_ms": _per_token_ms(t_first, t_dec, len(pieces)),
             "reader": self.reader.name, "reader_timings": dict(self.reader.last_timings),
-        }, None, self.last_recall, picture)  # fmt: skip
-        self.last_prompt = prompt
+        }, None, self.turn.recall, picture)  # fmt: skip
+        self.turn.prompt = prompt
         if remember:
             self.remember_turn(message, final)
 
@@ -654,7 +672,7 @@ class Session:
                 objects=objects,
                 message=f"forget {len(docs)} documents, {done.tokens} tokens",
             )
-        self.last, self.last_hits, self.last_recall, self.last_prompt = None, [], [], []
+        self.turn = Turn()
         self._open_reading()
         return done
 
@@ -721,7 +739,7 @@ class Session:
             segments=self.tree.segments(),
             block=wc.block,
             budget=self.focus.config.budget,
-            recall=self.last_recall if query is not None else (),
+            recall=self.turn.recall if query is not None else (),
             query=query,
         )
 

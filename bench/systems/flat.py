@@ -73,10 +73,10 @@ def one_turn(s, probe: Probe, max_new_tokens: int) -> dict:
     refocus = [e for e in ev if e["kind"] == "refocus"]
     return {
         "history": history,
-        "tokens": len(s.last.tokens),
+        "tokens": len(s.turn.answer.tokens),
         "ask_s": wall,
         "ask_cpu_s": cpu,
-        "decode_s": s.last.timings["decode_s"],
+        "decode_s": s.turn.answer.timings["decode_s"],
         "model_s": model,
         "runtime_s": wall - model,
         "positions": sum(e["positions"] for e in ev if e["kind"] == "logits"),

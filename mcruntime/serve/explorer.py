@@ -150,7 +150,7 @@ class Explorer:
             with Session(before, model=self.memories.base, window=self.memories.config.window,
                          mode="r") as s:  # fmt: skip
                 s.ask(question, max_new_tokens=1, remember=False)
-                pic = s.last.picture
+                pic = s.turn.answer.picture
             return {"version": int(version), "question": question, "picture": picture_dict(pic)}
 
     # -- writes (the Gate asks for the key where one is set) -----------------------------------

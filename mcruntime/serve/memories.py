@@ -366,7 +366,7 @@ class Memories:
             except BaseException:
                 self._discard(name)  # the window may hold half a turn
                 raise
-            ans = s.last
+            ans = s.turn.answer
             rest = missing_tail("".join(sent), ans.text)
             if rest and emit is not None:
                 emit(rest)
@@ -499,7 +499,7 @@ class Memories:
         the memory's lock right after ``chat``, it is that answer's."""
         with self._errors(name):
             s = self._get(name, create=False).session
-            return s.last.picture if s.last is not None else s.focus_picture()
+            return s.turn.answer.picture if s.turn.answer is not None else s.focus_picture()
 
     def documents(self, name: str) -> list[dict]:
         """A memory's segments: id, source, tags, role, created (ns), tokens."""

@@ -39,7 +39,7 @@ def build(base, url, so=None) -> Session:
 def recalled_text(s: Session) -> str:
     return "".join(
         s.base.tokenizer.decode([int(i) for i in s.tree.tokens(r["start"], r["stop"])])
-        for r in s.last_recall
+        for r in s.turn.recall
     )
 
 

@@ -43,8 +43,8 @@ def test_reader_sees_the_recalled_passage_and_the_question(base, gistnet, reader
             .rstrip()
             .endswith("Question: What is the code of the padlock on the cabinet?")
         )
-        assert s.last.recall and s.last.recall[-1]["source"] == "text"
-        assert s.last.timings["reader"] == base.name
+        assert s.turn.answer.recall and s.turn.answer.recall[-1]["source"] == "text"
+        assert s.turn.answer.timings["reader"] == base.name
 
 
 def test_a_turn_read_by_a_text_reader_is_remembered(base, gistnet, reader, tmp_path):
@@ -78,7 +78,7 @@ def test_own_answers_are_no_evidence(base, gistnet, reader, tmp_path):
         s.ask("What is my locker number?", 4, remember=False)
         user = reader.last_prompt[1]["content"]
         assert "4417" in user and "9001" not in user
-        kinds = [r["source"] for r in s.last.recall]
+        kinds = [r["source"] for r in s.turn.answer.recall]
         assert kinds[-1] == "chat:user"
 
 
@@ -95,7 +95,7 @@ def test_near_duplicates_lacking_the_asked_word_go(base, gistnet, reader, tmp_pa
         user = reader.last_prompt[1]["content"]
         assert "3344" in user
         assert "1122" not in user and "5566" not in user
-        assert s.last.recall[-1]["match"] >= max(r["match"] for r in s.last.recall)
+        assert s.turn.answer.recall[-1]["match"] >= max(r["match"] for r in s.turn.answer.recall)
 
 
 def test_choose_scores_whole_sentences_and_orders_best_last():
@@ -242,19 +242,19 @@ def test_a_question_whose_words_find_nothing_is_reworded_once(base, gistnet, rea
     with session(base, gistnet, str(tmp_path / "t.mc"), reader, retrieval="bm25") as s:
         s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
         s.ask("Which creature shares a flat with Bob?", 4, remember=False)
-        assert s.last.timings["reworded"] is not None  # nothing matched: the reader reworded
+        assert s.turn.answer.timings["reworded"] is not None  # nothing matched: the reader reworded
         s.ask("What pet does Ann keep at home?", 4, remember=False)
-        assert s.last.timings["reworded"] is None  # its own words found the passage
+        assert s.turn.answer.timings["reworded"] is None  # its own words found the passage
 
 
 def test_a_question_in_other_words_gets_passages_found_by_meaning(base, gistnet, reader, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:  # a new tree: hybrid
         s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
         s.ask("Which creature shares a flat with Bob?", 4, remember=False)
-        assert s.last.timings["reworded"] is None  # no word matched, but meaning keys did
-        assert s.last.recall and {r["via"] for r in s.last.recall} == {"meaning"}
+        assert s.turn.answer.timings["reworded"] is None  # no word matched, but meaning keys did
+        assert s.turn.answer.recall and {r["via"] for r in s.turn.answer.recall} == {"meaning"}
         s.ask("What pet does Ann keep at home?", 4, remember=False)
-        assert s.last.recall[-1]["via"] == "words"  # its own words found it: words only
+        assert s.turn.answer.recall[-1]["via"] == "words"  # its own words found it: words only
         assert "ferret" in reader.last_prompt[1]["content"]
 
 

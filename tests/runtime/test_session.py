@@ -70,8 +70,8 @@ def test_refocus_brings_a_collapsed_span_back(base, gistnet):
         pos = next(i for i in range(len(at)) if at[i : i + len(key)] == key)
         raw_before = _is_raw(s, pos)
         s.ask("What is the secret #9|7|3 ?", max_new_tokens=8)
-        answers[retrieval] = s.last.first_logits
-        spans = s.last.focus
+        answers[retrieval] = s.turn.answer.first_logits
+        spans = s.turn.answer.focus
         raw_after = any(sp["start"] <= pos < sp["stop"] for sp in spans)
         check(s)
         assert not raw_before, "the planted key should start far back, collapsed into gists"
@@ -253,11 +253,11 @@ def test_recall_reads_the_hit_back_before_the_question(base, gistnet):
     s.append_ids(base.tokenizer.encode("The vault code is zulu7731. "), source="fact")
     s.append_ids(base.tokenizer.encode(prose(900, 2)), source="b")
     s.ask("What is the vault code?", max_new_tokens=4, remember=False)
-    (p,) = s.last.recall
+    (p,) = s.turn.answer.recall
     assert p["source"] == "fact" or "zulu7731" in base.tokenizer.decode(
         s.tree.tokens(p["start"], p["stop"])
     )
-    assert s.last.timings["first_token_s"] > 0
+    assert s.turn.answer.timings["first_token_s"] > 0
     check(s)
 
 
@@ -320,11 +320,14 @@ def test_hooks_report_every_span_of_a_turn(base, gistnet):
     s.ask("what is it?", max_new_tokens=4, remember=False)
     ev = t.since(mark)
     logits = [e for e in ev if e["kind"] == "logits"]
-    assert len(s.last.tokens) <= len(logits) <= 4
+    assert len(s.turn.answer.tokens) <= len(logits) <= 4
     assert logits[0]["positions"] > 1 and all(e["positions"] == 1 for e in logits[1:])
     assert [e["len"] for e in logits] == list(range(logits[0]["len"], logits[-1]["len"] + 1))
     (rf,) = [e for e in ev if e["kind"] == "refocus"]
-    assert rf["rounds"] == s.config.focus_rounds and rf["edits"] == s.last.timings["focus_edits"]
+    assert (
+        rf["rounds"] == s.config.focus_rounds
+        and rf["edits"] == s.turn.answer.timings["focus_edits"]
+    )
     assert {e["kind"] for e in ev} <= set(KINDS) and any(e["kind"] == "score" for e in ev)
     assert all(e["s"] >= 0 for e in t.events)
     s.set_hooks(Timings())  # detached: the old record stops growing
@@ -345,7 +348,7 @@ def test_on_logits_steers_the_answer(base, gistnet):
     s = session(base, gistnet, "memory://force.mc")
     s.set_hooks(Force())
     s.ask("hi", max_new_tokens=3, remember=False)
-    assert s.last.tokens == [ord("z")] * 3
+    assert s.turn.answer.tokens == [ord("z")] * 3
 
 
 def test_rebudget_leaves_the_callers_focus_config_alone(base, gistnet):
@@ -378,4 +381,4 @@ def test_streaming_after_leading_blank_lines_sends_the_whole_answer(base, gistne
     s = session(base, gistnet, "memory://stream-blank.mc")
     s.set_hooks(Script())
     pieces = list(s.chat_stream("hi", max_new_tokens=len(script), remember=False))
-    assert "".join(pieces).strip() == s.last.text == "ok\nUs"
+    assert "".join(pieces).strip() == s.turn.answer.text == "ok\nUs"
