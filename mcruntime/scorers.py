@@ -15,6 +15,7 @@ the same for every scorer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,17 @@ class FocusView:
     prefix: torch.Tensor | None = None  # [p, d] vectors before the entries (template)
 
 
+class Scorer(Protocol):
+    """What the focus asks of a scorer: signed scores per entry, and whether it may run in
+    every refocus round (``per_round``: False for one that costs a model forward per call;
+    later rounds then inherit its scores, ``mcruntime.inherit``)."""
+
+    name: str
+    per_round: bool
+
+    def __call__(self, view: FocusView) -> np.ndarray: ...
+
+
 def _standardise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if len(x) == 0:
@@ -43,6 +55,7 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 
 class RecencyScorer:
     name = "recency"
+    per_round = True
 
     def __call__(self, view: FocusView) -> np.ndarray:
         starts = np.asarray(view.wc.starts(), dtype=np.float64)
@@ -51,6 +64,7 @@ class RecencyScorer:
 
 class SimilarityScorer:
     name = "similarity"
+    per_round = True
 
     def __call__(self, view: FocusView) -> np.ndarray:
         mean = view.base.embedding_stats()["mean"].float()
@@ -84,6 +98,7 @@ class LensScorer:
     """LensNet's scores, with illegal directions already meaningless to the allocator."""
 
     name = "lensnet"
+    per_round = True
 
     def __init__(self, lensnet):
         self.lensnet = lensnet.eval()
@@ -113,7 +128,7 @@ SCORERS = {
 }
 
 
-def make_scorer(name: str, *, lensnet=None):
+def make_scorer(name: str, *, lensnet=None) -> Scorer:
     if name == "lensnet":
         if lensnet is None:
             raise ValueError("the lensnet scorer needs a LensNet checkpoint")

@@ -379,7 +379,7 @@ class Session:
         scored: Inherited | None = None
         for _ in range(rounds):
             wc = self.focus.wc
-            if scored is None or getattr(self.scorer, "per_round", True):
+            if scored is None or self.scorer.per_round:
                 scores = self._scorer_scores(qv)
                 scored = Inherited(wc.entries, scores, wc.block, top=self.tree.num_levels - 1)
             else:
@@ -409,8 +409,7 @@ class Session:
     def _record(self, expanded: list[Entry]) -> None:
         b = self.tree.block
         for level, index in expanded:
-            if hasattr(self.tree, "record_access"):
-                self.tree.record_access(level - 1, np.arange(index * b, (index + 1) * b))
+            self.tree.record_access(level - 1, np.arange(index * b, (index + 1) * b))
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -744,7 +743,7 @@ class Session:
         )
 
     def close(self) -> None:
-        if hasattr(self.tree, "flush_telemetry") and self.tree.mode != "r":
+        if self.tree.mode != "r":
             self.tree.flush_telemetry()
 
     def __enter__(self) -> Session:
