@@ -77,9 +77,9 @@ class HalfHead(torch.nn.Module):
 
 
 def half_copy(model: torch.nn.Module, keep: tuple[str, ...] = KEEP_FP32) -> torch.nn.Module:
-    """A copy of ``model`` whose ``nn.Linear`` layers, except those named in ``keep``, are
-    :class:`HalfLinear`. The original is untouched (training, dense keys and anything that
-    needs gradients or fp32 states keep using it)."""
+    """A copy of ``model`` whose ``nn.Linear`` layers are :class:`HalfLinear`, those named in
+    ``keep`` :class:`HalfHead`. The original is untouched (training, dense keys and anything
+    that needs gradients or fp32 states keep using it)."""
     twin = copy.deepcopy(model)  # tied weights stay tied: deepcopy copies a shared tensor once
     for name, module in list(twin.named_modules()):
         for child_name, child in list(module.named_children()):
