@@ -166,6 +166,11 @@ class Session:
         """The GistNet this session gists with (its gister's)."""
         return self.gister.gistnet
 
+    @property
+    def lensnet(self):
+        """The LensNet this session scores with, or None when its scorer is another one."""
+        return getattr(self.scorer, "lensnet", None)
+
     def binding(self) -> dict:
         """What the tree records (and checks) about the models writing it, and the kind of
         retrieval keys it keeps (``mcruntime.binding``)."""
