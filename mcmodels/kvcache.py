@@ -68,6 +68,24 @@ class GrowingLayer(DynamicLayer):
         self.length = 0
         self.kbuf = self.vbuf = None
 
+    # the batch reshuffles of beam search and batched generation act on the buffers, so that
+    # the next update writes where the views point (transformers' versions reassign the views
+    # only); offloading (``offload``/``prefetch``) is not supported: nothing here offloads
+    def _rebuffer(self, fn) -> None:
+        if self.get_seq_length() > 0:
+            self.kbuf, self.vbuf = fn(self.kbuf), fn(self.vbuf)
+            self.keys = self.kbuf[..., : self.length, :]
+            self.values = self.vbuf[..., : self.length, :]
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._rebuffer(lambda b: b.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._rebuffer(lambda b: b[indices, ...])
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._rebuffer(lambda b: b.index_select(0, beam_idx.to(b.device)))
+
 
 class GrowingCache(DynamicCache):
     """``DynamicCache`` whose plain full-attention layers are :class:`GrowingLayer` (sliding

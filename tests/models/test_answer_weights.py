@@ -46,6 +46,24 @@ def test_growing_cache_matches_transformers_cache_through_growth_and_crops(tiny)
             assert torch.allclose(mine, theirs, atol=1e-5)
 
 
+def test_growing_cache_batch_reshuffles_move_the_buffers_with_the_views(tiny):
+    """After a batch select, the next step writes where the kept rows' keys are."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, 250, (2, 20), generator=g)
+    mine, theirs = GrowingCache(config=tiny.model.config), DynamicCache(config=tiny.model.config)
+    with torch.no_grad():
+        for cache in (mine, theirs):
+            tiny.forward(tiny.embed(ids), torch.arange(20)[None].expand(2, -1), cache=cache)
+            cache.batch_repeat_interleave(2)  # 4 rows
+            cache.batch_select_indices(torch.tensor([3, 0]))
+            cache.reorder_cache(torch.tensor([0, 1]))  # rows now (b, a): not the start order
+        nxt = tiny.embed(torch.tensor([[5], [6]]))
+        pos = torch.tensor([[20], [20]])
+        a = tiny.forward(nxt, pos, cache=mine, last_k=1).logits
+        b = tiny.forward(nxt, pos, cache=theirs, last_k=1).logits
+    assert torch.allclose(a, b, atol=1e-5) and mine.get_seq_length() == 21
+
+
 def test_growing_cache_refuses_a_positive_crop(tiny):
     cache = GrowingCache(config=tiny.model.config)
     tiny.forward_ids([5, 6, 7], cache=cache)
