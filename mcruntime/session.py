@@ -52,7 +52,7 @@ from mcruntime.reading import Passage, choose, expansion_messages, messages, tur
 from mcruntime.recall import Recaller
 from mcruntime.render import Role, is_chat, render_document, render_turn, role_of
 from mcruntime.retrieval import Keys
-from mcruntime.scorers import FocusView, make_scorer
+from mcruntime.scorers import FocusView, LensScorer, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
 from mcruntime.turn import Answer, Turn
 from mcruntime.window import Window
@@ -129,7 +129,8 @@ class Session:
         self.base = mcmodels.load_base(model) if isinstance(model, str) else model
         self.reader = mcmodels.load_reader(reader) if isinstance(reader, str) else reader
         gistnet = mcmodels.pick_gistnet(self.base, gistnet, untrained_ok=True)
-        lensnet = lensnet if lensnet is not None else mcmodels.default_lensnet(self.base)
+        if lensnet is None and self.config.scorer in (None, "lensnet"):  # only if it scores
+            lensnet = mcmodels.default_lensnet(self.base)
         self.tree, self.created = self._open_tree(tree, gistnet, storage_options, mode, create)
         self.gister = Gister.for_tree(self.base, gistnet, self.tree)
         scorer = self.config.scorer or ("lensnet" if lensnet is not None else "recency")
@@ -169,7 +170,7 @@ class Session:
     @property
     def lensnet(self):
         """The LensNet this session scores with, or None when its scorer is another one."""
-        return getattr(self.scorer, "lensnet", None)
+        return self.scorer.lensnet if isinstance(self.scorer, LensScorer) else None
 
     def binding(self) -> dict:
         """What the tree records (and checks) about the models writing it, and the kind of
@@ -764,6 +765,11 @@ def _day_if_past(time_ns: int) -> str:
     return "" if day == time.strftime("%a %Y-%m-%d") else day
 
 
+def _per_token_ms(t_first: float | None, t_end: float, n: int) -> float | None:
+    """Milliseconds per token after the first (the first carries the prefill: first_token_s)."""
+    return 1000 * (t_end - t_first) / (n - 1) if t_first is not None and n > 1 else None
+
+
 __all__ = [
     "Answer",
     "ContextError",
@@ -775,8 +781,3 @@ __all__ = [
     "render_document",
     "render_turn",
 ]
-
-
-def _per_token_ms(t_first: float | None, t_end: float, n: int) -> float | None:
-    """Milliseconds per token after the first (the first carries the prefill: first_token_s)."""
-    return 1000 * (t_end - t_first) / (n - 1) if t_first is not None and n > 1 else None

@@ -52,6 +52,8 @@ class WorkerResources(WorkerPlugin):
     def teardown(self, worker) -> None:
         with self.lock:
             self.models.clear()
+            for tree in self.trees.values():
+                tree.close()
             self.trees.clear()
 
     def __getstate__(self) -> dict:  # shipped to workers empty: each loads its own
