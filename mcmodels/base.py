@@ -131,9 +131,9 @@ class BaseLM:
         """The model that writes answers: ``"fp16"`` (the default on a CPU in fp32) is a copy
         whose projections hold fp16 weights (``mcmodels.halfweights``: a decode step reads
         half the bytes, and the default model's weights are fp16 values to begin with);
-        ``"fp32"`` is this model. Built once (0.3 s for the 135M model) and shared by every session on this
-        model. Anything that needs gradients or fp32 states (training, dense keys) keeps
-        using this model itself."""
+        ``"fp32"`` is this model. Built once (0.3 s for the 135M model) and shared by every
+        session on this model. Anything that needs gradients or fp32 states (training, dense
+        keys) keeps using this model itself."""
         if weights not in ("fp16", "fp32"):
             raise ModelError(f"answer weights must be 'fp16' or 'fp32', not {weights!r}")
         if weights == "fp16" and (self.device.type != "cpu" or self.dtype != torch.float32):
