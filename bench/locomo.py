@@ -89,6 +89,10 @@ SYSTEMS = ("mc", "rag", "oracle", "trunc")
 NOT_MENTIONED = ("no information", "not mentioned", "memory holds nothing")
 FORMAT = 1  # version of how turns are rendered into the tree (part of the cache key)
 QUESTION_ROOM = 64  # keeper positions kept for the question when trunc fills the window
+# --quick: 20 questions of each dev conversation (spread over the categories)
+# by the systems that tune something; trunc (a floor, ~25 s a question: it fills the window)
+# only in full runs. ~15 minutes on this machine with the 1.5B reader.
+QUICK_LIMIT, QUICK_SYSTEMS = 20, ("mc", "rag", "oracle")
 
 
 @dataclass
@@ -107,6 +111,7 @@ class LocomoConfig:
     out: str = "bench/results/locomo.json"
     workdir: str = "bench/results/tmp/locomo"
     session: dict = field(default_factory=dict)  # SessionConfig overrides for mc
+    resume: bool = False  # reuse answers a run with the same answer key already wrote
 
 
 # -- the data ------------------------------------------------------------------------------------
@@ -189,7 +194,8 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
     """Indices of the questions asked: all; the first ``limit``; or (default) ``limit`` spread
     over the categories in proportion to their counts, each category's earliest first (the
     release lists questions by category, so its first 60 hold no single-hop or adversarial
-    question)."""
+    question). A spread of N holds the spread of every smaller N, so a run with a larger
+    ``--limit`` and ``--resume`` only asks the questions it adds."""
     if not limit or limit >= len(qa):
         return list(range(len(qa)))
     if first:
@@ -202,6 +208,55 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
         keys.append(((seen[c] + 0.5) / cats[c], c, i))
         seen[c] += 1
     return sorted(i for _, _, i in sorted(keys)[:limit])
+
+
+# what decides an answer besides the run's settings: a change to any of these starts afresh
+ANSWER_SOURCES = ("mcruntime/reading.py", "mcruntime/recall.py", "mcruntime/lexical.py",
+                  "mcruntime/indexing.py", "mcruntime/retrieval.py", "mcruntime/static_keys.py",
+                  "mcruntime/layout.py", "bench/locomo.py")  # fmt: skip
+_NOT_ANSWERS = ("split", "conversations", "limit", "first", "systems", "out", "workdir", "resume")
+
+
+def answer_key(cfg: LocomoConfig) -> str:
+    """What one question's answer depends on: the run's settings (not which questions or
+    systems it asks, nor where it writes), ``SessionConfig``'s defaults and the source of the
+    modules that recall and read. Rows stored under the same key are reused by ``--resume``."""
+    from mcruntime import SessionConfig
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_ANSWERS}
+    src = [(p, (ROOT / p).read_text()) for p in ANSWER_SOURCES if (ROOT / p).exists()]
+    blob = json.dumps([settings, asdict(SessionConfig()), src], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class Answers:
+    """Every answer of runs under one answer key, one JSON line each, appended as it is made
+    (``<workdir>/answers-<key>.jsonl``: raw, with question and gold; never committed), so a
+    run that stops (or a larger one) goes on from where the last one got to."""
+
+    def __init__(self, workdir: str | Path, key: str):
+        self.path = Path(workdir) / f"answers-{key}.jsonl"
+        self.done: dict[tuple[str, int, str], dict] = {}
+        self.cut = False  # the last line was cut (the next one starts on a line of its own)
+        if self.path.exists():
+            text = self.path.read_text()
+            self.cut = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill: asked again
+                    continue
+                self.done[(r["conv"], r["q"], r["system"])] = r
+
+    def get(self, cid: str, qi: int, system: str) -> dict | None:
+        return self.done.get((cid, qi, system))
+
+    def add(self, raw: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(("\n" if self.cut else "") + json.dumps(raw) + "\n")
+        self.cut = False
+        self.done[(raw["conv"], raw["q"], raw["system"])] = raw
 
 
 # -- scores (LoCoMo's task_eval/evaluation.py) ---------------------------------------------------
@@ -514,6 +569,7 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
     lensnet = mcmodels.default_lensnet(base)
     answerer = Answerer(base, reader, cfg.window, cfg.max_new_tokens)
     work = Path(cfg.workdir)
+    answers = Answers(work, answer_key(cfg)) if cfg.resume else None
     machine = machine_info()
     t_start, cpu_start = time.perf_counter(), time.process_time()
     rows: list[Row] = []
@@ -535,6 +591,11 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
         for system in cfg.systems:
             for qi in asked:
                 qa = conv.qa[qi]
+                kept = answers.get(cid, qi, system) if answers else None
+                if kept is not None:
+                    rows.append(Row(**{k: kept[k] for k in Row.__dataclass_fields__}))
+                    raw.append(kept)
+                    continue
                 t0 = time.perf_counter()
                 note = ""
                 if system == "mc":
@@ -555,6 +616,8 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
                 rows.append(row)
                 raw.append({**asdict(row), "question": qa["question"], "gold": gold(qa),
                             "adversarial_answer": qa.get("adversarial_answer")})  # fmt: skip
+                if answers is not None:
+                    answers.add(raw[-1])
             done = [r for r in rows if r.conv == cid and r.system == system]
             progress(
                 f"conversation {cid} {system:>6}: F1 {np.mean([r.f1 for r in done]):.3f} "
@@ -644,6 +707,36 @@ def table(result: dict) -> str:
     return "\n".join(lines).strip()
 
 
+def plot(result: dict, path: str | Path) -> None:
+    """Token F1 and focus recall per category, one bar per system (the README's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summ = result["summary"]
+    systems = [s for s in SYSTEMS if s in summ]
+    cols = [c for c in [*CATEGORIES.values(), "1-4", "all"] if any(c in d for d in summ.values())]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    width = 0.8 / max(1, len(systems))
+    for ax, key, title in ((axes[0], "f1", "token F1"), (axes[1], "found", "focus recall")):
+        for j, s in enumerate(systems):
+            vals = [(summ[s].get(c) or {}).get(key) for c in cols]
+            xs = [i + (j - (len(systems) - 1) / 2) * width for i in range(len(cols))]
+            ax.bar(xs, [v or 0.0 for v in vals], width, label=s)
+        ax.set_xticks(range(len(cols)), [f"{c}\n(n={summ[systems[0]][c]['n']})" for c in cols],
+                      fontsize=8)  # fmt: skip
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    cfg = result["config"]
+    fig.suptitle(f"LoCoMo {cfg['split']} split, reader {result['reader']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def save(result: dict, out: str, workdir: str | None = None) -> None:
     """The committed result (``out`` and a ``.md`` table: no question or gold text) and the raw
     outputs (``<workdir>/<out stem>_raw.json``: questions, gold answers, answers)."""
@@ -661,6 +754,8 @@ def save(result: dict, out: str, workdir: str | None = None) -> None:
         f"{result['seconds'] / 60:.0f} min, {result['cpu_seconds'] / 60:.0f} CPU-min\n\n"
         f"{table(result)}\n"
     )
+    if result["rows"]:
+        plot(result, p.with_suffix(".png"))
     if workdir and result.get("raw") is not None:
         w = Path(workdir)
         w.mkdir(parents=True, exist_ok=True)
@@ -672,7 +767,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m bench locomo", description=__doc__.split("\n")[0])
     ap.add_argument("--split", default="test", choices=["test", "dev"], help="dev: for tuning only")
-    ap.add_argument("--quick", action="store_true", help="dev split, 30 questions of each")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"dev split, {QUICK_LIMIT} questions of each, {','.join(QUICK_SYSTEMS)}")  # fmt: skip
     ap.add_argument("--conversations", default=None, help="comma-separated, e.g. 26,30")
     ap.add_argument("--limit", type=int, default=None,
                     help="N questions per conversation, spread over the categories")  # fmt: skip
@@ -688,10 +784,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="SessionConfig override for mc, e.g. recall_k=5")  # fmt: skip
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the answers an earlier run with the same settings and code made")  # fmt: skip
     args = ap.parse_args(argv)
-    kw: dict = {"split": "dev" if args.quick else args.split}
+    kw: dict = {"split": "dev" if args.quick else args.split, "resume": args.resume}
     if args.quick:
-        kw["limit"] = 30
+        kw["limit"], kw["systems"] = QUICK_LIMIT, QUICK_SYSTEMS
     kw["first"] = args.first
     for name in ("limit", "reader", "window", "max_new_tokens", "rag_k", "model", "data",
                  "workdir"):  # fmt: skip

@@ -23,6 +23,7 @@ from mcruntime.lexical import (
     EXTEND,
     BlockTerms,
     LexicalIndex,
+    QueryTerms,
     block_terms,
     query_terms,
     term_ids,
@@ -262,11 +263,11 @@ class NodeIndex:
         meaning = [(i, s) for i, s in meaning if s >= MIN_SIMILARITY]
         return [Hit(1, i, s, via) for i, s, via in interleave(lex, meaning)[:k]]
 
-    def lexical(self, terms: np.ndarray, k: int) -> list[tuple[int, float]]:
+    def lexical(self, terms: QueryTerms, k: int) -> list[tuple[int, float]]:
         """The ``k`` best word hits (``lexical_covered`` without the share)."""
         return self.lexical_covered(terms, k)[0]
 
-    def lexical_covered(self, terms: np.ndarray, k: int) -> tuple[list[tuple[int, float]], float]:
+    def lexical_covered(self, terms: QueryTerms, k: int) -> tuple[list[tuple[int, float]], float]:
         """BM25 over block words plus a title field: a block whose segment's source name holds
         query words ("Who is the author of argparse?" in ``docs/argparse.py``) gains their idf,
         as BM25F weighs a document's title. ``lexical_covered`` also returns the share of the
@@ -279,12 +280,11 @@ class NodeIndex:
         segs, starts = self._segment_starts()
         at = np.clip(np.searchsorted(starts, blocks * self.tree.block, "right") - 1, 0, None)
         idfs = self.lex.idf(terms)
-        idf = dict(zip(terms.tolist(), idfs.tolist(), strict=True))
         per_source: dict[str, float] = {}
         seg_ids, inv = np.unique(at, return_inverse=True)  # only segments that hold candidates
         for j in seg_ids.tolist():
             if segs[j].source not in per_source:
-                per_source[segs[j].source] = self._title_bonus(segs[j].source, idf)
+                per_source[segs[j].source] = self._title_bonus(segs[j].source, terms, idfs)
         bonus = np.asarray([per_source[segs[j].source] for j in seg_ids.tolist()], np.float32)[inv]
         sc = sc + TITLE_WEIGHT * bonus
         share = (got + bonus) / max(float(idfs.sum()), 1e-9)
@@ -295,13 +295,12 @@ class NodeIndex:
         covered = float(share[top[0]]) if len(top) else 0.0
         return [(int(blocks[i]), float(sc[i])) for i in top], covered
 
-    def match_weight(self, text: str, terms: np.ndarray) -> float:
-        """The summed idf of the query ``terms`` found among the words of ``text``."""
+    def match_weight(self, text: str, terms: QueryTerms) -> float:
+        """The summed idf of the query's words (any of their forms) found in ``text``."""
         if self.lex is None or not len(terms):
             return 0.0
         have = set(term_ids(words(text)).tolist())
-        idf = self.lex.idf(terms)
-        return float(sum(v for t, v in zip(terms.tolist(), idf.tolist(), strict=True) if t in have))
+        return float(self.lex.idf(terms)[terms.found(have)].sum())
 
     def _segment_starts(self):
         """The tree's segments and their start tokens, extended as segments are appended."""
@@ -322,12 +321,12 @@ class NodeIndex:
             n += self.dense.count(1) * self.dense.dim * 4
         return n
 
-    def _title_bonus(self, source: str | None, idf: dict[int, float]) -> float:
+    def _title_bonus(self, source: str | None, terms: QueryTerms, idfs: np.ndarray) -> float:
         if not source:
             return 0.0
         if source not in self._titles:
             self._titles[source] = set(term_ids(words(source)).tolist())
-        return sum(v for t, v in idf.items() if t in self._titles[source])
+        return float(idfs[terms.found(self._titles[source])].sum())
 
     def boosts(self, wc: WorkingContext, hits: list[Hit]) -> np.ndarray:
         """+boost on every entry whose span meets a level-1 hit (or its neighbours): coarser

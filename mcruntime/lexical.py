@@ -10,7 +10,12 @@ asks about, so the keys are words:
   underscores are indexed whole and by part;
 * a word is stored as the crc32 of its UTF-8 bytes (no vocabulary to keep in sync across
   processes; collisions at 2³² are negligible for a block index);
-* scores are Okapi BM25 (Lucene's idf, k1 = 1.2, b = 0.75) over blocks.
+* scores are Okapi BM25 (Lucene's idf, k1 = 1.2, b = 0.75) over blocks;
+* a question's word also matches the other forms of it that share its English (Snowball)
+  stem: "What did Caroline research?" finds "Researching adoption agencies". The forms are
+  made at query time (``forms``) and looked up as one term (their postings joined, one idf),
+  so stored indexes keep surface words and every tree, old or new, gains it (LoCoMo dev:
+  the evidence turns in BM25's best 10 rose from 0.59 to 0.64).
 
 Why hand-written postings rather than bm25s or tantivy: the tree's index must grow by appends
 and persist as immutable per-epoch objects inside the store's commit protocol (crash-safe,
@@ -22,11 +27,14 @@ few segments merged Lucene-style, which is all BM25 needs.
 from __future__ import annotations
 
 import re
+import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import snowballstemmer
 
 K1, B = 1.2, 0.75
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -58,10 +66,77 @@ def term_ids(ws) -> np.ndarray:
     return np.fromiter((zlib.crc32(w.encode()) for w in ws), dtype=np.uint32)
 
 
-def query_terms(text: str) -> np.ndarray:
-    """Distinct content words of a question, hashed."""
-    ws = [w for w in dict.fromkeys(words(text)) if w not in STOPWORDS]
-    return term_ids(ws)
+_STEMMER = snowballstemmer.stemmer("english")
+_STEM_LOCK = threading.Lock()  # a Snowball stemmer object keeps state while it works
+# endings a form of a word may carry, tried on the word, its stem and the stem's usual
+# spellings (a stem ending -i may be -y, a dropped -e restored); kept only where the form's
+# stem is the word's own, so nothing Snowball would not conflate is ever matched
+_ENDINGS = ("", "s", "es", "e", "ed", "d", "ing", "er", "ers", "ion", "ions", "ation",
+            "ations", "y", "ies", "ied", "ly", "ment", "ments", "al", "ness", "ity", "ful")  # fmt: skip
+_DOUBLED = ("ed", "ing", "er", "ers")  # stop -> stopped, stopping
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    with _STEM_LOCK:
+        return _STEMMER.stemWord(word)
+
+
+@lru_cache(maxsize=16384)
+def forms(word: str) -> tuple[str, ...]:
+    """``word`` and its other forms sharing its stem, as an index of surface words may hold
+    them ("research": "researched", "researcher", "researching", …). Words with digits or
+    underscores, and words of three letters or fewer, stand for themselves only."""
+    if len(word) <= 3 or not word.isalpha():
+        return (word,)
+    s = stem(word)
+    roots = {word, s, s + "e"}
+    if s.endswith("i"):
+        roots.add(s[:-1] + "y")
+    if s.endswith("e"):
+        roots.add(s[:-1])
+    cands = {r + e for r in roots for e in _ENDINGS}
+    cands |= {s + s[-1] + e for e in _DOUBLED}
+    return (word, *sorted(c for c in cands if c != word and stem(c) == s))
+
+
+@dataclass(frozen=True)
+class QueryTerms:
+    """A question's content words, each with the hashes of its forms: the index scores a word
+    once, over every block holding any of its forms."""
+
+    ids: np.ndarray  # uint32: every form of every word
+    group: np.ndarray  # int64: which word each form belongs to
+    n: int  # words
+
+    def __len__(self) -> int:
+        return self.n
+
+    @classmethod
+    def of(cls, ws, *, conflate: bool = True) -> QueryTerms:
+        ws = list(dict.fromkeys(ws))
+        fs = [forms(w) if conflate else (w,) for w in ws]
+        ids = np.concatenate([term_ids(f) for f in fs]) if fs else np.zeros(0, np.uint32)
+        group = np.repeat(np.arange(len(fs), dtype=np.int64), [len(f) for f in fs])
+        return cls(ids, group, len(fs))
+
+    @classmethod
+    def hashed(cls, ids) -> QueryTerms:
+        """Hashed words, each its own term (no other forms)."""
+        ids = np.unique(np.asarray(ids, np.uint32))
+        return cls(ids, np.arange(len(ids), dtype=np.int64), len(ids))
+
+    def found(self, have: set[int]) -> np.ndarray:
+        """Per word: whether any of its forms is among the hashes ``have``."""
+        hit = np.fromiter((int(t) in have for t in self.ids), bool, len(self.ids))
+        out = np.zeros(self.n, bool)
+        np.logical_or.at(out, self.group, hit)
+        return out
+
+
+def query_terms(text: str) -> QueryTerms:
+    """Distinct content words of a question with their forms, hashed."""
+    return QueryTerms.of(w for w in words(text) if w not in STOPWORDS)
 
 
 @dataclass
@@ -202,30 +277,28 @@ class LexicalIndex:
         if len(self.segments) > MAX_SEGMENTS:
             self.segments = [_Segment.merged(self.segments)]
 
-    def scores(self, terms: np.ndarray, *, matched: bool = False):
-        """(blocks, BM25 scores) of every block that holds at least one of ``terms``; with
-        ``matched``, also the summed idf of the terms each block holds."""
+    def scores(self, terms: QueryTerms | np.ndarray, *, matched: bool = False):
+        """(blocks, BM25 scores) of every block that holds at least one of ``terms`` (a word
+        counts once per block however many of its forms it holds: their counts add up); with
+        ``matched``, also the summed idf of the words each block holds."""
+        terms = _as_terms(terms)
         n = len(self.dl)
-        if n == 0 or len(terms) == 0:
-            e = (np.zeros(0, np.int64), np.zeros(0, np.float32))
-            return (*e, np.zeros(0, np.float32)) if matched else e
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        if n == 0 or not len(terms):
+            return (*empty, np.zeros(0, np.float32)) if matched else empty
         avgdl = max(float(self.dl.mean()), 1.0)
         cand, vals, idfs = [], [], []
-        for t in np.unique(terms):
-            got = [s.postings(int(t)) for s in self.segments]
-            blocks = np.concatenate([g[0] for g in got])
+        for g in range(terms.n):
+            blocks, tf = self._postings(terms.ids[terms.group == g])
             if not len(blocks):
                 continue
-            tf = np.concatenate([g[1] for g in got])
-            df = len(blocks)
-            idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            idf = self._idf(len(blocks))
             norm = K1 * (1.0 - B + B * self.dl[blocks] / avgdl)
             cand.append(blocks)
             vals.append((idf * tf * (K1 + 1) / (tf + norm)).astype(np.float32))
             idfs.append(np.full(len(blocks), idf, np.float32))
         if not cand:
-            e = (np.zeros(0, np.int64), np.zeros(0, np.float32))
-            return (*e, np.zeros(0, np.float32)) if matched else e
+            return (*empty, np.zeros(0, np.float32)) if matched else empty
         blocks, inv = np.unique(np.concatenate(cand), return_inverse=True)
         sc = np.zeros(len(blocks), np.float32)
         np.add.at(sc, inv, np.concatenate(vals))
@@ -235,18 +308,47 @@ class LexicalIndex:
         np.add.at(got, inv, np.concatenate(idfs))
         return blocks, sc, got
 
-    def idf(self, terms: np.ndarray) -> np.ndarray:
-        """BM25 idf of each term (a term no block holds gets the highest)."""
+    def _postings(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(blocks, summed tf) of the blocks holding any of the hashes ``ids`` (most forms a
+        query tries are in no block: each segment looks all of them up at once)."""
+        ids = np.unique(np.asarray(ids, np.uint32))
+        blocks, tf = [], []
+        for seg in self.segments:
+            lo = np.searchsorted(seg.terms, ids, "left")
+            hi = np.searchsorted(seg.terms, ids, "right")
+            for a, b in zip(lo[hi > lo].tolist(), hi[hi > lo].tolist(), strict=True):
+                blocks.append(seg.blocks[a:b])
+                tf.append(seg.tf[a:b])
+        if not blocks:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        blocks, tf = np.concatenate(blocks), np.concatenate(tf)
+        if len(blocks) > 1:  # a block holding two forms of the word: one posting, tf summed
+            blocks, inv = np.unique(blocks, return_inverse=True)
+            summed = np.zeros(len(blocks), np.float32)
+            np.add.at(summed, inv, tf)
+            tf = summed
+        return blocks, tf
+
+    def _idf(self, df: int) -> float:
         n = len(self.dl)
-        out = np.zeros(len(terms), np.float32)
-        for k, t in enumerate(terms):
-            df = sum(len(s.postings(int(t))[0]) for s in self.segments)
-            out[k] = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        return float(np.log(1.0 + (n - df + 0.5) / (df + 0.5)))
+
+    def idf(self, terms: QueryTerms | np.ndarray) -> np.ndarray:
+        """BM25 idf of each word, over the blocks holding any of its forms (a word no block
+        holds gets the highest)."""
+        terms = _as_terms(terms)
+        out = np.zeros(terms.n, np.float32)
+        for g in range(terms.n):
+            out[g] = self._idf(len(self._postings(terms.ids[terms.group == g])[0]))
         return out
 
-    def search(self, terms: np.ndarray, k: int) -> list[tuple[int, float]]:
+    def search(self, terms: QueryTerms | np.ndarray, k: int) -> list[tuple[int, float]]:
         blocks, sc = self.scores(terms)
         if not len(blocks):
             return []
         top = np.argsort(-sc, kind="stable")[:k]
         return [(int(blocks[i]), float(sc[i])) for i in top]
+
+
+def _as_terms(terms: QueryTerms | np.ndarray) -> QueryTerms:
+    return terms if isinstance(terms, QueryTerms) else QueryTerms.hashed(terms)

@@ -151,6 +151,27 @@ def test_the_keeper_answers_too(tmp_path, data):
     assert all(r["found"] == 1.0 for r in res["rows"] if r["system"] == "oracle")
 
 
+def test_a_resumed_run_asks_only_what_it_has_not_answered(tmp_path, data):
+    base = mcmodels.tiny_base(0)
+    cfg = _cfg(tmp_path, limit=2, systems=("rag", "oracle"), resume=True)
+    first = locomo.run(cfg, base=base, data=data, progress=lambda s: None)
+    store = tmp_path / f"answers-{locomo.answer_key(cfg)}.jsonl"
+    assert len(store.read_text().splitlines()) == 4
+    with store.open("a") as f:
+        f.write('{"conv": "7", "q": 4, "sys')  # a line cut by a kill is asked again
+    bigger = locomo.LocomoConfig(**{**first["config"], "limit": 3})
+    assert locomo.answer_key(bigger) == locomo.answer_key(cfg)  # which questions: not a key
+    second = locomo.run(bigger, base=base, data=data, progress=lambda s: None)
+    assert len(second["rows"]) == 6
+    kept = {(r["q"], r["system"]): r for r in first["rows"]}
+    for r in second["rows"]:
+        if (r["q"], r["system"]) in kept:
+            assert r == kept[(r["q"], r["system"])]  # reused as stored, timings included
+    assert len(store.read_text().splitlines()) == 4 + 1 + 2  # the cut line, then 2 new ones
+    other = locomo.LocomoConfig(**{**first["config"], "rag_k": 2})
+    assert locomo.answer_key(other) != locomo.answer_key(cfg)
+
+
 def test_saved_results_name_questions_by_index_only(result, tmp_path):
     out = tmp_path / "r" / "locomo.json"
     locomo.save(result, str(out), str(tmp_path / "work"))
@@ -162,6 +183,7 @@ def test_saved_results_name_questions_by_index_only(result, tmp_path):
     raw = json.loads((tmp_path / "work" / "locomo_raw.json").read_text())
     assert raw[0]["question"] == "What pet did Ada adopt?" and raw[0]["gold"] == "a ferret"
     md = out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| mc |" in md and "single-hop (n=1)" in md and "focus recall" in md
     assert "refused (1-4)" in md and 0 <= back["summary"]["rag"]["1-4"]["refused"] <= 1
 

@@ -10,8 +10,11 @@ from mcmodels.tokenizer import ByteTokenizer
 from mcruntime.lexical import (
     BlockTerms,
     LexicalIndex,
+    QueryTerms,
     block_terms,
+    forms,
     query_terms,
+    stem,
     term_ids,
     words,
 )
@@ -30,6 +33,34 @@ def test_words_normalise_and_split_identifiers():
     ]  # fmt: skip
     # stop words never make a query on their own
     assert len(query_terms("What is the code that I told you?")) == 1  # "code"
+
+
+def test_a_question_word_matches_the_forms_that_share_its_stem():
+    assert {"researching", "researched", "researcher"} <= set(forms("research"))
+    assert {"painted", "paints", "paint"} <= set(forms("painting"))
+    assert {"stopped", "stopping"} <= set(forms("stop")) and "study" in forms("studies")
+    assert all(stem(f) == stem("painting") for f in forms("painting"))
+    assert forms("2023") == ("2023",) and forms("max_new") == ("max_new",)
+    assert forms("run") == ("run",)  # three letters or fewer: the word alone
+    blocks = ["she was researching adoption agencies".ljust(32)[:32],
+              "the research group met on friday".ljust(32)[:32],
+              "nothing of interest was said here".ljust(32)[:32]]  # fmt: skip
+    ids = np.concatenate([np.asarray(TOK.encode(b)) for b in blocks])
+    idx = LexicalIndex()
+    idx.add(block_terms(dec, ids, 32))
+    got = dict(idx.search(query_terms("What did she research?"), 3))
+    assert set(got) == {0, 1}
+    plain = dict(idx.search(QueryTerms.of(["research"], conflate=False), 3))
+    assert set(plain) == {1}
+    # a block holding two forms of one word counts the word once, with their counts added
+    both = LexicalIndex()
+    both.add(
+        block_terms(dec, np.asarray(TOK.encode("paint painted other words here".ljust(32))), 32)
+    )
+    assert both.idf(query_terms("painting")).shape == (1,)
+    ((_, s2),) = both.search(query_terms("painting"), 1)
+    ((_, s1),) = both.search(QueryTerms.of(["paint"], conflate=False), 1)
+    assert s2 > s1
 
 
 def test_a_word_cut_by_the_block_end_is_completed_from_the_next_block():
