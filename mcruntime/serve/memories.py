@@ -24,20 +24,16 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mcstore
-from mcruntime.errors import InputError, PathTaken, SessionError, WindowError
-from mcruntime.hooks import Hooks
-from mcruntime.location import check_new
+from mcruntime.errors import InputError, SessionError, WindowError
 from mcruntime.render import LABELS, Role, role_of
 from mcruntime.serve.config import ServeConfig, ServeError
 from mcruntime.serve.metrics import ServeMetrics
 from mcruntime.serve.scheduler import Scheduler
+from mcruntime.serve.sessions import Models, Opened, SessionCache, no_memory
 from mcruntime.serve.turns import (
     NAME_RE,
     SUFFIX,
@@ -52,32 +48,11 @@ from mcruntime.serve.wire import APIError
 log = logging.getLogger(__name__)
 
 COMMIT_TRIES = 4  # a request's commit, tried on the newest tree after a conflict, then 409
-OPEN_TRIES = 5  # opens of a tree that reads as damaged (maybe mid-create), 0.75 s in all
 
 
 class _Landed(Exception):
     """A commit is in, but a later commit of the same step (the retrieval index's) met another
     writer: the step is done, the session's view is stale."""
-
-
-class _PromptMeter(Hooks):
-    """Session hooks that read the window's length at the first model step of an answer: the
-    positions the model was prompted with (template, working context, recall, question)."""
-
-    def __init__(self) -> None:
-        self.window = None
-        self.prompt: int | None = None
-
-    def on_logits(self, logits):
-        if self.prompt is None and self.window is not None:
-            self.prompt = self.window.length
-        return logits
-
-
-@dataclass
-class _Open:
-    session: object
-    meter: _PromptMeter
 
 
 class Memories:
@@ -96,12 +71,14 @@ class Memories:
         self.metrics = ServeMetrics()  # what GET /metrics shows
         self.reader = None  # the loaded text reader; None: the keeper answers
         self._reader_ready = False
-        self._gistnet = config.gistnet  # a path at first; the loaded net once a session has it
-        self._lensnet = None
-        self._open: OrderedDict[str, _Open] = OrderedDict()
-        self._guard = threading.Lock()  # _open is touched by worker threads and the loop
-        self._creating = threading.Lock()  # one creation at a time: --max-memories holds
-        self.scheduler = Scheduler(config.concurrency, after=lambda _name: self._close_idle())
+        self.scheduler = Scheduler(
+            config.concurrency, after=lambda _name: self.sessions.close_idle()
+        )
+        models = Models(self.load, lambda: self.base, lambda: self.reader, config.gistnet)
+        self.sessions = SessionCache(
+            config, self.session_config, models, url=self.url, names=self.names,
+            busy=self.scheduler.locked, later=self.scheduler.pool.submit,
+        )  # fmt: skip
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -134,19 +111,14 @@ class Memories:
     @property
     def opened(self) -> list[str]:
         """The memories with an open session, least recently used first."""
-        with self._guard:
-            return list(self._open)
+        return self.sessions.opened
 
     def url(self, name: str) -> str:
         return f"{self.config.root}/{check_name(name)}{SUFFIX}"
 
     def close(self) -> None:
         self.scheduler.shutdown()
-        with self._guard:
-            opened, self._open = list(self._open.values()), OrderedDict()
-        for o in opened:
-            with contextlib.suppress(Exception):
-                o.session.close()
+        self.sessions.close()
 
     # -- scheduling (event loop side) ----------------------------------------------------------
 
@@ -159,111 +131,9 @@ class Memories:
         """Run read-only work (no lock: mcstore readers see whole commits only)."""
         return await self.scheduler.read(fn, *args)
 
-    def _close_idle(self) -> None:
-        """Close the least recently used sessions beyond ``max_open`` (only idle ones: the
-        event loop holds the locks, so an unlocked memory has no work running)."""
-        with self._guard:
-            extra = len(self._open) - self.config.max_open
-            idle = [n for n in self._open if not self.scheduler.locked(n)]
-            closing = [self._open.pop(n) for n in idle[: max(0, extra)]]
-        for o in closing:
-            with contextlib.suppress(RuntimeError):  # the pool is shutting down: close() will
-                self.scheduler.pool.submit(o.session.close)
+    # -- committing (worker side) ---------------------------------------------------------------
 
-    # -- sessions (worker side) ----------------------------------------------------------------
-
-    def _get(self, name: str, *, create: bool) -> _Open:
-        with self._guard:
-            o = self._open.get(name)
-            if o is not None:
-                self._open.move_to_end(name)
-                return o
-        o = self._start(name, create)
-        with self._guard:
-            self._open[name] = o
-        return o
-
-    def _start(self, name: str, create: bool) -> _Open:
-        self.load()
-        if create and self.config.max_memories is not None:
-            with self._creating:  # counted and created together: concurrent ones see it
-                if self._room_for(name):
-                    return self._open_session(name, True)
-            return self._open_session(name, False)
-        return self._open_session(name, create)
-
-    def _room_for(self, name: str) -> bool:
-        """Whether a tree may be created for ``name`` (True), or it exists (False); 403
-        when ROOT holds ``max_memories`` memories already."""
-        have = self.names()
-        if name in have:
-            return False
-        if len(have) >= self.config.max_memories:
-            raise APIError(
-                403,
-                f"this server keeps at most {self.config.max_memories} memories and holds "
-                f"{len(have)}; no memory named {name!r} can be created: use an existing one",
-                param="memory",
-                code="memory_limit_reached",
-            )
-        return True
-
-    def _open_session(self, name: str, create: bool) -> _Open:
-        """Open (or create) the memory's session. A tree another process is creating reads
-        as damaged between its writes (a root without a commit yet, a folder holding only its
-        first files): opened again a moment later before that is believed."""
-        for attempt in range(OPEN_TRIES):
-            try:
-                return self._open_once(name, create)
-            except (mcstore.CorruptTree, PathTaken):
-                if attempt == OPEN_TRIES - 1:
-                    raise
-                log.info("memory %s: not whole yet (being created?); opening it again", name)
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
-
-    def _open_once(self, name: str, create: bool) -> _Open:
-        from mcruntime.session import Session
-
-        if create:  # never a tree among someone's files at ROOT/NAME.mc (PathTaken: 409)
-            check_new(self.url(name))
-        meter = _PromptMeter()
-        self.load()
-        try:
-            s = Session(
-                self.url(name),
-                model=self.base,
-                gistnet=self._gistnet,
-                lensnet=self._lensnet,
-                window=self.config.window,
-                storage_options=self.config.storage_options or None,
-                config=self.session_config,
-                create=create,
-                hooks=meter,
-                reader=self.reader if self.reader is not None else "keeper",
-            )
-        except mcstore.TreeNotFound:
-            raise no_memory(name) from None
-        meter.window = s.window
-        with self._guard:  # later sessions share the nets the first one settled on
-            self._gistnet, self._lensnet = s.gistnet, s.lensnet
-        if getattr(s, "created", False):
-            log.info("created memory %s", name)
-        return _Open(s, meter)
-
-    def _restart(self, name: str) -> _Open:
-        """Drop the session (its view of the tree is stale) and open the newest commit."""
-        self._discard(name)
-        return self._get(name, create=self.config.create)
-
-    def _discard(self, name: str) -> None:
-        with self._guard:
-            o = self._open.pop(name, None)
-        if o is not None:
-            with contextlib.suppress(Exception):
-                o.session.close()
-
-    def _retrying(self, name: str, o: _Open, op: Callable[[object], None]) -> _Open:
+    def _retrying(self, name: str, o: Opened, op: Callable[[object], None]) -> Opened:
         """``op(session)``, which makes at most one commit; when it loses the race against
         another writer (``CommitConflict``, nothing of it stored), reopen the tree at its
         newest commit and run it again, up to ``COMMIT_TRIES`` times, then 409 (nothing of the
@@ -273,7 +143,7 @@ class Memories:
                 op(o.session)
                 return o
             except _Landed:
-                return self._restart(name)
+                return self.sessions.restart(name)
             except mcstore.CommitConflict:
                 self.metrics.conflicts.inc()
                 log.info("memory %s: another writer committed; retrying at its commit", name)
@@ -286,7 +156,7 @@ class Memories:
                         code="conflict",
                     ) from None
                 time.sleep(random.uniform(0, 0.05 * 2**attempt))  # writers that met, apart
-                o = self._restart(name)
+                o = self.sessions.restart(name)
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -345,7 +215,7 @@ class Memories:
         when it is committed. A request the tree holds the answer to already (sent again after
         its response was lost) gets that answer and stores nothing."""
         with self._errors(name):
-            o = self._get(name, create=self.config.create)
+            o = self.sessions.get(name, create=self.config.create)
             if history:
                 before = answered(history, question, self.chat_tail(o.session, len(history) + 2))
                 if before is not None:
@@ -364,7 +234,7 @@ class Memories:
                     if emit is not None:
                         emit(piece)
             except BaseException:
-                self._discard(name)  # the window may hold half a turn
+                self.sessions.discard(name)  # the window may hold half a turn
                 raise
             ans = s.turn.answer
             rest = missing_tail("".join(sent), ans.text)
@@ -401,7 +271,7 @@ class Memories:
     def ingest(self, name: str, text: str, source: str, tags: list[str]) -> dict:
         """Append a document (one commit); returns where the memory stands."""
         with self._errors(name):
-            o = self._get(name, create=self.config.create)
+            o = self.sessions.get(name, create=self.config.create)
             done = []
 
             def op(s) -> None:
@@ -431,7 +301,7 @@ class Memories:
         commit; with ``purge``, then expire the older versions that hold it and delete their
         objects (``mcstore.purge``)."""
         with self._errors(name):
-            o = self._get(name, create=False)
+            o = self.sessions.get(name, create=False)
             done = []
 
             def op(s) -> None:
@@ -491,14 +361,14 @@ class Memories:
     def search(self, name: str, query: str, k: int = 5) -> list[dict]:
         """The passages a memory holds on ``query`` (``Session.find``), nothing stored."""
         with self._errors(name):
-            return self._get(name, create=False).session.find(query, k)
+            return self.sessions.get(name, create=False).session.find(query, k)
 
     def focus(self, name: str):
         """The ``FocusPicture`` of the memory's session (the explorer's ask): after an answer,
         the focus it was written from; before any, the focus the session opens with. Called on
         the memory's lock right after ``chat``, it is that answer's."""
         with self._errors(name):
-            s = self._get(name, create=False).session
+            s = self.sessions.get(name, create=False).session
             return s.turn.answer.picture if s.turn.answer is not None else s.focus_picture()
 
     def documents(self, name: str) -> list[dict]:
@@ -534,11 +404,6 @@ class Memories:
             raise
         except Exception as e:
             raise api_error(e, name, self.config.root) from e
-
-
-def no_memory(name: str) -> APIError:
-    """The 404 of a memory whose tree does not exist."""
-    return APIError(404, f"no memory named {name!r}", param="memory", code="memory_not_found")
 
 
 def api_error(e: Exception, name: str, root: str) -> APIError:
