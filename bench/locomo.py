@@ -72,6 +72,7 @@ import string
 import time
 import zipfile
 from collections import Counter
+from datetime import datetime, timedelta
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,7 @@ SYSTEMS = ("mc", "rag", "oracle", "trunc")
 # category 5 is right when the answer says the conversation does not hold it: the paper's two
 # phrases, "no information" (covers "no information available"), and our reader's refusal
 NOT_MENTIONED = ("no information", "not mentioned", "memory holds nothing")
-FORMAT = 1  # version of how turns are rendered into the tree (part of the cache key)
+FORMAT = 2  # version of how turns are rendered into the tree (part of the cache key)
 QUESTION_ROOM = 64  # keeper positions kept for the question when trunc fills the window
 # --quick: 20 questions of each dev conversation (spread over the categories)
 # by the systems that tune something; trunc (a floor, ~25 s a question: it fills the window)
@@ -158,10 +159,29 @@ class Turn:
     session: int
     speaker: str
     text: str  # as remembered: "[date] Speaker: words [shares …]\n"
+    time_ns: int  # when it was said (its session's date and time), the segment's time
 
     @property
     def source(self) -> str:
         return f"chat:{self.speaker}"
+
+    @property
+    def shown(self) -> str:
+        """The turn as a reader is shown it (``mcruntime.dates``: "yesterday (7 May 2023)"),
+        for every system alike."""
+        from mcruntime.dates import dated, said_on
+
+        return dated(self.text, said_on(self.time_ns))
+
+
+def session_time(date: str, n: int) -> int:
+    """A session's "1:56 pm on 8 May, 2023" in ns (local time, as segment times are read);
+    a date that does not parse: day ``n`` of 2000, keeping the sessions' order."""
+    try:
+        when = datetime.strptime(" ".join(date.split()), "%I:%M %p on %d %B, %Y")
+    except ValueError:
+        when = datetime(2000, 1, 1) + timedelta(days=n)
+    return int(when.timestamp() * 1e9)
 
 
 def render(date: str, speaker: str, text: str, caption: str | None = None) -> str:
@@ -178,9 +198,10 @@ def turns(conv: dict) -> list[Turn]:
     for k in sorted(keys, key=lambda k: int(k.split("_")[1])):
         n = int(k.split("_")[1])
         date = conv.get(f"{k}_date_time") or f"session {n}"
+        when = session_time(date, n)
         for t in conv[k]:
             text = render(date, t["speaker"], t.get("text", ""), t.get("blip_caption"))
-            out.append(Turn(t["dia_id"], n, t["speaker"], text))
+            out.append(Turn(t["dia_id"], n, t["speaker"], text, when))
     return out
 
 
@@ -213,7 +234,8 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
 # what decides an answer besides the run's settings: a change to any of these starts afresh
 ANSWER_SOURCES = ("mcruntime/reading.py", "mcruntime/recall.py", "mcruntime/lexical.py",
                   "mcruntime/indexing.py", "mcruntime/retrieval.py", "mcruntime/static_keys.py",
-                  "mcruntime/layout.py", "bench/locomo.py")  # fmt: skip
+                  "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py",
+                  "bench/locomo.py")  # fmt: skip
 _NOT_ANSWERS = ("split", "conversations", "limit", "first", "systems", "out", "workdir", "resume")
 
 
@@ -360,7 +382,7 @@ def build_tree(conv: Conversation, work: Path, base, gistnet, lensnet) -> Path:
     key = json.dumps(
         [FORMAT, base.name, gistnet_binding(base, gistnet, "float16"),
          session_binding(base, gistnet, "float16", None).get("retrieval"),
-         [(t.source, t.text) for t in conv.turns]],
+         [(t.source, t.text, t.time_ns) for t in conv.turns]],
         sort_keys=True, default=str,
     )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -378,9 +400,10 @@ def build_tree(conv: Conversation, work: Path, base, gistnet, lensnet) -> Path:
     tree = mcstore.open(str(path), "a")
     gister = Gister.for_tree(base, gistnet, tree)
     for n in dict.fromkeys(t.session for t in conv.turns):
-        parts = [(np.asarray(conv.ids[i], np.int32), t.source, ())
-                 for i, t in enumerate(conv.turns) if t.session == n]  # fmt: skip
-        tree.append_many(parts, gister=gister, message=f"locomo {conv.cid} session {n}")
+        mine = [i for i, t in enumerate(conv.turns) if t.session == n]
+        parts = [(np.asarray(conv.ids[i], np.int32), conv.turns[i].source, ()) for i in mine]
+        tree.append_many(parts, gister=gister, message=f"locomo {conv.cid} session {n}",
+                         times=[conv.turns[i].time_ns for i in mine])  # fmt: skip
     assert tree.length == conv.spans[-1][1], "the tree does not hold the turns as rendered"
     with Session(str(path), model=base, gistnet=gistnet, lensnet=lensnet):
         pass  # builds and stores the retrieval index
@@ -519,7 +542,7 @@ def _baseline(system, conv, qa, answerer, index, cfg):
             if (room := room - len(conv.ids[i])) < 0:
                 break
             shown.insert(0, i)
-        out, first = answerer.answer(q, [], "".join(conv.turns[i].text for i in shown))
+        out, first = answerer.answer(q, [], "".join(conv.turns[i].shown for i in shown))
         return out, first, shown
     if system == "oracle":
         shown = conv.evidence(qa)
@@ -527,7 +550,7 @@ def _baseline(system, conv, qa, answerer, index, cfg):
         shown = index.ranked(q, cfg.rag_k)[::-1]  # best last, right before the question
     else:
         raise ValueError(f"unknown system {system!r}")
-    out, first = answerer.answer(q, [(conv.turns[i].source, conv.turns[i].text) for i in shown])
+    out, first = answerer.answer(q, [(conv.turns[i].source, conv.turns[i].shown) for i in shown])
     return out, first, shown
 
 

@@ -31,6 +31,7 @@ from mcruntime.binding import (
     session_binding,
 )
 from mcruntime.context import Entry, min_cost
+from mcruntime.dates import dated, said_on
 from mcruntime.errors import ContextError, InputError, SessionError, StaleGists, WindowError
 from mcruntime.focus import RAW_RECENT, Focus, FocusConfig, raw_recent_for
 from mcruntime.forget import (
@@ -564,12 +565,15 @@ class Session:
 
     def _hit_passages(self, hits: list, raw_from: int, terms) -> list[Passage]:
         """The hits' passages (``Recaller.spans``: merged, within their segment, before
-        ``raw_from``) as text, in hit order."""
+        ``raw_from``) as text, in hit order; a chat turn's relative times ("yesterday") with
+        the dates they mean (``mcruntime.dates``)."""
         out = []
         chat = None
         for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
             seg = self.tree.segment_at(s)
             text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
+            if is_chat(seg.source):
+                text = dated(text, said_on(seg.time))
             p = Passage(s, e, float(score), seg.source, text, str(role_of(seg.source)), via=via)
             if p.kind != "document":
                 if chat is None:  # the chat turns' starts, once per question
@@ -604,8 +608,10 @@ class Session:
     def recent_text(self) -> str:
         """The conversation in the raw recent tail, as text with the speaker in words."""
         _, spans = self._recent_chat()
-        ids = [int(t) for a, b in spans for t in self.tree.tokens(a, b)]
-        return turn_text(self.base.tokenizer.decode(ids, skip_special=True)) if ids else ""
+        tok = self.base.tokenizer
+        texts = [dated(tok.decode(self.tree.tokens(a, b).tolist(), skip_special=True),
+                       said_on(self.tree.segment_at(a).time)) for a, b in spans]  # fmt: skip
+        return turn_text("".join(texts)) if texts else ""
 
     def _read_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
         """A text reader's answer: passages chosen sentence-aware, the recent tail, the

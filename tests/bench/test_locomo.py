@@ -97,6 +97,8 @@ def test_turns_carry_date_speaker_and_photo(data):
         "[shares a photo of a ferret on a sofa]\n"
     )
     assert ts[4].source == "chat:Bo" and ts[4].text.startswith("[10:00 am on 27 June, 2023] Bo:")
+    assert "named Quillon yesterday (7 May 2023)." in ts[2].shown  # what every system shows
+    assert ts[4].time_ns - ts[0].time_ns == ((50 * 24 - 4) * 3600 + 4 * 60) * 10**9
     assert locomo.evidence_ids({"evidence": ["D2:1; D2:3", "D2:01"]}) == ["D2:1", "D2:3"]
 
 
@@ -134,6 +136,7 @@ def test_the_tree_holds_each_turn_as_a_segment(result, data):
     base = mcmodels.tiny_base(0)
     third = base.tokenizer.decode(t.tokens(segs[2].start, segs[2].stop).tolist())
     assert third.startswith("[1:56 pm on 8 May, 2023] Ada: I adopted a ferret")
+    assert [s.time for s in segs] == [t.time_ns for t in locomo.turns(data["7"])]
     assert result["conversations"]["7"]["turns"] == 8
 
 

@@ -149,6 +149,19 @@ def test_a_recalled_turn_says_when_it_was_said(base, gistnet, reader, tmp_path):
 
 
 # ---- assembling a reader from part packages ------------------------------------------------
+def test_a_recalled_turn_says_what_its_relative_times_mean(base, gistnet, reader, tmp_path):
+    """ "Yesterday" in a turn said on 14 Nov 2023 reaches the reader as 13 November 2023."""
+    with session(base, gistnet, str(tmp_path / "y.mc"), reader, raw_recent=64) as s:
+        said = "Oriane moved to Quebec yesterday, to work there next month.\n"
+        parts = [(base.tokenizer.encode(RD.USER + said), "chat:user", ())]
+        s.append_segments(parts, message="old chat", times=[1_699_963_200 * 10**9])
+        for i in range(4):
+            s.remember_turn("Tell me more.", prose(300, i))
+        s.ask("When did Oriane move to Quebec?", 4, remember=False)
+        user = reader.last_prompt[1]["content"]
+        assert "yesterday (13 November 2023)" in user and "next month (December 2023)" in user
+
+
 def _fake_parts(root, chunks: list[bytes]) -> None:
     for i, data in enumerate(chunks, 1):
         pkg = root / f"fakepart_{i}"
