@@ -12,7 +12,9 @@ import click
 from cli import options
 from cli.main import WINDOW_MAX, cli
 from cli.options import progress_bar, storage_options_option, tree_argument
+from mcruntime.ingest import CHUNK_TOKENS
 from mcruntime.retrieval import Keys
+from mcstore.entry import DEFAULT_EPOCH
 
 
 def _session(
@@ -87,7 +89,7 @@ keys_option = click.option(
 @click.option(
     "--chunk-tokens",
     default=None,
-    show_default="32768",
+    show_default=str(CHUNK_TOKENS),
     type=click.IntRange(64),
     help="Tokens per commit: an interrupted ingest resumes from the last whole chunk.",
 )
@@ -115,8 +117,8 @@ keys_option = click.option(
     type=click.IntRange(0),
     default=None,
     metavar="EPOCHS",
-    help="With --dask: one commit per this many epochs of text (8,192 tokens each; 0: one "
-    "per file or chunk, as without --dask). Fewer commits go faster on object stores; an "
+    help=f"With --dask: one commit per this many epochs of text ({DEFAULT_EPOCH:,} tokens each; "
+    "0: one per file or chunk, as without --dask). Fewer commits go faster on object stores; an "
     "interrupted run redoes at most one batch. Default: mcruntime.bulk's.",
 )
 @keys_option

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli import options
-from cli.main import cli
+from cli.main import WINDOW_MAX, cli
 from cli.options import storage_options_option, tree_argument, tree_url
 from cli.run_cmds import gistnet_option, model_option, reader_option, window_option
 
@@ -42,7 +42,7 @@ def _lib(*decls, field: str, **kw):
 @_lib(
     "--max-tokens",
     field="max_tokens",
-    type=click.IntRange(1, 8192),
+    type=click.IntRange(1, WINDOW_MAX),
     help="Largest max_tokens a request may ask for.",
 )
 @_lib(
