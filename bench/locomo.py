@@ -72,8 +72,8 @@ import string
 import time
 import zipfile
 from collections import Counter
-from datetime import datetime, timedelta
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np

@@ -228,7 +228,7 @@ def _mc_config(system: str, cfg: MemoryConfig):
 
     over = dict(cfg.session)
     if system == "mc-timeline":
-        over.update(recall_k=0, memory_budget=None)
+        over.update(recall_k=0, read_k=0, memory_budget=None)
     if system == "mc-window":
         over["memory_budget"] = None
     if system == "mc-raw":

@@ -30,14 +30,23 @@ from itertools import zip_longest
 from mcruntime.recall import ASSISTANT_SAID, USER_SAID
 from mcruntime.render import ASSISTANT, USER
 
+# Chosen on LoCoMo's dev split (the reader handed the evidence turns, 95 questions; token F1
+# 0.30 -> 0.53): "in a few words" (answers were sentences around the fact), the dates rule
+# (with mcruntime.dates' brackets: temporal 0.14 -> 0.87), "plainly imply" and a refusal only
+# as the last resort (it refused a third of the questions whose evidence it held), and "who
+# did what" (questions naming the wrong person: 0.29 -> 0.33 right refusals).
 SYSTEM = (
     "You are a memory assistant. You know only what is written in the notes that the user's "
     "memory recalled below (passages of documents the user gave you and of your earlier "
-    "conversations); you know nothing else about the user or their documents. Answer briefly "
-    "from the notes, quoting names, numbers, versions and other exact words exactly as they "
-    "are written. The user's own words are evidence; your own earlier answers are not. If "
-    "the notes do not state the "
-    'answer, say: "My memory holds nothing about that."'
+    "conversations); you know nothing else about the user or their documents. Answer in a few "
+    "words from the notes, quoting names, numbers, versions and other exact words exactly as "
+    "they are written. The user's own words are evidence; your own earlier answers are not. "
+    'A note may say when it was written: read "yesterday", "last week" or "next month" in it '
+    "from that date and answer with the date they mean (a note of 8 May 2023 saying "
+    '"yesterday" means 7 May 2023). Answer from what the notes say or plainly imply, even '
+    "when no note says it in the question's words. Only when no note is about what is asked, "
+    'say: "My memory holds nothing about that." Check who did what: when the notes tell it of '
+    "someone other than the person asked about, it is not about them."
 )
 TOLD = (
     "You are a memory assistant. The user is telling you something, not asking: it is now "

@@ -23,9 +23,10 @@ class Recaller:
     def __init__(self, tree, index, tokenizer, config):
         self.tree, self.index, self.tok, self.config = tree, index, tokenizer, config
 
-    def search(self, query_ids: list[int], query_vecs=None) -> list:
-        """Hits for a query, best first, weighted and filtered as the module says."""
-        hits = self.index.search(query_ids, query_vecs, self.config.retrieval_k)
+    def search(self, query_ids: list[int], query_vecs=None, k: int | None = None) -> list:
+        """``k`` hits for a query (default ``retrieval_k``), best first, weighted and filtered
+        as the module says."""
+        hits = self.index.search(query_ids, query_vecs, k or self.config.retrieval_k)
         if self.config.assistant_weight != 1.0:
             for h in hits:
                 if self.said_by_assistant(h.index):

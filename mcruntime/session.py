@@ -89,6 +89,8 @@ class SessionConfig:
     # text readers (mcruntime.reading): candidate passages kept when their best sentence
     # window matches the question at least this fraction of the best one's
     keep_ratio: float = 0.75
+    read_hits: int = 8  # hits a text reader's question asks of the index (its passages' pool)
+    read_k: int = 3  # passages a text reader is shown at most (its context is its own)
     reword: bool = True  # a text reader rewords a question whose own words find nothing
     answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
 
@@ -334,14 +336,17 @@ class Session:
         # preferences, whose z-scores can reach -10 for old entries
         return np.tanh(np.asarray(raw, dtype=np.float64) / 2)
 
-    def search(self, query_ids: list[int], query_vecs: torch.Tensor | None = None) -> list:
-        """The retrieval assist's hits for a query, best first (``mcruntime.recall``)."""
+    def search(
+        self, query_ids: list[int], query_vecs: torch.Tensor | None = None, k: int | None = None
+    ) -> list:
+        """The retrieval assist's hits for a query, best first (``mcruntime.recall``): ``k``
+        of them (default ``retrieval_k``) before the weak ones are dropped."""
         if self.index is None or not query_ids:
             return []
         if query_vecs is None and self.index.kind == Keys.GIST:
             query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         with self.hooks.span("retrieval"):
-            return self.recaller.search(query_ids, query_vecs)
+            return self.recaller.search(query_ids, query_vecs, k)
 
     def find(self, query: str, k: int = 5) -> list[dict]:
         """What the memory holds on ``query``, without answering: the passages of the best
@@ -552,14 +557,14 @@ class Session:
     def passages(self, hits: list, query: str) -> list[Passage]:
         """Every hit's passage as text (merged where they meet, inside its segment, before the
         conversation shown as recent), chosen for a text reader by ``mcruntime.reading.choose``."""
-        if not hits or self.index is None or not self.config.recall_k:
+        if not hits or self.index is None or not self.config.read_k:
             return []
         terms = self.recaller.terms(query)
         raw_from, _ = self._recent_chat()
         return choose(
             self._hit_passages(hits, raw_from, terms),
             lambda text: self.index.match_weight(text, terms),
-            self.config.recall_k,
+            self.config.read_k,
             self.config.keep_ratio,
         )
 
@@ -617,14 +622,15 @@ class Session:
         """A text reader's answer: passages chosen sentence-aware, the recent tail, the
         question, streamed from the reader."""
         t0 = time.perf_counter()
-        hits = self.search(self.base.tokenizer.encode(message))
+        k = self.config.read_hits
+        hits = self.search(self.base.tokenizer.encode(message), k=k)
         query, reworded = message, None
         if not hits and self.index is not None and self.config.reword:
             with self.hooks.span("reword"):
                 reworded = "".join(self.reader.stream(expansion_messages(message), 32)).strip()
             if reworded:
                 query = f"{message} {reworded}"
-                hits = self.search(self.base.tokenizer.encode(query))
+                hits = self.search(self.base.tokenizer.encode(query), k=k)
         chosen = self.passages(hits, query)
         self.turn.hits, self.turn.recall = hits, [p.report() for p in chosen]
         prompt = messages(message, chosen, self.recent_text())

@@ -41,7 +41,7 @@ def test_text_already_dated_and_words_that_only_look_alike_are_left_alone():
 @given(st.text(max_size=200), st.dates(dt.date(1900, 1, 1), dt.date(2200, 1, 1)))
 def test_only_brackets_are_added(text, day):
     out = dated(text, day)
-    assert out.replace(" (", "(") .count("(") >= text.count("(")
+    assert out.replace(" (", "(").count("(") >= text.count("(")
     # removing every added bracket gives the text back
     import re
 
