@@ -30,11 +30,11 @@ from itertools import zip_longest
 from mcruntime.recall import ASSISTANT_SAID, USER_SAID
 from mcruntime.render import ASSISTANT, USER
 
-# Chosen on LoCoMo's dev split (the reader handed the evidence turns, 95 questions; token F1
-# 0.30 -> 0.53): "in a few words" (answers were sentences around the fact), the dates rule
-# (with mcruntime.dates' brackets: temporal 0.14 -> 0.87), "plainly imply" and a refusal only
-# as the last resort (it refused a third of the questions whose evidence it held), and "who
-# did what" (questions naming the wrong person: 0.29 -> 0.33 right refusals).
+# Chosen on LoCoMo's dev split with the evidence turns handed to the reader (docs/memory.md):
+# "in a few words" (answers were sentences around the fact), the rule for relative dates (with
+# mcruntime.dates' brackets: temporal F1 0.14 -> 0.87), "plainly imply" and a refusal only as
+# the last resort (it refused a third of the questions whose evidence it held), and "who did
+# what" (questions that name the wrong person); 95 questions: F1 0.42 -> 0.53.
 SYSTEM = (
     "You are a memory assistant. You know only what is written in the notes that the user's "
     "memory recalled below (passages of documents the user gave you and of your earlier "
