@@ -117,12 +117,16 @@ def best_window(text: str, weigh, width: int = 2) -> float:
     return best
 
 
-def choose(passages: list[Passage], weigh, k: int, keep_ratio: float) -> list[Passage]:
+def choose(
+    passages: list[Passage], weigh, k: int, keep_ratio: float, budget: int | None = None
+) -> list[Passage]:
     """The ``k`` passages whose best sentence window matches the question best, dropping
     those below ``keep_ratio`` of the best; passages found by meaning alone (which need not
-    share the question's words) taken in turn with them, in their hit order; returned weakest
-    first (best right before the question); the model's own earlier answers only when nothing
-    else matches."""
+    share the question's words) taken in turn with them, in their hit order; with ``budget``,
+    only as many as fit in that many tokens (the best always), so a reader is shown about as
+    much text whether the passages are short chat turns or long stretches of a document;
+    returned weakest first (best right before the question); the model's own earlier answers
+    only when nothing else matches."""
     for p in passages:
         p.weight = best_window(p.text, weigh)
     ranked = sorted(
@@ -135,7 +139,12 @@ def choose(passages: list[Passage], weigh, k: int, keep_ratio: float) -> list[Pa
     ranked = [p for pair in zip_longest(ranked, meaning) for p in pair if p is not None]
     if any(p.kind != "assistant" for p in ranked):  # own answers only when nothing else
         ranked = [p for p in ranked if p.kind != "assistant"]
-    chosen = ranked[:k]
+    chosen, used = [], 0
+    for p in ranked[:k]:
+        if chosen and budget is not None and used + (p.stop - p.start) > budget:
+            break
+        chosen.append(p)
+        used += p.stop - p.start
     order = {id(p): i for i, p in enumerate(chosen)}
     return sorted(chosen, key=lambda p: (p.kind != "assistant", -order[id(p)]))
 

@@ -91,6 +91,7 @@ class SessionConfig:
     keep_ratio: float = 0.75
     read_hits: int = 8  # hits a text reader's question asks of the index (its passages' pool)
     read_k: int = 3  # passages a text reader is shown at most (its context is its own)
+    read_tokens: int | None = None  # and only as many as fit in this many tokens (the best always)
     reword: bool = True  # a text reader rewords a question whose own words find nothing
     answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
 
@@ -566,6 +567,7 @@ class Session:
             lambda text: self.index.match_weight(text, terms),
             self.config.read_k,
             self.config.keep_ratio,
+            self.config.read_tokens,
         )
 
     def _hit_passages(self, hits: list, raw_from: int, terms) -> list[Passage]:

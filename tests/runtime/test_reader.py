@@ -114,6 +114,18 @@ def test_choose_scores_whole_sentences_and_orders_best_last():
     assert chosen[-1].weight == 3  # the sentence split across a line still counts whole
 
 
+def test_choose_fills_a_token_budget_best_first():
+    def weigh(text):
+        return text.count("x")
+
+    ps = [RD.Passage(0, n, 0.0, str(w), "x" * w, "document") for w, n in
+          ((5, 40), (4, 40), (3, 100), (2, 10))]  # fmt: skip
+    got = RD.choose(ps, weigh, k=4, keep_ratio=0.0, budget=100)
+    assert [p.source for p in got] == ["4", "5"]  # 40 + 40; the 100-token one ends the fill
+    assert [p.source for p in RD.choose(ps, weigh, k=4, keep_ratio=0.0)] == ["2", "3", "4", "5"]
+    assert [p.source for p in RD.choose(ps[2:], weigh, k=4, keep_ratio=0.0, budget=50)] == ["3"]
+
+
 def test_messages_label_who_said_what():
     ps = [
         RD.Passage(0, 1, 1.0, "chat:assistant", "You answered: 9", "assistant"),
