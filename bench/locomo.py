@@ -37,7 +37,9 @@ same reader (``--reader``: ``keeper``, the tree's own 135M model, or a text read
 * ``mc``: a fresh ``mcruntime.Session`` over the tree per question, ``ask(…, remember=False)``,
   the default ``SessionConfig`` (``--set KEY=VALUE`` overrides);
 * ``rag``: BM25 over the turns (each turn one document, ``mcruntime.lexical``'s scoring), the
-  ``--rag-k`` best turns as passages, weakest first (the best right before the question);
+  best turns as passages, weakest first (the best right before the question): as many as mc's
+  text reader may be shown (``read_k``, or ``--rag-k``) within the same token budget
+  (``read_tokens``);
 * ``oracle``: the evidence turns only, in timeline order (the reader's ceiling);
 * ``trunc``: the newest turns that fit the window, as the recent conversation.
 
@@ -106,7 +108,7 @@ class LocomoConfig:
     reader: str = "keeper"
     window: int = 2048
     max_new_tokens: int = 48
-    rag_k: int = 5
+    rag_k: int | None = None  # turns BM25 shows at most; None: as many passages as mc's reader
     model: str = DEFAULT_MODEL
     data: str | None = None  # the zip; None: MC_LOCOMO or ../shared/locomo/locomo10.zip
     out: str = "bench/results/locomo.json"
@@ -547,11 +549,35 @@ def _baseline(system, conv, qa, answerer, index, cfg):
     if system == "oracle":
         shown = conv.evidence(qa)
     elif system == "rag":
-        shown = index.ranked(q, cfg.rag_k)[::-1]  # best last, right before the question
+        shown = rag_turns(conv, index.ranked(q, rag_k(cfg)), cfg)[::-1]  # best last
     else:
         raise ValueError(f"unknown system {system!r}")
     out, first = answerer.answer(q, [(conv.turns[i].source, conv.turns[i].shown) for i in shown])
     return out, first, shown
+
+
+def _reading(cfg: LocomoConfig):
+    """The text reader's passage limits mc runs with (``SessionConfig`` with the overrides)."""
+    from mcruntime import SessionConfig
+
+    return SessionConfig(**cfg.session)
+
+
+def rag_k(cfg: LocomoConfig) -> int:
+    return cfg.rag_k if cfg.rag_k is not None else _reading(cfg).read_k
+
+
+def rag_turns(conv: Conversation, ranked: list[int], cfg: LocomoConfig) -> list[int]:
+    """BM25's best turns within the budget mc's text reader has (``read_tokens``): the same
+    number of tokens shown, so the comparison is of what is found, not of how much is read."""
+    budget, out, used = _reading(cfg).read_tokens, [], 0
+    for i in ranked:
+        n = len(conv.ids[i])
+        if out and budget is not None and used + n > budget:
+            break
+        out.append(i)
+        used += n
+    return out
 
 
 def _mc(conv, qa, cfg, base, gistnet, lensnet, reader):
@@ -800,7 +826,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reader", default=None, help="keeper (default) or a reader name")
     ap.add_argument("--window", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
-    ap.add_argument("--rag-k", type=int, default=None, help="turns BM25 shows (default 5)")
+    ap.add_argument("--rag-k", type=int, default=None,
+                    help="turns BM25 shows at most (default: mc's read_k, within read_tokens)")  # fmt: skip
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", default=None, help="locomo10.zip (default ../shared/locomo/)")
     ap.add_argument("--workdir", default=None, help="trees and raw outputs (git-ignored)")

@@ -175,6 +175,16 @@ def test_a_resumed_run_asks_only_what_it_has_not_answered(tmp_path, data):
     assert locomo.answer_key(other) != locomo.answer_key(cfg)
 
 
+def test_rag_reads_as_many_tokens_as_mc_may(data, tmp_path):
+    conv = locomo.Conversation.of("7", data["7"], mcmodels.tiny_base(0).tokenizer)
+    ranked = [4, 2, 6, 0, 1]
+    sizes = [len(conv.ids[i]) for i in ranked]
+    cfg = _cfg(tmp_path, session={"read_tokens": sizes[0] + sizes[1], "read_k": 4})
+    assert locomo.rag_turns(conv, ranked, cfg) == [4, 2] and locomo.rag_k(cfg) == 4
+    tight = _cfg(tmp_path, session={"read_tokens": 1})
+    assert locomo.rag_turns(conv, ranked, tight) == [4]  # the best always
+
+
 def test_saved_results_name_questions_by_index_only(result, tmp_path):
     out = tmp_path / "r" / "locomo.json"
     locomo.save(result, str(out), str(tmp_path / "work"))
