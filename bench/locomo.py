@@ -92,10 +92,10 @@ SYSTEMS = ("mc", "rag", "oracle", "trunc")
 NOT_MENTIONED = ("no information", "not mentioned", "memory holds nothing")
 FORMAT = 2  # version of how turns are rendered into the tree (part of the cache key)
 QUESTION_ROOM = 64  # keeper positions kept for the question when trunc fills the window
-# --quick: 20 questions of each dev conversation (spread over the categories)
-# by the systems that tune something; trunc (a floor, ~25 s a question: it fills the window)
-# only in full runs. ~15 minutes on this machine with the 1.5B reader.
-QUICK_LIMIT, QUICK_SYSTEMS = 20, ("mc", "rag", "oracle")
+# --quick: 15 questions of each dev conversation (spread over the categories) by the systems
+# that tune something; trunc (a floor, ~25 s a question: it fills the window) only in full
+# runs. With the 1.5B reader ~26 s a question for the three: ~13 minutes on this machine.
+QUICK_LIMIT, QUICK_SYSTEMS = 15, ("mc", "rag", "oracle")
 
 
 @dataclass
@@ -236,20 +236,26 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
 # what decides an answer besides the run's settings: a change to any of these starts afresh
 ANSWER_SOURCES = ("mcruntime/reading.py", "mcruntime/recall.py", "mcruntime/lexical.py",
                   "mcruntime/indexing.py", "mcruntime/retrieval.py", "mcruntime/static_keys.py",
-                  "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py",
-                  "bench/locomo.py")  # fmt: skip
+                  "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py")  # fmt: skip
+# ... and this module's parts that render, retrieve and ask (not its scoring or reporting)
+ANSWER_CODE = ("render", "turns", "session_time", "Turn", "Conversation", "build_tree",
+               "Answerer", "TurnIndex", "_baseline", "_reading", "rag_k", "rag_turns", "_mc")  # fmt: skip
 _NOT_ANSWERS = ("split", "conversations", "limit", "first", "systems", "out", "workdir", "resume")
 
 
 def answer_key(cfg: LocomoConfig) -> str:
     """What one question's answer depends on: the run's settings (not which questions or
     systems it asks, nor where it writes), ``SessionConfig``'s defaults and the source of the
-    modules that recall and read. Rows stored under the same key are reused by ``--resume``."""
+    code that recalls, reads and asks. Rows stored under the same key are reused by
+    ``--resume``."""
+    import inspect
+
     from mcruntime import SessionConfig
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_ANSWERS}
     src = [(p, (ROOT / p).read_text()) for p in ANSWER_SOURCES if (ROOT / p).exists()]
-    blob = json.dumps([settings, asdict(SessionConfig()), src], sort_keys=True, default=str)
+    src += [(n, inspect.getsource(globals()[n])) for n in ANSWER_CODE]
+    blob = json.dumps([FORMAT, settings, asdict(SessionConfig()), src], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
