@@ -141,6 +141,16 @@ def test_ctrl_c_in_process_then_resume_with_another_chunk_size(tmp_path, monkeyp
     assert r.code == 0 and "0 commit(s)" in r.out and "3 already present" in r.out
 
 
+def _signal_masks(pid: int) -> str:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return " ".join(
+        ln.replace("\t", "") for ln in lines if ln.startswith(("SigBlk", "SigIgn", "SigCgt"))
+    )
+
+
 def test_sigint_and_sigkill_mid_ingest_then_resume(tmp_path):
     """Two real `mc ingest` processes (run side by side to share the start-up time) are
     interrupted, one by SIGINT (Ctrl-C) and one by SIGKILL, after a few commits of a multi-file,
@@ -166,13 +176,14 @@ def test_sigint_and_sigkill_mid_ingest_then_resume(tmp_path):
                 text=True,
             ),
         )
-    outs = {}
+    outs, masks = {}, {}
     try:
         deadline = time.monotonic() + 180
         waiting = dict(procs)
         while waiting:
             for sig, (url, p) in list(waiting.items()):
                 if len(list((url / "log").glob("*.json"))) >= 6:  # create + 5 chunks
+                    masks[sig] = _signal_masks(p.pid)  # said if the signal is not acted on
                     p.send_signal(sig)
                     del waiting[sig]
                 else:
@@ -190,7 +201,10 @@ def test_sigint_and_sigkill_mid_ingest_then_resume(tmp_path):
     for sig, (url, p) in procs.items():
         out, err = outs[sig]
         v, n, _ = state(str(url))
-        assert v >= 6 and n < len(want), "the signal came too late to interrupt anything"
+        assert v >= 6 and n < len(want), (
+            f"{sig.name} did not interrupt the ingest (rc {p.returncode}; the child's signal "
+            f"masks when signalled: {masks.get(sig)}; stderr: {err[-300:]})"
+        )
         assert np.array_equal(tree_tokens(str(url)), want[:n])  # a prefix of the whole, intact
         verify_ok(str(url))
         if sig == signal.SIGINT:
