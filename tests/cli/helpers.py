@@ -116,6 +116,13 @@ def sigint(p: subprocess.Popen) -> None:
     p.send_signal(signal.SIGINT)
 
 
+def ctrl_c_default() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: a suite started as a
+    background job (``pytest … &`` in a script) has SIGINT ignored, the child would inherit
+    that and Python would then never raise KeyboardInterrupt in it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # ---- corpora ---------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from mcruntime.render import render_document
 from tests.cli.helpers import (
     ROOT,
     TINY,
+    ctrl_c_default,
     mc_cmd,
     mc_env,
     multi_chunk_docs,
@@ -171,6 +172,7 @@ def test_sigint_and_sigkill_mid_ingest_then_resume(tmp_path):
                 mc_cmd("ingest", url, files_dir, "--chunk-tokens", "64", *TINY),
                 cwd=ROOT,
                 env=mc_env(),
+                preexec_fn=ctrl_c_default,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
