@@ -233,34 +233,47 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
     return sorted(i for _, _, i in sorted(keys)[:limit])
 
 
-# what decides an answer besides the run's settings: a change to any of these starts afresh
+# what decides an answer besides the run's settings: a change to any of these starts that
+# system's answers afresh. mc: the runtime that recalls and reads ...
 ANSWER_SOURCES = ("mcruntime/reading.py", "mcruntime/recall.py", "mcruntime/lexical.py",
                   "mcruntime/indexing.py", "mcruntime/retrieval.py", "mcruntime/static_keys.py",
                   "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py")  # fmt: skip
+# ... a baseline: only how a reader is shown text (and BM25's scoring, for rag)
+BASELINE_SOURCES = ("mcruntime/reading.py", "mcruntime/layout.py", "mcruntime/dates.py",
+                    "mcruntime/lexical.py")  # fmt: skip
 # ... and this module's parts that render, retrieve and ask (not its scoring or reporting)
-ANSWER_CODE = ("render", "turns", "session_time", "Turn", "Conversation", "build_tree",
-               "Answerer", "TurnIndex", "_baseline", "_reading", "rag_k", "rag_turns", "_mc")  # fmt: skip
+ANSWER_CODE = ("render", "turns", "session_time", "Turn", "Conversation", "Answerer",
+               "_reading", "QUESTION_ROOM")  # fmt: skip
+SYSTEM_CODE = {"mc": ("build_tree", "_mc"), "rag": ("TurnIndex", "_baseline", "rag_k", "rag_turns"),
+               "oracle": ("_baseline",), "trunc": ("_baseline",)}  # fmt: skip
 _NOT_ANSWERS = ("split", "conversations", "limit", "first", "systems", "out", "workdir", "resume")
 
 
-def answer_key(cfg: LocomoConfig) -> str:
-    """What one question's answer depends on: the run's settings (not which questions or
-    systems it asks, nor where it writes), ``SessionConfig``'s defaults and the source of the
-    code that recalls, reads and asks. Rows stored under the same key are reused by
-    ``--resume``."""
-    import inspect
-
+def answer_key(cfg: LocomoConfig, system: str) -> str:
+    """What one system's answer to a question depends on: the run's settings (not which
+    questions or systems it asks, nor where it writes), ``SessionConfig``'s defaults (the
+    passage budget rag shares with mc) and the source of the code that recalls, reads and
+    asks for that system, so tuning mc's recall keeps the baselines' answers. Rows stored
+    under the same key are reused by ``--resume``."""
     from mcruntime import SessionConfig
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_ANSWERS}
-    src = [(p, (ROOT / p).read_text()) for p in ANSWER_SOURCES if (ROOT / p).exists()]
-    src += [(n, inspect.getsource(globals()[n])) for n in ANSWER_CODE]
-    blob = json.dumps([FORMAT, settings, asdict(SessionConfig()), src], sort_keys=True, default=str)
+    files = ANSWER_SOURCES if system == "mc" else BASELINE_SOURCES
+    src = [(p, (ROOT / p).read_text()) for p in files if (ROOT / p).exists()]
+    src += [(n, _source(globals()[n])) for n in ANSWER_CODE + SYSTEM_CODE[system]]
+    blob = json.dumps([FORMAT, system, settings, asdict(SessionConfig()), src], sort_keys=True,
+                      default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _source(obj) -> str:
+    import inspect
+
+    return inspect.getsource(obj) if callable(obj) else repr(obj)
+
+
 class Answers:
-    """Every answer of runs under one answer key, one JSON line each, appended as it is made
+    """Every answer one system gave in runs under one answer key, one JSON line each, appended as it is made
     (``<workdir>/answers-<key>.jsonl``: raw, with question and gold; never committed), so a
     run that stops (or a larger one) goes on from where the last one got to."""
 
@@ -624,7 +637,7 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
     lensnet = mcmodels.default_lensnet(base)
     answerer = Answerer(base, reader, cfg.window, cfg.max_new_tokens)
     work = Path(cfg.workdir)
-    answers = Answers(work, answer_key(cfg)) if cfg.resume else None
+    answers = {s: Answers(work, answer_key(cfg, s)) for s in cfg.systems} if cfg.resume else None
     machine = machine_info()
     t_start, cpu_start = time.perf_counter(), time.process_time()
     rows: list[Row] = []
@@ -646,7 +659,7 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
         for system in cfg.systems:
             for qi in asked:
                 qa = conv.qa[qi]
-                kept = answers.get(cid, qi, system) if answers else None
+                kept = answers[system].get(cid, qi, system) if answers else None
                 if kept is not None:
                     rows.append(Row(**{k: kept[k] for k in Row.__dataclass_fields__}))
                     raw.append(kept)
@@ -672,7 +685,7 @@ def run(cfg: LocomoConfig, *, progress=print, base=None, data=None, on_progress=
                 raw.append({**asdict(row), "question": qa["question"], "gold": gold(qa),
                             "adversarial_answer": qa.get("adversarial_answer")})  # fmt: skip
                 if answers is not None:
-                    answers.add(raw[-1])
+                    answers[system].add(raw[-1])
             done = [r for r in rows if r.conv == cid and r.system == system]
             progress(
                 f"conversation {cid} {system:>6}: F1 {np.mean([r.f1 for r in done]):.3f} "

@@ -158,21 +158,32 @@ def test_a_resumed_run_asks_only_what_it_has_not_answered(tmp_path, data):
     base = mcmodels.tiny_base(0)
     cfg = _cfg(tmp_path, limit=2, systems=("rag", "oracle"), resume=True)
     first = locomo.run(cfg, base=base, data=data, progress=lambda s: None)
-    store = tmp_path / f"answers-{locomo.answer_key(cfg)}.jsonl"
-    assert len(store.read_text().splitlines()) == 4
+    store = tmp_path / f"answers-{locomo.answer_key(cfg, 'rag')}.jsonl"
+    assert len(store.read_text().splitlines()) == 2
     with store.open("a") as f:
         f.write('{"conv": "7", "q": 4, "sys')  # a line cut by a kill is asked again
     bigger = locomo.LocomoConfig(**{**first["config"], "limit": 3})
-    assert locomo.answer_key(bigger) == locomo.answer_key(cfg)  # which questions: not a key
+    assert locomo.answer_key(bigger, "rag") == locomo.answer_key(cfg, "rag")  # not a key
     second = locomo.run(bigger, base=base, data=data, progress=lambda s: None)
     assert len(second["rows"]) == 6
     kept = {(r["q"], r["system"]): r for r in first["rows"]}
     for r in second["rows"]:
         if (r["q"], r["system"]) in kept:
             assert r == kept[(r["q"], r["system"])]  # reused as stored, timings included
-    assert len(store.read_text().splitlines()) == 4 + 1 + 2  # the cut line, then 2 new ones
+    assert len(store.read_text().splitlines()) == 2 + 1 + 1  # the cut line, then 1 new one
     other = locomo.LocomoConfig(**{**first["config"], "rag_k": 2})
-    assert locomo.answer_key(other) != locomo.answer_key(cfg)
+    assert locomo.answer_key(other, "rag") != locomo.answer_key(cfg, "rag")
+
+
+def test_each_system_keeps_its_answers_when_another_systems_code_changes(monkeypatch):
+    cfg = locomo.LocomoConfig()
+    keys = {s: locomo.answer_key(cfg, s) for s in locomo.SYSTEMS}
+    assert len(set(keys.values())) == len(keys)
+    monkeypatch.setattr(locomo, "ANSWER_SOURCES", (*locomo.ANSWER_SOURCES, "README.md"))
+    assert locomo.answer_key(cfg, "mc") != keys["mc"]  # mc's recall changed: mc asks again
+    assert all(locomo.answer_key(cfg, s) == keys[s] for s in keys if s != "mc")
+    monkeypatch.setattr(locomo, "BASELINE_SOURCES", (*locomo.BASELINE_SOURCES, "README.md"))
+    assert all(locomo.answer_key(cfg, s) != keys[s] for s in keys if s != "mc")
 
 
 def test_rag_reads_as_many_tokens_as_mc_may(data, tmp_path):
