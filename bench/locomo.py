@@ -238,9 +238,11 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
 ANSWER_SOURCES = ("mcruntime/reading.py", "mcruntime/recall.py", "mcruntime/lexical.py",
                   "mcruntime/indexing.py", "mcruntime/retrieval.py", "mcruntime/static_keys.py",
                   "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py")  # fmt: skip
-# ... a baseline: only how a reader is shown text (and BM25's scoring, for rag)
-BASELINE_SOURCES = ("mcruntime/reading.py", "mcruntime/layout.py", "mcruntime/dates.py",
-                    "mcruntime/lexical.py")  # fmt: skip
+# ... a baseline: only how a reader is shown text (and BM25's scoring, for rag): these
+# modules and the parts of mcruntime.reading that write a reader's prompt (not how mc
+# chooses its passages)
+BASELINE_SOURCES = ("mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/lexical.py")
+BASELINE_READING = ("SYSTEM", "TOLD", "_ASKS", "asks", "NOTHING", "Passage", "_label", "messages")
 # ... and this module's parts that render, retrieve and ask (not its scoring or reporting)
 ANSWER_CODE = ("render", "turns", "session_time", "Turn", "Conversation", "Answerer",
                "_reading", "QUESTION_ROOM")  # fmt: skip
@@ -261,6 +263,10 @@ def answer_key(cfg: LocomoConfig, system: str) -> str:
     files = ANSWER_SOURCES if system == "mc" else BASELINE_SOURCES
     src = [(p, (ROOT / p).read_text()) for p in files if (ROOT / p).exists()]
     src += [(n, _source(globals()[n])) for n in ANSWER_CODE + SYSTEM_CODE[system]]
+    if system != "mc":
+        from mcruntime import reading
+
+        src += [(f"reading.{n}", _source(getattr(reading, n))) for n in BASELINE_READING]
     blob = json.dumps([FORMAT, system, settings, asdict(SessionConfig()), src], sort_keys=True,
                       default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -269,7 +275,7 @@ def answer_key(cfg: LocomoConfig, system: str) -> str:
 def _source(obj) -> str:
     import inspect
 
-    return inspect.getsource(obj) if callable(obj) else repr(obj)
+    return inspect.getsource(obj) if inspect.isfunction(obj) or inspect.isclass(obj) else repr(obj)
 
 
 class Answers:
