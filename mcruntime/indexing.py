@@ -244,18 +244,25 @@ class NodeIndex:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def search(self, query_ids, query_vecs: torch.Tensor | None = None, k: int = 8) -> list[Hit]:
+    def search(
+        self,
+        query_ids,
+        query_vecs: torch.Tensor | None = None,
+        k: int = 8,
+        min_coverage: float | None = None,
+    ) -> list[Hit]:
         """The ``k`` best level-1 blocks for a query. BM25 scores are returned as they are;
         hybrid hits are BM25's and the meaning keys' interleaved (``retrieval.interleave``),
-        with a score that falls with the merged rank and what found each."""
+        with a score that falls with the merged rank and what found each. ``min_coverage``:
+        this call's share cut (``lexical_covered``) instead of the index's."""
         text = self._decode(query_ids)
         if self.kind == BM25:
-            return [Hit(1, i, s) for i, s in self.lexical(query_terms(text), k)]
+            return [Hit(1, i, s) for i, s in self.lexical(query_terms(text), k, min_coverage)]
         if self.kind == Keys.GIST:
             v = query_vecs.numpy() - self.mean
             return [Hit(1, i, s) for i, s in self.dense.search(v.mean(0), k)]
         terms = query_terms(text)
-        lex, covered = self.lexical_covered(terms, k)
+        lex, covered = self.lexical_covered(terms, k, min_coverage)
         if lex and covered >= WORDS_SUFFICE:
             return [Hit(1, i, s) for i, s in lex]
         ids = [int(i) for i in query_ids]
@@ -263,11 +270,15 @@ class NodeIndex:
         meaning = [(i, s) for i, s in meaning if s >= MIN_SIMILARITY]
         return [Hit(1, i, s, via) for i, s, via in interleave(lex, meaning)[:k]]
 
-    def lexical(self, terms: QueryTerms, k: int) -> list[tuple[int, float]]:
+    def lexical(
+        self, terms: QueryTerms, k: int, min_coverage: float | None = None
+    ) -> list[tuple[int, float]]:
         """The ``k`` best word hits (``lexical_covered`` without the share)."""
-        return self.lexical_covered(terms, k)[0]
+        return self.lexical_covered(terms, k, min_coverage)[0]
 
-    def lexical_covered(self, terms: QueryTerms, k: int) -> tuple[list[tuple[int, float]], float]:
+    def lexical_covered(
+        self, terms: QueryTerms, k: int, min_coverage: float | None = None
+    ) -> tuple[list[tuple[int, float]], float]:
         """BM25 over block words plus a title field: a block whose segment's source name holds
         query words ("Who is the author of argparse?" in ``docs/argparse.py``) gains their idf,
         as BM25F weighs a document's title. ``lexical_covered`` also returns the share of the
@@ -288,8 +299,9 @@ class NodeIndex:
         bonus = np.asarray([per_source[segs[j].source] for j in seg_ids.tolist()], np.float32)[inv]
         sc = sc + TITLE_WEIGHT * bonus
         share = (got + bonus) / max(float(idfs.sum()), 1e-9)
-        if self.min_coverage:
-            keep = share >= self.min_coverage
+        cut = self.min_coverage if min_coverage is None else min_coverage
+        if cut:
+            keep = share >= cut
             blocks, sc, share = blocks[keep], sc[keep], share[keep]
         top = np.argsort(-sc, kind="stable")[:k]
         covered = float(share[top[0]]) if len(top) else 0.0

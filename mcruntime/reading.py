@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from itertools import zip_longest
 
 from mcruntime.recall import ASSISTANT_SAID, USER_SAID
 from mcruntime.render import ASSISTANT, USER
@@ -121,8 +120,11 @@ def choose(
     passages: list[Passage], weigh, k: int, keep_ratio: float, budget: int | None = None
 ) -> list[Passage]:
     """The ``k`` passages whose best sentence window matches the question best, dropping
-    those below ``keep_ratio`` of the best; passages found by meaning alone (which need not
-    share the question's words) taken in turn with them, in their hit order; with ``budget``,
+    those below ``keep_ratio`` of the best; then the passages found by meaning alone (which
+    need not share the question's words), in their hit order, in what room is left: taken in
+    turn with the word passages, they held 41% of the tokens shown and 12% of the evidence
+    turns found on LoCoMo dev, and after them a paraphrase whose words match nothing still
+    finds its passage (the memory bench's dev probes, 16k and 64k tokens); with ``budget``,
     only as many as fit in that many tokens (the best always), so a reader is shown about as
     much text whether the passages are short chat turns or long stretches of a document;
     returned weakest first (best right before the question); the model's own earlier answers
@@ -135,8 +137,7 @@ def choose(
     if ranked and ranked[0].weight > 0:
         top = ranked[0].weight
         ranked = [p for p in ranked if p.weight >= keep_ratio * top]
-    meaning = [p for p in passages if p.via == "meaning"]
-    ranked = [p for pair in zip_longest(ranked, meaning) for p in pair if p is not None]
+    ranked += [p for p in passages if p.via == "meaning"]
     if any(p.kind != "assistant" for p in ranked):  # own answers only when nothing else
         ranked = [p for p in ranked if p.kind != "assistant"]
     chosen, used = [], 0

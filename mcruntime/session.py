@@ -93,7 +93,9 @@ class SessionConfig:
     # questions: 3 passages of 8 hits F1 0.36 (7.6 s a question), 8 of 16 (keep_ratio 0.5)
     # 0.40 (12.3 s), 12 of 24 0.40 on one conversation (18.8 s); keep_ratio 0.75 with 12 of
     # 16 in 384 tokens 0.37: passages that match less of the question still answer it
-    read_hits: int = 16  # hits a question asks of the index (the passages' pool)
+    # hits a question asks of the index (the passages' pool; LoCoMo dev, categories 1-4,
+    # evidence turns shown in 384 tokens: 16 hits 0.553, 24 0.570, 32 0.568)
+    read_hits: int = 24
     read_k: int = 8  # passages shown at most
     read_tokens: int | None = 384  # and only as many as fit in this many tokens (the best always)
     reword: bool = True  # a text reader rewords a question whose own words find nothing
@@ -342,16 +344,21 @@ class Session:
         return np.tanh(np.asarray(raw, dtype=np.float64) / 2)
 
     def search(
-        self, query_ids: list[int], query_vecs: torch.Tensor | None = None, k: int | None = None
+        self,
+        query_ids: list[int],
+        query_vecs: torch.Tensor | None = None,
+        k: int | None = None,
+        pool: bool = False,
     ) -> list:
         """The retrieval assist's hits for a query, best first (``mcruntime.recall``): ``k``
-        of them (default ``retrieval_k``) before the weak ones are dropped."""
+        of them (default ``retrieval_k``) before the weak ones are dropped (``pool``: a text
+        reader's candidates, ranked as passages by ``reading.choose``; ``Recaller.search``)."""
         if self.index is None or not query_ids:
             return []
         if query_vecs is None and self.index.kind == Keys.GIST:
             query_vecs = self.base.embed(torch.tensor(query_ids, dtype=torch.long)).float()
         with self.hooks.span("retrieval"):
-            return self.recaller.search(query_ids, query_vecs, k)
+            return self.recaller.search(query_ids, query_vecs, k, pool)
 
     def find(self, query: str, k: int = 5) -> list[dict]:
         """What the memory holds on ``query``, without answering: the passages of the best
@@ -628,15 +635,16 @@ class Session:
         """A text reader's answer: passages chosen sentence-aware, the recent tail, the
         question, streamed from the reader."""
         t0 = time.perf_counter()
-        k = self.config.read_hits
-        hits = self.search(self.base.tokenizer.encode(message), k=k)
         query, reworded = message, None
-        if not hits and self.index is not None and self.config.reword:
+        # reworded when the question's own words find nothing the cuts keep (``pool`` keeps
+        # chance matches on its common words, which would hide that)
+        found = self.search(self.base.tokenizer.encode(message), k=self.config.read_hits)
+        if not found and self.index is not None and self.config.reword:
             with self.hooks.span("reword"):
                 reworded = "".join(self.reader.stream(expansion_messages(message), 32)).strip()
             if reworded:
                 query = f"{message} {reworded}"
-                hits = self.search(self.base.tokenizer.encode(query), k=k)
+        hits = self.search(self.base.tokenizer.encode(query), k=self.config.read_hits, pool=True)
         chosen = self.passages(hits, query)
         self.turn.hits, self.turn.recall = hits, [p.report() for p in chosen]
         prompt = messages(message, chosen, self.recent_text())

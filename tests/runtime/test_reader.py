@@ -126,6 +126,35 @@ def test_choose_fills_a_token_budget_best_first():
     assert [p.source for p in RD.choose(ps[2:], weigh, k=4, keep_ratio=0.0, budget=50)] == ["3"]
 
 
+def test_passages_found_by_meaning_fill_the_room_the_word_passages_leave():
+    def weigh(text):
+        return text.count("x")
+
+    meaning = RD.Passage(0, 40, 0.0, "m", "a paraphrase", "document", via="meaning")
+    words = [RD.Passage(0, 40, 0.0, str(w), "x" * w, "document") for w in (3, 2)]
+    assert [p.source for p in RD.choose([meaning, *words], weigh, k=3, keep_ratio=0.5,
+                                        budget=80)] == ["2", "3"]  # fmt: skip
+    got = RD.choose([meaning, *words], weigh, k=3, keep_ratio=0.5, budget=120)
+    assert [p.source for p in got] == ["m", "2", "3"]  # after them: shown weakest, first
+    assert [p.source for p in RD.choose([meaning], weigh, k=3, keep_ratio=0.5)] == ["m"]
+
+
+def test_a_text_readers_pool_keeps_a_hit_sharing_one_word_of_a_long_question(
+    base, gistnet, reader, tmp_path
+):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader, retrieval="bm25") as s:
+        s.ingest(f"{prose(300, 3)} Zorblax keeps a quiet garden. {prose(300, 4)}")
+        q = base.tokenizer.encode(
+            "Which exotic quantum telescope observatory did Zorblax visit beyond Neptune's "
+            "distant orbit during the freezing winter?"
+        )
+        assert s.search(q, k=24) == []  # one word of many: no hit for the keeper's recall
+        pool = s.search(q, k=24, pool=True)
+        assert pool
+        s.ask(base.tokenizer.decode(q), 4, remember=False)
+        assert "Zorblax keeps a quiet garden" in reader.last_prompt[1]["content"]
+
+
 def test_messages_label_who_said_what():
     ps = [
         RD.Passage(0, 1, 1.0, "chat:assistant", "You answered: 9", "assistant"),
