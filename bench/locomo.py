@@ -65,6 +65,7 @@ answer, shown turns) go to the work folder as ``<out stem>_raw.json``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -273,15 +274,14 @@ def answer_key(cfg: LocomoConfig, system: str) -> str:
 
 
 def _source(obj) -> str:
-    import inspect
-
     return inspect.getsource(obj) if inspect.isfunction(obj) or inspect.isclass(obj) else repr(obj)
 
 
 class Answers:
-    """Every answer one system gave in runs under one answer key, one JSON line each, appended as it is made
-    (``<workdir>/answers-<key>.jsonl``: raw, with question and gold; never committed), so a
-    run that stops (or a larger one) goes on from where the last one got to."""
+    """Every answer one system gave in runs under one answer key, one JSON line each,
+    appended as it is made (``<workdir>/answers-<key>.jsonl``: raw, with question and gold;
+    never committed), so a run that stops (or a larger one) goes on from where the last one
+    got to."""
 
     def __init__(self, workdir: str | Path, key: str):
         self.path = Path(workdir) / f"answers-{key}.jsonl"

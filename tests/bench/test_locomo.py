@@ -183,7 +183,7 @@ def test_each_system_keeps_its_answers_when_another_systems_code_changes(monkeyp
     monkeypatch.setattr(locomo, "ANSWER_SOURCES", (*locomo.ANSWER_SOURCES, "README.md"))
     assert locomo.answer_key(cfg, "mc") != keys["mc"]  # mc's recall changed: mc asks again
     assert all(locomo.answer_key(cfg, s) == keys[s] for s in keys if s != "mc")
-    monkeypatch.setattr(reading, "choose", lambda *a: [])  # how mc picks: mc's alone
+    monkeypatch.setattr(reading, "choose", lambda *a: [])  # how mc picks: in no baseline's key
     assert all(locomo.answer_key(cfg, s) == keys[s] for s in keys if s != "mc")
     monkeypatch.setattr(reading, "SYSTEM", reading.SYSTEM + " Be brief.")  # every reader's prompt
     assert all(locomo.answer_key(cfg, s) != keys[s] for s in keys if s != "mc")
