@@ -8,8 +8,9 @@ COMMANDS = {  # name -> module with a main(argv)
     "systems": "bench.systems",
     "footprint": "bench.systems.footprint",  # storage by kind only, without the latency runs
     "serve": "bench.serve",  # `mc serve`: requests/s and latency over HTTP
-    "bulk": "bench.bulk",
+    "bulk": "bench.bulk",  # `mc ingest --dask`: tokens/s serial vs 1 and 2 workers, scaling model
     "explorer": "bench.explorer",  # the web explorer's first view of a 1M-token memory
     "locomo": "bench.locomo",  # LoCoMo conversations: F1 per category against RAG and an oracle
-    "speed": "bench.speed",  # answers against llama.cpp on the same GGUF and threads  # `mc ingest --dask`: tokens/s serial vs 1 and 2 workers, scaling model
+    "locomo-recall": "bench.locomo_recall",  # LoCoMo: evidence shown by mc and BM25, no answers
+    "speed": "bench.speed",  # answers against llama.cpp on the same GGUF and threads
 }

@@ -23,6 +23,7 @@ in its own chat template. So what it is shown must be precise:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -101,8 +102,65 @@ class Passage:
         }
 
 
+@dataclass
+class Reading:
+    """What a text reader is shown for one question (``Session.read_prompt``)."""
+
+    prompt: list[dict]  # the chat: instruction, passages, recent conversation, question
+    hits: list  # the index's hits the passages came from
+    passages: list[Passage]  # chosen, in the order shown
+    recent: list[tuple[int, int]]  # the chat turns shown as the recent conversation (tokens)
+    reworded: str | None = None  # the reader's rewording, when the question's words found nothing
+
+
 def sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENT.split(text)) if s]
+    return [text[a:b] for a, b in sentence_spans(text)]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Each sentence's (start, stop) in ``text``, surrounding white space left out."""
+    out, pos = [], 0
+    for cut in [*_SENT.finditer(text), None]:
+        a, b = pos, cut.start() if cut else len(text)
+        piece = text[a:b]
+        if piece.strip():
+            lead = len(piece) - len(piece.lstrip())
+            out.append((a + lead, a + len(piece.rstrip())))
+        pos = cut.end() if cut else len(text)
+    return out
+
+
+def cut_to(p: Passage, room: int, weigh, count, width: int = 2) -> Passage | None:
+    """``p`` cut to the whole sentences around its best window that fit in ``room`` tokens
+    (``count`` tells a text's tokens), or None when no matching window fits. A long passage
+    merged from neighbouring hits used to be dropped whole when it did not fit what was left
+    of the budget, though its best two sentences would have: a reader then answered from
+    weaker passages, or invented (the hand trial in docs/memory.md)."""
+    spans = sentence_spans(p.text)
+    if len(spans) < 2:
+        return None
+    n = [count(p.text[a:b]) for a, b in spans]
+    best, lo, hi = 0.0, 0, 0
+    for i in range(len(spans)):
+        for w in range(1, width + 1):
+            if i + w <= len(spans) and sum(n[i : i + w]) <= room:
+                got = weigh(p.text[spans[i][0] : spans[i + w - 1][1]])
+                if got > best:
+                    best, lo, hi = got, i, i + w
+    if best <= 0:
+        return None
+    used = sum(n[lo:hi])
+    while True:  # neighbours while they fit: the sentence after a fact often completes it
+        if hi < len(spans) and used + n[hi] <= room:
+            used, hi = used + n[hi], hi + 1
+        elif lo > 0 and used + n[lo - 1] <= room:
+            used, lo = used + n[lo - 1], lo - 1
+        else:
+            break
+    a, b = spans[lo][0], spans[hi - 1][1]
+    start = min(p.stop, p.start + count(p.text[:a]))
+    stop = max(start, min(p.stop, start + used))
+    return dataclasses.replace(p, start=start, stop=stop, text=p.text[a:b])
 
 
 def best_window(text: str, weigh, width: int = 2) -> float:
@@ -117,7 +175,12 @@ def best_window(text: str, weigh, width: int = 2) -> float:
 
 
 def choose(
-    passages: list[Passage], weigh, k: int, keep_ratio: float, budget: int | None = None
+    passages: list[Passage],
+    weigh,
+    k: int,
+    keep_ratio: float,
+    budget: int | None = None,
+    count=None,
 ) -> list[Passage]:
     """The ``k`` passages whose best sentence window matches the question best, dropping
     those below ``keep_ratio`` of the best; then the passages found by meaning alone (which
@@ -127,8 +190,10 @@ def choose(
     finds its passage (the memory bench's dev probes, 16k and 64k tokens); with ``budget``,
     only as many as fit in that many tokens (the best always), so a reader is shown about as
     much text whether the passages are short chat turns or long stretches of a document;
-    returned weakest first (best right before the question); the model's own earlier answers
-    only when nothing else matches."""
+    the fill ends at the first passage that does not fit, cut to its best sentences that fit
+    what is left when ``count`` (a text's tokens) is given (``cut_to``); returned weakest first
+    (best right before the question); the model's own earlier answers only when nothing else
+    matches."""
     for p in passages:
         p.weight = best_window(p.text, weigh)
     ranked = sorted(
@@ -143,6 +208,9 @@ def choose(
     chosen, used = [], 0
     for p in ranked[:k]:
         if chosen and budget is not None and used + (p.stop - p.start) > budget:
+            cut = cut_to(p, budget - used, weigh, count) if count is not None else None
+            if cut is not None:
+                chosen.append(cut)
             break
         chosen.append(p)
         used += p.stop - p.start

@@ -49,7 +49,15 @@ from mcruntime.indexing import NodeIndex
 from mcruntime.inherit import Inherited
 from mcruntime.layout import chat_layout
 from mcruntime.picture import FocusPicture
-from mcruntime.reading import Passage, choose, expansion_messages, messages, turn_text, when_said
+from mcruntime.reading import (
+    Passage,
+    Reading,
+    choose,
+    expansion_messages,
+    messages,
+    turn_text,
+    when_said,
+)
 from mcruntime.recall import Recaller
 from mcruntime.render import Role, is_chat, render_document, render_turn, role_of
 from mcruntime.retrieval import Keys
@@ -579,6 +587,7 @@ class Session:
             self.config.read_k,
             self.config.keep_ratio,
             self.config.read_tokens,
+            lambda text: len(self.base.tokenizer.encode(text)),
         )
 
     def _hit_passages(self, hits: list, raw_from: int, terms) -> list[Passage]:
@@ -631,10 +640,13 @@ class Session:
                        said_on(self.tree.segment_at(a).time)) for a, b in spans]  # fmt: skip
         return turn_text("".join(texts)) if texts else ""
 
-    def _read_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
-        """A text reader's answer: passages chosen sentence-aware, the recent tail, the
-        question, streamed from the reader."""
-        t0 = time.perf_counter()
+    def read_prompt(self, message: str) -> Reading:
+        """What a text reader is shown for ``message``: the passages chosen sentence-aware,
+        the recent conversation and the question, as its chat. Asks the reader only to reword
+        a question whose own words find nothing; the tree and the session are untouched, so a
+        benchmark can measure what is found without paying for an answer."""
+        if self.reader is None:
+            raise SessionError("read_prompt needs a text reader (Session(..., reader=NAME))")
         query, reworded = message, None
         # reworded when the question's own words find nothing the cuts keep (``pool`` keeps
         # chance matches on its common words, which would hide that)
@@ -646,8 +658,16 @@ class Session:
                 query = f"{message} {reworded}"
         hits = self.search(self.base.tokenizer.encode(query), k=self.config.read_hits, pool=True)
         chosen = self.passages(hits, query)
-        self.turn.hits, self.turn.recall = hits, [p.report() for p in chosen]
-        prompt = messages(message, chosen, self.recent_text())
+        _, recent = self._recent_chat()
+        return Reading(messages(message, chosen, self.recent_text()), hits, chosen, recent,
+                       reworded)  # fmt: skip
+
+    def _read_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
+        """A text reader's answer: ``read_prompt``'s chat, streamed from the reader."""
+        t0 = time.perf_counter()
+        reading = self.read_prompt(message)
+        self.turn.hits, self.turn.recall = reading.hits, [p.report() for p in reading.passages]
+        prompt, reworded = reading.prompt, reading.reworded
         t_focus = time.perf_counter()
         t_first, pieces = None, []
         with self.hooks.span("read", reader=self.reader.name):

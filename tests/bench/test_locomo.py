@@ -5,12 +5,13 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import mcmodels
 import mcstore
-from bench import locomo
+from bench import locomo, locomo_recall
 from bench.porter import stem
 from mcruntime import reading
 
@@ -187,6 +188,28 @@ def test_each_system_keeps_its_answers_when_another_systems_code_changes(monkeyp
     assert all(locomo.answer_key(cfg, s) == keys[s] for s in keys if s != "mc")
     monkeypatch.setattr(reading, "SYSTEM", reading.SYSTEM + " Be brief.")  # every reader's prompt
     assert all(locomo.answer_key(cfg, s) != keys[s] for s in keys if s != "mc")
+
+
+def test_focus_recall_alone_measures_what_each_system_shows(tmp_path, data):
+    base = mcmodels.tiny_base(0)
+    cfg = _cfg(tmp_path, reader="tiny")
+    got = locomo_recall.run(cfg, base=base, data=data, progress=lambda s: None)
+    qa = data["7"]["qa"]
+    assert len(got["rows"]) == 2 * len(qa)  # every question has evidence; mc and rag each
+    conv = locomo.Conversation.of("7", data["7"], base.tokenizer)
+    for r in got["rows"]:
+        ev = set(r["evidence"])
+        assert r["found"] == len(ev & set(r["shown"])) / len(ev)
+        assert 0 < r["tokens"] <= conv.spans[-1][1]
+    rag = [r for r in got["rows"] if r["system"] == "rag"]
+    assert rag[0]["shown"][0] == "D1:3"  # BM25's best turn for "What pet did Ada adopt?"
+    summ = got["summary"]
+    assert summ["mc"]["1-4"]["n"] == 4 and summ["mc"]["all"]["n"] == 5
+    assert summ["rag"]["all"]["found"] == pytest.approx(np.mean([r["found"] for r in rag]))
+    locomo_recall.save(got, str(tmp_path / "r.json"))
+    assert "| mc |" in (tmp_path / "r.md").read_text()
+    with pytest.raises(ValueError, match="text reader"):
+        locomo_recall.run(_cfg(tmp_path, reader="keeper"), base=base, data=data)
 
 
 def test_rag_reads_as_many_tokens_as_mc_may(data, tmp_path):
