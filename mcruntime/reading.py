@@ -90,6 +90,7 @@ class Passage:
     weight: float = 0.0  # best sentence window's match with the question
     via: str = "words"  # found by the question's words, or by meaning keys alone
     when: str = ""  # when it was said, in words ("at the start of your conversation")
+    replies_to: str = ""  # a chat turn's predecessor: matched with it, never shown
 
     def report(self) -> dict:
         return {
@@ -196,6 +197,8 @@ def choose(
     matches."""
     for p in passages:
         p.weight = best_window(p.text, weigh)
+        if p.replies_to:  # a reply answers in the words of what it replies to
+            p.weight = max(p.weight, weigh(f"{p.replies_to} {p.text}"))
     ranked = sorted(
         (p for p in passages if p.via != "meaning"), key=lambda p: (-p.weight, -p.score)
     )

@@ -100,6 +100,38 @@ class Recaller:
                 spans.append([s, e, h.score, "meaning" if h.via == "meaning" else "words"])
         return spans
 
+    def exchanges(self, spans: list[list], raw_from: int) -> list[list]:
+        """``spans`` with each chat passage run on through the turn that follows it (its
+        reply), where no passage holds that turn already and it ends before ``raw_from``. A
+        reply is often the answer while the words asked for are in the turn it replies to
+        ("Any pets?" / "Yup, Oscar, my guinea pig"): ranked by its own words, such an evidence
+        turn was seldom shown, and shown alone, the reader did not know what it answered
+        (LoCoMo dev, docs/memory.md). Only the reply's first blocks are taken, as a hit's
+        passage would be."""
+        t, b = self.tree, self.tree.block
+        out = [list(sp) for sp in spans]
+        width = (2 * self.config.recall_neighbours + 1) * b
+        for sp in out:
+            seg = t.segment_at(sp[0])
+            if not is_chat(seg.source) or sp[1] != seg.stop or seg.stop >= raw_from:
+                continue
+            nxt = t.segment_at(seg.stop)
+            if is_chat(nxt.source) and not any(a < nxt.stop and e > nxt.start for a, e, *_ in out):
+                sp[1] = min(nxt.stop, nxt.start + width, raw_from)
+        return out
+
+    def replied_to(self, start: int) -> tuple[int, int] | None:
+        """The end (up to three blocks) of the chat turn right before the chat turn holding
+        ``start``: what that turn replies to. None for a document or the first turn."""
+        t = self.tree
+        seg = t.segment_at(start)
+        if not is_chat(seg.source) or seg.start == 0:
+            return None
+        prev = t.segment_at(seg.start - 1)
+        if not is_chat(prev.source):
+            return None
+        return max(prev.start, seg.start - 3 * t.block), seg.start
+
     def _length(self, spans) -> int:
         return len(recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _, _ in spans]))
 

@@ -596,12 +596,21 @@ class Session:
         the dates they mean (``mcruntime.dates``)."""
         out = []
         chat = None
-        for s, e, score, via in self.recaller.spans(hits, raw_from, terms):
+        tok = self.base.tokenizer
+        spans = self.recaller.exchanges(self.recaller.spans(hits, raw_from, terms), raw_from)
+        for s, e, score, via in spans:
             seg = self.tree.segment_at(s)
-            text = self.base.tokenizer.decode(self.recaller.passage_ids(s, e), skip_special=True)
+            text = tok.decode(self.recaller.passage_ids(s, e), skip_special=True)
+            before = ""
             if is_chat(seg.source):
                 text = dated(text, said_on(seg.time))
-            p = Passage(s, e, float(score), seg.source, text, str(role_of(seg.source)), via=via)
+                if (prev := self.recaller.replied_to(s)) is not None:
+                    before = tok.decode(self.tree.tokens(*prev).tolist(), skip_special=True)
+            role = role_of(seg.source)
+            if role == Role.ASSISTANT:  # an exchange the user answered is the user's evidence
+                role = role_of(self.tree.segment_at(e - 1).source)
+            p = Passage(s, e, float(score), seg.source, text, str(role), via=via,
+                        replies_to=before)  # fmt: skip
             if p.kind != "document":
                 if chat is None:  # the chat turns' starts, once per question
                     chat = [g.start for g in self.tree.segments() if is_chat(g.source)]

@@ -63,6 +63,24 @@ def test_read_prompt_is_what_an_answer_shows_the_reader(base, gistnet, reader, t
         keeper.read_prompt(q)
 
 
+def test_a_reply_is_found_by_the_words_of_the_turn_it_replies_to(base, gistnet, reader, tmp_path):
+    with session(base, gistnet, str(tmp_path / "t.mc"), reader, retrieval="bm25") as s:
+        s.ingest(prose(400, 5))
+        s.remember_turns([("assistant", "Do you keep any pets at home?"),
+                          ("user", "Yup, Oscar, my guinea pig."),
+                          *[("user", prose(60, 10 + i)) for i in range(12)]])  # fmt: skip
+        got = s.read_prompt("Which pets do I keep?")
+        # the reply shares no word with the question; it is shown after what it answers, as
+        # the user's words (not as the model's own answer, which is no evidence)
+        reply = next(p for p in got.passages if "Oscar, my guinea pig" in p.text)
+        assert reply.text.index("Do you keep any pets") < reply.text.index("Oscar")
+        assert reply.kind == "user" and "the user" in got.prompt[1]["content"]
+        mid = s.recaller.exchanges([[reply.start, reply.start + 1, 1.0, "words"]], reply.stop)
+        assert (
+            mid[0][1] == reply.start + 1
+        )  # a passage that stops inside its turn runs on no further
+
+
 def test_a_turn_read_by_a_text_reader_is_remembered(base, gistnet, reader, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
         s.ingest(prose(100, 4))
@@ -139,6 +157,17 @@ def test_choose_fills_a_token_budget_best_first():
     assert [p.source for p in got] == ["4", "5"]  # 40 + 40; the 100-token one ends the fill
     assert [p.source for p in RD.choose(ps, weigh, k=4, keep_ratio=0.0)] == ["2", "3", "4", "5"]
     assert [p.source for p in RD.choose(ps[2:], weigh, k=4, keep_ratio=0.0, budget=50)] == ["3"]
+
+
+def test_a_chat_turn_is_matched_with_the_turn_it_replies_to():
+    def weigh(text):
+        return sum(w in text for w in ("pets", "keep"))
+
+    reply = RD.Passage(0, 10, 0.0, "reply", "Yup, Oscar.", "user", replies_to="Any pets?")
+    other = RD.Passage(10, 20, 0.0, "other", "I write a diary.", "user")
+    got = RD.choose([other, reply], weigh, k=2, keep_ratio=0.0)
+    assert [p.source for p in got] == ["other", "reply"] and got[-1].weight == 1
+    assert "pets" not in got[-1].text  # what it replies to is matched, never shown
 
 
 def test_a_passage_that_does_not_fit_is_cut_to_its_best_sentences_that_do():
