@@ -79,7 +79,7 @@ def forget_cmd(tree, document, source, match, purge, drop_tags, listing, model, 
             return
         done = s.forget(document=document, source=source, match=match)
     if done.version is None:
-        click.echo(f"{tree}: nothing matched; nothing was forgotten")
+        click.echo(f"{tree}: nothing to forget (no match, or forgotten already); unchanged")
         return
     click.echo(
         f"forgot {done.tokens} tokens in {len(done.documents)} document(s) "

@@ -76,18 +76,46 @@ class Forgotten:
 
 
 def find_spans(tree, tokenizer, rule: ForgetRule) -> tuple[list[int], list[tuple[int, int]]]:
-    """-> (the documents the rule names, the token spans to redact), spans sorted, merged."""
+    """-> (the documents the rule names that still hold text to redact, the token spans to
+    redact), spans sorted, merged. What an earlier forget redacted is left out: a forget that
+    is retried (a client that lost the reply, a script run twice) commits nothing and adds no
+    second row to the log."""
     segs = tree.segments()
     if rule.segment is not None:
         if rule.segment >= len(segs):
             raise LookupError(f"no document {rule.segment}: the memory holds {len(segs)}")
-        s = segs[rule.segment]
-        return [rule.segment], [(s.start, s.stop)]
-    if rule.source is not None:
-        hits = [i for i, s in enumerate(segs) if fnmatch.fnmatchcase(s.source, rule.source)]
-        return hits, [(segs[i].start, segs[i].stop) for i in hits]
+        docs = [rule.segment]
+    elif rule.source is not None:
+        docs = [i for i, s in enumerate(segs) if fnmatch.fnmatchcase(s.source, rule.source)]
+    else:
+        return _matched(tree, tokenizer, segs, rule.match)
+    done = [tuple(sp) for row in forgotten_log(tree) for sp in row.get("spans", [])]
+    held = {i: _minus([(segs[i].start, segs[i].stop)], done) for i in docs}
+    docs = [i for i in docs if held[i]]
+    return docs, [sp for i in docs for sp in held[i]]
+
+
+def _minus(spans: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` without the positions any of ``taken`` covers."""
+    out = []
+    for a, b in spans:
+        for x, y in _merged(taken):
+            if y <= a or x >= b:
+                continue
+            if x > a:
+                out.append((a, x))
+            a = max(a, y)
+            if a >= b:
+                break
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+def _matched(tree, tokenizer, segs, match: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Every occurrence of ``match`` (case-insensitive): once redacted it no longer occurs."""
     docs, spans = [], []
-    needle = rule.match.casefold()
+    needle = match.casefold()
     for i, s in enumerate(segs):
         ids = [int(x) for x in tree.tokens(s.start, s.stop)]
         if needle not in tokenizer.decode(ids, skip_special=False).casefold():

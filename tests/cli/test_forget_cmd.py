@@ -23,8 +23,12 @@ def test_forget_a_text_list_it_and_purge(tree):
     assert r.code == 0, r.err
     assert "forgot 7 tokens in 1 document(s) [0]" in r.out and "mc gc --purge" in r.out
     assert "9-3-7-1" not in decode(tree_tokens(tree)) and "lamp oil" in decode(tree_tokens(tree))
+    before = state(tree)
+    again = run_mc(["forget", tree, "--match", "9-3-7-1", *TINY])  # a retried command
+    assert again.code == 0 and "forgotten already" in again.out and state(tree) == before
     listed = run_mc(["forget", tree, "--list", *TINY])
     assert listed.code == 0 and "match_sha256" in listed.out and "9-3-7-1" not in listed.out
+    assert len(listed.out.strip().splitlines()) == 1
     dry = run_mc(["gc", tree, "--purge", "--dry-run"])
     assert dry.code == 0 and "would expire" in dry.out
     r = run_mc(["gc", tree, "--purge", "--grace", "0", "--no-live-writers"])

@@ -114,6 +114,23 @@ def test_forget_by_document_and_by_source(base, tmp_path):
     assert [r["rule"] for r in s.forgotten()] == [{"source": "a/*"}, {"document": 1}]
 
 
+def test_a_retried_forget_commits_nothing_and_logs_once(base, tmp_path):
+    s = Session(str(tmp_path / "r.mc"), model=base, window=512)
+    s.ingest("alpha kiwi text " * 20, "a/one.md")
+    s.ingest("beta mango text " * 20, "b/two.md")
+    first = s.forget(match="kiwi")
+    assert first.version is not None and s.forget(match="kiwi").version is None
+    whole = s.forget(document=0)  # the rest of the document: not the kiwis again
+    seg = s.tree.segments()[0]
+    assert whole.documents == [0] and whole.tokens == (seg.stop - seg.start) - first.tokens
+    v = s.tree.version
+    for again in ({"document": 0}, {"source": "a/*"}, {"match": "kiwi"}):
+        done = s.forget(**again)
+        assert done.version is None and done.tokens == 0 and done.documents == []
+    assert s.tree.version == v and len(s.forgotten()) == 2
+    assert s.forget(source="*").documents == [1]  # only what still holds text
+
+
 def test_a_rule_that_names_nothing_commits_nothing(base, tmp_path):
     s = Session(str(tmp_path / "n.mc"), model=base, window=512)
     s.ingest("some text about rivers", "r.md")
