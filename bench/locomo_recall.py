@@ -149,7 +149,9 @@ def table(result: dict) -> str:
 def save(result: dict, out: str) -> None:
     p = Path(out)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(result, indent=1))
+    head = json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1)
+    rows = ",\n".join(json.dumps(r, separators=(",", ":")) for r in result["rows"])
+    p.write_text(f'{head[:-2]},\n "rows": [\n{rows}\n ]\n}}\n')  # a row a line: small diffs
     cfg = result["config"]
     over = ", ".join(f"{k}={v}" for k, v in cfg["session"].items()) or "defaults"
     p.with_suffix(".md").write_text(

@@ -208,6 +208,7 @@ def test_focus_recall_alone_measures_what_each_system_shows(tmp_path, data):
     assert summ["rag"]["all"]["found"] == pytest.approx(np.mean([r["found"] for r in rag]))
     locomo_recall.save(got, str(tmp_path / "r.json"))
     assert "| mc |" in (tmp_path / "r.md").read_text()
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(got))
     with pytest.raises(ValueError, match="text reader"):
         locomo_recall.run(_cfg(tmp_path, reader="keeper"), base=base, data=data)
 
