@@ -42,7 +42,7 @@ class Shown:
     reworded: bool = False
 
 
-def _share(conv: L.Conversation, ev: list[int], shown: list[int]) -> float:
+def _share(ev: list[int], shown: list[int]) -> float:
     return len(set(ev) & set(shown)) / len(ev)
 
 
@@ -88,9 +88,9 @@ def run(cfg: L.LocomoConfig, *, base=None, data=None, progress=print) -> dict:
                 ids = [conv.turns[i].dia_id for i in ev]
                 cat = int(qa["category"])
                 rows.append(Shown(cid, qi, cat, "mc", ids, [conv.turns[i].dia_id for i in mc],
-                                  _share(conv, ev, mc), _tokens(spans), bool(got.reworded)))  # fmt: skip
+                                  _share(ev, mc), _tokens(spans), bool(got.reworded)))  # fmt: skip
                 rows.append(Shown(cid, qi, cat, "rag", ids, [conv.turns[i].dia_id for i in rag],
-                                  _share(conv, ev, rag), sum(len(conv.ids[i]) for i in rag)))  # fmt: skip
+                                  _share(ev, rag), sum(len(conv.ids[i]) for i in rag)))  # fmt: skip
         done = [r for r in rows if r.conv == cid]
         progress(
             f"conversation {cid}: "

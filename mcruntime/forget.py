@@ -97,9 +97,9 @@ def find_spans(tree, tokenizer, rule: ForgetRule) -> tuple[list[int], list[tuple
 
 def _minus(spans: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``spans`` without the positions any of ``taken`` covers."""
-    out = []
+    out, taken = [], _merged(taken)
     for a, b in spans:
-        for x, y in _merged(taken):
+        for x, y in taken:
             if y <= a or x >= b:
                 continue
             if x > a:
