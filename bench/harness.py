@@ -239,7 +239,9 @@ def run(
                 t0 = time.perf_counter()
                 sess = Session(str(tree), model=base, gistnet=gistnet, lensnet=lensnet,
                                window=cfg.window, config=sc, mode="r")  # fmt: skip
-                out = sess.ask(task.question, max_new_tokens=cfg.max_new_tokens, remember=False)
+                out = sess.ask(
+                    task.question, max_new_tokens=cfg.max_new_tokens, remember=False
+                ).text
                 r = _row(task, n, seed, system, out, depth, t0)
                 r.note = f"ingest {ingest_s:.1f}s"
                 rows.append(r)

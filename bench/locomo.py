@@ -616,10 +616,10 @@ def _mc(conv, qa, cfg, base, gistnet, lensnet, reader):
     with Session(str(conv.tree), model=base, gistnet=gistnet, lensnet=lensnet, config=sc,
                  mode="r", reader=reader or mcmodels.KEEPER) as sess:  # fmt: skip
         t_open = time.perf_counter() - t0
-        out = sess.ask(qa["question"], max_new_tokens=cfg.max_new_tokens, remember=False)
-        spans = mc_shown(sess)
-        first = sess.turn.answer.timings["first_token_s"]
-        reworded = sess.turn.answer.timings.get("reworded")
+        turn = sess.ask(qa["question"], max_new_tokens=cfg.max_new_tokens, remember=False)
+        out, spans = turn.text, mc_shown(sess, turn)
+        first = turn.answer.timings["first_token_s"]
+        reworded = turn.answer.timings.get("reworded")
     mask = np.zeros(conv.spans[-1][1], bool)
     for s, e in spans:
         mask[s:e] = True

@@ -236,10 +236,11 @@ def _mc_config(system: str, cfg: MemoryConfig):
     return SessionConfig(window=cfg.window, **over)
 
 
-def mc_shown(sess) -> list[tuple[int, int]]:
-    spans = [(r["start"], r["stop"]) for r in sess.turn.answer.recall]
+def mc_shown(sess, turn) -> list[tuple[int, int]]:
+    """The token spans ``turn``'s answer was written from (recall, focus, the raw tail)."""
+    spans = [(r["start"], r["stop"]) for r in turn.answer.recall]
     if sess.reader is None:  # a text reader never sees the keeper's expanded spans
-        spans += [(f["start"], f["stop"]) for f in sess.turn.answer.focus]
+        spans += [(f["start"], f["stop"]) for f in turn.answer.focus]
     wc = sess.focus.wc
     spans.append((wc.raw_floor(sess.focus.config.raw_recent), wc.length))
     return spans
@@ -319,11 +320,13 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
                              mode="r", reader=loaded or mcmodels.KEEPER) as sess:  # fmt: skip
                     for p in inst.probes:
                         t0 = time.perf_counter()
-                        out = sess.ask(
+                        turn = sess.ask(
                             p.question, max_new_tokens=cfg.max_new_tokens, remember=False
                         )
-                        r = _row(p, n, seed, system, out, _covered(p.span, mc_shown(sess)), t0)
-                        r.note = f"ingest {ingest_s:.1f}s; first token {sess.turn.answer.timings['first_token_s']:.1f}s"
+                        shown = _covered(p.span, mc_shown(sess, turn))
+                        r = _row(p, n, seed, system, turn.text, shown, t0)
+                        first = turn.answer.timings["first_token_s"]
+                        r.note = f"ingest {ingest_s:.1f}s; first token {first:.1f}s"
                         rows.append(r)
             shutil.rmtree(tree, ignore_errors=True)
         done = [r for r in rows if r.seed == seed and r.length == n]

@@ -129,11 +129,12 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
             ) as s:
                 # the session's first question also fills the window's cache (cold); the
                 # second costs its recall and question only (warm: what a conversation pays)
-                s.ask(questions[(2 * rep + 1) % len(questions)], max_new_tokens=4, remember=False)
-                cold = s.turn.answer.timings["first_token_s"]
-                s.ask(questions[2 * rep % len(questions)], max_new_tokens=cfg.decode_tokens,
-                      remember=False)  # fmt: skip
-                t = s.turn.answer.timings
+                first = s.ask(questions[(2 * rep + 1) % len(questions)], max_new_tokens=4,
+                              remember=False)  # fmt: skip
+                cold = first.answer.timings["first_token_s"]
+                turn = s.ask(questions[2 * rep % len(questions)], max_new_tokens=cfg.decode_tokens,
+                             remember=False)  # fmt: skip
+                t = turn.answer.timings
                 # after the first token (decode_s also holds the first token's prefill); a
                 # text reader's own figure is llama.cpp's, like the raw engine's
                 dec = t["per_token_ms"]
@@ -146,7 +147,7 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
                     "cold_first_token_s": cold,
                     "decode_ms": dec,
                     "tokens": t["tokens"],
-                    "answer": s.turn.answer.text,
+                    "answer": turn.text,
                 }
                 rows.append(row)
                 if reader is not None:

@@ -415,8 +415,9 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: b
     held = ""  # trailing blanks are printed only once more text follows them
     before = s.tree.version
     try:
+        stream = s.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember)
         with waiting:
-            for piece in s.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
+            for piece in stream:
                 waiting.stop()
                 text = held + piece
                 shown = text.rstrip()
@@ -436,9 +437,10 @@ def _answer(s, question: str, max_new_tokens: int, show_focus: bool, remember: b
         ) from e
     click.echo()
     if show_focus:
-        click.echo(format_recall(s.turn.answer.recall), err=True)
-        click.echo(format_focus(s.turn.answer.focus), err=True)
-        t = s.turn.answer.timings
+        answer = stream.turn.answer
+        click.echo(format_recall(answer.recall), err=True)
+        click.echo(format_focus(answer.focus), err=True)
+        t = answer.timings
         click.echo(
             f"first token after {t['first_token_s']:.1f}s; {t['tokens']} tokens in "
             f"{t['focus_s'] + t['decode_s']:.1f}s" + ("" if remember else "; not remembered"),
@@ -552,10 +554,11 @@ def demo(tree, words, model, window, reader):
         f"answers by {who}"
     )
     click.echo(f"you> {fact.question}")
-    answer = s.ask(fact.question, max_new_tokens=48)
+    turn = s.ask(fact.question, max_new_tokens=48)
+    answer = turn.text
     click.echo(f"mc> {answer.strip()}")
-    click.echo(format_recall(s.turn.answer.recall))
-    click.echo(format_focus(s.turn.answer.focus))
+    click.echo(format_recall(turn.answer.recall))
+    click.echo(format_focus(turn.answer.focus))
     ok = fact.answer.lower() in answer.lower()
     click.echo(
         f"expected {fact.answer!r}: {'remembered' if ok else 'NOT remembered'} "

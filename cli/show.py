@@ -71,8 +71,7 @@ def show(tree, query, png, max_segments, model, window, storage_options):
 
     with Session(t, model=model, window=window, mode="r") as s:
         if query is not None:
-            s.ask(query, max_new_tokens=1, remember=False)
-            pic = s.turn.answer.picture
+            pic = s.ask(query, max_new_tokens=1, remember=False).answer.picture
         else:
             pic = s.focus_picture()
     click.echo(format_picture(pic))

@@ -9,7 +9,13 @@ from mcruntime.context import ContextError, WorkingContext
 from mcruntime.errors import InputError, PathTaken, SessionError, StaleGists, WindowError
 from mcruntime.focus import Focus, FocusConfig
 
-_LAZY = ("Answer", "Session", "SessionConfig", "Turn")  # these import torch: when asked for
+_LAZY = (
+    "Answer",
+    "Session",
+    "SessionConfig",
+    "Turn",
+    "TurnStream",
+)  # these import torch: when asked for
 
 
 def __getattr__(name: str):
@@ -32,6 +38,7 @@ __all__ = [
     "SessionError",
     "StaleGists",
     "Turn",
+    "TurnStream",
     "WindowError",
     "WorkingContext",
 ]

@@ -63,7 +63,7 @@ from mcruntime.render import Role, is_chat, render_document, render_turn, role_o
 from mcruntime.retrieval import Keys
 from mcruntime.scorers import FocusView, LensScorer, make_scorer
 from mcruntime.streaming import EntryVectors, Gister
-from mcruntime.turn import Answer, Turn
+from mcruntime.turn import Answer, Turn, TurnStream
 from mcruntime.window import Window
 
 log = logging.getLogger(__name__)
@@ -479,65 +479,69 @@ class Session:
         self._grow_to_tree()
         self.sync()
 
-    def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> str:
-        """The whole answer (as remembered: trimmed where the model ran on); ``self.turn``
-        holds what it was made from."""
-        for _ in self.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember):
+    def ask(self, question: str, max_new_tokens: int = 256, *, remember: bool = True) -> Turn:
+        """Answer ``question`` whole: the :class:`Turn` it made (``.text`` is the answer as
+        remembered, trimmed where the model ran on; the rest is what it was made from)."""
+        stream = self.chat_stream(question, max_new_tokens=max_new_tokens, remember=remember)
+        for _ in stream:
             pass
-        return self.turn.answer.text
+        return stream.turn
 
     def chat_stream(
         self, message: str, max_new_tokens: int = 256, *, remember: bool = True
-    ) -> Iterator[str]:
-        """Answer ``message`` from memory, yielding text as it is decoded; then remember both
-        turns in the tree (``remember=False`` leaves the tree untouched, for evaluation).
-        ``self.turn`` is this question's :class:`Turn` from the start; its answer is set when
-        the stream ends."""
-        self.turn = Turn(question=message)
+    ) -> TurnStream:
+        """Answer ``message`` from memory as a :class:`TurnStream`: iterating it yields text as
+        it is decoded, then remembers both turns in the tree (``remember=False`` leaves the
+        tree untouched, for evaluation). Its ``turn`` is filled by each step (hits, recall, the
+        reader's prompt) and has its answer when the iteration ends; it is also the session's
+        newest turn (``self.turn``), which a later forget clears."""
+        self.turn = turn = Turn(question=message)
         if self.reader is not None:
-            yield from self._read_stream(message, max_new_tokens, remember)
+            pieces = self._read_stream(turn, max_new_tokens, remember)
         else:
-            yield from self._keeper_stream(message, max_new_tokens, remember)
+            pieces = self._keeper_stream(turn, max_new_tokens, remember)
+        return TurnStream(turn, pieces)
 
-    def _keeper_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
+    def _keeper_stream(self, turn: Turn, max_new_tokens: int, remember: bool) -> Iterator[str]:
         """The keeper's answer: the focus moved for the question, then decoding in the window."""
-        t0 = time.perf_counter()
-        q_ids, turn, made = self._focus_for(message, max_new_tokens)
+        t0, message = time.perf_counter(), turn.question
+        q_ids, tail, made = self._focus_for(turn, max_new_tokens)
         t_focus = time.perf_counter()
-        final, out, first, t_first = yield from self._decode(q_ids, turn, max_new_tokens)
+        final, out, first, t_first = yield from self._decode(q_ids, tail, turn.hits, max_new_tokens)
         t_dec = time.perf_counter()
         picture = self.focus_picture(message)
-        self.turn.answer = Answer(final, list(out), picture.report(), {
+        turn.answer = Answer(final, list(out), picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
             "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
             "per_token_ms": _per_token_ms(t_first, t_dec, len(out)),
-        }, first, self.turn.recall, picture)  # fmt: skip
-        self.window.set_from(self.window.prefix_len + self.focus.wc.cost, turn[:0])
+        }, first, turn.recall, picture)  # fmt: skip
+        self.window.set_from(self.window.prefix_len + self.focus.wc.cost, tail[:0])
         self._set_budget(self._idle_budget())
         if remember:
             self.remember_turn(message, final)
 
-    def _focus_for(self, message: str, max_new_tokens: int) -> tuple[list[int], torch.Tensor, int]:
-        """Search, recall and refocus for ``message``; the window then ends with the turn
-        (recall + question). -> (question ids, the turn's vectors, focus edits made)."""
+    def _focus_for(self, turn: Turn, max_new_tokens: int) -> tuple[list[int], torch.Tensor, int]:
+        """Search, recall and refocus for ``turn``'s question; the window then ends with the
+        turn (recall + question). -> (question ids, the turn's vectors, focus edits made)."""
+        message = turn.question
         q_ids = self.base.tokenizer.encode(message)
-        self.turn.hits = hits = self.search(q_ids)
+        turn.hits = hits = self.search(q_ids)
         question = self.parts.before_user + q_ids + self.parts.after_user
         room = self.config.window - len(self.parts.prefix) - len(question) - max_new_tokens
-        recall, self.turn.recall = self.recall(hits, room - self._min_budget(), message)
+        recall, turn.recall = self.recall(hits, room - self._min_budget(), message)
         turn_ids = recall + question
         self._set_budget(self._budget(len(turn_ids) + max_new_tokens), len(q_ids), max_new_tokens)
         self.sync()
-        turn = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
+        tail = self.base.embed(torch.tensor(turn_ids, dtype=torch.long)).float()
         made = self.refocus(q_ids, rounds=self.config.focus_rounds, hits=hits)
-        self.sync(turn)
-        return q_ids, turn, made
+        self.sync(tail)
+        return q_ids, tail, made
 
-    def _decode(self, q_ids: list[int], turn: torch.Tensor, max_new_tokens: int):
-        """Greedy decoding in the window, yielding what can be shown as it comes, with a
-        refocus every ``refocus_every`` tokens. -> (the trimmed answer, its token ids, the
-        first logits, when they came)."""
-        tok, hits = self.base.tokenizer, self.turn.hits
+    def _decode(self, q_ids: list[int], turn: torch.Tensor, hits: list, max_new_tokens: int):
+        """Greedy decoding in the window after ``turn`` (its vectors), yielding what can be
+        shown as it comes, with a refocus every ``refocus_every`` tokens that keeps ``hits``
+        protected. -> (the trimmed answer, its token ids, the first logits, when they came)."""
+        tok = self.base.tokenizer
         guard = Guard(self.config.decoding)
         out, text, first, t_first = guard.out, "", None, None
         ends = set(self.parts.end_ids) | set(tok.end_ids)
@@ -671,11 +675,11 @@ class Session:
         return Reading(messages(message, chosen, self.recent_text()), hits, chosen, recent,
                        reworded)  # fmt: skip
 
-    def _read_stream(self, message: str, max_new_tokens: int, remember: bool) -> Iterator[str]:
+    def _read_stream(self, turn: Turn, max_new_tokens: int, remember: bool) -> Iterator[str]:
         """A text reader's answer: ``read_prompt``'s chat, streamed from the reader."""
-        t0 = time.perf_counter()
+        t0, message = time.perf_counter(), turn.question
         reading = self.read_prompt(message)
-        self.turn.hits, self.turn.recall = reading.hits, [p.report() for p in reading.passages]
+        turn.hits, turn.recall = reading.hits, [p.report() for p in reading.passages]
         prompt, reworded = reading.prompt, reading.reworded
         t_focus = time.perf_counter()
         t_first, pieces = None, []
@@ -689,13 +693,13 @@ class Session:
         final = trim("".join(pieces).strip(), self.config.decoding.stop_lines)
         picture = self.focus_picture(message)
         ids = self.base.tokenizer.encode(final)
-        self.turn.answer = Answer(final, ids, picture.report(), {
+        turn.answer = Answer(final, ids, picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
             "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0, "reworded": reworded,
             "per_token_ms": _per_token_ms(t_first, t_dec, len(pieces)),
             "reader": self.reader.name, "reader_timings": dict(self.reader.last_timings),
-        }, None, self.turn.recall, picture)  # fmt: skip
-        self.turn.prompt = prompt
+        }, None, turn.recall, picture)  # fmt: skip
+        turn.prompt = prompt
         if remember:
             self.remember_turn(message, final)
 

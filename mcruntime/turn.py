@@ -1,14 +1,15 @@
 """One question on its way to an answer, as the session's steps fill it.
 
-``Session.chat_stream`` makes a :class:`Turn` when a question arrives; the search records its
-hits, the recall the passages it read back, a text reader the chat it was shown, and the end
-of the turn the :class:`Answer`. ``Session.turn`` is the newest, whole or (while an answer
-streams) in the making: the one place a caller (the CLI's ``--show-focus``, the server, a
-benchmark) reads what an answer was made from.
+``Session.chat_stream`` makes a :class:`Turn` when a question arrives and hands it back in a
+:class:`TurnStream`; the search records its hits, the recall the passages it read back, a text
+reader the chat it was shown, and the end of the turn the :class:`Answer`. ``Session.ask``
+returns the whole turn. What an answer was made from (the CLI's ``--show-focus``, the server, a
+benchmark) is read from the turn that made it, never from whatever the session did last.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -34,3 +35,20 @@ class Turn:
     recall: list[dict] = field(default_factory=list)  # passages read back before the question
     prompt: list[dict] = field(default_factory=list)  # the chat a text reader was shown
     answer: Answer | None = None  # None until the turn ends
+
+    @property
+    def text(self) -> str:
+        """The answer as remembered ("" while it is being written)."""
+        return self.answer.text if self.answer is not None else ""
+
+
+class TurnStream(Iterator[str]):
+    """An answer as it is decoded: an iterator of its text, piece by piece; ``turn`` is the
+    :class:`Turn` being filled, whole once the iteration has ended. A stream is read once."""
+
+    def __init__(self, turn: Turn, pieces: Iterator[str]):
+        self.turn = turn
+        self._pieces = pieces
+
+    def __next__(self) -> str:
+        return next(self._pieces)

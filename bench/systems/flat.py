@@ -66,17 +66,17 @@ def one_turn(s, probe: Probe, max_new_tokens: int) -> dict:
     mark = len(probe.events)
     history = s.tree.length
     c0, t0 = time.thread_time(), time.perf_counter()
-    s.ask(QUESTION, max_new_tokens=max_new_tokens)
+    turn = s.ask(QUESTION, max_new_tokens=max_new_tokens)
     wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     ev = probe.events[mark:]
     model = sum(e["s"] for e in ev if e["kind"] == "logits")
     refocus = [e for e in ev if e["kind"] == "refocus"]
     return {
         "history": history,
-        "tokens": len(s.turn.answer.tokens),
+        "tokens": len(turn.answer.tokens),
         "ask_s": wall,
         "ask_cpu_s": cpu,
-        "decode_s": s.turn.answer.timings["decode_s"],
+        "decode_s": turn.answer.timings["decode_s"],
         "model_s": model,
         "runtime_s": wall - model,
         "positions": sum(e["positions"] for e in ev if e["kind"] == "logits"),

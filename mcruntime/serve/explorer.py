@@ -149,8 +149,7 @@ class Explorer:
             before = self.tree(name, int(version) - 1)
             with Session(before, model=self.memories.base, window=self.memories.config.window,
                          mode="r") as s:  # fmt: skip
-                s.ask(question, max_new_tokens=1, remember=False)
-                pic = s.turn.answer.picture
+                pic = s.ask(question, max_new_tokens=1, remember=False).answer.picture
             return {"version": int(version), "question": question, "picture": picture_dict(pic)}
 
     # -- writes (the Gate asks for the key where one is set) -----------------------------------

@@ -228,15 +228,16 @@ class Memories:
             )
             s, o.meter.prompt = o.session, None
             sent = []
+            stream = s.chat_stream(question, max_new_tokens=max_tokens, remember=False)
             try:
-                for piece in s.chat_stream(question, max_new_tokens=max_tokens, remember=False):
+                for piece in stream:
                     sent.append(piece)
                     if emit is not None:
                         emit(piece)
             except BaseException:
                 self.sessions.discard(name)  # the window may hold half a turn
                 raise
-            ans = s.turn.answer
+            ans = stream.turn.answer
             rest = missing_tail("".join(sent), ans.text)
             if rest and emit is not None:
                 emit(rest)

@@ -133,9 +133,9 @@ def test_png_draws_what_the_listing_says(big_tree, tmp_path):
     from mcruntime import Session
 
     with Session(big_tree, model="tiny", mode="r") as s:
-        s.ask("What is the value of item 2-7?", max_new_tokens=1, remember=False)
-        pic = s.turn.answer.picture
-        assert s.turn.answer.focus == pic.report()  # Answer.focus is the picture's spans
+        turn = s.ask("What is the value of item 2-7?", max_new_tokens=1, remember=False)
+        pic = turn.answer.picture
+        assert turn.answer.focus == pic.report()  # Answer.focus is the picture's spans
     text = format_picture(pic)
     listed = _listing(text)
     assert listed == [(p.start, p.stop, p.source, p.kind) for p in pic.spans]
@@ -176,8 +176,8 @@ def test_mc_show_prints_the_same_spans(big_tree, tmp_path):
     r = run_mc(["show", big_tree, "--query", q, "--png", png, *TINY])
     assert r.code == 0, r.err
     with Session(big_tree, model="tiny", mode="r") as s:
-        s.ask(q, max_new_tokens=1, remember=False)
-        pic = s.turn.answer.picture
+        turn = s.ask(q, max_new_tokens=1, remember=False)
+        pic = turn.answer.picture
     assert _listing(r.out) == [(p.start, p.stop, p.source, p.kind) for p in pic.spans]
     assert f"wrote {png}" in r.out and png.stat().st_size > 10_000
 
@@ -218,8 +218,8 @@ def test_png_pixels_match_the_listing(big_tree, tmp_path):
     from mcruntime import Session
 
     with Session(big_tree, model="tiny", mode="r") as s:
-        s.ask("What is the value of item 5-3?", max_new_tokens=1, remember=False)
-        pic = s.turn.answer.picture
+        turn = s.ask("What is the value of item 5-3?", max_new_tokens=1, remember=False)
+        pic = turn.answer.picture
     fig = render_picture(pic, title="big.mc")
     fig.set_dpi(DPI)
     png = tmp_path / "px.png"

@@ -36,18 +36,18 @@ def build(base, url, so=None) -> Session:
     return s
 
 
-def recalled_text(s: Session) -> str:
+def recalled_text(s: Session, turn) -> str:
     return "".join(
         s.base.tokenizer.decode([int(i) for i in s.tree.tokens(r["start"], r["stop"])])
-        for r in s.turn.recall
+        for r in turn.recall
     )
 
 
 def everything_a_reader_sees(s: Session) -> str:
     found = json.dumps(s.find(f"vault password {SECRET}", k=20))
-    s.ask(QUESTION, max_new_tokens=4, remember=False)
+    turn = s.ask(QUESTION, max_new_tokens=4, remember=False)
     exported = "".join(export_lines(s.tree, s.base.tokenizer))
-    return found + recalled_text(s) + exported
+    return found + recalled_text(s, turn) + exported
 
 
 def index_terms(tree) -> set[int]:
@@ -71,7 +71,7 @@ def test_a_forgotten_secret_is_gone_and_purged(base, where):
     url, so = where
     s = build(base, url, so)
     assert SECRET in everything_a_reader_sees(s)  # found before
-    assert SECRET in recalled_text(s)
+    assert SECRET in recalled_text(s, s.turn)  # the session's newest turn
     done = s.forget(match=SECRET.upper())  # case-insensitive
     assert done.documents == [3, 5] and len(done.spans) == 2 and done.version == s.tree.version
     assert SECRET not in everything_a_reader_sees(s)

@@ -34,8 +34,8 @@ def test_reader_sees_the_recalled_passage_and_the_question(base, gistnet, reader
             prose(300, 1) + " The code of the padlock on the cabinet is 6305. " + prose(300, 2)
         )
         s.ingest(prose(200, 3), source="later.txt")
-        answer = s.ask("What is the code of the padlock on the cabinet?", 8, remember=False)
-        assert isinstance(answer, str)
+        turn = s.ask("What is the code of the padlock on the cabinet?", 8, remember=False)
+        assert isinstance(turn.text, str) and turn.question.startswith("What is the code")
         system, user = reader.last_prompt
         assert system["role"] == "system" and "exact" in system["content"]
         assert "6305" in user["content"]
@@ -44,8 +44,8 @@ def test_reader_sees_the_recalled_passage_and_the_question(base, gistnet, reader
             .rstrip()
             .endswith("Question: What is the code of the padlock on the cabinet?")
         )
-        assert s.turn.answer.recall and s.turn.answer.recall[-1]["source"] == "text"
-        assert s.turn.answer.timings["reader"] == base.name
+        assert turn.answer.recall and turn.answer.recall[-1]["source"] == "text"
+        assert turn.answer.timings["reader"] == base.name
 
 
 def test_read_prompt_is_what_an_answer_shows_the_reader(base, gistnet, reader, tmp_path):
@@ -55,9 +55,9 @@ def test_read_prompt_is_what_an_answer_shows_the_reader(base, gistnet, reader, t
         got = s.read_prompt(q)
         version = s.tree.version
         assert "6305" in got.prompt[1]["content"] and got.passages and not got.reworded
-        s.ask(q, 4, remember=False)
+        turn = s.ask(q, 4, remember=False)
         assert reader.last_prompt == got.prompt and s.tree.version == version
-        assert [p.report() for p in got.passages] == s.turn.answer.recall
+        assert [p.report() for p in got.passages] == turn.answer.recall
     keeper = Session(str(tmp_path / "t.mc"), model=base, gistnet=gistnet, window=1024)
     with keeper, pytest.raises(SessionError, match="text reader"):
         keeper.read_prompt(q)
@@ -85,7 +85,7 @@ def test_a_turn_read_by_a_text_reader_is_remembered(base, gistnet, reader, tmp_p
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
         s.ingest(prose(100, 4))
         n = s.tree.length
-        a = s.ask("What did I say?", 4)
+        a = s.ask("What did I say?", 4).text
         sources = [sg.source for sg in s.tree.segments()]
         assert sources[-2:] == ["chat:user", "chat:assistant"]
         assert s.tree.length > n
@@ -108,10 +108,10 @@ def test_own_answers_are_no_evidence(base, gistnet, reader, tmp_path):
         s.ingest(prose(400, 5))
         s.remember_turn("Tell me more.", "I think your locker number is 9001.")
         s.ingest(prose(400, 6))
-        s.ask("What is my locker number?", 4, remember=False)
+        turn = s.ask("What is my locker number?", 4, remember=False)
         user = reader.last_prompt[1]["content"]
         assert "4417" in user and "9001" not in user
-        kinds = [r["source"] for r in s.turn.answer.recall]
+        kinds = [r["source"] for r in turn.answer.recall]
         assert kinds[-1] == "chat:user"
 
 
@@ -124,11 +124,11 @@ def test_near_duplicates_lacking_the_asked_word_go(base, gistnet, reader, tmp_pa
     text = " ".join(f"{prose(250, 10 + i)} {f}" for i, f in enumerate(facts)) + prose(250, 20)
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:
         s.ingest(text)
-        s.ask("What is the code of the blue locker?", 4, remember=False)
+        turn = s.ask("What is the code of the blue locker?", 4, remember=False)
         user = reader.last_prompt[1]["content"]
         assert "3344" in user
         assert "1122" not in user and "5566" not in user
-        assert s.turn.answer.recall[-1]["match"] >= max(r["match"] for r in s.turn.answer.recall)
+        assert turn.answer.recall[-1]["match"] >= max(r["match"] for r in turn.answer.recall)
 
 
 def test_choose_scores_whole_sentences_and_orders_best_last():
@@ -351,11 +351,12 @@ def test_qwen_quotes_the_fact_and_says_when_memory_holds_nothing(base, gistnet, 
             prose(300, 1) + " The code of the padlock on the cabinet is 6305. " + prose(300, 2)
         )
         s.ingest(prose(200, 3), source="later.txt")
-        assert "6305" in s.ask(
-            "What is the code of the padlock on the cabinet?", 24, remember=False
+        assert (
+            "6305"
+            in s.ask("What is the code of the padlock on the cabinet?", 24, remember=False).text
         )
     with session(base, gistnet, str(tmp_path / "empty.mc"), qwen) as s:
-        a = s.ask("What is the name of my dentist?", 32, remember=False).lower()
+        a = s.ask("What is the name of my dentist?", 32, remember=False).text.lower()
         assert "memory holds nothing" in a, a
 
 
@@ -363,20 +364,20 @@ def test_a_question_whose_words_find_nothing_is_reworded_once(base, gistnet, rea
     """Rewording is the fallback of a tree with word keys only (made before meaning keys)."""
     with session(base, gistnet, str(tmp_path / "t.mc"), reader, retrieval="bm25") as s:
         s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
-        s.ask("Which creature shares a flat with Bob?", 4, remember=False)
-        assert s.turn.answer.timings["reworded"] is not None  # nothing matched: the reader reworded
-        s.ask("What pet does Ann keep at home?", 4, remember=False)
-        assert s.turn.answer.timings["reworded"] is None  # its own words found the passage
+        turn = s.ask("Which creature shares a flat with Bob?", 4, remember=False)
+        assert turn.answer.timings["reworded"] is not None  # nothing matched: the reader reworded
+        turn = s.ask("What pet does Ann keep at home?", 4, remember=False)
+        assert turn.answer.timings["reworded"] is None  # its own words found the passage
 
 
 def test_a_question_in_other_words_gets_passages_found_by_meaning(base, gistnet, reader, tmp_path):
     with session(base, gistnet, str(tmp_path / "t.mc"), reader) as s:  # a new tree: hybrid
         s.ingest(prose(300, 7) + " Ann keeps a pet ferret at home. " + prose(300, 8))
-        s.ask("Which creature shares a flat with Bob?", 4, remember=False)
-        assert s.turn.answer.timings["reworded"] is None  # no word matched, but meaning keys did
-        assert s.turn.answer.recall and {r["via"] for r in s.turn.answer.recall} == {"meaning"}
-        s.ask("What pet does Ann keep at home?", 4, remember=False)
-        assert s.turn.answer.recall[-1]["via"] == "words"  # its own words found it: words only
+        turn = s.ask("Which creature shares a flat with Bob?", 4, remember=False)
+        assert turn.answer.timings["reworded"] is None  # no word matched, but meaning keys did
+        assert turn.answer.recall and {r["via"] for r in turn.answer.recall} == {"meaning"}
+        turn = s.ask("What pet does Ann keep at home?", 4, remember=False)
+        assert turn.answer.recall[-1]["via"] == "words"  # its own words found it: words only
         assert "ferret" in reader.last_prompt[1]["content"]
 
 

@@ -69,9 +69,9 @@ def test_refocus_brings_a_collapsed_span_back(base, gistnet):
         key = base.tokenizer.encode("#9|7|3")
         pos = next(i for i in range(len(at)) if at[i : i + len(key)] == key)
         raw_before = _is_raw(s, pos)
-        s.ask("What is the secret #9|7|3 ?", max_new_tokens=8)
-        answers[retrieval] = s.turn.answer.first_logits
-        spans = s.turn.answer.focus
+        turn = s.ask("What is the secret #9|7|3 ?", max_new_tokens=8)
+        answers[retrieval] = turn.answer.first_logits
+        spans = turn.answer.focus
         raw_after = any(sp["start"] <= pos < sp["stop"] for sp in spans)
         check(s)
         assert not raw_before, "the planted key should start far back, collapsed into gists"
@@ -252,12 +252,12 @@ def test_recall_reads_the_hit_back_before_the_question(base, gistnet):
     s.append_ids(base.tokenizer.encode(prose(900, 1)), source="a")
     s.append_ids(base.tokenizer.encode("The vault code is zulu7731. "), source="fact")
     s.append_ids(base.tokenizer.encode(prose(900, 2)), source="b")
-    s.ask("What is the vault code?", max_new_tokens=4, remember=False)
-    (p,) = s.turn.answer.recall
+    turn = s.ask("What is the vault code?", max_new_tokens=4, remember=False)
+    (p,) = turn.answer.recall
     assert p["source"] == "fact" or "zulu7731" in base.tokenizer.decode(
         s.tree.tokens(p["start"], p["stop"])
     )
-    assert s.turn.answer.timings["first_token_s"] > 0
+    assert turn.answer.timings["first_token_s"] > 0
     check(s)
 
 
@@ -317,16 +317,15 @@ def test_hooks_report_every_span_of_a_turn(base, gistnet):
     assert {"store", "gist", "index"} <= kinds
     assert t.total("gist") <= t.total("store")  # the gister runs inside tree.append
     mark = t.mark()
-    s.ask("what is it?", max_new_tokens=4, remember=False)
+    turn = s.ask("what is it?", max_new_tokens=4, remember=False)
     ev = t.since(mark)
     logits = [e for e in ev if e["kind"] == "logits"]
-    assert len(s.turn.answer.tokens) <= len(logits) <= 4
+    assert len(turn.answer.tokens) <= len(logits) <= 4
     assert logits[0]["positions"] > 1 and all(e["positions"] == 1 for e in logits[1:])
     assert [e["len"] for e in logits] == list(range(logits[0]["len"], logits[-1]["len"] + 1))
     (rf,) = [e for e in ev if e["kind"] == "refocus"]
     assert (
-        rf["rounds"] == s.config.focus_rounds
-        and rf["edits"] == s.turn.answer.timings["focus_edits"]
+        rf["rounds"] == s.config.focus_rounds and rf["edits"] == turn.answer.timings["focus_edits"]
     )
     assert {e["kind"] for e in ev} <= set(KINDS) and any(e["kind"] == "score" for e in ev)
     assert all(e["s"] >= 0 for e in t.events)
@@ -347,8 +346,8 @@ def test_on_logits_steers_the_answer(base, gistnet):
 
     s = session(base, gistnet, "memory://force.mc")
     s.set_hooks(Force())
-    s.ask("hi", max_new_tokens=3, remember=False)
-    assert s.turn.answer.tokens == [ord("z")] * 3
+    turn = s.ask("hi", max_new_tokens=3, remember=False)
+    assert turn.answer.tokens == [ord("z")] * 3
 
 
 def test_rebudget_leaves_the_callers_focus_config_alone(base, gistnet):
@@ -380,5 +379,8 @@ def test_streaming_after_leading_blank_lines_sends_the_whole_answer(base, gistne
 
     s = session(base, gistnet, "memory://stream-blank.mc")
     s.set_hooks(Script())
-    pieces = list(s.chat_stream("hi", max_new_tokens=len(script), remember=False))
-    assert "".join(pieces).strip() == s.turn.answer.text == "ok\nUs"
+    stream = s.chat_stream("hi", max_new_tokens=len(script), remember=False)
+    assert stream.turn.answer is None  # filled as the stream is read
+    pieces = list(stream)
+    assert "".join(pieces).strip() == stream.turn.text == "ok\nUs"
+    assert s.turn is stream.turn  # the session's newest turn
