@@ -13,6 +13,11 @@ Engines, side by side (interleaved per repetition, so load from neighbours hits 
 
 Ratios are what the issue's targets name: decode ms/token of an answer over llama.cpp's, and
 time to an answer's first token over llama.cpp's time to prefill 1,024 tokens.
+
+``mc keeper recompute`` is the keeper with ``shift_cache=False``: a refocus recomputes every
+position after its first edit. The refocus section times the model step after one refocus
+step (a query from a random place of the tree) in two keeper sessions that make the same edits,
+one moving the unchanged positions (``shift_cache``, the default) and one recomputing them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class SpeedConfig:
     threads: int = 1
     reps: int = 3
     decode_tokens: int = 48
+    refocus_steps: int = 12  # refocus steps timed with and without moved positions
     prefill_tokens: int = 1024
     agreement_prompts: int = 12  # held-out passages continued by both fp16 and fp32
     agreement_tokens: int = 32
@@ -78,7 +84,6 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
     from bench.memory import build_tree
     from bench.tasks import Haystack
     from mcmodels import readers as R
-    from mcmodels.defaults import ANSWER_WEIGHTS
     from mcruntime import Session, SessionConfig
 
     base = mcmodels.load_base(mcmodels.DEFAULT_MODEL)
@@ -106,7 +111,7 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
     p.warmup = False
     p.verbosity = -1
     raw = xllamacpp.Server(p)
-    engines = ["keeper", "keeper fp32"]  # fp16 projections (the default), fp32
+    engines = list(KEEPERS)
     engines += [name for name in cfg.readers if R.reader_available(name)]
     agreement = _greedy_agreement(base, inst.ids, cfg)
     progress(f"fp16 vs fp32 greedy continuations: {agreement}")
@@ -122,8 +127,7 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
             reader = None if name.startswith("keeper") else mcmodels.load_reader(
                 name, threads=cfg.threads
             )  # fmt: skip
-            weights = "fp32" if name == "keeper fp32" else ANSWER_WEIGHTS
-            sc = SessionConfig(answer_weights=weights)
+            sc = SessionConfig(**KEEPERS.get(name, {}))
             with Session(
                 str(tree), model=base, mode="r", reader=reader or "keeper", config=sc
             ) as s:
@@ -160,12 +164,74 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
     ref = {r["rep"]: r["answer"] for r in rows if r["engine"] == "mc keeper fp32"}
     agreement["same_session_answers"] = sum(keep[k] == ref.get(k) for k in keep)
     agreement["session_answers"] = len(keep)
+    refocus = _refocus_cost(tree, base, inst.ids, cfg, progress)
     return {
         "config": asdict(cfg),
         "machine": {**machine_info(), "loadavg_end": loadavg()},
         "rows": rows,
         "summary": summarise(rows),
         "fp16_agreement": agreement,
+        "refocus": refocus,
+    }
+
+
+# the keeper's engines: the session's defaults (fp16 projections, moved positions), fp32
+# weights, and a refocus that recomputes everything after its first edit
+KEEPERS = {"keeper": {}, "keeper fp32": {"answer_weights": "fp32"},
+           "keeper recompute": {"shift_cache": False}}  # fmt: skip
+
+
+def _refocus_cost(tree, base, ids, cfg: SpeedConfig, progress) -> dict:
+    """The model step after one refocus step, in two sessions making the same edits: one
+    moving unchanged positions, one recomputing all after the first edit; interleaved."""
+    import time
+
+    import numpy as np
+
+    from mcruntime import Session, SessionConfig
+
+    rng = np.random.default_rng(7)
+    arms = {"moved": True, "recompute": False}
+    sess = {a: Session(str(tree), model=base, mode="r", config=SessionConfig(shift_cache=on))
+            for a, on in arms.items()}  # fmt: skip
+    rows = []
+    try:
+        for step in range(cfg.refocus_steps):
+            at = int(rng.integers(0, len(ids) - 16))
+            query = [int(i) for i in ids[at : at + 16]]
+            row = {"step": step}
+            for arm, s in sess.items():
+                s.sync()
+                s.window.logits()  # a clean cache before the step, as during decoding
+                before = s.window.recomputed
+                row[f"{arm}_edits"] = s.refocus(query, rounds=1)
+                first = s.window.cached
+                t0 = time.perf_counter()
+                s.window.logits()
+                row[f"{arm}_s"] = time.perf_counter() - t0
+                row[f"{arm}_positions"] = s.window.recomputed - before
+                row[f"{arm}_first_edit"] = first
+                row[f"{arm}_length"] = s.window.length
+            rows.append(row)
+            progress(
+                f"refocus {step}: edits {row['moved_edits']}, moved {row['moved_s']:.2f}s "
+                f"({row['moved_positions']} positions), recompute {row['recompute_s']:.2f}s "
+                f"({row['recompute_positions']})"
+            )
+    finally:
+        for s in sess.values():
+            s.close()
+    edited = [r for r in rows if r["recompute_edits"]]
+    med = lambda k: statistics.median(r[k] for r in edited) if edited else None  # noqa: E731
+    return {
+        "rows": rows,
+        "same_edits": all(r["moved_edits"] == r["recompute_edits"] for r in rows),
+        "edited_steps": len(edited),
+        "moved_s": med("moved_s"),
+        "recompute_s": med("recompute_s"),
+        "moved_positions": med("moved_positions"),
+        "recompute_positions": med("recompute_positions"),
+        "ratio": med("moved_s") / med("recompute_s") if edited else None,
     }
 
 
@@ -237,6 +303,17 @@ def table(result: dict) -> str:
             f"they wrote what fp32 writes in {a['same_continuations']}/{a['continuations']} "
             f"greedy continuations of held-out text and {a['same_session_answers']}/"
             f"{a['session_answers']} session answers",
+        ]
+    rf = result.get("refocus")
+    if rf and rf["edited_steps"]:
+        lines += [
+            "",
+            f"A refocus step that edited the working context ({rf['edited_steps']} of "
+            f"{len(rf['rows'])} steps, medians): moving unchanged positions "
+            f"{rf['moved_s']:.2f} s ({rf['moved_positions']:.0f} positions computed) against "
+            f"recomputing from the first edit {rf['recompute_s']:.2f} s "
+            f"({rf['recompute_positions']:.0f}): **{rf['ratio']:.2f}x**"
+            + ("" if rf["same_edits"] else " (the two sessions' edits differed)"),
         ]
     return "\n".join(lines)
 

@@ -274,6 +274,13 @@ class BaseLM:
             position_ids = torch.arange(past, past + ids.shape[1], device=self.device)[None]
         return self.forward(self.embed(ids), position_ids, cache=cache, last_k=last_k)
 
+    def key_shift(self):
+        """A :class:`mcmodels.kvcache.KeyShift` that moves this model's cached keys to other
+        positions, or None where its position encoding does not allow it exactly."""
+        from mcmodels.kvcache import KeyShift
+
+        return KeyShift.of(self.model)
+
     @staticmethod
     def cache_length(cache) -> int:
         return 0 if cache is None else int(cache.get_seq_length())

@@ -7,12 +7,21 @@ layer's keys and values in a buffer with room to spare (the room doubles when it
 copies are amortised to O(1) per position) and hands attention a view of the filled part.
 Cropping, which a refocus does, only shortens the view.
 
+A refocus that edits an early entry leaves the entries after it unchanged but at other positions.
+:class:`KeyShift` moves their cached keys to the new positions (RoPE rotations compose, so a key
+rotated for position p and then by d is exactly the key for p + d), and
+:meth:`GrowingCache.take` / :meth:`GrowingCache.put` splice them back in after the edit, so only
+the edited entries are computed again. What the moved positions attended to is still the old
+content: exact in the first layer, an approximation above it (measured in docs/memory.md).
+
 A view handed out by one step stays valid until a later step writes over its positions: after
 a crop, the next update reuses the cropped positions. Nothing in this project keeps a step's
 keys past the next step (the window holds the cache object, never its tensors).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -97,3 +106,54 @@ class GrowingCache(DynamicCache):
         self.layers = [GrowingLayer() if type(la) is DynamicLayer else la for la in self.layers]
         if getattr(self, "layer_class_to_replicate", None) is DynamicLayer:
             self.layer_class_to_replicate = GrowingLayer
+
+    def splices(self) -> bool:
+        """Every layer is a :class:`GrowingLayer` (positions can be taken out and put back)."""
+        return all(isinstance(la, GrowingLayer) for la in self.layers)
+
+    def take(self, start: int, stop: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of every layer's keys and values of positions ``[start, stop)`` (copies: a
+        later write into the buffer must not change them)."""
+        return [(la.keys[..., start:stop, :].clone(), la.values[..., start:stop, :].clone())
+                for la in self.layers]  # fmt: skip
+
+    def put(
+        self, kv: list[tuple[torch.Tensor, torch.Tensor]], shift: Callable | None = None
+    ) -> None:
+        """Append ``kv`` (from :meth:`take`) to every layer, keys passed through ``shift``."""
+        for la, (k, v) in zip(self.layers, kv, strict=True):
+            la.update(shift(k) if shift is not None else k, v)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class KeyShift:
+    """Rotates cached keys ``[..., n, head_dim]`` by ``delta`` positions, for a model whose
+    attention applies a plain rotary embedding (Llama's, Qwen2's): a rotation by an angle
+    proportional to the position, so shifts compose exactly. :meth:`of` says None for a model
+    where they would not (scaled or length-dependent RoPE, another position encoding)."""
+
+    SHIFTABLE = ("default", "linear", "llama3")  # frequencies fixed once: pure rotations
+
+    def __init__(self, rotary):
+        self.rotary = rotary
+
+    @classmethod
+    def of(cls, model) -> KeyShift | None:
+        rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+        if rotary is None or getattr(rotary, "rope_type", None) not in cls.SHIFTABLE:
+            return None
+        if float(getattr(rotary, "attention_scaling", 1.0)) != 1.0:
+            return None
+        return cls(rotary)
+
+    def __call__(self, keys: torch.Tensor, delta: int) -> torch.Tensor:
+        if delta == 0:
+            return keys
+        pos = torch.tensor([[delta]], dtype=torch.long, device=keys.device)
+        cos, sin = self.rotary(keys.float(), pos)  # [1, 1, head_dim]
+        k = keys.float()
+        return (k * cos[:, None] + rotate_half(k) * sin[:, None]).to(keys.dtype)

@@ -108,6 +108,9 @@ class SessionConfig:
     read_tokens: int | None = 384  # and only as many as fit in this many tokens (the best always)
     reword: bool = True  # a text reader rewords a question whose own words find nothing
     answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
+    # a refocus keeps the cached positions of the entries it did not change, moved to their new
+    # positions, instead of recomputing everything after its first edit (mcruntime.window)
+    shift_cache: bool = False
 
 
 class Session:
@@ -155,7 +158,10 @@ class Session:
         self.scorer = make_scorer(scorer, lensnet=lensnet)
         self.parts = chat_layout(self.base.tokenizer, self.config.instruction)
         self.window = Window(
-            self.base.answering(self.config.answer_weights), self.parts.prefix, hooks=hooks
+            self.base.answering(self.config.answer_weights),
+            self.parts.prefix,
+            hooks=hooks,
+            shift=self.config.shift_cache,
         )
         self._open_reading()
 

@@ -1,32 +1,53 @@
 """The model's view: fixed prefix + working-context vectors + the current turn, with a KV cache.
 
 Positions are sequence positions ``0 … len-1`` (a gist takes one position), so any history fits
-the model's trained range. When the working context changes, only positions from the first
-changed entry onward are recomputed; decoding a token costs one position against a cache of
-at most ``window`` positions, whatever the length of the history.
+the model's trained range. When the working context changes, what the cache holds before the
+first changed entry is kept as it is. After it, with ``shift`` on, runs of positions whose
+vectors did not change (the entries after an expand or a collapse, the turn) keep their cached
+keys and values, moved to their new positions (``mcmodels.kvcache.KeyShift``); only the changed
+entries are computed. With ``shift`` off, everything from the first change on is recomputed.
+Decoding a token costs one position against a cache of at most ``window`` positions, whatever
+the length of the history.
 """
 
 from __future__ import annotations
+
+import difflib
 
 import torch
 
 from mcruntime.hooks import NO_HOOKS, Hooks
 
+MIN_RUN = 8  # shorter unchanged runs are computed again: a run costs a model call of its own
+
+
+def unchanged_runs(old: torch.Tensor, new: torch.Tensor, min_run: int = MIN_RUN):
+    """``(old start, new start, length)`` of the runs of rows of ``new`` equal to rows of
+    ``old``, in order (as ``difflib`` matches them, longest first), at least ``min_run`` long."""
+    a = [hash(r.tobytes()) for r in old.cpu().contiguous().numpy()]
+    b = [hash(r.tobytes()) for r in new.cpu().contiguous().numpy()]
+    m = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return [(i, j, n) for i, j, n in m.get_matching_blocks() if n >= min_run]
+
 
 class Window:
     """Owns the input vectors and the KV cache of one base model.
 
-    ``hooks``: every model step runs inside ``hooks.span("logits")`` (``mcruntime.hooks``)."""
+    ``hooks``: every model step runs inside ``hooks.span("logits")`` (``mcruntime.hooks``).
+    ``shift``: reuse unchanged positions after an edit, moved (see the module's docstring);
+    used only where the model's keys can be moved exactly (``BaseLM.key_shift``)."""
 
-    def __init__(self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS):
+    def __init__(self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS, shift=False):
         self.base = base
         self.hooks = hooks
         self.prefix_len = len(prefix_ids)
-        # [L, d], fp32, what the cache was computed from
+        # [L, d], fp32, what the cache will be computed from
         self.vectors = base.embed(torch.tensor(prefix_ids, dtype=torch.long)).float()
         self.cache = None
-        self.cached = 0  # positions held in the cache
+        self.cached = 0  # positions of the cache known to match ``vectors``
+        self.computed_from = self.vectors[:0]  # the vectors the cache's positions were made of
         self.recomputed = 0  # telemetry: positions recomputed since creation
+        self.shift = base.key_shift() if shift else None
 
     @property
     def length(self) -> int:
@@ -45,19 +66,52 @@ class Window:
     def logits(self) -> torch.Tensor:
         """Logits of the last position, computing only what the cache lacks."""
         with self.hooks.span("logits") as rec:
+            n = self.length
+            runs = self._reusable(n)
             if self.cache is not None and self.cached < self.base.cache_length(self.cache):
                 self.base.crop_cache(self.cache, self.cached)
-            n = self.length
             if self.cached >= n:  # nothing new: recompute the last position for its logits
                 self.base.crop_cache(self.cache, n - 1)
                 self.cached = n - 1
-            todo = self.vectors[self.cached :]
-            pos = torch.arange(self.cached, n, device=self.base.device)[None]
-            out = self.base.forward(
-                todo[None].to(self.base.device, self.base.dtype), pos, cache=self.cache, last_k=1
-            )
-            self.cache = out.cache
-            rec["positions"], rec["len"] = n - self.cached, n
-            self.recomputed += n - self.cached
+            computed, at = 0, self.cached
+            for new_at, kv, size, delta in runs:
+                computed += self._compute(at, new_at)
+                self.cache.put(kv, lambda k, d=delta: self.shift(k, d))
+                at = new_at + size
+            computed += n - at
+            out = self._forward(at, n, last_k=1)
+            rec["positions"], rec["len"] = computed, n
+            rec["reused"] = n - self.cached - computed
+            self.recomputed += computed
             self.cached = n
+            self.computed_from = self.vectors
             return out.logits[0, -1].float()
+
+    def _reusable(self, n: int) -> list:
+        """The cache's unchanged runs after ``cached``, taken out of it before it is cut:
+        ``(new start, keys and values, length, shift)``. The last position is never reused
+        (its logits are what is asked for)."""
+        if self.shift is None or self.cache is None or not self.cache.splices():
+            return []
+        have = self.base.cache_length(self.cache)
+        if self.cached >= have:
+            return []
+        s = self.cached
+        out = []
+        for i, j, size in unchanged_runs(self.computed_from[s:have], self.vectors[s : n - 1]):
+            out.append((s + j, self.cache.take(s + i, s + i + size), size, j - i))
+        return out
+
+    def _compute(self, start: int, stop: int) -> int:
+        if stop > start:
+            self._forward(start, stop, last_k=1)
+        return stop - start
+
+    def _forward(self, start: int, stop: int, last_k: int):
+        pos = torch.arange(start, stop, device=self.base.device)[None]
+        todo = self.vectors[start:stop]
+        out = self.base.forward(
+            todo[None].to(self.base.device, self.base.dtype), pos, cache=self.cache, last_k=last_k
+        )
+        self.cache = out.cache
+        return out
