@@ -108,9 +108,9 @@ class Recaller:
         turn was seldom shown, and shown alone, the reader did not know what it answered
         (LoCoMo dev, docs/memory.md). Only the reply's first blocks are taken, as a hit's
         passage would be."""
-        t, b = self.tree, self.tree.block
+        t = self.tree
         out = [list(sp) for sp in spans]
-        width = (2 * self.config.recall_neighbours + 1) * b
+        width = self._width()
         for sp in out:
             seg = t.segment_at(sp[0])
             if not is_chat(seg.source) or sp[1] != seg.stop or seg.stop >= raw_from:
@@ -121,8 +121,9 @@ class Recaller:
         return out
 
     def replied_to(self, start: int) -> tuple[int, int] | None:
-        """The end (up to three blocks) of the chat turn right before the chat turn holding
-        ``start``: what that turn replies to. None for a document or the first turn."""
+        """The end of the chat turn right before the chat turn holding ``start`` (as many
+        blocks as a hit's passage: :meth:`exchanges`' width): what that turn replies to. None
+        for a document or the first turn."""
         t = self.tree
         seg = t.segment_at(start)
         if not is_chat(seg.source) or seg.start == 0:
@@ -130,7 +131,11 @@ class Recaller:
         prev = t.segment_at(seg.start - 1)
         if not is_chat(prev.source):
             return None
-        return max(prev.start, seg.start - 3 * t.block), seg.start
+        return max(prev.start, seg.start - self._width()), seg.start
+
+    def _width(self) -> int:
+        """Tokens of a hit's passage: its block and ``recall_neighbours`` blocks each side."""
+        return (2 * self.config.recall_neighbours + 1) * self.tree.block
 
     def _length(self, spans) -> int:
         return len(recall_ids(self.tok, [self.passage_ids(s, e) for s, e, _, _ in spans]))

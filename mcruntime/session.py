@@ -584,13 +584,15 @@ class Session:
             yield final[len(shown) :]
         return final, out, first, t_first
 
-    def passages(self, hits: list, query: str) -> list[Passage]:
+    def passages(self, hits: list, query: str, raw_from: int | None = None) -> list[Passage]:
         """Every hit's passage as text (merged where they meet, inside its segment, before the
-        conversation shown as recent), chosen for a text reader by ``mcruntime.reading.choose``."""
+        conversation shown as recent, which starts at ``raw_from``: ``_recent_chat``'s when
+        None), chosen for a text reader by ``mcruntime.reading.choose``."""
         if not hits or self.index is None or not self.config.read_k:
             return []
         terms = self.recaller.terms(query)
-        raw_from, _ = self._recent_chat()
+        if raw_from is None:
+            raw_from, _ = self._recent_chat()
         return choose(
             self._hit_passages(hits, raw_from, terms),
             lambda text: self.index.match_weight(text, terms),
@@ -651,9 +653,11 @@ class Session:
             shown_from = a
         return shown_from, spans
 
-    def recent_text(self) -> str:
-        """The conversation in the raw recent tail, as text with the speaker in words."""
-        _, spans = self._recent_chat()
+    def recent_text(self, spans: list[tuple[int, int]] | None = None) -> str:
+        """The conversation in the raw recent tail (its turns' ``spans``: ``_recent_chat``'s
+        when None), as text with the speaker in words."""
+        if spans is None:
+            _, spans = self._recent_chat()
         tok = self.base.tokenizer
         texts = [dated(tok.decode(self.tree.tokens(a, b).tolist(), skip_special=True),
                        said_on(self.tree.segment_at(a).time)) for a, b in spans]  # fmt: skip
@@ -676,9 +680,9 @@ class Session:
             if reworded:
                 query = f"{message} {reworded}"
         hits = self.search(self.base.tokenizer.encode(query), k=self.config.read_hits, pool=True)
-        chosen = self.passages(hits, query)
-        _, recent = self._recent_chat()
-        return Reading(messages(message, chosen, self.recent_text()), hits, chosen, recent,
+        raw_from, recent = self._recent_chat()
+        chosen = self.passages(hits, query, raw_from)
+        return Reading(messages(message, chosen, self.recent_text(recent)), hits, chosen, recent,
                        reworded)  # fmt: skip
 
     def _read_stream(self, turn: Turn, max_new_tokens: int, remember: bool) -> Iterator[str]:
