@@ -48,6 +48,7 @@ class MemoryConfig:
     chat_lengths: tuple[int, ...] = (16384, 65536, 262144)
     oneform_lengths: tuple[int, ...] = (16384, 262144, 1048576)  # k facts of one form
     seeds: int = 10
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (to add seeds to a run)
     window: int = 2048
     max_new_tokens: int = 48
     systems: tuple[str, ...] = ("trunc", "rag", "mc", "oracle")
@@ -293,9 +294,10 @@ def run(cfg: MemoryConfig, *, progress=print, base=None, texts=None, on_instance
     machine = machine_info()
     t_start = time.perf_counter()
     rows: list[Row] = []
-    plan = [(s, "documents", n) for s in range(cfg.seeds) for n in cfg.lengths]
-    plan += [(s, "conversation", n) for s in range(cfg.seeds) for n in cfg.chat_lengths]
-    plan += [(s, "oneform", n) for s in range(cfg.seeds) for n in cfg.oneform_lengths]
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+    plan = [(s, "documents", n) for s in seeds for n in cfg.lengths]
+    plan += [(s, "conversation", n) for s in seeds for n in cfg.chat_lengths]
+    plan += [(s, "oneform", n) for s in seeds for n in cfg.oneform_lengths]
     plan.sort(key=lambda p: (p[0], p[2]))  # seeds outermost: a cut-short run covers every length
     for s, kind, n in plan:
         seed = cfg.seed + 1000 * s + n % 997
@@ -437,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="2 seeds at 4k and 16k (~10 min)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--first-seed", type=int, default=0, help="add seeds to an earlier run")
     ap.add_argument("--lengths", default=None, help="comma-separated document history lengths")
     ap.add_argument("--chat-lengths", default=None, help="comma-separated chat lengths ('' none)")
     ap.add_argument("--systems", default=None, help=f"comma-separated, from {','.join(SYSTEMS)}")
@@ -452,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         kw.update(seeds=2, lengths=(4096, 16384), chat_lengths=(16384,), oneform_lengths=(16384,))
     if args.seeds is not None:
         kw["seeds"] = args.seeds
+    kw["first_seed"] = args.first_seed
     if args.lengths is not None:
         kw["lengths"] = tuple(int(x) for x in args.lengths.split(",") if x)
     if args.chat_lengths is not None:

@@ -90,7 +90,10 @@ class Passage:
     weight: float = 0.0  # best sentence window's match with the question
     via: str = "words"  # found by the question's words, or by meaning keys alone
     when: str = ""  # when it was said, in words ("at the start of your conversation")
-    replies_to: str = ""  # a chat turn's predecessor: matched with it, never shown
+    replies_to: str = ""  # a chat turn's predecessor: matched with it
+    # where ``replies_to`` starts when it ends where this passage starts: then a passage whose
+    # match needs its words is shown with it ("What days do you go?" is about the gym)
+    replies_from: int | None = None
 
     def report(self) -> dict:
         return {
@@ -198,7 +201,10 @@ def choose(
     for p in passages:
         p.weight = best_window(p.text, weigh)
         if p.replies_to:  # a reply answers in the words of what it replies to
-            p.weight = max(p.weight, weigh(f"{p.replies_to} {p.text}"))
+            joint = weigh(f"{p.replies_to} {p.text}")
+            p.weight = max(p.weight, joint)
+            if p.replies_from is not None and joint > weigh(p.text):
+                p.text, p.start = p.replies_to + p.text, p.replies_from
     ranked = sorted(
         (p for p in passages if p.via != "meaning"), key=lambda p: (-p.weight, -p.score)
     )

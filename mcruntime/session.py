@@ -111,6 +111,7 @@ class SessionConfig:
     # a refocus keeps the cached positions of the entries it did not change, moved to their new
     # positions, instead of recomputing everything after its first edit (mcruntime.window)
     shift_cache: bool = False
+    shift_heal: int = 0
 
 
 class Session:
@@ -162,6 +163,7 @@ class Session:
             self.parts.prefix,
             hooks=hooks,
             shift=self.config.shift_cache,
+            heal=self.config.shift_heal,
         )
         self._open_reading()
 
@@ -613,16 +615,17 @@ class Session:
         for s, e, score, via in spans:
             seg = self.tree.segment_at(s)
             text = tok.decode(self.recaller.passage_ids(s, e), skip_special=True)
-            before = ""
+            before, before_from = "", None
             if is_chat(seg.source):
                 text = dated(text, said_on(seg.time))
                 if (prev := self.recaller.replied_to(s)) is not None:
                     before = tok.decode(self.tree.tokens(*prev).tolist(), skip_special=True)
+                    before_from = prev[0] if prev[1] == s else None
             role = role_of(seg.source)
             if role == Role.ASSISTANT:  # an exchange the user answered is the user's evidence
                 role = role_of(self.tree.segment_at(e - 1).source)
             p = Passage(s, e, float(score), seg.source, text, str(role), via=via,
-                        replies_to=before)  # fmt: skip
+                        replies_to=before, replies_from=before_from)  # fmt: skip
             if p.kind != "document":
                 if chat is None:  # the chat turns' starts, once per question
                     chat = [g.start for g in self.tree.segments() if is_chat(g.source)]

@@ -167,7 +167,26 @@ def test_a_chat_turn_is_matched_with_the_turn_it_replies_to():
     other = RD.Passage(10, 20, 0.0, "other", "I write a diary.", "user")
     got = RD.choose([other, reply], weigh, k=2, keep_ratio=0.0)
     assert [p.source for p in got] == ["other", "reply"] and got[-1].weight == 1
-    assert "pets" not in got[-1].text  # what it replies to is matched, never shown
+    assert "pets" not in got[-1].text  # not shown where it does not end where the reply starts
+
+
+def test_a_reply_matched_by_what_it_replies_to_is_shown_with_it():
+    """The gym miss: "What days do you usually go?" / "Mondays and Thursdays" matched "days",
+    and "gym" only in the turn before; shown without it, the reader could not tell what the
+    days were for."""
+
+    def weigh(text):
+        return sum(w in text for w in ("gym", "days"))
+
+    ask = "User: I joined a gym. "
+    ex = RD.Passage(40, 60, 0.0, "ex", "Assistant: What days do you go? User: Mondays.", "user",
+                    replies_to=ask, replies_from=30)  # fmt: skip
+    (got,) = RD.choose([ex], weigh, k=1, keep_ratio=0.0)
+    assert got.text.startswith(ask) and got.start == 30 and got.weight == 2
+    alone = RD.Passage(40, 60, 0.0, "alone", "Assistant: Which gym, what days?", "user",
+                       replies_to="User: Tuesday is busy. ", replies_from=30)  # fmt: skip
+    (got,) = RD.choose([alone], weigh, k=1, keep_ratio=0.0)
+    assert got.start == 40 and "Tuesday" not in got.text  # its own words match all they can
 
 
 def test_a_passage_that_does_not_fit_is_cut_to_its_best_sentences_that_do():
