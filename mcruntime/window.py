@@ -37,9 +37,7 @@ class Window:
     ``shift``: reuse unchanged positions after an edit, moved (see the module's docstring);
     used only where the model's keys can be moved exactly (``BaseLM.key_shift``)."""
 
-    def __init__(
-        self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS, shift=False, heal: int = 0
-    ):
+    def __init__(self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS, shift=False):
         self.base = base
         self.hooks = hooks
         self.prefix_len = len(prefix_ids)
@@ -50,7 +48,6 @@ class Window:
         self.computed_from = self.vectors[:0]  # the vectors the cache's positions were made of
         self.recomputed = 0  # telemetry: positions recomputed since creation
         self.shift = base.key_shift() if shift else None
-        self.heal = heal  # the first positions of a moved run that are computed anyway
 
     @property
     def length(self) -> int:
@@ -102,10 +99,6 @@ class Window:
         s = self.cached
         out = []
         for i, j, size in unchanged_runs(self.computed_from[s:have], self.vectors[s : n - 1]):
-            if self.heal:  # the run's start, which saw the edit closest, computed afresh
-                i, j, size = i + self.heal, j + self.heal, size - self.heal
-                if size < MIN_RUN:
-                    continue
             out.append((s + j, self.cache.take(s + i, s + i + size), size, j - i))
         return out
 

@@ -90,7 +90,13 @@ def summary(res: dict) -> list[str]:
             + ", ".join(parts)
             + "."
         )
-        if recomputes and windows:
+        if recomputes and windows and r["session_config"].get("shift_cache"):
+            line += (
+                f" Each refocus that changed the context computed {min(recomputes)}–"
+                f"{max(recomputes)} of the {min(windows)}–{max(windows)} cached positions (the "
+                "unchanged entries after an edit are moved, not recomputed)."
+            )
+        elif recomputes and windows:
             # the cache is recomputed from the first changed entry to its end
             depth = max(0.0, 1 - statistics.median(recomputes) / statistics.median(windows))
             line += (

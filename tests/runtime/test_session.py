@@ -40,8 +40,9 @@ def check(s: Session) -> None:
 @pytest.mark.parametrize("weights, atol", [("fp32", 1e-4), ("fp16", 2e-3)])
 def test_kv_reuse_equals_full_recompute(base, gistnet, weights, atol):
     """fp16 projections round their inputs, and a step of one position takes another kernel
-    than a whole prefill: equal to rounding, not to fp32's last bits."""
-    s = session(base, gistnet, "memory://kv.mc", answer_weights=weights)
+    than a whole prefill: equal to rounding, not to fp32's last bits. Recomputing from the
+    first edit (moved positions are exact only in the first layer: test_window_shift.py)."""
+    s = session(base, gistnet, "memory://kv.mc", answer_weights=weights, shift_cache=False)
     s.ingest(prose(1500, 1), source="a")
     logits = s.window.logits()
     assert torch.allclose(logits, full_logits(s), atol=atol)
