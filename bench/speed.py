@@ -164,7 +164,7 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
     ref = {r["rep"]: r["answer"] for r in rows if r["engine"] == "mc keeper fp32"}
     agreement["same_session_answers"] = sum(keep[k] == ref.get(k) for k in keep)
     agreement["session_answers"] = len(keep)
-    refocus = _refocus_cost(tree, base, inst.ids, cfg, progress)
+    refocus = refocus_cost(tree, base, inst.ids, cfg, progress)
     return {
         "config": asdict(cfg),
         "machine": {**machine_info(), "loadavg_end": loadavg()},
@@ -181,7 +181,7 @@ KEEPERS = {"keeper": {}, "keeper fp32": {"answer_weights": "fp32"},
            "keeper recompute": {"shift_cache": False}}  # fmt: skip
 
 
-def _refocus_cost(tree, base, ids, cfg: SpeedConfig, progress) -> dict:
+def refocus_cost(tree, base, ids, cfg: SpeedConfig, progress) -> dict:
     """The model step after one refocus step, in two sessions making the same edits: one
     moving unchanged positions, one recomputing all after the first edit; interleaved."""
     import time

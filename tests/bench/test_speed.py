@@ -9,7 +9,7 @@ from mcruntime import Session, SessionConfig
 from tests.runtime.text import prose
 
 
-def test_refocus_cost_compares_the_same_edits(tiny, tmp_path):
+def testrefocus_cost_compares_the_same_edits(tiny, tmp_path):
     import mcmodels
 
     gistnet = mcmodels.GistNet.for_base(tiny).eval()
@@ -19,7 +19,7 @@ def test_refocus_cost_compares_the_same_edits(tiny, tmp_path):
             s.ingest(prose(2500, i), f"doc{i}.md")
         ids = s.tree.tokens(0, s.tree.length)
     cfg = speed.SpeedConfig(refocus_steps=4)
-    rf = speed._refocus_cost(tree, tiny, ids, cfg, progress=lambda *_: None)
+    rf = speed.refocus_cost(tree, tiny, ids, cfg, progress=lambda *_: None)
     assert rf["same_edits"] and len(rf["rows"]) == 4 and rf["edited_steps"] >= 1
     edited = [r for r in rf["rows"] if r["recompute_edits"]]
     assert all(r["moved_positions"] <= r["recompute_positions"] for r in edited)
