@@ -110,7 +110,7 @@ class SessionConfig:
     answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
     # a refocus keeps the cached positions of the entries it did not change, moved to their new
     # positions, instead of recomputing everything after its first edit (mcruntime.window;
-    # memory bench dev, 207 keeper probes: 146 right against 138 recomputing; docs/memory.md)
+    # memory bench dev, 216 keeper probes: 154 right against 144 recomputing; docs/memory.md)
     shift_cache: bool = True
 
 
@@ -516,7 +516,7 @@ class Session:
         t_focus = time.perf_counter()
         final, out, first, t_first = yield from self._decode(q_ids, tail, turn.hits, max_new_tokens)
         t_dec = time.perf_counter()
-        picture = self.focus_picture(message)
+        picture = self.focus_picture(turn)
         turn.answer = Answer(final, list(out), picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(out),
             "focus_edits": made, "first_token_s": (t_first or t_dec) - t0,
@@ -703,7 +703,7 @@ class Session:
                 yield piece
         t_dec = time.perf_counter()
         final = trim("".join(pieces).strip(), self.config.decoding.stop_lines)
-        picture = self.focus_picture(message)
+        picture = self.focus_picture(turn)
         ids = self.base.tokenizer.encode(final)
         turn.answer = Answer(final, ids, picture.report(), {
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
@@ -805,8 +805,9 @@ class Session:
         """Raw spans of the focus (expanded ones, then the recent tail), one per segment."""
         return self.focus_picture().report()
 
-    def focus_picture(self, query: str | None = None) -> FocusPicture:
-        """The current focus as data (``mcruntime.picture``): runs, spans, segments, recall."""
+    def focus_picture(self, turn: Turn | None = None) -> FocusPicture:
+        """The current focus as data (``mcruntime.picture``): runs, spans, segments, and with
+        ``turn`` its question and the passages recalled for it."""
         wc = self.focus.wc
         return FocusPicture.of(
             wc.entries,
@@ -815,8 +816,8 @@ class Session:
             segments=self.tree.segments(),
             block=wc.block,
             budget=self.focus.config.budget,
-            recall=self.turn.recall if query is not None else (),
-            query=query,
+            recall=turn.recall if turn is not None else (),
+            query=turn.question if turn is not None else None,
         )
 
     def close(self) -> None:
