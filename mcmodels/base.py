@@ -99,6 +99,8 @@ class BaseLM:
         self._stats: dict[str, torch.Tensor] | None = None
         self._answering: dict[str, BaseLM] = {"fp32": self}
         self._answering_lock = threading.Lock()  # sessions of a server share one model
+        self._step = None  # a DecodeStep, built at the first single-position forward
+        self._step_lock = threading.Lock()
         if answers_for is not None:
             original, kind = answers_for
             self._answering = {"fp32": original, kind: self}
@@ -222,6 +224,10 @@ class BaseLM:
                 f"position_ids {tuple(position_ids.shape)} do not match embeds {tuple(embeds.shape[:2])}"
             )
         self.check_positions(position_ids)
+        if use_cache and attention_mask is None and embeds.shape[:2] == (1, 1):
+            step = self._decode_step(cache)
+            if step is not None:
+                return ForwardOut(logits=step(embeds, int(position_ids[0, 0]), cache), cache=cache)
         if use_cache and cache is None:
             from mcmodels.kvcache import GrowingCache
 
@@ -239,6 +245,23 @@ class BaseLM:
             logits_to_keep=int(last_k) if last_k else 0,
         )
         return ForwardOut(logits=out.logits, cache=out.past_key_values if use_cache else None)
+
+    def _decode_step(self, cache):
+        """The lean one-position step (:mod:`mcmodels.decodestep`) where it computes what the
+        general forward would: a CPU model in fp32 whose Llama-shaped computation it
+        reproduces, decoding into a GrowingCache. None elsewhere."""
+        from mcmodels.kvcache import GrowingCache
+
+        if not isinstance(cache, GrowingCache) or not cache.splices():
+            return None
+        if self.device.type != "cpu" or self.dtype != torch.float32 or torch.is_grad_enabled():
+            return None
+        with self._step_lock:
+            if self._step is None:
+                from mcmodels.decodestep import DecodeStep
+
+                self._step = DecodeStep.of(self.model) or False
+        return self._step or None
 
     @torch.no_grad()
     def attentions(self, embeds: torch.Tensor, position_ids: torch.Tensor) -> list[torch.Tensor]:
