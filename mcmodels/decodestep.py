@@ -50,9 +50,12 @@ class _Joined:
                 at += size
             self.weight = joined
             if any(lin.bias is not None for lin in linears):
+                zero = [torch.zeros(n) for n in self.sizes]
                 self.bias = torch.cat(
-                    [lin.bias if lin.bias is not None else joined.new_zeros(s, dtype=torch.float32)
-                     for lin, s in zip(linears, self.sizes, strict=True)]  # fmt: skip
+                    [
+                        lin.bias if lin.bias is not None else z
+                        for lin, z in zip(linears, zero, strict=True)
+                    ]
                 )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def test_step_equals_general_forward_with_fp16_projections(tiny):
     modules' weights become views of the joined matrix, so their values are unchanged and a
     prefill (several positions, through the modules) still computes the same."""
     half = tiny.answering("fp16")
-    cache, ids = _prefilled(half, 30)
+    _, ids = _prefilled(half, 30)
     before = half.model.model.layers[0].self_attn.k_proj.weight16.clone()
     with torch.no_grad():
         ref = half.model(inputs_embeds=half.embed(torch.tensor([ids])), use_cache=False).logits
