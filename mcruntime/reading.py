@@ -27,6 +27,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from mcruntime.attribution import Misattributed
 from mcruntime.recall import ASSISTANT_SAID, USER_SAID
 from mcruntime.render import ASSISTANT, USER
 
@@ -115,6 +116,9 @@ class Reading:
     passages: list[Passage]  # chosen, in the order shown
     recent: list[tuple[int, int]]  # the chat turns shown as the recent conversation (tokens)
     reworded: str | None = None  # the reader's rewording, when the question's words found nothing
+    # the question names one speaker and only another's words answer it (answered without the
+    # reader: mcruntime.attribution)
+    misattributed: Misattributed | None = None
 
 
 def sentences(text: str) -> list[str]:

@@ -23,6 +23,7 @@ import mcmodels
 import mcstore
 from mcmodels.decoding import DecodeConfig, Guard, trim, visible
 from mcmodels.defaults import ANSWER_WEIGHTS
+from mcruntime.attribution import Misattributed, Said, check, named, speaker_of
 from mcruntime.binding import (
     check_binding,
     gister_id,
@@ -107,6 +108,9 @@ class SessionConfig:
     read_k: int = 8  # passages shown at most
     read_tokens: int | None = 384  # and only as many as fit in this many tokens (the best always)
     reword: bool = True  # a text reader rewords a question whose own words find nothing
+    # a question about one named speaker that only another's words answer is answered "my
+    # memory holds nothing about that for X" without the reader (mcruntime.attribution)
+    check_attribution: bool = True
     answer_weights: str = ANSWER_WEIGHTS  # the keeper's weights when it answers (BaseLM.answering)
     # a refocus keeps the cached positions of the entries it did not change, moved to their new
     # positions, instead of recomputing everything after its first edit (mcruntime.window;
@@ -685,7 +689,27 @@ class Session:
         raw_from, recent = self._recent_chat()
         chosen = self.passages(hits, query, raw_from)
         return Reading(messages(message, chosen, self.recent_text(recent)), hits, chosen, recent,
-                       reworded)  # fmt: skip
+                       reworded, self._misattributed(message, chosen))  # fmt: skip
+
+    def _misattributed(self, message: str, chosen: list[Passage]) -> Misattributed | None:
+        """``mcruntime.attribution.check`` over the chat turns of the passages chosen."""
+        if not self.config.check_attribution or not chosen or self.index is None:
+            return None
+        speakers = {n for g in self.tree.segments() if (n := speaker_of(g.source))}
+        if not named(message, speakers):
+            return None
+        terms, said, tok = self.recaller.terms(message), [], self.base.tokenizer
+        for p in chosen:
+            at = p.start
+            while at < p.stop:
+                seg = self.tree.segment_at(at)
+                stop = min(p.stop, seg.stop)
+                text = tok.decode(self.tree.tokens(at, stop).tolist(), skip_special=True)
+                said.append(
+                    Said(speaker_of(seg.source), text, self.index.match_weight(text, terms))
+                )
+                at = stop
+        return check(message, said, speakers)
 
     def _read_stream(self, turn: Turn, max_new_tokens: int, remember: bool) -> Iterator[str]:
         """A text reader's answer: ``read_prompt``'s chat, streamed from the reader."""
@@ -695,8 +719,10 @@ class Session:
         prompt, reworded = reading.prompt, reading.reworded
         t_focus = time.perf_counter()
         t_first, pieces = None, []
+        # a question about one person that only another's words answer: said, not read
+        said = [reading.misattributed.answer()] if reading.misattributed else None
         with self.hooks.span("read", reader=self.reader.name):
-            for piece in self.reader.stream(prompt, max_new_tokens):
+            for piece in said or self.reader.stream(prompt, max_new_tokens):
                 if t_first is None:
                     t_first = time.perf_counter()
                 pieces.append(piece)
@@ -709,7 +735,8 @@ class Session:
             "focus_s": t_focus - t0, "decode_s": t_dec - t_focus, "tokens": len(pieces),
             "focus_edits": 0, "first_token_s": (t_first or t_dec) - t0, "reworded": reworded,
             "per_token_ms": _per_token_ms(t_first, t_dec, len(pieces)),
-            "reader": self.reader.name, "reader_timings": dict(self.reader.last_timings),
+            "reader": self.reader.name, "misattributed": said is not None,
+            "reader_timings": {} if said else dict(self.reader.last_timings),
         }, None, turn.recall, picture)  # fmt: skip
         turn.prompt = prompt
         if remember:
