@@ -212,7 +212,8 @@ class BaseLM:
 
         ``cache``: the cache of an earlier call (the new positions are appended to it).
         ``last_k``: return logits for only the last k positions. ``attention_mask`` ``[b, past+n]``
-        (1 = attend) for padded batches; None means everything is attended causally.
+        (1 = attend) for padded batches, or ``[b, 1, n, past+n]`` (True = attend) for any
+        other pattern; None means everything is attended causally.
         """
         if embeds.dim() != 3 or embeds.shape[-1] != self.d_model:
             raise ModelError(f"embeds must be [b, n, {self.d_model}], got {tuple(embeds.shape)}")

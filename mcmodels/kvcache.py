@@ -117,6 +117,15 @@ class GrowingCache(DynamicCache):
         return [(la.keys[..., start:stop, :].clone(), la.values[..., start:stop, :].clone())
                 for la in self.layers]  # fmt: skip
 
+    def reorder_from(self, start: int, order: torch.Tensor) -> None:
+        """Rearrange every layer's positions from ``start`` on: position ``start + i`` takes
+        what position ``order[i]`` held (a permutation of ``start .. length - 1``)."""
+        for la in self.layers:
+            idx = order.to(la.kbuf.device)
+            la.kbuf[..., start : la.length, :] = la.kbuf[..., idx, :]  # the gather copies first
+            la.vbuf[..., start : la.length, :] = la.vbuf[..., idx, :]
+            la.keys, la.values = la.kbuf[..., : la.length, :], la.vbuf[..., : la.length, :]
+
     def put(
         self, kv: list[tuple[torch.Tensor, torch.Tensor]], shift: Callable | None = None
     ) -> None:

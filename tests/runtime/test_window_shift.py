@@ -164,3 +164,46 @@ def test_a_refocus_in_a_session_computes_only_what_changed(base, gistnet):
             torch.testing.assert_close(s.window.vectors[: len(want)], want)
     assert got[True][0] == got[False][0] and sum(got[True][0]) > 0
     assert got[True][1] < got[False][1]
+
+
+def _region_by_region(base, old: torch.Tensor, new: torch.Tensor, prefix: int) -> torch.Tensor:
+    """The last logits of ``new`` the way a refocus computed them before the one-call
+    version: the unchanged runs moved, each changed region in a model call of its own, in
+    sequence order (each sees what precedes it)."""
+    shift = base.key_shift()
+    out = base.forward(old[None], torch.arange(len(old))[None])
+    cache = out.cache
+    runs = [(prefix + i, prefix + j, n) for i, j, n in unchanged_runs(old[prefix:], new[prefix:-1])]
+    taken = [(j, cache.take(i, i + n), n, j - i) for i, j, n in runs]
+    base.crop_cache(cache, prefix)
+    at = prefix
+    for j, kv, n, delta in taken:
+        if j > at:
+            base.forward(new[at:j][None], torch.arange(at, j)[None], cache=cache)
+        cache.put(kv, lambda k, d=delta: shift(k, d))
+        at = j + n
+    out = base.forward(new[at:][None], torch.arange(at, len(new))[None], cache=cache, last_k=1)
+    return out.logits[0, -1], cache
+
+
+def test_one_call_computes_what_a_call_per_changed_region_computes(tiny):
+    """Two layers, so what moved positions attended to matters: the masked single call must
+    give each changed position the same view (and the cache the same order) as the calls
+    made region by region."""
+    d = tiny.d_model
+    old = _rows(60, 7, d)
+    new = torch.cat([old[:10], _rows(3, 8, d), old[11:30], _rows(5, 9, d), old[30:55],
+                     _rows(2, 10, d)])  # fmt: skip
+    want, ref_cache = _region_by_region(tiny, old, new, prefix=4)
+    w = Window(tiny, [1, 2, 3, 4], shift=True)
+    w.set_from(4, old[4:])
+    w.vectors[:4] = old[:4]
+    w.logits()
+    w.set_from(4, new[4:])
+    got = w.logits()
+    torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
+    for la, lb in zip(w.cache.layers, ref_cache.layers, strict=True):
+        torch.testing.assert_close(la.keys, lb.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(la.values, lb.values, atol=1e-5, rtol=1e-5)
+    # the first fill, then rows 4-9 (a run under MIN_RUN) and the new rows
+    assert w.recomputed == len(old) + 6 + 3 + 5 + 2
