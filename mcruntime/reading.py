@@ -201,7 +201,8 @@ def choose(
     the fill ends at the first passage that does not fit, cut to its best sentences that fit
     what is left when ``count`` (a text's tokens) is given (``cut_to``); returned weakest first
     (best right before the question); the model's own earlier answers only when nothing else
-    matches."""
+    matches. A passage lying inside another chosen one (a turn also shown before the reply
+    that answers it) is shown once, inside the longer one."""
     for p in passages:
         p.weight = best_window(p.text, weigh)
         if p.replies_to:  # a reply answers in the words of what it replies to
@@ -220,6 +221,11 @@ def choose(
         ranked = [p for p in ranked if p.kind != "assistant"]
     chosen, used = [], 0
     for p in ranked[:k]:
+        if any(q.start <= p.start and p.stop <= q.stop for q in chosen):
+            continue  # already shown inside a better passage (a reply shown with its turn)
+        inside = [q for q in chosen if p.start <= q.start and q.stop <= p.stop]
+        chosen = [q for q in chosen if q not in inside]  # shown again inside this one
+        used -= sum(q.stop - q.start for q in inside)
         if chosen and budget is not None and used + (p.stop - p.start) > budget:
             cut = cut_to(p, budget - used, weigh, count) if count is not None else None
             if cut is not None:

@@ -151,8 +151,8 @@ def test_choose_fills_a_token_budget_best_first():
     def weigh(text):
         return text.count("x")
 
-    ps = [RD.Passage(0, n, 0.0, str(w), "x" * w, "document") for w, n in
-          ((5, 40), (4, 40), (3, 100), (2, 10))]  # fmt: skip
+    ps = [RD.Passage(a, a + n, 0.0, str(w), "x" * w, "document") for w, n, a in
+          ((5, 40, 0), (4, 40, 40), (3, 100, 80), (2, 10, 180))]  # fmt: skip
     got = RD.choose(ps, weigh, k=4, keep_ratio=0.0, budget=100)
     assert [p.source for p in got] == ["4", "5"]  # 40 + 40; the 100-token one ends the fill
     assert [p.source for p in RD.choose(ps, weigh, k=4, keep_ratio=0.0)] == ["2", "3", "4", "5"]
@@ -217,8 +217,8 @@ def test_passages_found_by_meaning_fill_the_room_the_word_passages_leave():
     def weigh(text):
         return text.count("x")
 
-    meaning = RD.Passage(0, 40, 0.0, "m", "a paraphrase", "document", via="meaning")
-    words = [RD.Passage(0, 40, 0.0, str(w), "x" * w, "document") for w in (3, 2)]
+    meaning = RD.Passage(80, 120, 0.0, "m", "a paraphrase", "document", via="meaning")
+    words = [RD.Passage(a, a + 40, 0.0, str(w), "x" * w, "document") for w, a in ((3, 0), (2, 40))]
     assert [p.source for p in RD.choose([meaning, *words], weigh, k=3, keep_ratio=0.5,
                                         budget=80)] == ["2", "3"]  # fmt: skip
     got = RD.choose([meaning, *words], weigh, k=3, keep_ratio=0.5, budget=120)
@@ -427,3 +427,21 @@ def test_a_fact_at_a_documents_end_is_recalled_not_lost_with_the_tail(
         s.ingest(prose(400, 11) + " The code of the padlock on the cabinet is 6305.")
         s.ask("What is the code of the padlock on the cabinet?", 4, remember=False)
         assert "6305" in reader.last_prompt[1]["content"]
+
+
+def test_a_turn_shown_with_its_reply_is_not_shown_again():
+    """A turn chosen on its own and again as the turn a chosen reply answers was shown twice;
+    it is shown once, inside the longer passage, whichever ranked first."""
+
+    def weigh(text):
+        return sum(w in text for w in ("gym", "days", "joined"))
+
+    ask = RD.Passage(30, 40, 0.0, "ask", "User: I joined a gym. ", "user")
+    ex = RD.Passage(40, 60, 0.0, "ex", "Assistant: What days do you go? User: Mondays.", "user",
+                    replies_to="User: I joined a gym. ", replies_from=30)  # fmt: skip
+    other = RD.Passage(80, 90, 0.0, "other", "User: gym shoes", "user")
+    for order in ([ask, ex, other], [ex, ask, other]):
+        fresh = [RD.Passage(**{**p.__dict__}) for p in order]
+        got = RD.choose(fresh, weigh, k=3, keep_ratio=0.0, budget=45)
+        assert [p.source for p in got] == ["other", "ex"]
+        assert sum(p.text.count("I joined a gym") for p in got) == 1
