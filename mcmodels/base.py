@@ -90,20 +90,31 @@ class BaseLM:
         self.name = name
         self.device = device
         self.dtype = dtype
-        cfg = model.config
-        self.d_model: int = int(cfg.hidden_size)
-        self.max_positions: int = int(cfg.max_position_embeddings)
-        self.vocab_size: int = int(cfg.vocab_size)
-        self.n_layers: int = int(cfg.num_hidden_layers)
         self._emb = self.model.get_input_embeddings()
         self._stats: dict[str, torch.Tensor] | None = None
         self._answering: dict[str, BaseLM] = {"fp32": self}
         self._answering_lock = threading.Lock()  # sessions of a server share one model
         self._step = None  # a DecodeStep, built at the first single-position forward
-        self._step_lock = threading.Lock()
         if answers_for is not None:
             original, kind = answers_for
             self._answering = {"fp32": original, kind: self}
+
+    # the model's shape, as its config says
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
 
     # ---- identity -------------------------------------------------------------------------
     def binding(self) -> dict:
@@ -257,7 +268,7 @@ class BaseLM:
             return None
         if self.device.type != "cpu" or self.dtype != torch.float32 or torch.is_grad_enabled():
             return None
-        with self._step_lock:
+        with self._answering_lock:
             if self._step is None:
                 from mcmodels.decodestep import DecodeStep
 
