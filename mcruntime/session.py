@@ -23,7 +23,7 @@ import mcmodels
 import mcstore
 from mcmodels.decoding import DecodeConfig, Guard, trim, visible
 from mcmodels.defaults import ANSWER_WEIGHTS
-from mcruntime.attribution import Misattributed, Said, check, named, speaker_of
+from mcruntime.attribution import Misattributed, check, named, speaker_of, weigh_turns
 from mcruntime.binding import (
     check_binding,
     gister_id,
@@ -700,15 +700,14 @@ class Session:
             return None
         terms, said, tok = self.recaller.terms(message), [], self.base.tokenizer
         for p in chosen:
-            at = p.start
+            turns, at = [], p.start
             while at < p.stop:
                 seg = self.tree.segment_at(at)
                 stop = min(p.stop, seg.stop)
                 text = tok.decode(self.tree.tokens(at, stop).tolist(), skip_special=True)
-                said.append(
-                    Said(speaker_of(seg.source), text, self.index.match_weight(text, terms))
-                )
+                turns.append((speaker_of(seg.source), text))
                 at = stop
+            said += weigh_turns(turns, lambda text: self.index.match_weight(text, terms))
         return check(message, said, speakers)
 
     def _read_stream(self, turn: Turn, max_new_tokens: int, remember: bool) -> Iterator[str]:

@@ -7,7 +7,7 @@ import pytest
 from mcmodels import readers as R
 from mcruntime import Session, SessionConfig
 from mcruntime import reading as RD
-from mcruntime.attribution import RATIO, Said, check, named, speaker_of
+from mcruntime.attribution import RATIO, Said, check, named, speaker_of, weigh_turns
 from tests.runtime.text import prose
 
 PEOPLE = {"Caroline", "Melanie"}
@@ -38,6 +38,26 @@ def test_check_speaks_only_when_the_named_person_says_nothing_that_matches():
     assert check("What did Melanie realize after her race?", [race], PEOPLE) is None
     assert check(q, [Said(None, "The charity race results", 9.0)], PEOPLE) is None
     assert check(q, [Said("Melanie", "nothing", 0.0)], PEOPLE) is None
+
+
+def test_a_reply_to_a_question_is_weighed_with_it():
+    """The other person asks in the question's words; the named person's reply answers: no
+    misattribution (LoCoMo test: "How long did Calvin plan to stay in Japan?")."""
+
+    def weigh(text):
+        return sum(w in text for w in ("long", "stay", "Japan"))
+
+    q = "How long did Calvin plan to stay in Japan?"
+    people = {"Calvin", "Dave"}
+    asked = [("Dave", "Dave: How long are you planning to stay in Japan?"),
+             ("Calvin", "Calvin: A few months.")]  # fmt: skip
+    said = weigh_turns(asked, weigh)
+    assert [s.weight for s in said] == [3, 3]
+    assert check(q, said, people) is None
+    told = [("Dave", "Dave: I will stay in Japan for long."), ("Calvin", "Calvin: Nice.")]
+    said = weigh_turns(told, weigh)  # a statement, not a question: the reply gains nothing
+    assert [s.weight for s in said] == [3, 0]
+    assert check(q, said, people).speaker == "Dave"
 
 
 @pytest.fixture
