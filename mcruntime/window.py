@@ -104,9 +104,9 @@ class Window:
         ``cached`` to ``n`` in ONE model call (a call per changed region read every weight
         k + 1 times for k edits; measured, the saving is small: the refocus step of ``bench
         speed`` went 0.36 -> 0.33 s, most of it ~3.5 ms per position). The call's mask lets
-        each computed position see
-        what precedes it in the sequence (the kept prefix, moved runs, computed positions),
-        whatever order the cache holds them in; the cache is then put in sequence order.
+        each computed position see what precedes it in the sequence (the kept prefix, moved
+        runs, computed positions), whatever order the cache holds them in; the cache is then
+        put in sequence order.
         -> (the call's output, positions computed)."""
         start = self.cached
         slots = []  # sequence position of each cache slot after ``start``, in cache order
