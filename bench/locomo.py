@@ -238,7 +238,8 @@ def pick(qa: list[dict], limit: int | None, first: bool = False) -> list[int]:
 # system's answers afresh. mc: the runtime that recalls and reads ...
 ANSWER_SOURCES = ("mcruntime/reading.py", "mcruntime/recall.py", "mcruntime/lexical.py",
                   "mcruntime/indexing.py", "mcruntime/retrieval.py", "mcruntime/static_keys.py",
-                  "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py")  # fmt: skip
+                  "mcruntime/layout.py", "mcruntime/dates.py", "mcruntime/session.py",
+                  "mcruntime/attribution.py")  # fmt: skip
 # ... a baseline: only how a reader is shown text (and BM25's scoring, for rag): these
 # modules and the parts of mcruntime.reading that write a reader's prompt (not how mc
 # chooses its passages)
@@ -254,13 +255,17 @@ _NOT_ANSWERS = ("split", "conversations", "limit", "first", "systems", "out", "w
 
 def answer_key(cfg: LocomoConfig, system: str) -> str:
     """What one system's answer to a question depends on: the run's settings (not which
-    questions or systems it asks, nor where it writes), ``SessionConfig``'s defaults (the
-    passage budget rag shares with mc) and the source of the code that recalls, reads and
-    asks for that system, so tuning mc's recall keeps the baselines' answers. Rows stored
-    under the same key are reused by ``--resume``."""
+    questions or systems it asks, nor where it writes), ``SessionConfig`` (for a baseline only
+    the passage budget it shares with mc) and the source of the code that recalls, reads and
+    asks for that system, so tuning mc's recall keeps the baselines' answers. Rows stored under
+    the same key are reused by ``--resume``."""
     from mcruntime import SessionConfig
 
     settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_ANSWERS}
+    session = asdict(SessionConfig())
+    if system != "mc":  # a baseline reads only the passage budget: mc's tuning keeps its answers
+        settings.pop("session")
+        session = {"read_k": rag_k(cfg), "read_tokens": _reading(cfg).read_tokens}
     files = ANSWER_SOURCES if system == "mc" else BASELINE_SOURCES
     src = [(p, (ROOT / p).read_text()) for p in files if (ROOT / p).exists()]
     src += [(n, _source(globals()[n])) for n in ANSWER_CODE + SYSTEM_CODE[system]]
@@ -268,7 +273,7 @@ def answer_key(cfg: LocomoConfig, system: str) -> str:
         from mcruntime import reading
 
         src += [(f"reading.{n}", _source(getattr(reading, n))) for n in BASELINE_READING]
-    blob = json.dumps([FORMAT, system, settings, asdict(SessionConfig()), src], sort_keys=True,
+    blob = json.dumps([FORMAT, system, settings, session, src], sort_keys=True,
                       default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

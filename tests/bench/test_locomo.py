@@ -190,6 +190,16 @@ def test_each_system_keeps_its_answers_when_another_systems_code_changes(monkeyp
     assert all(locomo.answer_key(cfg, s) != keys[s] for s in keys if s != "mc")
 
 
+def test_a_baseline_keeps_its_answers_when_only_mcs_session_settings_change():
+    cfg = locomo.LocomoConfig()
+    keys = {s: locomo.answer_key(cfg, s) for s in locomo.SYSTEMS}
+    tuned = locomo.LocomoConfig(session={"recall_k": 2})  # how mc recalls: not a baseline's input
+    assert locomo.answer_key(tuned, "mc") != keys["mc"]
+    assert all(locomo.answer_key(tuned, s) == keys[s] for s in keys if s != "mc")
+    budget = locomo.LocomoConfig(session={"read_tokens": 100})  # the budget rag shares with mc
+    assert all(locomo.answer_key(budget, s) != keys[s] for s in keys)
+
+
 def test_focus_recall_alone_measures_what_each_system_shows(tmp_path, data):
     base = mcmodels.tiny_base(0)
     cfg = _cfg(tmp_path, reader="tiny")
