@@ -832,7 +832,7 @@ def save(result: dict, out: str, workdir: str | None = None) -> None:
         f"keeper {result['model']}, reader {result['reader']}, window {cfg['window']}; "
         f"{result['seconds'] / 60:.0f} min, {result['cpu_seconds'] / 60:.0f} CPU-min in this run; "
         f"{sum(r['seconds'] for r in result['rows']) / 60:.0f} min of answering in all "
-        f"(summed per question, over the runs ``--resume`` took answers from)\n\n"
+        f"(summed per question, over the runs `--resume` took answers from)\n\n"
         f"{table(result)}\n"
     )
     if result["rows"]:
