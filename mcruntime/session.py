@@ -116,6 +116,10 @@ class SessionConfig:
     # positions, instead of recomputing everything after its first edit (mcruntime.window;
     # memory bench dev, 216 keeper probes: 154 right against 144 recomputing; docs/memory.md)
     shift_cache: bool = True
+    # with shift_cache: a run of the turn that repeats positions already in the window (a
+    # recalled passage the focus also expanded in place) takes their keys and values, moved,
+    # instead of being computed again (mcruntime.window; measured in docs/memory.md)
+    copy_cache: bool = True
 
 
 class Session:
@@ -167,6 +171,7 @@ class Session:
             self.parts.prefix,
             hooks=hooks,
             shift=self.config.shift_cache,
+            copy=self.config.copy_cache,
         )
         self._open_reading()
 

@@ -6,6 +6,9 @@ first changed entry is kept as it is. After it, with ``shift`` on, runs of posit
 vectors did not change (the entries after an expand or a collapse, the turn) keep their cached
 keys and values, moved to their new positions (``mcmodels.kvcache.KeyShift``); only the changed
 entries are computed. With ``shift`` off, everything from the first change on is recomputed.
+With ``copy`` on as well, a run of new positions whose vectors repeat a run already computed
+earlier in the window (a recalled passage that the focus also expanded in place) takes that
+run's keys and values, rotated to where it now stands, instead of being computed again.
 Decoding a token costs one position against a cache of at most ``window`` positions, whatever
 the length of the history.
 """
@@ -30,14 +33,52 @@ def unchanged_runs(old: torch.Tensor, new: torch.Tensor, min_run: int = MIN_RUN)
     return [(i, j, n) for i, j, n in m.get_matching_blocks() if n >= min_run]
 
 
+def repeated_runs(rows: torch.Tensor, todo: list[int], min_run: int = MIN_RUN):
+    """``(source start, target start, length)``: runs of the positions ``todo`` (ascending,
+    the last one excluded: its logits are asked for) whose rows repeat, in order, rows at
+    earlier positions, at least ``min_run`` long, longest source first where several match.
+    Every source lies before the first target, so that computing the window up to there
+    first gives every copy its keys and values."""
+    if len(todo) < min_run + 1:
+        return []
+    h = [hash(r.tobytes()) for r in rows.cpu().contiguous().numpy()]
+    grams: dict[tuple, list[int]] = {}
+    for q in range(len(h) - min_run + 1):
+        grams.setdefault(tuple(h[q : q + min_run]), []).append(q)
+    wanted = set(todo[:-1])
+    out, bound, p, i = [], None, None, 0
+    while i < len(todo) - 1:
+        p = todo[i]
+        limit = p if bound is None else bound
+        best = (0, 0)
+        for q in grams.get(tuple(h[p : p + min_run]), ()):
+            if q + min_run > limit:
+                break
+            k = 0
+            while q + k < limit and p + k in wanted and h[q + k] == h[p + k]:
+                k += 1
+            best = max(best, (k, q))
+        if best[0] >= min_run:
+            k, q = best
+            out.append((q, p, k))
+            bound = p if bound is None else bound
+            i += k
+        else:
+            i += 1
+    return out
+
+
 class Window:
     """Owns the input vectors and the KV cache of one base model.
 
     ``hooks``: every model step runs inside ``hooks.span("logits")`` (``mcruntime.hooks``).
     ``shift``: reuse unchanged positions after an edit, moved (see the module's docstring);
-    used only where the model's keys can be moved exactly (``BaseLM.key_shift``)."""
+    used only where the model's keys can be moved exactly (``BaseLM.key_shift``). ``copy``:
+    with ``shift``, new positions that repeat earlier ones take their keys and values."""
 
-    def __init__(self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS, shift=False):
+    def __init__(
+        self, base, prefix_ids: list[int], *, hooks: Hooks = NO_HOOKS, shift=False, copy=False
+    ):
         self.base = base
         self.hooks = hooks
         self.prefix_len = len(prefix_ids)
@@ -48,6 +89,7 @@ class Window:
         self.computed_from = self.vectors[:0]  # the vectors the cache's positions were made of
         self.recomputed = 0  # telemetry: positions recomputed since creation
         self.shift = base.key_shift() if shift else None
+        self.copy = copy
 
     @property
     def length(self) -> int:
@@ -73,12 +115,25 @@ class Window:
             if self.cached >= n:  # nothing new: recompute the last position for its logits
                 self.base.crop_cache(self.cache, n - 1)
                 self.cached = n - 1
+            start, before = self.cached, 0
+            copies = self._copies(runs, n)
+            if copies:  # compute up to the first copy, then copy and go on
+                first = copies[0][1]
+                before = self._upto(first, [r for r in runs if r[0] < first])
+                runs = [r for r in runs if r[0] >= first]
+                if self.cache.splices():
+                    runs += [(at, self.cache.take(src, src + size), size, at - src)
+                             for src, at, size in copies]  # fmt: skip
+                else:
+                    copies = []
+            rec["copied"] = sum(size for _, _, size in copies)
             if runs:
                 out, computed = self._around(runs, n)
             else:
                 computed, out = n - self.cached, self._forward(self.cached, n, last_k=1)
+            computed += before
             rec["positions"], rec["len"] = computed, n
-            rec["reused"] = n - self.cached - computed
+            rec["reused"] = n - start - computed
             self.recomputed += computed
             self.cached = n
             self.computed_from = self.vectors
@@ -99,6 +154,27 @@ class Window:
             out.append((s + j, self.cache.take(s + i, s + i + size), size, j - i))
         return out
 
+    def _copies(self, runs: list, n: int) -> list:
+        """``repeated_runs`` of the positions still to compute (after ``cached``, not in a
+        moved run); none without ``copy`` or with a cache that cannot be spliced."""
+        if not self.copy or self.shift is None:
+            return []
+        if self.cache is not None and not self.cache.splices():
+            return []
+        moved = {p for at, _, size, _ in runs for p in range(at, at + size)}
+        todo = [p for p in range(self.cached, n) if p not in moved]
+        return repeated_runs(self.vectors[:n], todo)
+
+    def _upto(self, stop: int, runs: list) -> int:
+        """Make the cache hold every position before ``stop`` (``runs`` moved back, the rest
+        computed). -> positions computed."""
+        if runs or self.cache is not None:
+            return self._around(runs, stop)[1]
+        computed = stop - self.cached
+        self._forward(self.cached, stop, last_k=1)
+        self.cached = stop
+        return computed
+
     def _around(self, runs: list, n: int):
         """Put the unchanged ``runs`` back (moved), then compute every other position from
         ``cached`` to ``n`` in ONE model call (a call per changed region read every weight
@@ -116,6 +192,10 @@ class Window:
         moved = set(slots)
         todo = [p for p in range(start, n) if p not in moved]  # ends with n - 1: never reused
         seq = torch.tensor(list(range(start)) + slots + todo, device=self.base.device)
+        if not todo:  # everything up to ``n`` was moved or copied: no model call
+            self.cache.reorder_from(start, torch.argsort(seq[start:]) + start)
+            self.cached = n
+            return None, 0
         at = torch.tensor(todo, device=self.base.device)
         mask = (seq[None, :] <= at[:, None])[None, None]  # [1, 1, computed, cache after]
         out = self.base.forward(
@@ -126,6 +206,7 @@ class Window:
             attention_mask=mask,
         )
         self.cache.reorder_from(start, torch.argsort(seq[start:]) + start)
+        self.cached = n
         return out, len(todo)
 
     def _forward(self, start: int, stop: int, last_k: int):

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import mcmodels
 from mcmodels.kvcache import KeyShift
 from mcruntime import Session, SessionConfig
-from mcruntime.window import Window, unchanged_runs
+from mcruntime.window import Window, repeated_runs, unchanged_runs
 from tests.runtime.text import prose
 
 
@@ -87,10 +87,42 @@ def test_an_expand_computes_only_the_new_rows_and_gives_the_same_logits():
     assert (moved.recomputed - before[0], plain.recomputed - before[1]) == (7, 40)
 
 
+def test_repeated_runs_copy_from_before_the_first_target_only():
+    a, b = _rows(30, 11, 8), _rows(10, 12, 8)
+    rows = torch.cat([a, a[4:16], b, b, _rows(1, 13, 8)])  # 30 | 12 of a | b | b again | 1
+    todo = list(range(30, len(rows)))
+    # a[4:16] is found at 4; the second b repeats rows 42-51, which lie after the first
+    # copy's target (30): computed with it, not before it, so it is not copied
+    assert repeated_runs(rows, todo) == [(4, 30, 12)]
+    assert repeated_runs(rows, list(range(42, len(rows)))) == [(42, 52, 10)]
+    assert repeated_runs(rows, todo, min_run=13) == []
+    assert repeated_runs(rows[:39], list(range(30, 39))) == [(4, 30, 8)]
+    assert repeated_runs(rows[:38], list(range(30, 38))) == []  # the last row is never copied
+
+
+def test_a_tail_that_repeats_the_window_computes_only_what_is_new():
+    d = ONE_LAYER.d_model
+    body, question = _rows(40, 21, d), _rows(3, 22, d)
+    tail = torch.cat([body[10:30], question])  # a recalled passage, then the question
+    copied = Window(ONE_LAYER, [1, 2, 3], shift=True, copy=True)
+    plain = Window(ONE_LAYER, [1, 2, 3])
+    for w in (copied, plain):
+        w.set_from(3, body)
+        w.logits()
+        w.append(tail)
+    torch.testing.assert_close(copied.logits(), plain.logits(), atol=2e-4, rtol=1e-4)
+    assert (copied.recomputed, plain.recomputed) == (43 + 3, 43 + 23)
+    cold = Window(ONE_LAYER, [1, 2, 3], shift=True, copy=True)  # all in the window's first call
+    cold.set_from(3, torch.cat([body, tail]))
+    torch.testing.assert_close(cold.logits(), plain.logits(), atol=2e-4, rtol=1e-4)
+    assert cold.recomputed == 43 + 3
+
+
 class MovedEqualsRecomputed(RuleBasedStateMachine):
-    """Random expands, collapses, appends and cuts of a window's rows: with one layer, logits
-    with moved positions equal logits with everything after the first change recomputed, and
-    the moved window computes no more positions than the recomputing one."""
+    """Random expands, collapses, appends, repeats and cuts of a window's rows: with one layer,
+    logits with moved (and copied) positions equal logits with everything after the first
+    change recomputed, and moving (copying) computes no more positions than recomputing
+    (moving)."""
 
     @initialize(n=st.integers(12, 60))
     def start(self, n):
@@ -98,6 +130,8 @@ class MovedEqualsRecomputed(RuleBasedStateMachine):
         self.fresh = 1000
         self.moved = Window(ONE_LAYER, [1, 2, 3], shift=True)
         self.plain = Window(ONE_LAYER, [1, 2, 3])
+        self.copied = Window(ONE_LAYER, [1, 2, 3], shift=True, copy=True)
+        self.windows = (self.moved, self.plain, self.copied)
         self._apply(0)
 
     def _new(self, k):
@@ -106,7 +140,7 @@ class MovedEqualsRecomputed(RuleBasedStateMachine):
         return out
 
     def _apply(self, start):
-        for w in (self.moved, self.plain):
+        for w in self.windows:
             w.set_from(w.prefix_len + start, torch.stack(self.rows[start:]))
 
     @rule(at=st.integers(0, 10_000), k=st.integers(2, 16))
@@ -126,19 +160,30 @@ class MovedEqualsRecomputed(RuleBasedStateMachine):
     def append(self, k):
         new = self._new(k)
         self.rows += new
-        for w in (self.moved, self.plain):
+        for w in self.windows:
+            w.append(torch.stack(new))
+
+    @rule(at=st.integers(0, 10_000), k=st.integers(8, 20))
+    def repeat(self, at, k):
+        """Append a run of rows already in the window (a recalled passage) and a new row."""
+        at %= len(self.rows)
+        new = self.rows[at : at + k] + self._new(1)
+        self.rows += new
+        for w in self.windows:
             w.append(torch.stack(new))
 
     @rule()
     def step(self):
-        before = (self.moved.recomputed, self.plain.recomputed)
-        a, b = self.moved.logits(), self.plain.logits()
+        before = [w.recomputed for w in self.windows]
+        a, b, c = (w.logits() for w in self.windows)
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
-        assert self.moved.recomputed - before[0] <= self.plain.recomputed - before[1]
+        torch.testing.assert_close(c, b, atol=2e-4, rtol=1e-4)
+        moved, plain, copied = (w.recomputed - n for w, n in zip(self.windows, before, strict=True))
+        assert copied <= moved <= plain
 
     @invariant()
     def same_rows(self):
-        assert self.moved.length == self.plain.length == 3 + len(self.rows)
+        assert self.moved.length == self.plain.length == self.copied.length == 3 + len(self.rows)
 
 
 MovedEqualsRecomputed.TestCase.settings = settings(max_examples=25, stateful_step_count=12,
