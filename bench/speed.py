@@ -15,10 +15,11 @@ Ratios are what the issue's targets name: decode ms/token of an answer over llam
 time to an answer's first token over llama.cpp's time to prefill 1,024 tokens.
 
 ``mc keeper recompute`` is the keeper with ``shift_cache=False``: a refocus recomputes every
-position after its first edit. ``mc keeper no copy`` keeps moving but computes a recalled
-passage again where the window already holds it (``copy_cache=False``). The refocus section times the model step after one refocus
-step (a query from a random place of the tree) in two keeper sessions that make the same edits,
-one moving the unchanged positions (``shift_cache``, the default) and one recomputing them.
+position after its first edit (and nothing is copied: copies need moved keys). ``mc keeper no
+copy`` moves but computes a recalled passage again where the window already holds it
+(``copy_cache=False``). The refocus section times the model step after one refocus step (a
+query from a random place of the tree) in two keeper sessions that make the same edits, one
+moving the unchanged positions (``shift_cache``, the default) and one recomputing them.
 """
 
 from __future__ import annotations
@@ -176,11 +177,11 @@ def run(cfg: SpeedConfig, progress=print) -> dict:
     }
 
 
-# the keeper's engines: the session's defaults (fp16 projections, moved positions), fp32
-# weights, and a refocus that recomputes everything after its first edit
+# the keeper's engines: the session's defaults (fp16 projections, moved and copied positions),
+# fp32 weights, no copies, and a refocus that recomputes everything after its first edit
 KEEPERS = {"keeper": {}, "keeper fp32": {"answer_weights": "fp32"},
            "keeper no copy": {"copy_cache": False},
-           "keeper recompute": {"shift_cache": False, "copy_cache": False}}  # fmt: skip
+           "keeper recompute": {"shift_cache": False}}  # fmt: skip
 
 
 def refocus_cost(tree, base, ids, cfg: SpeedConfig, progress) -> dict:

@@ -46,7 +46,7 @@ def repeated_runs(rows: torch.Tensor, todo: list[int], min_run: int = MIN_RUN):
     for q in range(len(h) - min_run + 1):
         grams.setdefault(tuple(h[q : q + min_run]), []).append(q)
     wanted = set(todo[:-1])
-    out, bound, p, i = [], None, None, 0
+    out, bound, i = [], None, 0
     while i < len(todo) - 1:
         p = todo[i]
         limit = p if bound is None else bound
@@ -176,7 +176,7 @@ class Window:
         return computed
 
     def _around(self, runs: list, n: int):
-        """Put the unchanged ``runs`` back (moved), then compute every other position from
+        """Put the ``runs`` back (moved or copied), then compute every other position from
         ``cached`` to ``n`` in ONE model call (a call per changed region read every weight
         k + 1 times for k edits; measured, the saving is small: the refocus step of ``bench
         speed`` went 0.36 -> 0.33 s, most of it ~3.5 ms per position). The call's mask lets
@@ -190,7 +190,9 @@ class Window:
             self.cache.put(kv, lambda k, d=delta: self.shift(k, d))
             slots.extend(range(new_at, new_at + size))
         moved = set(slots)
-        todo = [p for p in range(start, n) if p not in moved]  # ends with n - 1: never reused
+        # ends with n - 1 when n is the window's length (never reused); empty when what comes
+        # before a copy was all moved
+        todo = [p for p in range(start, n) if p not in moved]
         seq = torch.tensor(list(range(start)) + slots + todo, device=self.base.device)
         if not todo:  # everything up to ``n`` was moved or copied: no model call
             self.cache.reorder_from(start, torch.argsort(seq[start:]) + start)
