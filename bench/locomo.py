@@ -719,6 +719,7 @@ def _result(cfg, base, machine, rows, raw, builds, t_start, cpu_start) -> dict:
         "rows": [asdict(r) for r in rows],
     }
     out["summary"] = summarise(out["rows"])
+    out["compare"] = compare(out["rows"])
     out["raw"] = raw  # not written to --out (see save)
     return out
 
@@ -752,6 +753,81 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def paired(rows: list[dict], a: str, b: str, seed: int = 0, draws: int = 5000) -> dict | None:
+    """``a``'s F1 minus ``b``'s over the questions of categories 1-4 both answered, with a 95%
+    bootstrap interval over questions (fixed seed): a lead of a few hundredths over a few
+    hundred questions is within what chance moves, and a table should say so."""
+    f1 = {(r["conv"], r["q"], r["system"]): r["f1"] for r in rows if r["category"] != 5}
+    both = sorted({(c, q) for c, q, s in f1 if s == a} & {(c, q) for c, q, s in f1 if s == b})
+    if not both:
+        return None
+    d = np.array([f1[(c, q, a)] - f1[(c, q, b)] for c, q in both])
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (draws, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"n": len(both), "diff": float(d.mean()), "lo": float(lo), "hi": float(hi)}
+
+
+def by_shown(rows: list[dict], system: str) -> dict:
+    """``system``'s F1 over categories 1-4 split by how much of the evidence it showed (all,
+    some, none), beside the oracle's F1 on the same questions: where the gap to the oracle is
+    finding the evidence and where it is reading it among other turns."""
+    oracle = {(r["conv"], r["q"]): r["f1"] for r in rows if r["system"] == "oracle"}
+    out = {}
+    rs = [
+        r for r in rows if r["system"] == system and r["category"] != 5 and r["found"] is not None
+    ]
+    for name, test in (("all", lambda f: f >= 1), ("some", lambda f: 0 < f < 1),
+                       ("none", lambda f: f <= 0)):  # fmt: skip
+        g = [r for r in rs if test(r["found"])]
+        o = [oracle[(r["conv"], r["q"])] for r in g if (r["conv"], r["q"]) in oracle]
+        out[name] = {
+            "n": len(g),
+            "f1": float(np.mean([r["f1"] for r in g])) if g else None,
+            "oracle_f1": float(np.mean(o)) if o and len(o) == len(g) else None,
+        }
+    return out
+
+
+def compare(rows: list[dict]) -> dict:
+    """mc against each baseline, paired (``paired``), and mc's and RAG's answers by the
+    evidence they showed (``by_shown``)."""
+    systems = set(r["system"] for r in rows)
+    out: dict = {"paired": {}, "by_shown": {}}
+    if "mc" in systems:
+        for other in (s for s in SYSTEMS if s != "mc" and s in systems):
+            out["paired"][other] = paired(rows, "mc", other)
+    for s in ("mc", "rag"):
+        if s in systems:
+            out["by_shown"][s] = by_shown(rows, s)
+    return out
+
+
+def _f(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def compare_table(cmp: dict) -> str:
+    lines = []
+    if cmp.get("paired"):
+        lines += ["\nmc's F1 minus each baseline's, paired over the questions of categories 1-4 "
+                  "both answered (95% bootstrap interval)\n",
+                  "| against | questions | mc minus it | interval |", "|---|---|---|---|"]  # fmt: skip
+        for other, p in cmp["paired"].items():
+            if p:
+                lines.append(f"| {other} | {p['n']} | {p['diff']:+.3f} | "
+                             f"{p['lo']:+.3f} to {p['hi']:+.3f} |")  # fmt: skip
+    if cmp.get("by_shown"):
+        lines += ["\nF1 over categories 1-4 by how much of its evidence the system showed, "
+                  "beside the oracle's F1 on the same questions\n",
+                  "| system | evidence shown | questions | F1 | oracle's F1 |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for s, d in cmp["by_shown"].items():
+            for name, c in d.items():
+                lines.append(f"| {s} | {name} | {c['n']} | {_f(c['f1'])} | {_f(c['oracle_f1'])} |")
+    return "\n".join(lines)
+
+
 def table(result: dict) -> str:
     summ = result["summary"]
     cols = [c for c in [*CATEGORIES.values(), "1-4", "all"] if any(c in d for d in summ.values())]
@@ -783,6 +859,8 @@ def table(result: dict) -> str:
         ft = "–" if a["first_token_s"] is None else f"{a['first_token_s']:.2f}"
         ref = "–" if r["refused"] is None else f"{r['refused']:.2f}"
         lines.append(f"| {s} | {ft} | {a['seconds']:.2f} | {ref} |")
+    if result.get("compare"):
+        lines.append(compare_table(result["compare"]))
     return "\n".join(lines).strip()
 
 

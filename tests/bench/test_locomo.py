@@ -304,3 +304,36 @@ def test_category_5_is_right_when_the_answer_says_not_mentioned():
 def test_integer_answers_are_scored_as_text():
     assert locomo.score("2022.", {"category": 2, "answer": 2022}) == (1.0, True)
     assert locomo.score("In 2022", {"category": 2, "answer": 2022})[0] == pytest.approx(2 / 3)
+
+
+def _row(system, q, f1, found, category=4, conv="41"):
+    return {"conv": conv, "q": q, "system": system, "f1": f1, "found": found, "category": category}
+
+
+def test_paired_difference_brackets_the_mean_and_skips_unpaired_and_adversarial():
+    rows = [_row("mc", q, 0.5 + 0.1 * (q % 2), 1.0) for q in range(40)]
+    rows += [_row("rag", q, 0.4, 1.0) for q in range(40)]
+    rows += [_row("mc", 99, 1.0, 1.0), _row("mc", 50, 1.0, 1.0, category=5)]  # no rag: left out
+    rows += [_row("rag", 50, 0.0, 1.0, category=5)]  # adversarial: left out
+    p = locomo.paired(rows, "mc", "rag")
+    assert p["n"] == 40
+    assert p["diff"] == pytest.approx(0.15)
+    assert 0.1 <= p["lo"] < p["diff"] < p["hi"] <= 0.2
+    assert locomo.paired(rows, "mc", "rag") == p  # fixed seed
+    same = locomo.paired([_row("mc", 0, 0.3, 1.0), _row("rag", 0, 0.3, 1.0)], "mc", "rag")
+    assert same["diff"] == same["lo"] == same["hi"] == 0.0
+    assert locomo.paired(rows, "mc", "trunc") is None
+
+
+def test_answers_are_split_by_the_evidence_shown_beside_the_oracle():
+    rows = [_row("mc", 0, 1.0, 1.0), _row("mc", 1, 0.5, 0.5), _row("mc", 2, 0.0, 0.0),
+            _row("mc", 3, 0.2, 0.0), _row("mc", 4, 0.0, 0.0, category=5)]  # fmt: skip
+    rows += [_row("oracle", q, 0.8, 1.0) for q in range(5)]
+    got = locomo.by_shown(rows, "mc")
+    assert got["all"] == {"n": 1, "f1": 1.0, "oracle_f1": 0.8}
+    assert got["some"] == {"n": 1, "f1": 0.5, "oracle_f1": 0.8}
+    assert got["none"]["n"] == 2 and got["none"]["f1"] == pytest.approx(0.1)
+    text = locomo.compare_table(locomo.compare(rows))
+    assert "| mc | none | 2 | 0.100 | 0.800 |" in text
+    assert "| oracle | 4 | -0.375 |" in text  # mc's mean over categories 1-4 minus 0.8
+    assert "| rag |" not in text  # no RAG answers: no row
