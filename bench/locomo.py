@@ -87,6 +87,7 @@ from mcmodels.defaults import DEFAULT_MODEL
 
 DEV = ("26", "30")
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+ADVERSARIAL = 5  # right answer: the conversation does not say; left out of "1-4"
 SYSTEMS = ("mc", "rag", "oracle", "trunc")
 # category 5 is right when the answer says the conversation does not hold it: the paper's two
 # phrases, "no information" (covers "no information available"), and our reader's refusal
@@ -360,7 +361,7 @@ def gold(qa: dict) -> str:
 
 def score(pred: str, qa: dict) -> tuple[float, bool]:
     """(F1, exact match) of one answer, by the question's category."""
-    if qa["category"] == 5:
+    if qa["category"] == ADVERSARIAL:
         ok = says_not_mentioned(pred)
         return float(ok), ok
     g = gold(qa)
@@ -747,7 +748,7 @@ def summarise(rows: list[dict]) -> dict:
         rs = [r for r in rows if r["system"] == system]
         d = {CATEGORIES[c]: _cell([r for r in rs if r["category"] == c])
              for c in CATEGORIES if any(r["category"] == c for r in rs)}  # fmt: skip
-        d["1-4"] = _cell([r for r in rs if r["category"] != 5])
+        d["1-4"] = _cell([r for r in rs if r["category"] != ADVERSARIAL])
         d["all"] = _cell(rs)
         out[system] = d
     return out
@@ -757,7 +758,7 @@ def paired(rows: list[dict], a: str, b: str, seed: int = 0, draws: int = 5000) -
     """``a``'s F1 minus ``b``'s over the questions of categories 1-4 both answered, with a 95%
     bootstrap interval over questions (fixed seed): a lead of a few hundredths over a few
     hundred questions is within what chance moves, and a table should say so."""
-    f1 = {(r["conv"], r["q"], r["system"]): r["f1"] for r in rows if r["category"] != 5}
+    f1 = {(r["conv"], r["q"], r["system"]): r["f1"] for r in rows if r["category"] != ADVERSARIAL}
     both = sorted({(c, q) for c, q, s in f1 if s == a} & {(c, q) for c, q, s in f1 if s == b})
     if not both:
         return None
@@ -775,7 +776,9 @@ def by_shown(rows: list[dict], system: str) -> dict:
     oracle = {(r["conv"], r["q"]): r["f1"] for r in rows if r["system"] == "oracle"}
     out = {}
     rs = [
-        r for r in rows if r["system"] == system and r["category"] != 5 and r["found"] is not None
+        r
+        for r in rows
+        if r["system"] == system and r["category"] != ADVERSARIAL and r["found"] is not None
     ]
     for name, test in (("all", lambda f: f >= 1), ("some", lambda f: 0 < f < 1),
                        ("none", lambda f: f <= 0)):  # fmt: skip

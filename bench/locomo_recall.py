@@ -118,7 +118,7 @@ def summarise(rows: list[dict]) -> dict:
     for system in SYSTEMS:
         rs = [r for r in rows if r["system"] == system]
         groups = {L.CATEGORIES[c]: [r for r in rs if r["category"] == c] for c in L.CATEGORIES}
-        groups["1-4"] = [r for r in rs if r["category"] != 5]
+        groups["1-4"] = [r for r in rs if r["category"] != L.ADVERSARIAL]
         groups["all"] = rs
         out[system] = {
             name: {
