@@ -12,5 +12,6 @@ COMMANDS = {  # name -> module with a main(argv)
     "explorer": "bench.explorer",  # the web explorer's first view of a 1M-token memory
     "locomo": "bench.locomo",  # LoCoMo conversations: F1 per category against RAG and an oracle
     "locomo-recall": "bench.locomo_recall",  # LoCoMo: evidence shown by mc and BM25, no answers
+    "locomo-turns": "bench.locomo_turns",  # LoCoMo: BM25 turn rankings with the turn before
     "speed": "bench.speed",  # answers against llama.cpp on the same GGUF and threads
 }

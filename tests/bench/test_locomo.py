@@ -11,7 +11,7 @@ import torch
 
 import mcmodels
 import mcstore
-from bench import locomo, locomo_recall
+from bench import locomo, locomo_recall, locomo_turns
 from bench.porter import stem
 from mcruntime import reading
 
@@ -337,3 +337,20 @@ def test_answers_are_split_by_the_evidence_shown_beside_the_oracle():
     assert "| mc | none | 2 | 0.100 | 0.800 |" in text
     assert "| oracle | 4 | -0.375 |" in text  # mc's mean over categories 1-4 minus 0.8
     assert "| rag |" not in text  # no RAG answers: no row
+
+
+def test_turn_rankings_index_a_turn_with_the_one_it_answers(data, tmp_path):
+    tok = mcmodels.tiny_base(0).tokenizer
+    conv = locomo.Conversation.of("7", data["7"], tok)
+    both = locomo_turns.with_before(conv)
+    assert both.turns[2].text == conv.turns[1].text + conv.turns[2].text
+    assert both.turns[4].text == conv.turns[4].text  # a session's first turn answers nothing
+    assert both.turns is not conv.turns and conv.turns[2].text.startswith("[1:56 pm")
+    assert locomo_turns.shown([3, 0], "next", 3, 4) == {3, 0, 1}  # no turn past the last
+    assert locomo_turns.shown([0, 2], "prev", 2, 4) == {0, 1}
+    got = locomo_turns.run(_cfg(tmp_path), tokenizer=tok, data=data, progress=lambda s: None)
+    assert got["questions"] == 4  # categories 1-4 only
+    own = got["found"]["own words, the turn"]
+    assert own["6"] == 1.0  # six of the eight turns hold every question's evidence here
+    locomo_turns.save(got, str(tmp_path / "t.json"))
+    assert "| with the turn before, the turn |" in (tmp_path / "t.md").read_text()
